@@ -1,0 +1,184 @@
+/**
+ * The backend layer: picks the tfjs backend once at start-up, and says which it picked.
+ *
+ * Order when nothing is asked for: node-gpu (@tensorflow/tfjs-node-gpu), node
+ * (@tensorflow/tfjs-node), wasm (XNNPACK plus our kernel pack, see ./wasm-kernels.ts), cpu.
+ * `--backend NAME` on every CLI, or TXT2IMG_BACKEND=NAME, asks for one: a backend that was
+ * asked for and cannot load is an error, never a silent fallback.
+ *
+ * Model code never imports a backend: it uses '@tensorflow/tfjs' and runs the same everywhere.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+
+export const BACKEND_NAMES = ['node-gpu', 'node', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+export const BACKEND_ENV = 'TXT2IMG_BACKEND';
+export const THREADS_ENV = 'TXT2IMG_THREADS';
+
+export interface BackendInfo {
+  /** Our name for it (what --backend takes). */
+  name: BackendName;
+  /** tfjs' registered backend name ('tensorflow', 'wasm', 'cpu'). */
+  tfName: string;
+  /** Threads the backend computes with (wasm: its worker pool; node: TensorFlow's own pool). */
+  threads: number;
+  /** True only when a GPU really computes: node-gpu with a visible NVIDIA device. */
+  gpu: boolean;
+  /** The line printed at start-up. */
+  description: string;
+}
+
+export interface InitBackendOptions {
+  /** A backend name; undefined means TXT2IMG_BACKEND, else the automatic order. */
+  backend?: string;
+  /** wasm threads; default TXT2IMG_THREADS, else the number of cores. */
+  threads?: number;
+  /** Do not print the choice (tests). */
+  quiet?: boolean;
+  /** Where to print (default console.error, so stdout stays clean for pipes). */
+  log?: (line: string) => void;
+}
+
+let current: BackendInfo | undefined;
+
+export function parseBackendName(value: string, source: string): BackendName {
+  const v = value.trim().toLowerCase();
+  if ((BACKEND_NAMES as readonly string[]).includes(v)) return v as BackendName;
+  throw new Error(`${source}: unknown backend '${value}'; allowed: ${BACKEND_NAMES.join(', ')}`);
+}
+
+function parseThreads(value: number | string | undefined, source: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 256) {
+    throw new Error(`${source}: threads must be an integer from 1 to 256, got '${value}'`);
+  }
+  return n;
+}
+
+/** Whether an NVIDIA GPU is visible to this process (driver loaded and a device node present). */
+function nvidiaGpuVisible(): boolean {
+  if (process.env.CUDA_VISIBLE_DEVICES === '' || process.env.CUDA_VISIBLE_DEVICES === '-1') return false;
+  try {
+    return existsSync('/proc/driver/nvidia/version') && readdirSync('/dev').some((d) => /^nvidia\d+$/.test(d));
+  } catch {
+    return false;
+  }
+}
+
+async function loadNode(gpu: boolean): Promise<BackendInfo> {
+  const pkg = gpu ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node';
+  try {
+    await import(pkg);
+  } catch (e) {
+    throw new Error(
+      `backend '${gpu ? 'node-gpu' : 'node'}' is not available: ${pkg} did not load ` +
+        `(${(e as Error).message.split('\n')[0]}). It needs libtensorflow, which its install script downloads; ` +
+        `see README "Backends".`,
+    );
+  }
+  if (tf.findBackend('tensorflow') === null || !(await tf.setBackend('tensorflow'))) {
+    throw new Error(`backend '${gpu ? 'node-gpu' : 'node'}': ${pkg} loaded but did not register the 'tensorflow' backend`);
+  }
+  await tf.ready();
+  const threads = os.cpus().length;
+  if (!gpu) {
+    return { name: 'node', tfName: 'tensorflow', threads, gpu: false, description: `backend: node (libtensorflow on CPU, ${threads} cores)` };
+  }
+  const seen = nvidiaGpuVisible();
+  return {
+    name: 'node-gpu',
+    tfName: 'tensorflow',
+    threads,
+    gpu: seen,
+    description: seen
+      ? 'backend: node-gpu (libtensorflow with CUDA, NVIDIA GPU visible)'
+      : 'backend: node-gpu (libtensorflow with CUDA) -- WARNING: no NVIDIA GPU is visible, so TensorFlow computes on the CPU',
+  };
+}
+
+async function loadWasm(threads: number | undefined): Promise<BackendInfo> {
+  const { enableWasmThreads } = await import('./wasm-threads.js');
+  const { registerWasmKernels } = await import('./wasm-kernels.js');
+  const wanted = threads ?? Math.max(1, os.cpus().length);
+  const got = await enableWasmThreads(wanted);
+  await import('@tensorflow/tfjs-backend-wasm');
+  registerWasmKernels();
+  if (!(await tf.setBackend('wasm'))) throw new Error("backend 'wasm' failed to initialise");
+  await tf.ready();
+  const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
+  const n = getThreadsCount();
+  const note = got < wanted ? `, ${wanted} asked` : '';
+  return { name: 'wasm', tfName: 'wasm', threads: n, gpu: false, description: `backend: wasm (${n} thread${n === 1 ? '' : 's'}${note})` };
+}
+
+async function loadCpu(): Promise<BackendInfo> {
+  if (!(await tf.setBackend('cpu'))) throw new Error("backend 'cpu' failed to initialise");
+  await tf.ready();
+  return { name: 'cpu', tfName: 'cpu', threads: 1, gpu: false, description: 'backend: cpu (pure JavaScript, 1 thread; slow, for tests and debugging)' };
+}
+
+async function load(name: BackendName, threads: number | undefined): Promise<BackendInfo> {
+  switch (name) {
+    case 'node-gpu':
+      return loadNode(true);
+    case 'node':
+      return loadNode(false);
+    case 'wasm':
+      return loadWasm(threads);
+    case 'cpu':
+      return loadCpu();
+  }
+}
+
+/**
+ * Chooses and initialises the backend. Idempotent: a second call returns the first choice,
+ * and asking for a different backend after one was chosen is an error (tfjs tensors live in
+ * one backend; switching mid-run would silently copy every weight).
+ */
+export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo> {
+  const fromFlag = opts.backend !== undefined && opts.backend !== '';
+  const envValue = process.env[BACKEND_ENV];
+  const asked = fromFlag
+    ? parseBackendName(opts.backend!, '--backend')
+    : envValue
+      ? parseBackendName(envValue, BACKEND_ENV)
+      : undefined;
+  const threads = parseThreads(opts.threads, '--threads') ?? parseThreads(process.env[THREADS_ENV], THREADS_ENV);
+
+  if (current) {
+    if (asked && asked !== current.name) {
+      throw new Error(`backend already initialised as '${current.name}'; cannot switch to '${asked}' in the same process`);
+    }
+    return current;
+  }
+
+  // Production mode: no debug checks, and no "install tfjs-node" banner from the cpu backend
+  // (the start-up line below already says which backend runs and what it is good for).
+  tf.enableProdMode();
+  let info: BackendInfo | undefined;
+  if (asked) {
+    info = await load(asked, threads);
+  } else {
+    const failures: string[] = [];
+    for (const name of BACKEND_NAMES) {
+      try {
+        info = await load(name, threads);
+        break;
+      } catch (e) {
+        failures.push(`${name}: ${(e as Error).message}`);
+      }
+    }
+    if (!info) throw new Error(`no tfjs backend could be initialised:\n  ${failures.join('\n  ')}`);
+  }
+  current = info;
+  if (!opts.quiet) (opts.log ?? ((l: string) => console.error(l)))(info.description);
+  return info;
+}
+
+/** The backend chosen by initBackend, or undefined before it ran. */
+export function currentBackend(): BackendInfo | undefined {
+  return current;
+}

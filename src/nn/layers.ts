@@ -1,0 +1,228 @@
+/**
+ * The layers every model of the project is built from. NHWC throughout.
+ *
+ * Written around three tfjs 4.22 limitations (see src/backend): dense layers reshape to 2-D
+ * before matMul (core's BatchMatMul gradient throws for 3-D x 2-D broadcasting), nearest
+ * upsampling is a reshape times ones (cpu's ResizeNearestNeighborGrad is wrong for batch > 1),
+ * and broadcasts stay at rank <= 4 (the tile/broadcastTo gradient supports rank <= 4 only).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { Generator } from '../random/generator.js';
+import { type ParamStore, fanInUniform, ones, zeros } from './params.js';
+
+export interface LinearOptions {
+  bias?: boolean;
+  /** Zero-initialised weights (output projections that must start as identity residuals). */
+  zeroInit?: boolean;
+}
+
+export class Linear {
+  readonly weight: tf.Variable; // [in, out]
+  readonly bias?: tf.Variable; // [out]
+
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    rng: Generator,
+    opts: LinearOptions = {},
+  ) {
+    const init = opts.zeroInit ? zeros : fanInUniform(inFeatures);
+    this.weight = store.add(`${name}.weight`, [inFeatures, outFeatures], init, rng);
+    if (opts.bias ?? true) this.bias = store.add(`${name}.bias`, [outFeatures], opts.zeroInit ? zeros : fanInUniform(inFeatures), rng);
+  }
+
+  /** x: [..., in] -> [..., out] */
+  apply(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const lead = x.shape.slice(0, -1);
+      const x2 = x.rank === 2 ? (x as tf.Tensor2D) : x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
+      let y: tf.Tensor = tf.matMul(x2, this.weight as tf.Tensor2D);
+      if (this.bias) y = tf.add(y, this.bias);
+      return x.rank === 2 ? y : y.reshape([...lead, this.outFeatures]);
+    });
+  }
+}
+
+export interface Conv2dOptions {
+  stride?: number;
+  bias?: boolean;
+  zeroInit?: boolean;
+}
+
+export class Conv2d {
+  readonly weight: tf.Variable; // [kh, kw, in, out]
+  readonly bias?: tf.Variable; // [out]
+  readonly stride: number;
+
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernel: number,
+    rng: Generator,
+    opts: Conv2dOptions = {},
+  ) {
+    this.stride = opts.stride ?? 1;
+    const fanIn = inChannels * kernel * kernel;
+    const init = opts.zeroInit ? zeros : fanInUniform(fanIn);
+    this.weight = store.add(`${name}.weight`, [kernel, kernel, inChannels, outChannels], init, rng);
+    if (opts.bias ?? true) this.bias = store.add(`${name}.bias`, [outChannels], opts.zeroInit ? zeros : fanInUniform(fanIn), rng);
+  }
+
+  /**
+   * x: [B, H, W, Cin] -> [B, ceil(H/s), ceil(W/s), Cout]. 'same' padding; for stride 2 on even
+   * sizes tfjs pads (0, 1), the asymmetric padding of Stable Diffusion's Downsample.
+   */
+  apply(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const y = tf.conv2d(x, this.weight as tf.Tensor4D, this.stride, 'same');
+      return this.bias ? tf.add(y, this.bias) : y;
+    });
+  }
+}
+
+export class GroupNorm {
+  readonly gamma: tf.Variable; // [C]
+  readonly beta: tf.Variable; // [C]
+
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly groups: number,
+    readonly channels: number,
+    rng: Generator,
+    readonly eps = 1e-5,
+  ) {
+    if (channels % groups !== 0) throw new Error(`${name}: GroupNorm needs channels (${channels}) divisible by groups (${groups})`);
+    this.gamma = store.add(`${name}.weight`, [channels], ones, rng);
+    this.beta = store.add(`${name}.bias`, [channels], zeros, rng);
+  }
+
+  /** x: [B, H, W, C], statistics per (sample, group) over H, W and the group's channels. */
+  apply(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const [b, h, w, c] = x.shape;
+      const xr = x.reshape([b, h * w, this.groups, c / this.groups]); // [B, HW, G, C/G]
+      const mean = tf.mean(xr, [1, 3], true); // [B, 1, G, 1]
+      const d = tf.sub(xr, mean);
+      const variance = tf.mean(tf.square(d), [1, 3], true);
+      const normed = tf.mul(d, tf.rsqrt(tf.add(variance, this.eps))).reshape([b, h, w, c]);
+      return tf.add(tf.mul(normed, this.gamma), this.beta) as tf.Tensor4D;
+    });
+  }
+}
+
+export class LayerNorm {
+  readonly gamma: tf.Variable;
+  readonly beta: tf.Variable;
+
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly channels: number,
+    rng: Generator,
+    readonly eps = 1e-5,
+  ) {
+    this.gamma = store.add(`${name}.weight`, [channels], ones, rng);
+    this.beta = store.add(`${name}.bias`, [channels], zeros, rng);
+  }
+
+  /** x: [..., C], normalised over the last axis. */
+  apply(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const axis = x.rank - 1;
+      const mean = tf.mean(x, axis, true);
+      const d = tf.sub(x, mean);
+      const variance = tf.mean(tf.square(d), axis, true);
+      return tf.add(tf.mul(tf.mul(d, tf.rsqrt(tf.add(variance, this.eps))), this.gamma), this.beta);
+    });
+  }
+}
+
+export class Embedding {
+  readonly table: tf.Variable; // [num, dim]
+
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly num: number,
+    readonly dim: number,
+    rng: Generator,
+    std = 1,
+  ) {
+    this.table = store.add(`${name}.weight`, [num, dim], { kind: 'normal', std }, rng);
+  }
+
+  /** ids: [N] int32 -> [N, dim] */
+  apply(ids: tf.Tensor1D): tf.Tensor2D {
+    return tf.gather(this.table as tf.Tensor2D, ids);
+  }
+}
+
+export function silu(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(x)));
+}
+
+/** GELU, tanh approximation (Hendrycks & Gimpel 2016, eq. in sec. 2). */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const c = Math.sqrt(2 / Math.PI);
+    const inner = tf.mul(c, tf.add(x, tf.mul(0.044715, tf.pow(x, 3))));
+    return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
+  });
+}
+
+/**
+ * Sinusoidal timestep embedding (Vaswani et al. 2017, sec. 3.5; as in DDPM / Stable Diffusion
+ * with flip_sin_to_cos=true, shift 0): [cos(t * f_i), sin(t * f_i)], f_i = maxPeriod^(-i/half).
+ * t: [B] (float or int) -> [B, dim]
+ */
+export function timestepEmbedding(t: tf.Tensor1D, dim: number, maxPeriod = 10000): tf.Tensor2D {
+  if (dim % 2 !== 0) throw new Error(`timestep embedding dim must be even, got ${dim}`);
+  return tf.tidy(() => {
+    const half = dim / 2;
+    const freqs = new Float32Array(half);
+    for (let i = 0; i < half; i++) freqs[i] = Math.exp((-Math.log(maxPeriod) * i) / half);
+    const args = tf.mul(t.toFloat().reshape([-1, 1]), tf.tensor2d(freqs, [1, half])); // [B, half]
+    return tf.concat([tf.cos(args), tf.sin(args)], 1) as tf.Tensor2D;
+  });
+}
+
+/** Nearest-neighbour 2x upsampling as two rank-4 broadcasts. x: [B, H, W, C] -> [B, 2H, 2W, C] */
+export function upsampleNearest2x(x: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [b, h, w, c] = x.shape;
+    const cols = tf.mul(x.reshape([b * h, w, 1, c]), tf.ones([1, 1, 2, 1])); // [BH, W, 2, C]
+    const rows = tf.mul(cols.reshape([b, h, 1, 2 * w * c]), tf.ones([1, 1, 2, 1])); // [B, H, 2, 2WC]
+    return rows.reshape([b, 2 * h, 2 * w, c]);
+  });
+}
+
+/**
+ * Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over `heads` heads.
+ * q: [B, Tq, C], k and v: [B, Tk, C] -> [B, Tq, C]. mask (optional): [B, Tk], 1 = attend.
+ */
+export function attention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads: number, mask?: tf.Tensor2D): tf.Tensor3D {
+  return tf.tidy(() => {
+    const [b, tq, c] = q.shape;
+    const tk = k.shape[1];
+    if (c % heads !== 0) throw new Error(`attention: channels (${c}) must be divisible by heads (${heads})`);
+    const d = c / heads;
+    const split = (x: tf.Tensor3D, t: number) => x.reshape([b, t, heads, d]).transpose([0, 2, 1, 3]).reshape([b * heads, t, d]) as tf.Tensor3D;
+    const qh = split(q, tq);
+    const kh = split(k, tk);
+    const vh = split(v, tk);
+    let scores = tf.mul(tf.matMul(qh, kh, false, true), 1 / Math.sqrt(d)) as tf.Tensor3D; // [B*h, Tq, Tk]
+    if (mask) {
+      // Large negative bias on masked keys; [B, Tk] -> [B*h, 1, Tk]
+      const bias = tf.mul(tf.sub(1, mask.toFloat()), -1e9).reshape([b, 1, 1, tk]).tile([1, heads, 1, 1]).reshape([b * heads, 1, tk]);
+      scores = tf.add(scores, bias);
+    }
+    const probs = tf.softmax(scores, -1);
+    const out = tf.matMul(probs, vh); // [B*h, Tq, d]
+    return out.reshape([b, heads, tq, d]).transpose([0, 2, 1, 3]).reshape([b, tq, c]) as tf.Tensor3D;
+  });
+}

@@ -1,0 +1,190 @@
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Generator } from '../../src/random/generator.js';
+import { ParamStore, computeGradients, disposeGrads } from '../../src/nn/params.js';
+import { Conv2d, GroupNorm, LayerNorm, Linear, attention, gelu, silu, timestepEmbedding, upsampleNearest2x } from '../../src/nn/layers.js';
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+describe('layers (reference values computed with plain loops)', () => {
+  it('Linear on rank-3 input equals x W + b per row', () => {
+    const store = new ParamStore();
+    const lin = new Linear(store, 'l', 3, 2, new Generator(0));
+    const x = new Generator(1).randn([2, 4, 3]);
+    const y = lin.apply(x);
+    expect(y.shape).toEqual([2, 4, 2]);
+    const xs = x.dataSync(), w = lin.weight.dataSync(), b = lin.bias!.dataSync(), ys = y.dataSync();
+    for (let r = 0; r < 8; r++) for (let o = 0; o < 2; o++) {
+      let s = b[o];
+      for (let i = 0; i < 3; i++) s += xs[r * 3 + i] * w[i * 2 + o];
+      expect(ys[r * 2 + o]).toBeCloseTo(s, 5);
+    }
+    tf.dispose([x, y]);
+    store.dispose();
+  });
+
+  it('GroupNorm normalises each (sample, group) to zero mean and unit variance', () => {
+    const store = new ParamStore();
+    const gn = new GroupNorm(store, 'gn', 2, 4, new Generator(0));
+    const x = tf.add(tf.mul(new Generator(2).randn([2, 3, 3, 4]), 3), 5) as tf.Tensor4D;
+    const y = gn.apply(x).arraySync() as number[][][][];
+    for (let b = 0; b < 2; b++) for (let g = 0; g < 2; g++) {
+      const vals: number[] = [];
+      for (let h = 0; h < 3; h++) for (let w = 0; w < 3; w++) for (let c = g * 2; c < g * 2 + 2; c++) vals.push(y[b][h][w][c]);
+      const mean = vals.reduce((a, v) => a + v, 0) / vals.length;
+      const variance = vals.reduce((a, v) => a + (v - mean) ** 2, 0) / vals.length;
+      expect(mean).toBeCloseTo(0, 5);
+      expect(variance).toBeCloseTo(1, 3);
+    }
+    expect(() => new GroupNorm(store, 'bad', 3, 4, new Generator(0))).toThrow(/divisible by groups/);
+    x.dispose();
+    store.dispose();
+  });
+
+  it('LayerNorm normalises the last axis', () => {
+    const store = new ParamStore();
+    const ln = new LayerNorm(store, 'ln', 6, new Generator(0));
+    const y = ln.apply(tf.tensor2d([[1, 2, 3, 4, 5, 6]])).dataSync();
+    const mean = 3.5, std = Math.sqrt(17.5 / 6 + 1e-5);
+    expect(maxAbsDiff(y, [1, 2, 3, 4, 5, 6].map((v) => (v - mean) / std))).toBeLessThan(1e-5);
+    store.dispose();
+  });
+
+  it('upsampleNearest2x repeats each pixel into a 2x2 block', () => {
+    const x = new Generator(3).randn([2, 2, 3, 2]) as tf.Tensor4D;
+    const y = upsampleNearest2x(x);
+    expect(y.shape).toEqual([2, 4, 6, 2]);
+    const xa = x.arraySync() as number[][][][], ya = y.arraySync() as number[][][][];
+    for (let b = 0; b < 2; b++) for (let i = 0; i < 4; i++) for (let j = 0; j < 6; j++) for (let c = 0; c < 2; c++) {
+      expect(ya[b][i][j][c]).toBe(xa[b][i >> 1][j >> 1][c]);
+    }
+  });
+
+  it('attention equals softmax(q k^T / sqrt(d)) v per head, with a key mask', () => {
+    const g = new Generator(4);
+    const [b, tq, tk, c, heads] = [2, 3, 4, 4, 2];
+    const q = g.randn([b, tq, c]) as tf.Tensor3D, k = g.randn([b, tk, c]) as tf.Tensor3D, v = g.randn([b, tk, c]) as tf.Tensor3D;
+    const mask = tf.tensor2d([[1, 1, 1, 0], [1, 0, 1, 1]]);
+    const out = attention(q, k, v, heads, mask).arraySync() as number[][][];
+    const qa = q.arraySync() as number[][][], ka = k.arraySync() as number[][][], va = v.arraySync() as number[][][];
+    const ma = mask.arraySync() as number[][];
+    const d = c / heads;
+    for (let bi = 0; bi < b; bi++) for (let h = 0; h < heads; h++) for (let i = 0; i < tq; i++) {
+      const s = [];
+      for (let j = 0; j < tk; j++) {
+        let dot = 0;
+        for (let e = 0; e < d; e++) dot += qa[bi][i][h * d + e] * ka[bi][j][h * d + e];
+        s.push(ma[bi][j] ? dot / Math.sqrt(d) : -Infinity);
+      }
+      const mx = Math.max(...s);
+      const ex = s.map((x) => Math.exp(x - mx));
+      const z = ex.reduce((a, x) => a + x, 0);
+      for (let e = 0; e < d; e++) {
+        let o = 0;
+        for (let j = 0; j < tk; j++) o += (ex[j] / z) * va[bi][j][h * d + e];
+        expect(out[bi][i][h * d + e]).toBeCloseTo(o, 5);
+      }
+    }
+  });
+
+  it('timestep embedding is [cos(t f), sin(t f)] with f_i = 10000^(-i/half)', () => {
+    const e = timestepEmbedding(tf.tensor1d([0, 10, 999]), 8).arraySync();
+    const f = [0, 1, 2, 3].map((i) => Math.exp((-Math.log(10000) * i) / 4));
+    [0, 10, 999].forEach((t, r) => {
+      const ref = [...f.map((x) => Math.cos(t * x)), ...f.map((x) => Math.sin(t * x))];
+      expect(maxAbsDiff(e[r], ref)).toBeLessThan(1e-4);
+    });
+    expect(() => timestepEmbedding(tf.tensor1d([1]), 7)).toThrow(/even/);
+  });
+
+  it('silu and gelu match their closed forms', () => {
+    const xs = [-3, -1, 0, 0.5, 2];
+    const s = silu(tf.tensor1d(xs)).dataSync();
+    const g = gelu(tf.tensor1d(xs)).dataSync();
+    xs.forEach((x, i) => {
+      expect(s[i]).toBeCloseTo(x / (1 + Math.exp(-x)), 5);
+      expect(g[i]).toBeCloseTo(0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))), 5);
+    });
+  });
+
+  it('gradients match finite differences and leak no tensors', () => {
+    const rng = new Generator(5);
+    const store = new ParamStore();
+    const conv = new Conv2d(store, 'conv', 2, 4, 3, rng, { stride: 2 });
+    const gn = new GroupNorm(store, 'gn', 2, 4, rng);
+    const lin = new Linear(store, 'lin', 4, 3, rng);
+    const x = rng.randn([2, 4, 4, 2]) as tf.Tensor4D;
+    const lossFn = () =>
+      tf.tidy(() => {
+        const h = silu(gn.apply(conv.apply(x))) as tf.Tensor4D; // [2, 2, 2, 4]
+        const u = upsampleNearest2x(h).reshape([2, 16, 4]);
+        return tf.mean(tf.square(lin.apply(u))) as tf.Scalar;
+      });
+    const before = tf.memory().numTensors;
+    const { loss, grads } = computeGradients(store, lossFn);
+    expect(grads.size).toBe(store.size);
+    // Central differences on a few entries of the conv weight.
+    const w = conv.weight;
+    const gw = grads.get('conv.weight')!.dataSync();
+    const base = w.dataSync().slice();
+    for (const idx of [0, 7, 20, 55]) {
+      const eps = 1e-2;
+      const bump = (delta: number) => {
+        const d = base.slice();
+        d[idx] += delta;
+        tf.tidy(() => w.assign(tf.tensor(d, w.shape)));
+        const l = lossFn();
+        const v = l.dataSync()[0];
+        l.dispose();
+        return v;
+      };
+      const num = (bump(eps) - bump(-eps)) / (2 * eps);
+      expect(Math.abs(num - gw[idx])).toBeLessThan(2e-3 + 2e-2 * Math.abs(num));
+    }
+    tf.tidy(() => w.assign(tf.tensor(base, w.shape)));
+    loss.dispose();
+    disposeGrads(grads);
+    expect(tf.memory().numTensors).toBe(before);
+    x.dispose();
+    store.dispose();
+  });
+});
+
+describe('ParamStore', () => {
+  it('round-trips arrays and reports every mismatch by name', async () => {
+    const a = new ParamStore();
+    a.add('x.weight', [2, 3], { kind: 'normal', std: 1 }, new Generator(0));
+    a.add('x.bias', [3], { kind: 'zeros' }, new Generator(0));
+    const b = new ParamStore();
+    b.add('x.weight', [2, 3], { kind: 'zeros' }, new Generator(1));
+    b.add('x.bias', [3], { kind: 'ones' }, new Generator(1));
+    b.loadArrays(await a.toArrays());
+    expect(Array.from(b.get('x.weight').dataSync())).toEqual(Array.from(a.get('x.weight').dataSync()));
+    const bad = new Map([['x.weight', { shape: [3, 2], data: new Float32Array(6) }], ['y', { shape: [1], data: new Float32Array(1) }]]);
+    expect(() => b.loadArrays(bad, 'test ckpt')).toThrow(/test ckpt does not match the model \(3 problem\(s\)\)/);
+    try {
+      b.loadArrays(bad);
+    } catch (e) {
+      const msg = (e as Error).message;
+      expect(msg).toContain("'x.weight' has shape [3, 2], the model expects [2, 3]");
+      expect(msg).toContain("missing 'x.bias'");
+      expect(msg).toContain("unexpected 'y'");
+    }
+    expect(() => a.add('x.bias', [3], { kind: 'zeros' }, new Generator(0))).toThrow(/defined twice/);
+    expect(() => a.get('nope')).toThrow(/no parameter named 'nope'/);
+    const view = ParamStore.union({ a, b });
+    expect(view.names().sort()).toEqual(['a.x.bias', 'a.x.weight', 'b.x.bias', 'b.x.weight']);
+    view.dispose();
+    expect(a.get('x.weight').isDisposed).toBe(false);
+    a.dispose();
+    b.dispose();
+  });
+});
