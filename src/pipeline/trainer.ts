@@ -1,0 +1,254 @@
+/**
+ * The training loop shared by every stage (VAE, U-Net, toy models, the MNIST classifier):
+ * gradient accumulation, clipping, AdamW with a learning-rate schedule, EMA, a JSONL loss log,
+ * NaN/Inf detection, and checkpoints that resume exactly.
+ *
+ * A checkpoint is a folder `<runDir>/checkpoints/step-000100/` holding the weights, the EMA
+ * shadow and the optimizer state (safetensors) and `state.json` (step, RNG state, data position).
+ * It is written under a temporary name and renamed into place, then `<runDir>/checkpoints/latest`
+ * is rewritten atomically: an interrupted save never replaces a good checkpoint. Resuming
+ * restores everything, so an interrupted run ends where an uninterrupted one would.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { readJson, readSafetensors, replaceDirAtomic, writeFileAtomic, writeJsonAtomic, writeSafetensors } from '../checkpoint/io.js';
+import { type ParamStore, computeGradients, disposeGrads } from '../nn/params.js';
+import { AdamW, type AdamWConfig, accumulateGrads, clipGradNorm } from '../optim/adamw.js';
+import { EMA } from '../optim/ema.js';
+import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
+import { Generator, type GeneratorState } from '../random/generator.js';
+
+/** A source of batches whose position can be saved and restored (for exact resume). */
+export interface BatchSource<B> {
+  next(): B;
+  position(): unknown;
+  restore(position: unknown): void;
+  /** Frees a batch's tensors once the step is done. */
+  release?(batch: B): void;
+}
+
+export interface TrainerOptions<B> {
+  /** Folder for checkpoints and logs. */
+  runDir: string;
+  /** Every trainable parameter (a ParamStore.union view when several components train together). */
+  store: ParamStore;
+  data: BatchSource<B>;
+  /** Scalar loss of one micro-batch; called inside the gradient tape. Draw all noise from rng. */
+  loss: (batch: B, rng: Generator) => tf.Scalar;
+  totalSteps: number;
+  seed: number;
+  lr: LrSchedule;
+  adamw?: Omit<AdamWConfig, 'lr'>;
+  /** Micro-batches per optimizer step. */
+  accumulate?: number;
+  /** Max global gradient norm; 0 or undefined disables clipping. */
+  clipGradNorm?: number;
+  /** EMA decay; undefined or 0 disables EMA. */
+  emaDecay?: number;
+  checkpointEvery?: number;
+  keepCheckpoints?: number;
+  /** Continue from `<runDir>/checkpoints/latest` when it exists. */
+  resume?: boolean;
+  /** Called after each checkpoint is in place (e.g. to export a pipeline folder). */
+  onCheckpoint?: (info: CheckpointInfo) => Promise<void> | void;
+  /** Called every `sampleEvery` steps (e.g. to render a validation grid). */
+  onSample?: (step: number, ema: EMA | undefined) => Promise<void> | void;
+  sampleEvery?: number;
+  /** Called after every optimizer step (progress display). */
+  onStep?: (s: StepLog) => void;
+  /** Stop after this many optimizer steps in this call (tests simulate an interruption). */
+  stopAfter?: number;
+}
+
+export interface StepLog {
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  seconds: number;
+}
+
+export interface CheckpointInfo {
+  dir: string;
+  step: number;
+  store: ParamStore;
+  ema?: EMA;
+}
+
+export interface TrainResult {
+  step: number;
+  lastLoss: number;
+  stopped: 'done' | 'stopAfter' | 'non-finite';
+  message?: string;
+  ema?: EMA;
+  optimizer: AdamW;
+}
+
+interface SavedState {
+  version: 1;
+  step: number;
+  rng: GeneratorState;
+  data: unknown;
+  optimizerStep: number;
+  emaUpdates: number;
+}
+
+export const CHECKPOINTS_DIR = 'checkpoints';
+const LOG_NAME = 'loss.jsonl';
+
+function stepDirName(step: number): string {
+  return `step-${String(step).padStart(6, '0')}`;
+}
+
+/** The latest complete checkpoint folder of a run, or undefined. */
+export function latestCheckpoint(runDir: string): string | undefined {
+  const root = path.join(runDir, CHECKPOINTS_DIR);
+  const pointer = path.join(root, 'latest');
+  if (!existsSync(pointer)) return undefined;
+  const name = readFileSync(pointer, 'utf8').trim();
+  const dir = path.join(root, name);
+  if (!existsSync(path.join(dir, 'state.json'))) {
+    throw new Error(`checkpoint pointer ${pointer} names '${name}', but ${dir}/state.json is missing`);
+  }
+  return dir;
+}
+
+export function validateTrainerOptions<B>(o: TrainerOptions<B>): void {
+  const int = (name: string, v: number | undefined, min: number) => {
+    if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new Error(`${name} must be an integer >= ${min}, got ${v}`);
+  };
+  int('steps', o.totalSteps, 1);
+  int('accumulate', o.accumulate, 1);
+  int('checkpoint-every', o.checkpointEvery, 1);
+  int('keep-checkpoints', o.keepCheckpoints, 1);
+  int('sample-every', o.sampleEvery, 1);
+  int('seed', o.seed, 0);
+  if (o.clipGradNorm !== undefined && !(o.clipGradNorm >= 0)) throw new Error(`clip-grad-norm must be >= 0 (0 = off), got ${o.clipGradNorm}`);
+  if (o.emaDecay !== undefined && !(o.emaDecay >= 0 && o.emaDecay < 1)) throw new Error(`ema-decay must be in [0, 1) (0 = off), got ${o.emaDecay}`);
+  validateLrSchedule(o.lr);
+}
+
+export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
+  validateTrainerOptions(o);
+  const accumulate = o.accumulate ?? 1;
+  const checkpointEvery = o.checkpointEvery ?? o.totalSteps;
+  const keep = o.keepCheckpoints ?? 2;
+  mkdirSync(path.join(o.runDir, CHECKPOINTS_DIR), { recursive: true });
+
+  const optimizer = new AdamW(o.store, { lr: o.lr.base, ...o.adamw });
+  const ema = o.emaDecay ? new EMA(o.store, o.emaDecay) : undefined;
+  let rng = new Generator(o.seed);
+  let step = 0;
+
+  const resumeFrom = o.resume ? latestCheckpoint(o.runDir) : undefined;
+  if (resumeFrom) {
+    const state = readJson(path.join(resumeFrom, 'state.json'), 'training state') as SavedState;
+    o.store.loadArrays(readSafetensors(path.join(resumeFrom, 'weights.safetensors')).tensors, `checkpoint ${resumeFrom}`);
+    const opt = readSafetensors(path.join(resumeFrom, 'optimizer.safetensors')).tensors;
+    optimizer.loadState(state.optimizerStep, opt);
+    if (ema) {
+      const emaFile = path.join(resumeFrom, 'ema.safetensors');
+      if (!existsSync(emaFile)) throw new Error(`checkpoint ${resumeFrom} has no EMA weights, but this run uses EMA (ema-decay ${o.emaDecay})`);
+      ema.load(state.emaUpdates, readSafetensors(emaFile).tensors);
+    }
+    rng = Generator.fromState(state.rng);
+    o.data.restore(state.data);
+    step = state.step;
+    truncateLog(path.join(o.runDir, LOG_NAME), step);
+  } else if (existsSync(path.join(o.runDir, LOG_NAME))) {
+    rmSync(path.join(o.runDir, LOG_NAME));
+  }
+
+  const saveCheckpoint = async () => {
+    const root = path.join(o.runDir, CHECKPOINTS_DIR);
+    const name = stepDirName(step);
+    const final = path.join(root, name);
+    const tmp = path.join(root, `.${name}.partial-${process.pid}`);
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp, { recursive: true });
+    writeSafetensors(path.join(tmp, 'weights.safetensors'), await o.store.toArrays(), { step: String(step) });
+    const opt = await optimizer.stateArrays();
+    writeSafetensors(path.join(tmp, 'optimizer.safetensors'), opt.arrays, { step: String(opt.step) });
+    if (ema) writeSafetensors(path.join(tmp, 'ema.safetensors'), await ema.toArrays(), { updates: String(ema.updates) });
+    const state: SavedState = { version: 1, step, rng: rng.getState(), data: o.data.position(), optimizerStep: optimizer.stepCount, emaUpdates: ema?.updates ?? 0 };
+    writeJsonAtomic(path.join(tmp, 'state.json'), state);
+    replaceDirAtomic(tmp, final);
+    writeFileAtomic(path.join(root, 'latest'), name + '\n');
+    // Keep the newest `keep` checkpoints.
+    const all = readdirSync(root).filter((d) => /^step-\d+$/.test(d)).sort();
+    for (const d of all.slice(0, Math.max(0, all.length - keep))) rmSync(path.join(root, d), { recursive: true, force: true });
+    await o.onCheckpoint?.({ dir: final, step, store: o.store, ema });
+  };
+
+  let lastLoss = NaN;
+  let doneThisCall = 0;
+  while (step < o.totalSteps) {
+    const t0 = performance.now();
+    const lr = learningRateAt(step, o.lr);
+    const acc = new Map<string, tf.Tensor>();
+    let lossSum = 0;
+    for (let micro = 0; micro < accumulate; micro++) {
+      const batch = o.data.next();
+      const { loss, grads } = computeGradients(o.store, () => o.loss(batch, rng));
+      lossSum += (await loss.data())[0];
+      loss.dispose();
+      if (accumulate === 1) {
+        for (const [k, g] of grads) acc.set(k, g);
+      } else {
+        accumulateGrads(acc, grads);
+        disposeGrads(grads);
+      }
+      o.data.release?.(batch);
+    }
+    if (accumulate > 1) {
+      for (const [k, g] of acc) {
+        acc.set(k, tf.div(g, accumulate));
+        g.dispose();
+      }
+    }
+    const loss = lossSum / accumulate;
+    const gradNorm = o.clipGradNorm ? clipGradNorm(acc, o.clipGradNorm) : NaN;
+    if (!Number.isFinite(loss) || (o.clipGradNorm && !Number.isFinite(gradNorm))) {
+      disposeGrads(acc);
+      const last = latestCheckpoint(o.runDir);
+      const message =
+        `training stopped at step ${step + 1}: loss is ${loss}${o.clipGradNorm ? `, gradient norm ${gradNorm}` : ''} (not finite). ` +
+        (last ? `The last good checkpoint is kept: ${last}. ` : 'No checkpoint was written yet. ') +
+        'Try a lower learning rate (--lr) or gradient clipping (--clip-grad-norm).';
+      return { step, lastLoss: loss, stopped: 'non-finite', message, ema, optimizer };
+    }
+    optimizer.step(acc, lr);
+    disposeGrads(acc);
+    ema?.update();
+    step++;
+    doneThisCall++;
+    lastLoss = loss;
+    const seconds = (performance.now() - t0) / 1000;
+    const log: StepLog = { step, loss, lr, gradNorm, seconds };
+    writeFileSync(path.join(o.runDir, LOG_NAME), JSON.stringify(log) + '\n', { flag: 'a' });
+    o.onStep?.(log);
+    if (step % checkpointEvery === 0 || step === o.totalSteps) await saveCheckpoint();
+    if (o.onSample && o.sampleEvery && step % o.sampleEvery === 0) await o.onSample(step, ema);
+    if (o.stopAfter !== undefined && doneThisCall >= o.stopAfter && step < o.totalSteps) {
+      return { step, lastLoss, stopped: 'stopAfter', ema, optimizer };
+    }
+  }
+  return { step, lastLoss, stopped: 'done', ema, optimizer };
+}
+
+/** Drops log lines past `step`, so a resumed run's log reads as one uninterrupted run. */
+function truncateLog(file: string, step: number): void {
+  if (!existsSync(file)) return;
+  const kept = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      if (!line.trim()) return false;
+      try {
+        return (JSON.parse(line) as StepLog).step <= step;
+      } catch {
+        return false;
+      }
+    });
+  writeFileAtomic(file, kept.length ? kept.join('\n') + '\n' : '');
+}
