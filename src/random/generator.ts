@@ -70,7 +70,7 @@ export class Generator {
   /** A new, independent generator derived from this one's stream (advances this one). */
   spawn(): Generator {
     const g = new Generator(0);
-    g.setState([this.nextUint32(), this.nextUint32(), this.nextUint32(), this.nextUint32() | 1]);
+    g.setState([this.nextUint32(), this.nextUint32(), this.nextUint32(), (this.nextUint32() | 1) >>> 0]);
     return g;
   }
 

@@ -49,6 +49,10 @@ describe('Generator', () => {
     }
   });
 
+  it('spawns from any state (including words with the high bit set)', () => {
+    for (let seed = 0; seed < 200; seed++) expect(() => new Generator(seed).spawn()).not.toThrow();
+  });
+
   it('spawned generators are independent and reproducible', () => {
     const a = new Generator(5);
     const b = new Generator(5);

@@ -1,0 +1,577 @@
+/**
+ * CLIP text conditioning through transformers.js (@xenova/transformers 2.17.2):
+ * `AutoTokenizer` + `CLIPTextModelWithProjection` (ONNX on onnxruntime-node), whose
+ * `last_hidden_state` [B, 77, hidden] is the U-Net's cross-attention context, as in
+ * Stable Diffusion (no attention mask: all 77 positions, padding included, are attended).
+ *
+ * ## Where the model comes from
+ * transformers.js looks for `<localModelPath>/<model id>/<file>` first and, if remote models
+ * are allowed, downloads `https://huggingface.co/<model id>/resolve/<revision>/<file>` (cached
+ * under its cacheDir). The files a text encoder needs: `config.json`, `tokenizer.json`,
+ * `tokenizer_config.json`, `onnx/text_model.onnx` or `onnx/text_model_quantized.onnx`.
+ *
+ * The local folder is chosen, first match wins:
+ *  1. `loadClipTextEncoder(config, { localModelPath })` (the CLI's `--local-models <dir>` flag);
+ *  2. `config.localModelPath` (from the pipeline's text_encoder/config.json);
+ *  3. the environment variable `TXT2IMG_LOCAL_MODELS=<dir>`: a folder in the transformers.js
+ *     local layout, `<dir>/<model id>/...`, e.g. `TXT2IMG_LOCAL_MODELS=/work/shared/models`
+ *     holds `Xenova/clip-vit-base-patch32/{config.json,tokenizer.json,...,onnx/...}`;
+ *  4. none: transformers.js' default folder, and the hub.
+ * With a local folder (1-3) remote downloads are off unless `allowRemote: true`; with none
+ * they are on (unless `allowRemote: false`), so on a machine with internet the default id
+ * `Xenova/clip-vit-base-patch32` just works. `modelId` may also be a path to a model folder
+ * itself (absolute, or starting with ./ or ../): then that folder is used, offline.
+ *
+ * `quantized` (absent = auto): transformers.js loads `onnx/text_model_quantized.onnx` unless
+ * told `quantized: false`, and never falls back to the other file. Auto picks the quantized
+ * file if it is present locally (or in the cache), else `text_model.onnx` if that is, else the
+ * quantized one (what the hub has).
+ *
+ * transformers.js' download cache (its `env.cacheDir`) is used only when no local folder is
+ * named: it is consulted before the local folder and would otherwise shadow it.
+ *
+ * Prompts longer than `maxLength` (77) tokens, start and end tokens included, are truncated
+ * with a warning, keeping the end-of-text token last as HF's Python tokenizer does
+ * (transformers.js' own `truncation: true` cuts it off, which would move CLIP's EOS pooling).
+ * Embeddings are cached per prompt string (LRU), the empty prompt always.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { checkBatch, type ConditionEncoder, type Conditioning } from './types.js';
+
+export const LOCAL_MODELS_ENV = 'TXT2IMG_LOCAL_MODELS';
+export const DEFAULT_CLIP_MODEL_ID = 'Xenova/clip-vit-base-patch32';
+/** CLIP's context length (its position table has 77 rows). */
+export const CLIP_MAX_LENGTH = 77;
+const HUB = 'https://huggingface.co';
+
+/** Serialisable settings of a CLIP text encoder (saved as text_encoder/config.json). */
+export interface ClipTextEncoderConfig {
+  kind: 'clip';
+  /** Hub id (`Xenova/clip-vit-base-patch32`) or a path to a model folder. */
+  modelId: string;
+  /** A folder in the transformers.js local layout (`<dir>/<model id>/...`). */
+  localModelPath?: string;
+  /** true: onnx/text_model_quantized.onnx; false: onnx/text_model.onnx; absent: auto (see file comment). */
+  quantized?: boolean;
+  /** Tokens per prompt, start/end included (77 for CLIP). */
+  maxLength: number;
+  /** Allow hub downloads; absent: yes unless a local folder is given. */
+  allowRemote?: boolean;
+  /** Hub revision (default 'main'). */
+  revision?: string;
+  /** The hidden size the U-Net was built for; checked against the model when it loads. */
+  contextDim?: number;
+}
+
+const CLIP_CONFIG_FIELDS = ['kind', 'modelId', 'localModelPath', 'quantized', 'maxLength', 'allowRemote', 'revision', 'contextDim'];
+
+export function defaultClipTextEncoderConfig(overrides: Partial<ClipTextEncoderConfig> = {}): ClipTextEncoderConfig {
+  return validateClipTextEncoderConfig({ kind: 'clip', modelId: DEFAULT_CLIP_MODEL_ID, maxLength: CLIP_MAX_LENGTH, ...overrides });
+}
+
+/**
+ * Checks a parsed config.json (or any object) and returns a complete config: `kind` defaults
+ * to 'clip', `modelId` to Xenova/clip-vit-base-patch32, `maxLength` to 77. Throws naming the
+ * bad field, the value and what is allowed. Fields starting with '_' are comments and dropped.
+ */
+export function validateClipTextEncoderConfig(obj: unknown): ClipTextEncoderConfig {
+  const where = 'CLIP text encoder config';
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+    throw new Error(`${where} must be an object, got ${obj === null ? 'null' : Array.isArray(obj) ? 'an array' : typeof obj}`);
+  }
+  const o = obj as Record<string, unknown>;
+  const unknown = Object.keys(o).filter((k) => !k.startsWith('_') && !CLIP_CONFIG_FIELDS.includes(k));
+  if (unknown.length > 0) throw new Error(`${where}: unknown field(s) ${unknown.map((k) => `'${k}'`).join(', ')}; allowed: ${CLIP_CONFIG_FIELDS.join(', ')}`);
+  const bad = (field: string, allowed: string) => new Error(`${where}: '${field}' must be ${allowed}, got ${JSON.stringify(o[field])}`);
+  const kind = o.kind ?? 'clip';
+  if (kind !== 'clip') throw bad('kind', "'clip'");
+  const modelId = o.modelId ?? DEFAULT_CLIP_MODEL_ID;
+  if (typeof modelId !== 'string' || modelId.trim() === '') throw bad('modelId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a model folder)`);
+  const cfg: ClipTextEncoderConfig = { kind: 'clip', modelId, maxLength: CLIP_MAX_LENGTH };
+  if (o.localModelPath !== undefined) {
+    if (typeof o.localModelPath !== 'string' || o.localModelPath === '') throw bad('localModelPath', 'a non-empty folder path');
+    cfg.localModelPath = o.localModelPath;
+  }
+  if (o.quantized !== undefined) {
+    if (typeof o.quantized !== 'boolean') throw bad('quantized', 'true, false, or absent (auto)');
+    cfg.quantized = o.quantized;
+  }
+  if (o.maxLength !== undefined) {
+    if (typeof o.maxLength !== 'number' || !Number.isInteger(o.maxLength) || o.maxLength < 2 || o.maxLength > 4096) {
+      throw bad('maxLength', `an integer from 2 to the model's position count (${CLIP_MAX_LENGTH} for CLIP)`);
+    }
+    cfg.maxLength = o.maxLength;
+  }
+  if (o.allowRemote !== undefined) {
+    if (typeof o.allowRemote !== 'boolean') throw bad('allowRemote', 'true, false, or absent (auto)');
+    cfg.allowRemote = o.allowRemote;
+  }
+  if (o.revision !== undefined) {
+    if (typeof o.revision !== 'string' || o.revision === '') throw bad('revision', "a non-empty string (e.g. 'main')");
+    cfg.revision = o.revision;
+  }
+  if (o.contextDim !== undefined) {
+    if (typeof o.contextDim !== 'number' || !Number.isInteger(o.contextDim) || o.contextDim < 1) throw bad('contextDim', 'a positive integer');
+    cfg.contextDim = o.contextDim;
+  }
+  return cfg;
+}
+
+/** Runtime options of loadClipTextEncoder (not saved). */
+export interface ClipLoadOptions {
+  /** Overrides config.localModelPath and TXT2IMG_LOCAL_MODELS (a CLI flag). */
+  localModelPath?: string;
+  /** Overrides config.allowRemote. */
+  allowRemote?: boolean;
+  /** Overrides config.quantized. */
+  quantized?: boolean;
+  /** Where warnings go (default console.warn). */
+  warn?: (message: string) => void;
+  /** Prompts kept in the embedding cache, LRU (default 256; the empty prompt is always kept). 0 disables it. */
+  cacheSize?: number;
+  /** Prompts per ONNX run (default 16). */
+  batchSize?: number;
+  /** Environment to read TXT2IMG_LOCAL_MODELS from (default process.env; for tests). */
+  environment?: Record<string, string | undefined>;
+}
+
+/** Where a model will be looked for. */
+export interface ClipModelLocation {
+  /** The id handed to transformers.js. */
+  modelId: string;
+  /** transformers.js' env.localModelPath for this load (undefined: its default). */
+  localModelPath?: string;
+  /** Where the local files are expected: `<localModelPath>/<modelId>`. */
+  localDir: string;
+  allowRemote: boolean;
+  /** Which setting chose the folder. */
+  source: 'option' | 'config' | 'env' | 'model path' | 'transformers.js default';
+  /** The hub URL prefix of the files (when remote is allowed). */
+  remoteBase: string;
+}
+
+function isPathLike(id: string): boolean {
+  return path.isAbsolute(id) || id.startsWith('./') || id.startsWith('../') || id === '.' || id === '..';
+}
+
+/**
+ * Where `config` will be looked for (see the file comment). `defaultLocal` is transformers.js'
+ * own env.localModelPath, used when no folder is given (ClipTextEncoder.load passes it).
+ */
+export function resolveClipModelLocation(config: ClipTextEncoderConfig, opts: ClipLoadOptions = {}, defaultLocal = 'node_modules/@xenova/transformers/models'): ClipModelLocation {
+  const environment = opts.environment ?? process.env;
+  const revision = config.revision ?? 'main';
+  const remote = (id: string) => `${HUB}/${id}/resolve/${encodeURIComponent(revision)}`;
+  if (isPathLike(config.modelId)) {
+    const dir = path.resolve(config.modelId);
+    const modelId = path.basename(dir);
+    return {
+      modelId,
+      localModelPath: path.dirname(dir),
+      localDir: dir,
+      allowRemote: false,
+      source: 'model path',
+      remoteBase: remote(modelId),
+    };
+  }
+  const envValue = environment[LOCAL_MODELS_ENV];
+  const chosen: [string | undefined, ClipModelLocation['source']][] = [
+    [opts.localModelPath, 'option'],
+    [config.localModelPath, 'config'],
+    [envValue && envValue.trim() !== '' ? envValue : undefined, 'env'],
+  ];
+  const hit = chosen.find(([p]) => p !== undefined && p !== '');
+  if (hit) {
+    const local = path.resolve(hit[0]!);
+    return {
+      modelId: config.modelId,
+      localModelPath: local,
+      localDir: path.join(local, config.modelId),
+      allowRemote: opts.allowRemote ?? config.allowRemote ?? false,
+      source: hit[1],
+      remoteBase: remote(config.modelId),
+    };
+  }
+  const local = path.resolve(defaultLocal);
+  return {
+    modelId: config.modelId,
+    localModelPath: undefined,
+    localDir: path.join(local, config.modelId),
+    allowRemote: opts.allowRemote ?? config.allowRemote ?? true,
+    source: 'transformers.js default',
+    remoteBase: remote(config.modelId),
+  };
+}
+
+const ONNX_FP32 = 'onnx/text_model.onnx';
+const ONNX_QUANT = 'onnx/text_model_quantized.onnx';
+const BASE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json'];
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Minimal views of the transformers.js objects we use (its .d.ts types are loose). */
+interface TjsTensor {
+  dims: number[];
+  data: Float32Array | BigInt64Array;
+}
+interface Tokenizer {
+  encode(text: string): number[];
+  decode(ids: number[], opts?: { skip_special_tokens?: boolean }): string;
+  pad_token_id?: number;
+}
+interface TextModel {
+  (inputs: { input_ids: TjsTensor }): Promise<Record<string, TjsTensor>>;
+  config: Record<string, unknown>;
+  dispose(): Promise<unknown>;
+}
+
+/** transformers.js' `env` is global: loads that set it run one at a time and restore it. */
+let envLock: Promise<unknown> = Promise.resolve();
+
+function missingModelError(config: ClipTextEncoderConfig, loc: ClipModelLocation, wanted: string[], cause?: string): Error {
+  const lines = wanted.map((f) => {
+    const p = path.join(loc.localDir, f);
+    return `  ${p} (${isFile(p) ? 'found' : 'missing'})`;
+  });
+  const from = {
+    option: 'the folder given by the localModelPath option (--local-models)',
+    config: 'the folder given by config.localModelPath',
+    env: `the folder given by ${LOCAL_MODELS_ENV}`,
+    'model path': 'the folder given as modelId',
+    'transformers.js default': "transformers.js' default local folder",
+  }[loc.source];
+  const remoteLine = loc.allowRemote
+    ? `and then tried the Hugging Face hub: ${loc.remoteBase}/{${wanted.join(',')}}${cause ? `, which failed: ${cause}` : ''}`
+    : `Downloads from the Hugging Face hub are off (${loc.source === 'transformers.js default' ? 'allowRemote is false' : 'a local model folder was given; allowRemote: true would allow them'}).`;
+  return new Error(
+    [
+      `CLIP text model '${config.modelId}' could not be loaded. Looked for these files in ${from}:`,
+      ...lines,
+      remoteLine,
+      'To provide it, either:',
+      `  - allow hub access (internet, no local folder or allowRemote: true) so transformers.js downloads '${config.modelId}', or`,
+      `  - put the files in a folder in the transformers.js layout <dir>/${config.modelId}/{config.json,tokenizer.json,tokenizer_config.json,onnx/text_model.onnx}`,
+      `    and pass <dir> with --local-models <dir> (localModelPath) or the environment variable ${LOCAL_MODELS_ENV}=<dir>.`,
+      '  For offline tests, `npx tsx scripts/make-tiny-clip.ts --out <dir>/tiny-random-clip --tokenizer <CLIP tokenizer folder>`',
+      '  writes a tiny CLIP-architecture model with random, NOT pretrained weights.',
+    ].join('\n'),
+  );
+}
+
+/** Picks the ONNX file: explicit setting, else what exists locally / in the cache, else quantized. */
+function chooseQuantized(explicit: boolean | undefined, dirs: string[]): boolean {
+  if (explicit !== undefined) return explicit;
+  for (const d of dirs) {
+    if (isFile(path.join(d, ONNX_QUANT))) return true;
+    if (isFile(path.join(d, ONNX_FP32))) return false;
+  }
+  return true;
+}
+
+/** Counters for tests and logs. */
+export interface ClipEncoderStats {
+  /** ONNX forward runs. */
+  modelRuns: number;
+  /** Prompts computed by the model. */
+  promptsComputed: number;
+  /** Prompts served from the cache. */
+  cacheHits: number;
+}
+
+export interface TokenizedPrompts {
+  /** [B][maxLength] padded ids. */
+  ids: number[][];
+  /** Token count of each prompt before truncation, start/end included. */
+  lengths: number[];
+  truncated: boolean[];
+}
+
+export class ClipTextEncoder implements ConditionEncoder {
+  readonly kind = 'clip' as const;
+  readonly contextLength: number;
+  readonly stats: ClipEncoderStats = { modelRuns: 0, promptsComputed: 0, cacheHits: 0 };
+  private readonly cache = new Map<string, Float32Array>();
+  private emptyPrompt?: Float32Array;
+  private disposed = false;
+  private readonly bos: number;
+  private readonly eos: number;
+  private readonly pad: number;
+  private contextDimValue = 0;
+
+  private constructor(
+    readonly config: ClipTextEncoderConfig,
+    readonly location: ClipModelLocation,
+    /** Whether onnx/text_model_quantized.onnx was loaded. */
+    readonly quantized: boolean,
+    private readonly tokenizer: Tokenizer,
+    private readonly model: TextModel,
+    private readonly warn: (m: string) => void,
+    private readonly cacheSize: number,
+    private readonly batchSize: number,
+  ) {
+    this.contextLength = config.maxLength;
+    const special = tokenizer.encode('');
+    if (special.length !== 2) throw new Error(`CLIP tokenizer of '${config.modelId}': expected "" to encode as [start, end], got [${special.join(', ')}]`);
+    [this.bos, this.eos] = special;
+    this.pad = tokenizer.pad_token_id ?? this.eos;
+  }
+
+  /** D: the model's hidden size (known after load). */
+  get contextDim(): number {
+    return this.contextDimValue;
+  }
+
+  /** Loads tokenizer and model (see the file comment for where it looks). */
+  static async load(config: ClipTextEncoderConfig, opts: ClipLoadOptions = {}): Promise<ClipTextEncoder> {
+    const cfg = validateClipTextEncoderConfig(config);
+    for (const [k, v] of [['cacheSize', opts.cacheSize], ['batchSize', opts.batchSize]] as const) {
+      if (v !== undefined && (!Number.isInteger(v) || v < (k === 'batchSize' ? 1 : 0))) {
+        throw new Error(`CLIP load option '${k}' must be an integer >= ${k === 'batchSize' ? 1 : 0}, got ${JSON.stringify(v)}`);
+      }
+    }
+    const tjs = await import('@xenova/transformers');
+    const env = tjs.env as unknown as {
+      localModelPath: string;
+      allowRemoteModels: boolean;
+      allowLocalModels: boolean;
+      useFSCache: boolean;
+      cacheDir: string | null;
+    };
+    const loc = resolveClipModelLocation(cfg, opts, env.localModelPath);
+    // transformers.js consults its download cache BEFORE the local folder, so a cached hub copy
+    // with the same id would shadow a folder the user named: with a named folder, no cache.
+    const useCache = loc.source === 'transformers.js default' && env.useFSCache;
+    const cacheModelDir = useCache && env.cacheDir ? path.join(env.cacheDir, loc.modelId) : undefined;
+    const quantized = chooseQuantized(opts.quantized ?? cfg.quantized, [loc.localDir, ...(cacheModelDir ? [cacheModelDir] : [])]);
+    const onnxFile = quantized ? ONNX_QUANT : ONNX_FP32;
+    const wanted = [...BASE_FILES, onnxFile];
+    if (!loc.allowRemote) {
+      const inCache = (f: string) => cacheModelDir !== undefined && isFile(path.join(cacheModelDir, f));
+      if (wanted.some((f) => !isFile(path.join(loc.localDir, f)) && !inCache(f))) {
+        const explicit = opts.quantized ?? cfg.quantized;
+        throw missingModelError(cfg, loc, explicit === undefined ? [...BASE_FILES, ONNX_FP32, ONNX_QUANT] : wanted);
+      }
+    }
+
+    const run = async () => {
+      const saved = {
+        localModelPath: env.localModelPath,
+        allowRemoteModels: env.allowRemoteModels,
+        allowLocalModels: env.allowLocalModels,
+        useFSCache: env.useFSCache,
+      };
+      try {
+        if (loc.localModelPath !== undefined) env.localModelPath = loc.localModelPath;
+        env.allowRemoteModels = loc.allowRemote;
+        env.allowLocalModels = true;
+        env.useFSCache = useCache;
+        const common = { revision: cfg.revision ?? 'main', local_files_only: !loc.allowRemote };
+        const tokenizer = (await tjs.AutoTokenizer.from_pretrained(loc.modelId, common)) as unknown as Tokenizer;
+        const model = (await tjs.CLIPTextModelWithProjection.from_pretrained(loc.modelId, { ...common, quantized })) as unknown as TextModel;
+        return { tokenizer, model };
+      } finally {
+        Object.assign(env, saved);
+      }
+    };
+    const pending = envLock.then(run, run);
+    envLock = pending.catch(() => undefined);
+    let loaded: { tokenizer: Tokenizer; model: TextModel };
+    try {
+      loaded = await pending;
+    } catch (e) {
+      const msg = (e as Error).message ?? String(e);
+      if (/not found|could not locate|fetch failed|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|network|404/i.test(msg)) {
+        throw missingModelError(cfg, loc, wanted, msg.split('\n')[0]);
+      }
+      const file = path.join(loc.localDir, onnxFile);
+      const size = isFile(file) ? `, ${statSync(file).size} bytes` : '';
+      throw new Error(
+        `CLIP text model '${cfg.modelId}' (${file}${size}) failed to load: ${msg}. ` +
+          'If onnxruntime could not create a session, the ONNX file is likely incomplete or corrupt (re-download or regenerate it); ' +
+          "transformers.js' warning above has onnxruntime's own message.",
+      );
+    }
+
+    const enc = new ClipTextEncoder(cfg, loc, quantized, loaded.tokenizer, loaded.model, opts.warn ?? ((m) => console.warn(m)), opts.cacheSize ?? 256, opts.batchSize ?? 16);
+    try {
+      await enc.checkModel();
+    } catch (e) {
+      enc.dispose();
+      throw e;
+    }
+    return enc;
+  }
+
+  /** Runs "" once: learns the hidden size, checks outputs and positions, warms the cache. */
+  private async checkModel(): Promise<void> {
+    const textConfig = (this.model.config.text_config ?? this.model.config) as Record<string, unknown>;
+    const maxPos = textConfig.max_position_embeddings;
+    if (typeof maxPos === 'number' && this.config.maxLength > maxPos) {
+      throw new Error(`CLIP text encoder config: maxLength ${this.config.maxLength} exceeds the model's max_position_embeddings (${maxPos}) for '${this.config.modelId}'`);
+    }
+    const [row] = await this.compute(['']);
+    this.emptyPrompt = row;
+    if (this.config.contextDim !== undefined && this.config.contextDim !== this.contextDimValue) {
+      throw new Error(
+        `CLIP text encoder config: contextDim is ${this.config.contextDim}, but the model '${this.config.modelId}' has hidden size ${this.contextDimValue}; ` +
+          'the U-Net was built for another text encoder',
+      );
+    }
+  }
+
+  /**
+   * Token ids padded to maxLength. Prompts over maxLength tokens (start/end included) keep their
+   * first maxLength - 1 tokens and the end token, and are reported in `truncated`.
+   */
+  tokenize(prompts: string[]): TokenizedPrompts {
+    const L = this.config.maxLength;
+    const out: TokenizedPrompts = { ids: [], lengths: [], truncated: [] };
+    for (const p of prompts) {
+      let ids = this.tokenizer.encode(p);
+      out.lengths.push(ids.length);
+      const cut = ids.length > L;
+      if (cut) ids = [...ids.slice(0, L - 1), this.eos];
+      while (ids.length < L) ids.push(this.pad);
+      out.ids.push(ids);
+      out.truncated.push(cut);
+    }
+    return out;
+  }
+
+  private checkPrompts(inputs: unknown, who: string): string[] {
+    if (this.disposed) throw new Error(`CLIP text encoder: ${who} after dispose()`);
+    if (!Array.isArray(inputs) || inputs.length === 0) throw new Error(`CLIP text encoder: ${who} needs a non-empty array of prompts, got ${JSON.stringify(inputs)}`);
+    inputs.forEach((p, i) => {
+      if (typeof p !== 'string') {
+        throw new Error(`CLIP text encoder: prompt ${i} is ${typeof p} ${JSON.stringify(p)}; prompts must be strings (class labels need the label encoder)`);
+      }
+    });
+    return inputs as string[];
+  }
+
+  /** Runs the model on prompts (no cache); returns one [T * D] row per prompt. */
+  private async compute(prompts: string[]): Promise<Float32Array[]> {
+    const tjs = await import('@xenova/transformers');
+    const L = this.config.maxLength;
+    const rows: Float32Array[] = [];
+    for (let start = 0; start < prompts.length; start += this.batchSize) {
+      const chunk = prompts.slice(start, start + this.batchSize);
+      const tok = this.tokenize(chunk);
+      tok.truncated.forEach((cut, i) => {
+        if (!cut) return;
+        const dropped = this.tokenizer.decode(this.tokenizer.encode(chunk[i]).slice(L - 1, -1), { skip_special_tokens: true });
+        this.warn(
+          `CLIP text encoder: prompt is ${tok.lengths[i]} tokens long (start/end included), over the limit of ${L}; ` +
+            `it was truncated, dropping: "${dropped.trim()}"`,
+        );
+      });
+      const ids = new BigInt64Array(chunk.length * L);
+      tok.ids.forEach((r, b) => r.forEach((id, t) => (ids[b * L + t] = BigInt(id))));
+      const input = new tjs.Tensor('int64', ids, [chunk.length, L]) as unknown as TjsTensor;
+      const out = await this.model({ input_ids: input });
+      this.stats.modelRuns++;
+      const hs = out.last_hidden_state;
+      if (!hs || hs.dims.length !== 3 || hs.dims[0] !== chunk.length || hs.dims[1] !== L || !(hs.data instanceof Float32Array)) {
+        throw new Error(
+          `CLIP text model '${this.config.modelId}' must return last_hidden_state float32 [${chunk.length}, ${L}, hidden]; ` +
+            `got ${hs ? `[${hs.dims.join(', ')}]` : `only ${Object.keys(out).join(', ')}`}`,
+        );
+      }
+      const D = hs.dims[2];
+      if (this.contextDimValue === 0) this.contextDimValue = D;
+      else if (D !== this.contextDimValue) throw new Error(`CLIP text model returned hidden size ${D}, earlier ${this.contextDimValue}`);
+      for (let b = 0; b < chunk.length; b++) rows.push(hs.data.slice(b * L * D, (b + 1) * L * D));
+      this.stats.promptsComputed += chunk.length;
+    }
+    return rows;
+  }
+
+  private lookup(prompt: string): Float32Array | undefined {
+    if (prompt === '' && this.emptyPrompt) return this.emptyPrompt;
+    const hit = this.cache.get(prompt);
+    if (hit) {
+      this.cache.delete(prompt); // refresh LRU position
+      this.cache.set(prompt, hit);
+    }
+    return hit;
+  }
+
+  private remember(prompt: string, row: Float32Array): void {
+    if (prompt === '') {
+      this.emptyPrompt = row;
+      return;
+    }
+    if (this.cacheSize === 0) return;
+    this.cache.set(prompt, row);
+    while (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
+  }
+
+  /** Prompts -> context [B, maxLength, hidden] (no mask: all positions attended, as SD). */
+  async encode(inputs: string[] | number[]): Promise<Conditioning> {
+    const prompts = this.checkPrompts(inputs, 'encode');
+    const rows = new Map<string, Float32Array>();
+    const todo: string[] = [];
+    for (const p of prompts) {
+      if (rows.has(p) || todo.includes(p)) continue;
+      const hit = this.lookup(p);
+      if (hit) {
+        rows.set(p, hit);
+        this.stats.cacheHits++;
+      } else todo.push(p);
+    }
+    if (todo.length > 0) {
+      const computed = await this.compute(todo);
+      todo.forEach((p, i) => {
+        rows.set(p, computed[i]);
+        this.remember(p, computed[i]);
+      });
+    }
+    if (this.disposed) throw new Error('CLIP text encoder: disposed during encode');
+    const T = this.contextLength;
+    const D = this.contextDim;
+    const data = new Float32Array(prompts.length * T * D);
+    prompts.forEach((p, b) => data.set(rows.get(p)!, b * T * D));
+    return { context: tf.tensor3d(data, [prompts.length, T, D]) };
+  }
+
+  /** The empty prompt "" repeated: what classifier-free guidance uses. */
+  async unconditional(batch: number): Promise<Conditioning> {
+    checkBatch(batch, 'CLIP text encoder unconditional');
+    return this.encode(new Array<string>(batch).fill(''));
+  }
+
+  /** Drops cached embeddings (the empty prompt's too). */
+  clearCache(): void {
+    this.cache.clear();
+    this.emptyPrompt = undefined;
+  }
+
+  /** Releases the ONNX session and the cache. Holds no tf tensors. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.clearCache();
+    this.model.dispose().catch(() => undefined);
+  }
+}
+
+/** Validates the config and loads the encoder (see ClipTextEncoder.load). */
+export async function loadClipTextEncoder(config: Partial<ClipTextEncoderConfig> = {}, opts: ClipLoadOptions = {}): Promise<ClipTextEncoder> {
+  return ClipTextEncoder.load(validateClipTextEncoderConfig({ kind: 'clip', ...config }), opts);
+}
+
+/** Reads a model folder's config.json hidden size without loading it (undefined if unknown). */
+export function readClipHiddenSize(modelDir: string): number | undefined {
+  const p = path.join(modelDir, 'config.json');
+  if (!existsSync(p)) return undefined;
+  const c = JSON.parse(readFileSync(p, 'utf8')) as { hidden_size?: number; text_config?: { hidden_size?: number } };
+  return c.text_config?.hidden_size ?? c.hidden_size;
+}
