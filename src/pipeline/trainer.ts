@@ -21,7 +21,7 @@ import { Generator, type GeneratorState } from '../random/generator.js';
 
 /** A source of batches whose position can be saved and restored (for exact resume). */
 export interface BatchSource<B> {
-  next(): B;
+  next(): B | Promise<B>;
   position(): unknown;
   restore(position: unknown): void;
   /** Frees a batch's tensors once the step is done. */
@@ -189,7 +189,7 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
     const acc = new Map<string, tf.Tensor>();
     let lossSum = 0;
     for (let micro = 0; micro < accumulate; micro++) {
-      const batch = o.data.next();
+      const batch = await o.data.next();
       const { loss, grads } = computeGradients(o.store, () => o.loss(batch, rng));
       lossSum += (await loss.data())[0];
       loss.dispose();

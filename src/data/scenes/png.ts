@@ -1,37 +1,13 @@
 /**
  * A minimal, deterministic PNG encoder for 8-bit RGB images (written from the PNG specification:
- * signature, IHDR, one IDAT of zlib-compressed scanlines, IEND). Same pixels => same bytes on
+ * signature, IHDR, one IDAT of zlib-compressed scanlines, IEND; chunks from src/image/png-text).
+ * Same pixels => same bytes on
  * every run, without depending on an image library's version or threading.
  */
 import { deflateSync } from 'node:zlib';
+import { makePngChunk as chunk } from '../../image/png-text.js';
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(bytes: Uint8Array, crc = 0xffffffff): number {
-  let c = crc;
-  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  return c >>> 0;
-}
-
-function chunk(type: string, data: Uint8Array): Buffer {
-  const out = Buffer.alloc(12 + data.length);
-  out.writeUInt32BE(data.length, 0);
-  out.write(type, 4, 'latin1');
-  out.set(data, 8);
-  const crc = crc32(out.subarray(4, 8 + data.length)) ^ 0xffffffff;
-  out.writeUInt32BE(crc >>> 0, 8 + data.length);
-  return out;
-}
 
 /** Encodes row-major RGB bytes (`width * height * 3`) as a PNG. */
 export function encodeRgbPng(rgb: Uint8Array, width: number, height: number): Buffer {
