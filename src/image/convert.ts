@@ -6,9 +6,9 @@
  * Encoding to PNG goes through sharp.
  */
 import * as tf from '@tensorflow/tfjs';
-import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
+import { writeFileAtomic } from '../checkpoint/io.js';
 import { insertPngText } from './png-text.js';
 
 /** A batch of images in model space: float32 NHWC in [-1, 1]. */
@@ -142,8 +142,8 @@ export async function writePng(file: string, image: Uint8Image | ImageBatch, opt
   }
   let png = await encodePng(img);
   for (const [k, v] of Object.entries(options.text ?? {})) png = insertPngText(png, k, v);
-  await mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  await writeFile(file, png);
+  // Atomic: an interrupted write never leaves a truncated PNG behind.
+  writeFileAtomic(file, png);
   return png;
 }
 

@@ -1,0 +1,72 @@
+/**
+ * txt2img: generate images from a text prompt (or a class label) with a trained pipeline.
+ *
+ *   npx txt2img "a smiling face" --cfg 7
+ *   npx txt2img --model runs/mnist/pipeline --label 3 --n 8 --out threes.png
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { initBackend } from '../src/backend/index.js';
+import { SAMPLERS, type SamplerName } from '../src/pipeline/pipeline.js';
+import { runTxt2Img } from '../src/pipeline/txt2img.js';
+import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
+import { finiteNumber, integer, runCli } from './cli.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const DEFAULT_MODEL = path.join(REPO, 'models', 'default');
+
+await runCli(async () => {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('txt2img')
+    .usage('$0 [prompt..] [options]\n\nGenerate images with a txt2img pipeline folder.')
+    .positional('prompt', { type: 'string', array: true, describe: 'prompt(s); each gives --n images' })
+    .option('model', { type: 'string', default: DEFAULT_MODEL, defaultDescription: 'the bundled models/default', describe: 'pipeline folder' })
+    .option('negative', { type: 'string', describe: 'negative prompt (replaces the unconditional context)' })
+    .option('cfg', { type: 'string', default: '7', describe: 'classifier-free guidance scale (1 = no guidance)' })
+    .option('steps', { type: 'string', default: '25', describe: 'denoising steps' })
+    .option('sampler', { type: 'string', default: 'ddim', describe: `sampler: ${SAMPLERS.join(' | ')}` })
+    .option('eta', { type: 'string', default: '0', describe: 'DDIM eta (0 = deterministic)' })
+    .option('seed', { type: 'string', default: '0', describe: 'seed of all noise' })
+    .option('n', { type: 'string', default: '1', describe: 'images per prompt (saved as a grid)' })
+    .option('out', { type: 'string', default: 'txt2img.png', describe: 'output PNG' })
+    .option('separate', { type: 'boolean', default: false, describe: 'also write each image of a grid as its own file' })
+    .option('label', { type: 'string', array: true, describe: 'class label(s) or class name(s), for label-conditioned models' })
+    .option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' })
+    .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
+    .option('backend', { type: 'string', describe: 'node-gpu | node | wasm | cpu (env TXT2IMG_BACKEND)' })
+    .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
+    .strict()
+    .help()
+    .parse();
+
+  const sampler = argv.sampler as SamplerName;
+  if (!(SAMPLERS as readonly string[]).includes(sampler)) throw new Error(`--sampler must be one of ${SAMPLERS.join(', ')}, got '${argv.sampler}'`);
+  const prompts = (argv._ as (string | number)[]).map(String);
+  if (prompts.some((p) => p.trim() === '')) throw new Error('a prompt is empty: give text, e.g. txt2img "a smiling face"');
+  const opts = {
+    prompts,
+    labels: argv.label?.map((l) => (/^\d+$/.test(l) ? Number(l) : l)),
+    model: argv.model,
+    negative: argv.negative,
+    cfg: finiteNumber(argv.cfg, '--cfg'),
+    steps: integer(argv.steps, '--steps', 1),
+    sampler,
+    eta: finiteNumber(argv.eta, '--eta'),
+    seed: integer(argv.seed, '--seed', 0),
+    n: integer(argv.n, '--n', 1),
+    out: argv.out,
+    separate: argv.separate,
+    saveSteps: argv['save-steps'],
+    clip: argv['local-models'] ? { localModelPath: argv['local-models'] } : undefined,
+    quiet: argv.quiet,
+  };
+  if (opts.model === DEFAULT_MODEL && !(await import('node:fs')).existsSync(path.join(DEFAULT_MODEL, 'model_index.json'))) {
+    throw new Error(`no bundled default model at ${DEFAULT_MODEL}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
+  }
+  await initBackend({ backend: argv.backend });
+  const t0 = performance.now();
+  const { files } = await runTxt2Img(opts);
+  console.error(`wrote ${files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+});

@@ -1,0 +1,263 @@
+/**
+ * A text-to-image (or label-to-image) latent diffusion pipeline: VAE + U-Net + a condition
+ * encoder + a noise schedule, saved as a folder in diffusers' layout:
+ *
+ *   model_index.json            which components, how conditioning works, training facts
+ *   vae/                        config.json + diffusion_pytorch_model.safetensors
+ *   unet/                       config.json + diffusion_pytorch_model.safetensors
+ *   text_encoder/ | label_encoder/   config.json (+ weights for labels)
+ *   scheduler/scheduler_config.json
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import {
+  loadComponentWeights,
+  readComponentConfig,
+  readJson,
+  recoverDir,
+  replaceDirAtomic,
+  saveComponent,
+  tempDirFor,
+  writeJsonAtomic,
+} from '../checkpoint/io.js';
+import { Generator } from '../random/generator.js';
+import { type SchedulerConfig, createScheduler, parseSchedulerConfig, schedulerConfigToJSON, withType } from '../schedulers/index.js';
+import { type ClipLoadOptions, type ClipTextEncoder, type ClipTextEncoderConfig, loadClipTextEncoder, validateClipTextEncoderConfig } from '../text/clip.js';
+import { LabelEncoder, validateLabelEncoderConfig } from '../text/label.js';
+import { type ConditionEncoder, type Conditioning, disposeConditioning } from '../text/types.js';
+import { UNet2DCondition } from '../unet/unet2d-condition.js';
+import { AutoencoderKL } from '../vae/autoencoder-kl.js';
+import { sampleLatents, validateGuidanceScale } from './sample.js';
+
+export const PIPELINE_CLASS_NAME = 'Txt2ImgPipeline';
+export const PIPELINE_VERSION = 1;
+export const SAMPLERS = ['ddpm', 'ddim'] as const;
+export type SamplerName = (typeof SAMPLERS)[number];
+
+export interface PipelineInfo {
+  conditioning: 'clip' | 'label';
+  /** Probability the condition was replaced by the unconditional one in training (0 = never). */
+  conditioningDropout: number;
+  /** Image size the model was trained at. */
+  imageSize: number;
+  /** Optimizer steps of the U-Net stage, for the record. */
+  trainedSteps?: number;
+  /** Free text shown by `txt2img --info` (e.g. "not pretrained text encoder"). */
+  notes?: string[];
+}
+
+export interface ModelIndex extends PipelineInfo {
+  _class_name: typeof PIPELINE_CLASS_NAME;
+  _version: number;
+  vae: [string, string];
+  unet: [string, string];
+  text_encoder?: [string, string];
+  label_encoder?: [string, string];
+  scheduler: [string, string];
+}
+
+export interface GenerateOptions {
+  /** Prompts (clip) or class labels / class names (label); one image per entry. */
+  inputs: string[] | number[];
+  /** Replaces the unconditional context of guidance (clip only). */
+  negative?: string;
+  guidanceScale: number;
+  steps: number;
+  sampler?: SamplerName;
+  /** DDIM eta (0 = deterministic). */
+  eta?: number;
+  seed: number;
+  /** Called after each denoising step with the x0 estimate decoded lazily by the callback. */
+  onStep?: (info: { index: number; total: number; t: number; latents: tf.Tensor4D; predX0: tf.Tensor4D }) => void | Promise<void>;
+  /** Where warnings go (default console.error). */
+  warn?: (msg: string) => void;
+}
+
+export interface LoadPipelineOptions {
+  /** CLIP loading options (local model folder, remote access). */
+  clip?: ClipLoadOptions;
+}
+
+function describeFolderProblem(dir: string): string | undefined {
+  if (!existsSync(dir)) return `model folder ${dir} does not exist`;
+  if (!statSync(dir).isDirectory()) return `model path ${dir} is not a folder`;
+  return undefined;
+}
+
+export class Txt2ImgPipeline {
+  constructor(
+    readonly vae: AutoencoderKL,
+    readonly unet: UNet2DCondition,
+    readonly encoder: ConditionEncoder,
+    readonly schedulerConfig: SchedulerConfig,
+    readonly info: PipelineInfo,
+  ) {
+    if (encoder.contextDim !== unet.config.contextDim) {
+      throw new Error(`condition encoder width ${encoder.contextDim} does not match the U-Net's contextDim ${unet.config.contextDim}`);
+    }
+    if (vae.config.latentChannels !== unet.config.inChannels) {
+      throw new Error(`VAE latentChannels ${vae.config.latentChannels} does not match the U-Net's inChannels ${unet.config.inChannels}`);
+    }
+  }
+
+  modelIndex(): ModelIndex {
+    const enc = this.info.conditioning === 'clip' ? { text_encoder: ['txt2img', 'ClipTextEncoder'] as [string, string] } : { label_encoder: ['txt2img', 'LabelEncoder'] as [string, string] };
+    return {
+      _class_name: PIPELINE_CLASS_NAME,
+      _version: PIPELINE_VERSION,
+      ...this.info,
+      vae: ['txt2img', 'AutoencoderKL'],
+      unet: ['txt2img', 'UNet2DCondition'],
+      ...enc,
+      scheduler: ['txt2img', this.schedulerConfig.type === 'ddim' ? 'DDIMScheduler' : 'DDPMScheduler'],
+    };
+  }
+
+  /**
+   * Writes the whole pipeline folder under a temporary name and swaps it in, so an existing
+   * pipeline at `dir` stays intact until the new one is complete.
+   */
+  async save(dir: string, clipConfig?: ClipTextEncoderConfig): Promise<void> {
+    const tmp = tempDirFor(dir);
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp, { recursive: true });
+    try {
+      await saveComponent(path.join(tmp, 'vae'), this.vae.config, this.vae.store);
+      await saveComponent(path.join(tmp, 'unet'), this.unet.config, this.unet.store);
+      if (this.encoder instanceof LabelEncoder) {
+        await saveComponent(path.join(tmp, 'label_encoder'), this.encoder.config, this.encoder.params);
+      } else {
+        const cfg = clipConfig ?? (this.encoder as ClipTextEncoder).config;
+        writeJsonAtomic(path.join(tmp, 'text_encoder', 'config.json'), cfg);
+      }
+      writeJsonAtomic(path.join(tmp, 'scheduler', 'scheduler_config.json'), schedulerConfigToJSON(this.schedulerConfig));
+      writeJsonAtomic(path.join(tmp, 'model_index.json'), this.modelIndex());
+      mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
+      replaceDirAtomic(tmp, dir);
+    } catch (e) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  static async load(dir: string, opts: LoadPipelineOptions = {}): Promise<Txt2ImgPipeline> {
+    recoverDir(dir);
+    const problem = describeFolderProblem(dir);
+    if (problem) throw new Error(problem);
+    const index = readModelIndex(dir);
+    const missing = ['vae', 'unet', index.conditioning === 'clip' ? 'text_encoder' : 'label_encoder', 'scheduler'].filter(
+      (c) => !existsSync(path.join(dir, c)),
+    );
+    if (missing.length) throw new Error(`model folder ${dir} is incomplete: missing ${missing.map((m) => m + '/').join(', ')}`);
+    const vae = AutoencoderKL.load(path.join(dir, 'vae'));
+    const unet = UNet2DCondition.load(path.join(dir, 'unet'));
+    let encoder: ConditionEncoder;
+    try {
+      if (index.conditioning === 'label') {
+        const encDir = path.join(dir, 'label_encoder');
+        const cfg = validateLabelEncoderConfig(readComponentConfig(encDir, 'label encoder'));
+        const enc = new LabelEncoder(cfg, new Generator(0));
+        loadComponentWeights(encDir, enc.params, undefined, 'label encoder');
+        encoder = enc;
+      } else {
+        const encDir = path.join(dir, 'text_encoder');
+        const cfg = validateClipTextEncoderConfig(readComponentConfig(encDir, 'text encoder'));
+        // A model id written as a relative path is relative to the text_encoder folder.
+        if (cfg.modelId.startsWith('./') || cfg.modelId.startsWith('../')) cfg.modelId = path.resolve(encDir, cfg.modelId);
+        encoder = await loadClipTextEncoder(cfg, opts.clip);
+      }
+    } catch (e) {
+      vae.dispose();
+      unet.dispose();
+      throw e;
+    }
+    const sched = parseSchedulerConfig(readJson(path.join(dir, 'scheduler', 'scheduler_config.json'), 'scheduler config'));
+    const { _class_name, _version, vae: _v, unet: _u, text_encoder: _t, label_encoder: _l, scheduler: _s, ...info } = index;
+    try {
+      return new Txt2ImgPipeline(vae, unet, encoder, sched, info);
+    } catch (e) {
+      vae.dispose();
+      unet.dispose();
+      encoder.dispose();
+      throw new Error(`model folder ${dir}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Validates generation options against this model; returns the resolved sampler settings. */
+  checkOptions(o: GenerateOptions): { sampler: SamplerName; eta: number } {
+    if (!Array.isArray(o.inputs) || o.inputs.length === 0) throw new Error('no prompts given: pass at least one prompt (or --label for class-conditional models)');
+    validateGuidanceScale(o.guidanceScale);
+    const T = this.schedulerConfig.numTrainTimesteps;
+    if (!Number.isInteger(o.steps) || o.steps < 1 || o.steps > T) throw new Error(`steps must be an integer from 1 to ${T} (the model's training steps), got ${o.steps}`);
+    const sampler = o.sampler ?? 'ddim';
+    if (!(SAMPLERS as readonly string[]).includes(sampler)) throw new Error(`unknown sampler '${sampler}'; allowed: ${SAMPLERS.join(', ')}`);
+    const eta = o.eta ?? 0;
+    if (!Number.isFinite(eta) || eta < 0) throw new Error(`eta must be a finite number >= 0, got ${o.eta}`);
+    if (!Number.isInteger(o.seed) || o.seed < 0) throw new Error(`seed must be an integer >= 0, got ${o.seed}`);
+    if (o.negative !== undefined && this.info.conditioning !== 'clip') throw new Error('a negative prompt needs a text-conditioned model; this one is conditioned on class labels');
+    return { sampler, eta };
+  }
+
+  /** Generates images [B, H, W, C] in [-1, 1], one per input. */
+  async generate(o: GenerateOptions): Promise<tf.Tensor4D> {
+    const { sampler, eta } = this.checkOptions(o);
+    const warn = o.warn ?? ((m: string) => console.error(m));
+    if (o.guidanceScale !== 1 && !(this.info.conditioningDropout > 0)) {
+      warn(`warning: guidance scale ${o.guidanceScale} requested, but this model was trained without conditioning dropout, so its unconditional prediction is untrained; --cfg 1 is the meaningful setting`);
+    }
+    const b = o.inputs.length;
+    const scheduler = withType(createScheduler(this.schedulerConfig), sampler, sampler === 'ddim' ? { eta } : {});
+    scheduler.setTimesteps(o.steps);
+    const f = this.vae.config.downsampleFactor;
+    const size = this.info.imageSize;
+    const shape: [number, number, number, number] = [b, size / f, size / f, this.unet.config.inChannels];
+
+    let cond: Conditioning | undefined;
+    let uncond: Conditioning | undefined;
+    try {
+      cond = await this.encoder.encode(o.inputs);
+      if (o.guidanceScale !== 1) {
+        uncond = o.negative !== undefined ? await this.encoder.encode(new Array(b).fill(o.negative)) : await this.encoder.unconditional(b);
+      }
+      const rng = new Generator(o.seed);
+      const total = scheduler.timesteps.length;
+      const latents = await sampleLatents({
+        unet: this.unet,
+        scheduler,
+        cond,
+        uncond,
+        guidanceScale: o.guidanceScale,
+        shape,
+        rng,
+        onStep: o.onStep ? (s) => o.onStep!({ ...s, total }) : undefined,
+      });
+      const images = tf.tidy(() => tf.clipByValue(this.vae.decodeLatents(latents), -1, 1) as tf.Tensor4D);
+      latents.dispose();
+      return images;
+    } finally {
+      disposeConditioning(cond);
+      disposeConditioning(uncond);
+    }
+  }
+
+  dispose(): void {
+    this.vae.dispose();
+    this.unet.dispose();
+    this.encoder.dispose();
+  }
+}
+
+export function readModelIndex(dir: string): ModelIndex {
+  const file = path.join(dir, 'model_index.json');
+  if (!existsSync(file)) throw new Error(`model folder ${dir} is incomplete: no model_index.json (is it a txt2img pipeline folder?)`);
+  const idx = readJson(file, 'model index') as Partial<ModelIndex>;
+  if (idx._class_name !== PIPELINE_CLASS_NAME) throw new Error(`${file}: _class_name must be '${PIPELINE_CLASS_NAME}', got ${JSON.stringify(idx._class_name)}`);
+  if (idx._version !== PIPELINE_VERSION) throw new Error(`${file}: _version ${idx._version} is not supported (this txt2img reads version ${PIPELINE_VERSION})`);
+  if (idx.conditioning !== 'clip' && idx.conditioning !== 'label') throw new Error(`${file}: conditioning must be 'clip' or 'label', got ${JSON.stringify(idx.conditioning)}`);
+  if (typeof idx.conditioningDropout !== 'number' || idx.conditioningDropout < 0 || idx.conditioningDropout > 1) {
+    throw new Error(`${file}: conditioningDropout must be a number in [0, 1], got ${JSON.stringify(idx.conditioningDropout)}`);
+  }
+  if (!Number.isInteger(idx.imageSize) || idx.imageSize! < 1) throw new Error(`${file}: imageSize must be a positive integer, got ${JSON.stringify(idx.imageSize)}`);
+  return idx as ModelIndex;
+}

@@ -1,0 +1,116 @@
+/**
+ * A whole training run from a TrainConfig: data, conditioning encoder, stage 1 (VAE) and
+ * stage 2 (U-Net), with progress display and exact resume (`resume: true`).
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { writeJsonAtomic } from '../checkpoint/io.js';
+import { type ImageSet, loadFolderSet, mnistSet } from '../data/in-memory.js';
+import { ProgressBar } from '../image/progress.js';
+import { Generator } from '../random/generator.js';
+import { parseLossWeighting, parseSchedulerConfig } from '../schedulers/index.js';
+import { type ClipLoadOptions, loadClipTextEncoder } from '../text/clip.js';
+import { LabelEncoder } from '../text/label.js';
+import type { ConditionEncoder } from '../text/types.js';
+import { parseUNetConfig } from '../unet/config.js';
+import { AutoencoderKL } from '../vae/autoencoder-kl.js';
+import { parseVaeConfig } from '../vae/config.js';
+import { type StageTraining, trainUnetStage, trainVaeStage } from './stages.js';
+import type { TrainConfig } from './train-config.js';
+import type { StepLog } from './trainer.js';
+
+export const STAGES = ['vae', 'unet', 'all'] as const;
+export type Stage = (typeof STAGES)[number];
+
+export interface RunTrainingOptions {
+  config: TrainConfig;
+  runDir: string;
+  stage: Stage;
+  resume: boolean;
+  clip?: ClipLoadOptions;
+  quiet?: boolean;
+  log?: (line: string) => void;
+  /** Tests: stop each stage after this many steps of this call. */
+  stopAfter?: number;
+}
+
+export async function loadTrainingData(c: TrainConfig, log: (l: string) => void): Promise<ImageSet> {
+  if (c.data.source === 'mnist') return mnistSet('train', c.data.limit);
+  const d = c.data;
+  if (!existsSync(d.path)) throw new Error(`data folder ${d.path} does not exist`);
+  log(`data: loading ${d.path} at ${d.imageSize}x${d.imageSize}, ${d.channels} channel(s)`);
+  return loadFolderSet(d.path, { size: d.imageSize, channels: d.channels, log });
+}
+
+function progress(total: number, label: string, quiet?: boolean): { onStep: (s: StepLog) => void; bar: ProgressBar } {
+  const bar = new ProgressBar({ total, label, silent: quiet });
+  return { bar, onStep: (s) => bar.update(s.step, { loss: s.loss.toFixed(4), lr: s.lr.toExponential(2) }) };
+}
+
+/** Runs the requested stages. Returns the pipeline folder once stage 2 has finished. */
+export async function runTraining(o: RunTrainingOptions): Promise<string | undefined> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  const c = o.config;
+  mkdirSync(o.runDir, { recursive: true });
+  writeJsonAtomic(path.join(o.runDir, 'config.json'), c);
+  const data = await loadTrainingData(c, log);
+  log(`data: ${data.source}`);
+  const vaeCfg = parseVaeConfig(c.vae);
+  if (data.shape[3] !== vaeCfg.imageChannels) throw new Error(`the data has ${data.shape[3]} channel(s) but vae.imageChannels is ${vaeCfg.imageChannels}`);
+
+  let vae: AutoencoderKL | undefined;
+  if (o.stage === 'vae' || o.stage === 'all') {
+    const p = progress(c.vaeTraining.steps, 'vae', o.quiet);
+    vae = await trainVaeStage({ runDir: o.runDir, seed: c.seed, resume: o.resume, data, vae: vaeCfg, training: c.vaeTraining, flip: c.data.source === 'folder' && c.data.flip, onStep: p.onStep, log, stopAfter: o.stopAfter });
+    p.bar.finish();
+    if (!vae) return undefined;
+    if (o.stage === 'vae') {
+      vae.dispose();
+      return undefined;
+    }
+  } else {
+    const vaeDir = path.join(o.runDir, 'vae');
+    if (!existsSync(path.join(vaeDir, 'config.json'))) throw new Error(`stage 'unet' needs a trained VAE at ${vaeDir}: run --stage vae (or all) first`);
+    vae = AutoencoderKL.load(vaeDir);
+  }
+
+  let encoder: ConditionEncoder | undefined;
+  try {
+    if (c.conditioning.kind === 'label') {
+      const { kind: _k, dropout: _d, ...cfg } = c.conditioning;
+      encoder = new LabelEncoder({ kind: 'label', ...cfg }, new Generator(c.seed + 6));
+    } else {
+      encoder = await loadClipTextEncoder({ modelId: c.conditioning.modelId, localModelPath: c.conditioning.localModelPath }, o.clip);
+    }
+    const unetCfg = parseUNetConfig(c.unet);
+    if (unetCfg.contextDim !== encoder.contextDim) {
+      throw new Error(`unet.contextDim is ${unetCfg.contextDim} but the ${encoder.kind} encoder gives ${encoder.contextDim}-wide contexts; set unet.contextDim to ${encoder.contextDim}`);
+    }
+    const p = progress(c.unetTraining.steps, 'unet', o.quiet);
+    const out = await trainUnetStage({
+      runDir: o.runDir,
+      seed: c.seed,
+      resume: o.resume,
+      data,
+      vae,
+      encoder,
+      unet: unetCfg,
+      scheduler: parseSchedulerConfig(c.scheduler),
+      training: c.unetTraining as StageTraining,
+      conditioningDropout: c.conditioning.dropout,
+      lossWeighting: parseLossWeighting(c.lossWeighting, c.minSnrGamma),
+      validation: c.validation
+        ? { ...c.validation, inputs: c.validation.inputs as string[] | number[] }
+        : undefined,
+      notes: c.notes,
+      onStep: p.onStep,
+      log,
+      stopAfter: o.stopAfter,
+    });
+    p.bar.finish();
+    return out;
+  } finally {
+    encoder?.dispose();
+    vae.dispose();
+  }
+}

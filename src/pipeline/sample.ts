@@ -1,0 +1,89 @@
+/**
+ * The denoising loop with classifier-free guidance (Ho & Salimans 2022).
+ *
+ * Guidance runs one batched U-Net call per step over [unconditional; conditional] halves and mixes
+ * eps = eps_u + s * (eps_c - eps_u) (their eq. 6 with s = 1 + w). With s = 1 the unconditional
+ * half is skipped entirely. Cross-attention K/V of the (fixed) context are computed once and
+ * reused by every step.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { Generator } from '../random/generator.js';
+import type { Scheduler } from '../schedulers/index.js';
+import { type Conditioning, concatConditioning, disposeConditioning } from '../text/types.js';
+import type { UNet2DCondition } from '../unet/unet2d-condition.js';
+
+export interface SampleLatentsOptions {
+  unet: UNet2DCondition;
+  /** Already configured with setTimesteps(). */
+  scheduler: Scheduler;
+  /** [B, T, D] */
+  cond: Conditioning;
+  /** [B, T, D]; required when guidanceScale !== 1. */
+  uncond?: Conditioning;
+  guidanceScale: number;
+  /** [B, h, w, c] of the latents. */
+  shape: [number, number, number, number];
+  rng: Generator;
+  /** Called after every step with the new latents and the step's x0 estimate (do not dispose them). */
+  onStep?: (info: { index: number; t: number; latents: tf.Tensor4D; predX0: tf.Tensor4D }) => void | Promise<void>;
+}
+
+/** Mixes the two halves of a guided U-Net output [2B, ...] -> [B, ...]. */
+export function guide(output: tf.Tensor4D, scale: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [uncond, cond] = tf.split(output, 2, 0) as [tf.Tensor4D, tf.Tensor4D];
+    return tf.add(uncond, tf.mul(tf.sub(cond, uncond), scale)) as tf.Tensor4D;
+  });
+}
+
+export function validateGuidanceScale(scale: unknown): number {
+  if (typeof scale !== 'number' || !Number.isFinite(scale) || scale < 0) {
+    throw new Error(`guidance scale (cfg) must be a finite number >= 0, got ${JSON.stringify(scale)}`);
+  }
+  return scale;
+}
+
+/** Runs the scheduler's timesteps from pure noise; returns the final latents [B, h, w, c]. */
+export async function sampleLatents(o: SampleLatentsOptions): Promise<tf.Tensor4D> {
+  const scale = validateGuidanceScale(o.guidanceScale);
+  const guided = scale !== 1;
+  const b = o.shape[0];
+  if (o.cond.context.shape[0] !== b) throw new Error(`conditioning batch ${o.cond.context.shape[0]} does not match latent batch ${b}`);
+  if (guided && !o.uncond) throw new Error(`guidance scale ${scale} needs an unconditional context`);
+
+  // Cross-attention K/V once for the whole loop.
+  const both = guided ? concatConditioning([o.uncond!, o.cond]) : undefined;
+  const ctx = guided ? both! : o.cond;
+  const cache = o.unet.precomputeContext(ctx.context, ctx.mask);
+  disposeConditioning(both);
+
+  // x_T ~ N(0, sigma_init^2 I)
+  let latents = tf.tidy(() => tf.mul(o.rng.randn(o.shape), o.scheduler.initNoiseSigma)) as tf.Tensor4D;
+  try {
+    const steps = o.scheduler.timesteps;
+    for (let i = 0; i < steps.length; i++) {
+      const t = steps[i];
+      const modelOut = tf.tidy(() => {
+        const input = guided ? tf.concat([latents, latents], 0) : latents;
+        const tvec = tf.fill([input.shape[0]], t, 'float32') as tf.Tensor1D;
+        const out = o.unet.apply(input as tf.Tensor4D, tvec, cache);
+        return guided ? guide(out, scale) : out;
+      });
+      const { prevSample, predOriginalSample } = o.scheduler.step(modelOut, t, latents, o.rng);
+      modelOut.dispose();
+      latents.dispose();
+      latents = prevSample as tf.Tensor4D;
+      try {
+        await o.onStep?.({ index: i, t, latents, predX0: predOriginalSample as tf.Tensor4D });
+      } finally {
+        predOriginalSample.dispose();
+      }
+    }
+    return latents;
+  } catch (e) {
+    latents.dispose();
+    throw e;
+  } finally {
+    cache.dispose();
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * What `txt2img` does, as a function: load a pipeline folder, generate, and write PNGs carrying
+ * their generation parameters in AUTOMATIC1111's `parameters` text chunk.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { writeFileAtomic } from '../checkpoint/io.js';
+import { encodeAnimation } from '../image/animate.js';
+import { type ImageBatch, batchImage, tensorToBatch, writePng } from '../image/convert.js';
+import { makeGrid, makeStrip } from '../image/grid.js';
+import { formatInfotext } from '../image/infotext.js';
+import { ProgressBar } from '../image/progress.js';
+import type { ClipLoadOptions } from '../text/clip.js';
+import { LabelEncoder } from '../text/label.js';
+import { type SamplerName, Txt2ImgPipeline } from './pipeline.js';
+
+export interface Txt2ImgOptions {
+  /** Prompts (text models); each gives `n` images. */
+  prompts: string[];
+  /** Class labels or class names (label models). */
+  labels?: (number | string)[];
+  model: string;
+  negative?: string;
+  cfg: number;
+  steps: number;
+  sampler: SamplerName;
+  eta: number;
+  seed: number;
+  n: number;
+  out: string;
+  /** Also write every image as its own file next to the grid. */
+  separate?: boolean;
+  /** Write the decoded x0 estimate of every step as a strip PNG and an animated WebP. */
+  saveSteps?: boolean;
+  clip?: ClipLoadOptions;
+  quiet?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface Txt2ImgResult {
+  files: string[];
+  /** The infotext written into the PNG(s). */
+  parameters: string[];
+}
+
+/** Fails before any work when the output cannot be written. */
+export function checkOutputPath(out: string): void {
+  if (!/\.png$/i.test(out)) throw new Error(`--out must name a .png file, got '${out}'`);
+  const dir = path.dirname(path.resolve(out));
+  if (!existsSync(dir)) throw new Error(`cannot write '${out}': folder ${dir} does not exist`);
+  if (!statSync(dir).isDirectory()) throw new Error(`cannot write '${out}': ${dir} is not a folder`);
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch {
+    throw new Error(`cannot write '${out}': folder ${dir} is not writable`);
+  }
+  if (existsSync(out) && statSync(out).isDirectory()) throw new Error(`cannot write '${out}': it is a folder`);
+}
+
+export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  if (!Number.isInteger(o.n) || o.n < 1 || o.n > 256) throw new Error(`--n must be an integer from 1 to 256, got ${o.n}`);
+  checkOutputPath(o.out);
+  const pipe = await Txt2ImgPipeline.load(o.model, { clip: o.clip });
+  try {
+    const isLabel = pipe.encoder instanceof LabelEncoder;
+    let inputs: string[] | number[];
+    let shown: string[];
+    if (isLabel) {
+      if (!o.labels || o.labels.length === 0) throw new Error(`model ${o.model} is conditioned on class labels: pass --label (e.g. --label 3)`);
+      if (o.prompts.length) throw new Error(`model ${o.model} is conditioned on class labels, not text: use --label instead of a prompt`);
+      const ids = (pipe.encoder as LabelEncoder).labelsToIndices(o.labels);
+      inputs = ids.flatMap((l) => new Array(o.n).fill(l));
+      shown = ids.flatMap((l) => new Array(o.n).fill(`label ${l}`));
+    } else {
+      if (o.labels?.length) throw new Error(`model ${o.model} is conditioned on text: --label is for class-conditional models`);
+      if (o.prompts.length === 0) throw new Error('no prompt given: txt2img "a smiling face"');
+      inputs = o.prompts.flatMap((p) => new Array(o.n).fill(p));
+      shown = inputs as string[];
+    }
+    for (const w of pipe.info.notes ?? []) log(`note: ${w}`);
+    const bar = new ProgressBar({ total: o.steps, label: 'denoising', silent: o.quiet });
+    const frames: ImageBatch[] = [];
+    const images = await pipe.generate({
+      inputs,
+      negative: o.negative,
+      guidanceScale: o.cfg,
+      steps: o.steps,
+      sampler: o.sampler,
+      eta: o.eta,
+      seed: o.seed,
+      warn: log,
+      onStep: async (s) => {
+        bar.update(s.index + 1, { t: s.t });
+        if (o.saveSteps) {
+          const x0 = tf.tidy(() => tf.clipByValue(pipe.vae.decodeLatents(s.predX0), -1, 1));
+          frames.push(await tensorToBatch(x0));
+          x0.dispose();
+        }
+      },
+    });
+    bar.finish();
+    const batch = await tensorToBatch(images);
+    images.dispose();
+
+    const size = pipe.info.imageSize;
+    const modelName = path.basename(path.resolve(o.model));
+    const infotext = (i: number) =>
+      formatInfotext({
+        prompt: shown[i],
+        negativePrompt: o.negative,
+        steps: o.steps,
+        sampler: o.sampler === 'ddim' ? 'DDIM' : 'DDPM',
+        cfgScale: o.cfg,
+        seed: o.seed,
+        width: size,
+        height: size,
+        model: modelName,
+        extra: { ...(o.sampler === 'ddim' && o.eta ? { Eta: o.eta } : {}), ...(inputs.length > 1 ? { 'Batch size': inputs.length, 'Batch pos': i } : {}) },
+      });
+    const files: string[] = [];
+    const parameters: string[] = [];
+    const count = batch.shape[0];
+    // A grid carries the first image's parameters (as A1111 does for grids).
+    parameters.push(infotext(0));
+    await writePng(o.out, count === 1 ? batchImage(batch, 0) : makeGrid(batch), { text: { parameters: parameters[0] } });
+    files.push(o.out);
+    if (o.separate && count > 1) {
+      const base = o.out.replace(/\.png$/i, '');
+      const width = String(count - 1).length;
+      for (let i = 0; i < count; i++) {
+        const file = `${base}-${String(i).padStart(width, '0')}.png`;
+        const p = infotext(i);
+        await writePng(file, batchImage(batch, i), { text: { parameters: p } });
+        files.push(file);
+        parameters.push(p);
+      }
+    }
+    if (o.saveSteps && frames.length) {
+      const base = o.out.replace(/\.png$/i, '');
+      const perStep = frames.map((f) => makeGrid(f));
+      const strip = makeStrip(perStep.length > 12 ? pickEvenly(perStep, 12) : perStep);
+      await writePng(`${base}-steps.png`, strip, { text: { parameters: parameters[0] } });
+      writeFileAtomic(`${base}-steps.webp`, await encodeAnimation(perStep, 'webp', { delay: 120 }));
+      files.push(`${base}-steps.png`, `${base}-steps.webp`);
+    }
+    return { files, parameters };
+  } finally {
+    pipe.dispose();
+  }
+}
+
+function pickEvenly<T>(items: T[], k: number): T[] {
+  const out: T[] = [];
+  for (let i = 0; i < k; i++) out.push(items[Math.round((i * (items.length - 1)) / (k - 1))]);
+  return out;
+}

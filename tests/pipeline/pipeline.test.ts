@@ -1,0 +1,202 @@
+/**
+ * End to end: a tiny pipeline (tiny VAE, tiny U-Net, tiny NOT-pretrained CLIP-architecture text
+ * model) trains a few steps on generated data, resumes exactly, saves, and samples; guidance is
+ * checked against a hand-written reference loop.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/backend/index.js';
+import { readSafetensors } from '../../src/checkpoint/io.js';
+import { getPngText } from '../../src/image/png-text.js';
+import { parseInfotext } from '../../src/image/infotext.js';
+import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
+import { runTraining } from '../../src/pipeline/run-training.js';
+import { type TrainConfig, validateTrainConfig } from '../../src/pipeline/train-config.js';
+import { runTxt2Img } from '../../src/pipeline/txt2img.js';
+import { Generator } from '../../src/random/generator.js';
+import { createScheduler, withType } from '../../src/schedulers/index.js';
+import { BAD_FIXTURE_SIZE, tempDir, writeBadDataFixture, writeColorDataset } from '../fixtures/captioned.js';
+import { makeTinyModel } from '../text/shared.js';
+
+const stage = { batchSize: 4, lr: 1e-3, lrSchedule: 'constant', warmupSteps: 0, weightDecay: 0, clipGradNorm: 1, emaDecay: 0.9, accumulate: 1, checkpointEvery: 2 };
+
+function tinyConfig(dataPath: string, clipDir: string): TrainConfig {
+  return validateTrainConfig({
+    seed: 1,
+    data: { source: 'folder', path: dataPath, imageSize: 16, channels: 3, flip: false },
+    conditioning: { kind: 'clip', modelId: clipDir, dropout: 0.25 },
+    vae: { imageChannels: 3, channels: [8, 8, 16], resBlocksPerLevel: 1, latentChannels: 4, downsampleFactor: 4, groupNormGroups: 4, activation: 'silu' },
+    vaeTraining: { ...stage, steps: 4 },
+    unet: {
+      inChannels: 4,
+      sampleSize: 4,
+      channels: [16, 32],
+      resBlocksPerLevel: 1,
+      attentionLevels: [false, true],
+      attentionHeads: 2,
+      contextDim: 32,
+      contextLength: 77,
+      timeEmbedDim: 32,
+      groupNormGroups: 4,
+    },
+    unetTraining: { ...stage, steps: 4 },
+    scheduler: { type: 'ddpm', numTrainTimesteps: 100, betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012 },
+    lossWeighting: 'mse',
+    notes: ['test model: the text encoder is random, not pretrained'],
+  });
+}
+
+let tiny: ReturnType<typeof makeTinyModel>;
+let data: string;
+let runA: string;
+let pipeA: string;
+const quiet = { quiet: true, log: () => {} };
+
+beforeAll(async () => {
+  await initBackend({ backend: process.env.TXT2IMG_BACKEND ?? 'wasm', quiet: true });
+  tiny = makeTinyModel('tiny-random-clip', { hidden: 32, layers: 1, heads: 2 });
+  data = (await writeColorDataset(tempDir('colors'), { count: 12, size: 16 })).root;
+  runA = tempDir('runA');
+  pipeA = (await runTraining({ config: tinyConfig(data, tiny.result.outDir), runDir: runA, stage: 'all', resume: false, ...quiet }))!;
+}, 300_000);
+
+afterAll(() => tiny?.cleanup());
+
+describe('training a tiny text-to-image pipeline', () => {
+  it('writes a complete pipeline folder with the training facts', () => {
+    expect(readdirSync(pipeA).sort()).toEqual(['model_index.json', 'scheduler', 'text_encoder', 'unet', 'vae']);
+    const index = JSON.parse(readFileSync(path.join(pipeA, 'model_index.json'), 'utf8'));
+    expect(index).toMatchObject({ _class_name: 'Txt2ImgPipeline', conditioning: 'clip', conditioningDropout: 0.25, imageSize: 16, trainedSteps: 4 });
+    const vaeCfg = JSON.parse(readFileSync(path.join(pipeA, 'vae', 'config.json'), 'utf8'));
+    expect(vaeCfg.scalingFactor).toBeGreaterThan(0);
+    expect(vaeCfg.scalingFactor).not.toBe(1);
+    const log = readFileSync(path.join(runA, 'unet-stage', 'loss.jsonl'), 'utf8').trim().split('\n');
+    expect(log).toHaveLength(4);
+    expect(JSON.parse(readFileSync(path.join(runA, 'config.json'), 'utf8')).seed).toBe(1);
+  });
+
+  it('an interrupted run resumed in both stages ends with the same weights', async () => {
+    const dir = tempDir('runB');
+    const config = tinyConfig(data, tiny.result.outDir);
+    expect(await runTraining({ config, runDir: dir, stage: 'all', resume: false, stopAfter: 3, ...quiet })).toBeUndefined(); // VAE stops at 3
+    expect(await runTraining({ config, runDir: dir, stage: 'all', resume: true, stopAfter: 3, ...quiet })).toBeUndefined(); // U-Net stops at 3
+    const out = await runTraining({ config, runDir: dir, stage: 'all', resume: true, ...quiet });
+    for (const comp of ['vae', 'unet']) {
+      const a = readSafetensors(path.join(pipeA, comp, 'diffusion_pytorch_model.safetensors')).tensors;
+      const b = readSafetensors(path.join(out!, comp, 'diffusion_pytorch_model.safetensors')).tensors;
+      expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+      let maxDiff = 0;
+      for (const [k, v] of a) {
+        const w = b.get(k)!.data;
+        for (let i = 0; i < v.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(v.data[i] - w[i]));
+      }
+      expect(maxDiff, comp).toBeLessThan(1e-5);
+    }
+  });
+
+  it('classifier-free guidance equals a hand-written two-pass reference loop, and cfg 1 the unguided loop', async () => {
+    const pipe = await Txt2ImgPipeline.load(pipeA);
+    try {
+      const prompts = ['a red square', 'a blue square'];
+      const reference = async (scale: number) => {
+        const sched = withType(createScheduler(pipe.schedulerConfig), 'ddim');
+        sched.setTimesteps(5);
+        const rng = new Generator(7);
+        const cond = await pipe.encoder.encode(prompts);
+        const uncond = await pipe.encoder.unconditional(2);
+        let x = tf.tidy(() => tf.mul(rng.randn([2, 4, 4, 4]), sched.initNoiseSigma)) as tf.Tensor4D;
+        for (const t of sched.timesteps) {
+          const eps = tf.tidy(() => {
+            const tv = tf.fill([2], t) as tf.Tensor1D;
+            const c = pipe.unet.apply(x, tv, cond.context);
+            if (scale === 1) return c;
+            const u = pipe.unet.apply(x, tv, uncond.context);
+            return tf.add(u, tf.mul(tf.sub(c, u), scale));
+          });
+          const { prevSample, predOriginalSample } = sched.step(eps, t, x, rng);
+          tf.dispose([eps, x, predOriginalSample]);
+          x = prevSample as tf.Tensor4D;
+        }
+        const img = tf.tidy(() => tf.clipByValue(pipe.vae.decodeLatents(x), -1, 1));
+        tf.dispose([x, cond.context, uncond.context]);
+        const out = Array.from(await img.data());
+        img.dispose();
+        return out;
+      };
+      for (const scale of [1, 3]) {
+        const before = tf.memory().numTensors;
+        const got = await pipe.generate({ inputs: prompts, guidanceScale: scale, steps: 5, sampler: 'ddim', seed: 7 });
+        const values = Array.from(await got.data());
+        got.dispose();
+        expect(tf.memory().numTensors).toBe(before);
+        const ref = await reference(scale);
+        const diff = Math.max(...values.map((v, i) => Math.abs(v - ref[i])));
+        expect(diff, `cfg ${scale}`).toBeLessThan(1e-4);
+      }
+    } finally {
+      pipe.dispose();
+    }
+  });
+
+  it('txt2img writes a PNG whose A1111 parameters round-trip, and the same seed gives the same bytes', async () => {
+    const dir = tempDir('out');
+    const run = (out: string, seed: number) =>
+      runTxt2Img({ prompts: ['a red square'], model: pipeA, negative: 'blurry', cfg: 3, steps: 4, sampler: 'ddim', eta: 0, seed, n: 1, out, ...quiet });
+    const a = await run(path.join(dir, 'a.png'), 5);
+    await run(path.join(dir, 'b.png'), 5);
+    await run(path.join(dir, 'c.png'), 6);
+    const bytes = (f: string) => readFileSync(path.join(dir, f));
+    expect(bytes('a.png').equals(bytes('b.png'))).toBe(true);
+    expect(bytes('a.png').equals(bytes('c.png'))).toBe(false);
+    const text = getPngText(bytes('a.png'), 'parameters')!;
+    expect(text).toBe(a.parameters[0]);
+    const parsed = parseInfotext(text);
+    expect(parsed.prompt).toBe('a red square');
+    expect(parsed.negativePrompt).toBe('blurry');
+    expect(parsed.params).toMatchObject({ Steps: '4', Sampler: 'DDIM', 'CFG scale': '3', Seed: '5', Size: '16x16' });
+  });
+
+  it('--n with --separate writes a grid plus one file per image, and --save-steps a strip and an animation', async () => {
+    const dir = tempDir('grid');
+    const out = path.join(dir, 'g.png');
+    const r = await runTxt2Img({ prompts: ['a red square'], model: pipeA, cfg: 1, steps: 3, sampler: 'ddpm', eta: 0, seed: 1, n: 3, out, separate: true, saveSteps: true, ...quiet });
+    expect(r.files.map((f) => path.basename(f)).sort()).toEqual(['g-0.png', 'g-1.png', 'g-2.png', 'g-steps.png', 'g-steps.webp', 'g.png']);
+    for (const f of r.files) expect(existsSync(f)).toBe(true);
+  });
+});
+
+describe('bad data and a label-conditioned MNIST model', () => {
+  it('trains on the good files of a bad-data folder and reports each bad one', async () => {
+    const fixture = await writeBadDataFixture(tempDir('bad'));
+    const lines: string[] = [];
+    const config = tinyConfig(fixture.root, tiny.result.outDir);
+    config.data = { source: 'folder', path: fixture.root, imageSize: BAD_FIXTURE_SIZE, channels: 3, flip: false };
+    config.vaeTraining.steps = 1;
+    await runTraining({ config, runDir: tempDir('badrun'), stage: 'vae', resume: false, quiet: true, log: (l) => lines.push(l) });
+    const report = lines.join('\n');
+    for (const b of fixture.bad) expect(report).toContain(b.file);
+    expect(report).toMatch(new RegExp(`${fixture.good.length} images used, ${fixture.bad.length} skipped`));
+  });
+
+  it('trains label-conditioned MNIST for a few steps and samples a requested digit', async () => {
+    const config = validateTrainConfig({
+      ...tinyConfig(data, tiny.result.outDir),
+      data: { source: 'mnist', limit: 32 },
+      conditioning: { kind: 'label', numClasses: 10, contextDim: 16, dropout: 0.1 },
+      vae: { imageChannels: 1, channels: [8, 8, 16], resBlocksPerLevel: 1, latentChannels: 4, downsampleFactor: 4, groupNormGroups: 4 },
+      unet: { ...tinyConfig(data, tiny.result.outDir).unet, sampleSize: 8, contextDim: 16, contextLength: 1 },
+      vaeTraining: { ...stage, steps: 2 },
+      unetTraining: { ...stage, steps: 2 },
+    });
+    const dir = tempDir('mnist');
+    const pipeDir = (await runTraining({ config, runDir: dir, stage: 'all', resume: false, ...quiet }))!;
+    expect(existsSync(path.join(pipeDir, 'label_encoder', 'diffusion_pytorch_model.safetensors'))).toBe(true);
+    const out = path.join(dir, 'three.png');
+    const r = await runTxt2Img({ prompts: [], labels: [3], model: pipeDir, cfg: 2, steps: 3, sampler: 'ddim', eta: 0, seed: 0, n: 2, out, ...quiet });
+    expect(parseInfotext(r.parameters[0]).prompt).toBe('label 3');
+    await expect(runTxt2Img({ prompts: [], labels: [12], model: pipeDir, cfg: 2, steps: 3, sampler: 'ddim', eta: 0, seed: 0, n: 1, out, ...quiet })).rejects.toThrow(/12/);
+    await expect(runTxt2Img({ prompts: ['a cat'], model: pipeDir, cfg: 2, steps: 3, sampler: 'ddim', eta: 0, seed: 0, n: 1, out, ...quiet })).rejects.toThrow(/class labels/);
+  });
+});
