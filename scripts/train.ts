@@ -25,7 +25,11 @@ await runCli(async () => {
     .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
     .option('backend', { type: 'string', describe: 'node-gpu | node | wasm | cpu (env TXT2IMG_BACKEND)' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' })
-    .strict()
+    .strictOptions()
+    .showHelpOnFail(false)
+    .fail((msg, err) => {
+      throw err ?? new Error(`${msg} (see --help)`);
+    })
     .help()
     .parse();
 

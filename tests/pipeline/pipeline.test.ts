@@ -125,6 +125,9 @@ describe('training a tiny text-to-image pipeline', () => {
         img.dispose();
         return out;
       };
+      expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: 1, steps: 101, seed: 0 })).toThrow(/steps must be an integer from 1 to 100 \(the model's training steps\), got 101/);
+      expect(() => pipe.checkOptions({ inputs: [], guidanceScale: 1, steps: 1, seed: 0 })).toThrow(/no prompts given/);
+      expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: NaN, steps: 1, seed: 0 })).toThrow(/cfg\) must be a finite number >= 0, got NaN/);
       for (const scale of [1, 3]) {
         const before = tf.memory().numTensors;
         const got = await pipe.generate({ inputs: prompts, guidanceScale: scale, steps: 5, sampler: 'ddim', seed: 7 });

@@ -1,0 +1,70 @@
+/**
+ * The CLIs as a user runs them: bad input is one line on stderr naming the value and what is
+ * allowed, a non-zero exit code, and no output file.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { tempDir } from '../fixtures/captioned.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+function cli(script: string, args: string[]) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', script), ...args], {
+    cwd: repo,
+    encoding: 'utf8',
+    env: { ...process.env, TXT2IMG_BACKEND: 'cpu' },
+    timeout: 60_000,
+  });
+  return { code: r.status, stderr: r.stderr.trim(), stdout: r.stdout };
+}
+
+describe('txt2img CLI input errors', () => {
+  const dir = tempDir('cli');
+  const out = path.join(dir, 'x.png');
+  const model = tempDir('model'); // exists but is no pipeline
+  const cases: [string, string[], RegExp][] = [
+    ['non-numeric cfg', ['a cat', '--model', model, '--cfg', 'abc', '--out', out], /--cfg must be a finite number, got 'abc'/],
+    ['non-finite cfg', ['a cat', '--model', model, '--cfg', 'Infinity', '--out', out], /--cfg must be a finite number, got 'Infinity'/],
+    ['steps < 1', ['a cat', '--model', model, '--steps', '0', '--out', out], /--steps must be an integer from 1 to .*, got '0'/],
+    ['unknown sampler', ['a cat', '--model', model, '--sampler', 'euler', '--out', out], /--sampler must be one of ddpm, ddim, got 'euler'/],
+    ['empty prompt', ['', '--model', model, '--out', out], /prompt is empty/],
+    ['missing model folder', ['a cat', '--model', path.join(dir, 'nope'), '--out', out], /model folder .*nope does not exist/],
+    ['incomplete model folder', ['a cat', '--model', model, '--out', out], /incomplete: no model_index.json/],
+    ['unwritable output', ['a cat', '--model', model, '--out', path.join(dir, 'no', 'such', 'dir', 'x.png')], /cannot write .* does not exist/],
+    ['output not a png', ['a cat', '--model', model, '--out', path.join(dir, 'x.jpg')], /--out must name a .png file/],
+    ['unknown flag', ['a cat', '--modle', model], /Unknown argument: modle/],
+  ];
+  for (const [name, args, pattern] of cases) {
+    it(name, () => {
+      const r = cli('txt2img.ts', args);
+      expect(r.code, r.stderr).not.toBe(0);
+      expect(r.stderr).toMatch(pattern);
+      expect(existsSync(out)).toBe(false);
+    });
+  }
+
+  it('an incomplete model folder lists the missing components', () => {
+    const m = tempDir('m2');
+    mkdirSync(path.join(m, 'scheduler'), { recursive: true });
+    writeFileSync(path.join(m, 'model_index.json'), JSON.stringify({ _class_name: 'Txt2ImgPipeline', _version: 1, conditioning: 'clip', conditioningDropout: 0.1, imageSize: 16 }));
+    const r = cli('txt2img.ts', ['a cat', '--model', m, '--out', out]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/incomplete: missing vae\/, unet\/, text_encoder\//);
+  });
+});
+
+describe('train CLI input errors', () => {
+  it('a bad config value is named with what is allowed', () => {
+    const dir = tempDir('traincli');
+    const cfg = path.join(dir, 'c.json');
+    writeFileSync(cfg, JSON.stringify({ seed: 0, data: { source: 'mnist' }, conditioning: { kind: 'label', numClasses: 10, contextDim: 8, dropout: 2 } }));
+    const r = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run')]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/conditioning.dropout must be a probability in \[0, 1\], got 2/);
+    const r2 = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--stage', 'both']);
+    expect(r2.stderr).toMatch(/--stage must be one of vae, unet, all, got 'both'/);
+  });
+});
