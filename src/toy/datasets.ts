@@ -87,6 +87,8 @@ export interface ImageDensity {
  * Loads a picture with sharp (any format it reads), flattens transparency onto white, converts to
  * grey and resizes to at most `maxSide` pixels; pixels darker than `threshold` (0..1 luminance)
  * carry probability proportional to their darkness.
+ * (Not src/image's decodeImage: that drops alpha without flattening, so a drawing on a transparent
+ * background would come out black, and it does not resize.)
  */
 export async function loadImageDensity(path: string, maxSide = 256, threshold = 0.5): Promise<ImageDensity> {
   let raw: { data: Buffer; info: sharp.OutputInfo };

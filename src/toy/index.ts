@@ -2,7 +2,6 @@
 export * from './datasets.js';
 export * from './metrics.js';
 export * from './model.js';
-export * from './progress.js';
 export * from './render.js';
 export * from './run.js';
 export * from './train.js';

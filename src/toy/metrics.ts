@@ -8,6 +8,8 @@
  *   In 2-D the directions are K evenly spaced angles in [0, pi), so no random projections.
  * Chamfer distance (symmetric, Euclidean, not squared):
  *   mean_p min_q |p - q| + mean_q min_p |p - q|.
+ *
+ * Also RunningAverage, the loss smoothing shared by the progress bar and the loss curve.
  */
 
 export function numPoints(p: Float32Array): number {
@@ -85,4 +87,30 @@ export interface DistanceReport {
 
 export function distances(a: Float32Array, b: Float32Array): DistanceReport {
   return { slicedW2: slicedWasserstein(a, b), chamfer: chamfer(a, b) };
+}
+
+/**
+ * Bias-corrected exponential moving average (the correction Adam uses for its moments), so the
+ * first values are not pulled towards 0: v_n = m_n / (1 - decay^n), m_n = decay m_{n-1} + (1 - decay) x_n.
+ * A window of about 1 / (1 - decay) values.
+ */
+export class RunningAverage {
+  private m = 0;
+  private n = 0;
+
+  constructor(readonly decay: number) {
+    if (!(decay >= 0 && decay < 1)) throw new Error(`RunningAverage decay must be in [0, 1), got ${decay}`);
+  }
+
+  /** Adds a value and returns the new average. */
+  add(x: number): number {
+    this.m = this.decay * this.m + (1 - this.decay) * x;
+    this.n++;
+    return this.value;
+  }
+
+  /** The current average (NaN before the first value). */
+  get value(): number {
+    return this.n ? this.m / (1 - this.decay ** this.n) : NaN;
+  }
 }

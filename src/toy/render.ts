@@ -1,17 +1,18 @@
 /**
  * Rasterisation for the toy diffusion, with no plotting library: an RGBA canvas, alpha-blended
- * point splats, lines, a 3x5 bitmap font for labels, frame strips, loss curves, and encoding with
- * sharp (PNG; animated GIF / WebP).
+ * point splats, lines, a 3x5 bitmap font for labels, frame strips and loss curves.
  *
- * Animations: sharp 0.33 cannot mark a tall raw image as multi-page (a raw input with `pages`
- * fails in libvips with 'field "n-pages" not found'), so frames are packed into a small
- * uncompressed multi-page TIFF, which libvips loads with `pages: -1` as an animation with the
- * right page height, and sharp re-encodes as GIF or WebP with `delay` / `loop`.
+ * Encoding is the project's: `canvas.toImage()` gives a Uint8Image for src/image's `writePng` and
+ * `encodeAnimation` (animated GIF / WebP).
+ *
+ * `strip` / `stack` are not src/image's makeStrip / makeGrid: those lay out same-sized images in
+ * uniform cells with a border; these compose drawable canvases of any size, with gaps only between
+ * them and an optional title drawn above.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import sharp from 'sharp';
+import type { encodeAnimation } from '../image/animate.js';
+import type { Uint8Image } from '../image/convert.js';
 import type { Points } from './datasets.js';
+import { RunningAverage } from './metrics.js';
 
 export type RGB = [number, number, number];
 
@@ -91,6 +92,18 @@ export class Canvas {
       }
       cx += 4 * scale;
     }
+  }
+
+  /** The pixels as an 8-bit RGB image (the canvas is always opaque), for src/image's encoders. */
+  toImage(): Uint8Image {
+    const n = this.width * this.height;
+    const data = new Uint8Array(3 * n);
+    for (let i = 0; i < n; i++) {
+      data[3 * i] = this.data[4 * i];
+      data[3 * i + 1] = this.data[4 * i + 1];
+      data[3 * i + 2] = this.data[4 * i + 2];
+    }
+    return { data, width: this.width, height: this.height, channels: 3 };
   }
 
   /** Copies another canvas in at (x, y). */
@@ -260,12 +273,11 @@ export function renderLossCurve(losses: Float32Array, width = 720, height = 360,
     }
   }
   // smoothed (bias-corrected EMA)
-  let ema = 0;
+  const avg = new RunningAverage(smoothing);
   let px = -1;
   let py = -1;
   for (let i = 0; i < n; i++) {
-    ema = smoothing * ema + (1 - smoothing) * losses[i];
-    const v = ema / (1 - smoothing ** (i + 1));
+    const v = avg.add(losses[i]);
     const x = Math.round(X(i));
     const y = Math.round(Y(v));
     if (px >= 0) {
@@ -285,76 +297,6 @@ export function renderLossCurve(losses: Float32Array, width = 720, height = 360,
   return c;
 }
 
-function ensureDir(path: string): void {
-  mkdirSync(dirname(path), { recursive: true });
-}
-
-export async function writePng(canvas: Canvas, path: string): Promise<void> {
-  ensureDir(path);
-  await sharp(Buffer.from(canvas.data.buffer, canvas.data.byteOffset, canvas.data.byteLength), {
-    raw: { width: canvas.width, height: canvas.height, channels: 4 },
-  })
-    .png({ compressionLevel: 9 })
-    .toFile(path);
-}
-
-/** Baseline uncompressed multi-page RGB TIFF (TIFF 6.0, one IFD per page). */
-export function multiPageTiff(frames: Canvas[]): Buffer {
-  const { width: w, height: h } = frames[0];
-  if (frames.some((f) => f.width !== w || f.height !== h)) throw new Error('all animation frames must have the same size');
-  const entries = 10;
-  const ifdSize = 2 + entries * 12 + 4 + 6; // entries, next-IFD offset, BitsPerSample values
-  const pix = w * h * 3;
-  const buf = Buffer.alloc(8 + frames.length * (ifdSize + pix));
-  buf.write('II', 0, 'ascii');
-  buf.writeUInt16LE(42, 2);
-  buf.writeUInt32LE(8, 4);
-  let off = 8;
-  frames.forEach((f, p) => {
-    const ifd = off;
-    const bps = ifd + 2 + entries * 12 + 4;
-    const data = bps + 6;
-    buf.writeUInt16LE(entries, ifd);
-    let e = ifd + 2;
-    const entry = (tag: number, type: 3 | 4, value: number, count = 1) => {
-      buf.writeUInt16LE(tag, e);
-      buf.writeUInt16LE(type, e + 2);
-      buf.writeUInt32LE(count, e + 4);
-      if (type === 3 && count === 1) buf.writeUInt16LE(value, e + 8);
-      else buf.writeUInt32LE(value, e + 8);
-      e += 12;
-    };
-    entry(256, 4, w); // ImageWidth
-    entry(257, 4, h); // ImageLength
-    entry(258, 3, bps, 3); // BitsPerSample -> 8, 8, 8
-    entry(259, 3, 1); // Compression: none
-    entry(262, 3, 2); // Photometric: RGB
-    entry(273, 4, data); // StripOffsets
-    entry(277, 3, 3); // SamplesPerPixel
-    entry(278, 4, h); // RowsPerStrip
-    entry(279, 4, pix); // StripByteCounts
-    entry(284, 3, 1); // PlanarConfiguration: chunky
-    buf.writeUInt32LE(p + 1 < frames.length ? data + pix : 0, e);
-    for (let k = 0; k < 3; k++) buf.writeUInt16LE(8, bps + 2 * k);
-    for (let i = 0; i < w * h; i++) {
-      buf[data + 3 * i] = f.data[4 * i];
-      buf[data + 3 * i + 1] = f.data[4 * i + 1];
-      buf[data + 3 * i + 2] = f.data[4 * i + 2];
-    }
-    off = data + pix;
-  });
-  return buf;
-}
-
-export const ANIMATION_FORMATS = ['gif', 'webp'] as const;
+/** Animation formats for --anim (src/image's encodeAnimation writes both). */
+export const ANIMATION_FORMATS = ['gif', 'webp'] as const satisfies readonly Parameters<typeof encodeAnimation>[1][];
 export type AnimationFormat = (typeof ANIMATION_FORMATS)[number];
-
-/** An endlessly looping animation; delays in ms (one for all frames, or one per frame). */
-export async function writeAnimation(frames: Canvas[], path: string, format: AnimationFormat, delay: number | number[] = 120): Promise<void> {
-  if (frames.length === 0) throw new Error('an animation needs at least one frame');
-  ensureDir(path);
-  const img = sharp(multiPageTiff(frames), { pages: -1 });
-  if (format === 'gif') await img.gif({ delay, loop: 0, effort: 7 }).toFile(path);
-  else if (format === 'webp') await img.webp({ delay, loop: 0, quality: 90 }).toFile(path);
-  else throw new Error(`animation format '${String(format)}' is unknown; allowed: ${ANIMATION_FORMATS.join(', ')}`);
-}

@@ -6,8 +6,11 @@
  * Outputs in `out/`: forward.png, reverse.png (frame strips), samples.png (data | generated | noise),
  * diffusion.gif or .webp (forward then reverse), loss.png, scheduler_config.json, report.json.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic, writeJsonAtomic } from '../checkpoint/io.js';
+import { encodeAnimation } from '../image/animate.js';
+import { writePng } from '../image/convert.js';
+import { ProgressBar } from '../image/progress.js';
 import { Generator } from '../random/generator.js';
 import {
   BETA_SCHEDULES,
@@ -19,8 +22,7 @@ import {
   schedulerConfigToJSON,
 } from '../schedulers/index.js';
 import { type DatasetSpec, loadDataset, parseDatasetSpec } from './datasets.js';
-import { type DistanceReport, distances } from './metrics.js';
-import { ProgressBar } from './progress.js';
+import { type DistanceReport, RunningAverage, distances } from './metrics.js';
 import {
   ANIMATION_FORMATS,
   type AnimationFormat,
@@ -31,10 +33,8 @@ import {
   stack,
   strip,
   viewFor,
-  writeAnimation,
-  writePng,
 } from './render.js';
-import { type ToyFrame, childRng, forwardFrames, frameSchedule, sampleToy, trainToy } from './train.js';
+import { type ToyFrame, forwardFrames, frameSchedule, sampleToy, trainToy } from './train.js';
 
 export const SAMPLERS = ['ddpm', 'ddim'] as const;
 export type SamplerName = (typeof SAMPLERS)[number];
@@ -197,11 +197,11 @@ export async function runToy2d(options: Toy2dOptions): Promise<Toy2dReport> {
   const log = o.log ?? ((l: string) => console.log(l));
   const rng = new Generator(o.seed);
   // Independent streams, so e.g. changing --samples does not change the training run.
-  const dataRng = childRng(rng);
-  const trainRng = childRng(rng);
-  const sampleRng = childRng(rng);
-  const evalRng = childRng(rng);
-  const renderRng = childRng(rng);
+  const dataRng = rng.spawn();
+  const trainRng = rng.spawn();
+  const sampleRng = rng.spawn();
+  const evalRng = rng.spawn();
+  const renderRng = rng.spawn();
 
   const schedConfig = toySchedulerConfig(o);
   const trainSched = createScheduler({ ...schedConfig, type: 'ddpm' });
@@ -216,17 +216,24 @@ export async function runToy2d(options: Toy2dOptions): Promise<Toy2dReport> {
   }
 
   const data = await loadDataset(o.spec, dataRng);
-  const bar = o.progress ? new ProgressBar(o.steps) : undefined;
-  const trained = trainToy(data, trainSched, trainRng, {
-    steps: o.steps,
-    batch: o.batch,
-    lr: o.lr,
-    hidden: o.hidden,
-    blocks: o.blocks,
-    inputEmbedDim: o.fourierDim,
-    emaDecay: o.emaDecay,
-    onStep: bar ? (s, l) => bar.update(s, l) : undefined,
-  });
+  // The bar shows the step's loss and a running average over ~100 steps.
+  const bar = new ProgressBar({ total: o.steps, label: 'train', silent: !o.progress });
+  const avgLoss = new RunningAverage(0.99);
+  let trained: ReturnType<typeof trainToy>;
+  try {
+    trained = trainToy(data, trainSched, trainRng, {
+      steps: o.steps,
+      batch: o.batch,
+      lr: o.lr,
+      hidden: o.hidden,
+      blocks: o.blocks,
+      inputEmbedDim: o.fourierDim,
+      emaDecay: o.emaDecay,
+      onStep: (step, loss) => bar.update(step, { loss: loss.toFixed(4), avg: avgLoss.add(loss).toFixed(4) }),
+    });
+  } finally {
+    bar.finish();
+  }
   const { model, ema, losses } = trained;
   try {
     // Sample with the EMA weights.
@@ -244,7 +251,6 @@ export async function runToy2d(options: Toy2dOptions): Promise<Toy2dReport> {
     const secondReal = distances(real2, real);
 
     // ---- rendering
-    mkdirSync(o.out, { recursive: true });
     const files: string[] = [];
     const size = 240;
     const view = viewFor(real);
@@ -262,7 +268,7 @@ export async function runToy2d(options: Toy2dOptions): Promise<Toy2dReport> {
     );
     const save = async (c: Canvas, name: string) => {
       const p = join(o.out, name);
-      await writePng(c, p);
+      await writePng(p, c.toImage());
       files.push(p);
     };
     await save(fwdStrip, 'forward.png');
@@ -286,7 +292,7 @@ export async function runToy2d(options: Toy2dOptions): Promise<Toy2dReport> {
       ...revCanvases.map((_, i) => (i === revCanvases.length - 1 ? 1500 : 90)),
     ];
     const animPath = join(o.out, `diffusion.${o.anim}`);
-    await writeAnimation([...fwdCanvases, ...revCanvases], animPath, o.anim, delays);
+    writeFileAtomic(animPath, await encodeAnimation([...fwdCanvases, ...revCanvases].map((c) => c.toImage()), o.anim, { delay: delays, loop: 0 }));
     files.push(animPath);
     await save(stack([fwdStrip, revStrip]), 'process.png');
 
@@ -305,11 +311,11 @@ export async function runToy2d(options: Toy2dOptions): Promise<Toy2dReport> {
       files,
     };
     const cfgPath = join(o.out, 'scheduler_config.json');
-    writeFileSync(cfgPath, `${JSON.stringify(schedulerConfigToJSON(schedConfig), null, 2)}\n`);
+    writeJsonAtomic(cfgPath, schedulerConfigToJSON(schedConfig));
     files.push(cfgPath);
     const reportPath = join(o.out, 'report.json');
     files.push(reportPath);
-    writeFileSync(reportPath, `${JSON.stringify(report, null, 2)}\n`);
+    writeJsonAtomic(reportPath, report);
 
     log(formatReport(report, o.samples, o.sampler));
     return report;

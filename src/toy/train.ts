@@ -1,24 +1,25 @@
 /**
  * Training and sampling of the toy 2-D diffusion model (DDPM Algorithms 1 and 2 on point clouds).
+ *
+ * trainToy does not use the shared loop src/pipeline/trainer.ts `train()`, although its step is
+ * built from the same pieces (computeGradients, clipGradNorm, AdamW with an LrSchedule, EMA):
+ * `train()` is made for long resumable runs and always writes to disk (a loss.jsonl line per step
+ * and a checkpoint folder at least at the end; there is no way to turn either off), it seeds its
+ * own Generator from a number, and it is async. The toy is an in-memory demo that trains in
+ * seconds: it writes only its pictures and report, draws from a Generator its caller splits off
+ * (so a test or run controls every stream), and trainToy stays synchronous. Those differences are
+ * the design, not duplication; the per-step arithmetic is the shared modules'.
  */
 import * as tf from '@tensorflow/tfjs';
 import { computeGradients, disposeGrads } from '../nn/params.js';
 import { AdamW, clipGradNorm } from '../optim/adamw.js';
 import { EMA } from '../optim/ema.js';
-import { learningRateAt } from '../optim/lr.js';
-import { Generator } from '../random/generator.js';
+import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
+import type { Generator } from '../random/generator.js';
 import type { AnyScheduler } from '../schedulers/index.js';
 import { type LossWeighting, sampleTimesteps, trainingTargets, weightedMse } from '../schedulers/training.js';
 import type { Points, ToyDataset } from './datasets.js';
-import { ToyMLP } from './model.js';
-
-/**
- * An independent child generator seeded from 53 bits of `rng`'s stream (advances rng).
- * (Generator.spawn would do, but it currently builds a negative state word from `x | 1`.)
- */
-export function childRng(rng: Generator): Generator {
-  return new Generator((rng.nextUint32() >>> 11) * 2 ** 32 + rng.nextUint32());
-}
+import { DEFAULT_TOY_MLP, ToyMLP } from './model.js';
 
 export interface ToyTrainOptions {
   steps: number;
@@ -64,29 +65,30 @@ export function validateTrainOptions(o: ToyTrainOptions): void {
  */
 export function trainToy(data: ToyDataset, scheduler: AnyScheduler, rng: Generator, o: ToyTrainOptions): ToyTrainResult {
   validateTrainOptions(o);
-  const T = scheduler.numTrainTimesteps;
-  const model = new ToyMLP(
-    {
-      hidden: o.hidden ?? 128,
-      blocks: o.blocks ?? 3,
-      timeEmbedDim: o.timeEmbedDim ?? 32,
-      inputEmbedDim: o.inputEmbedDim ?? 0,
-      inputScale: o.inputScale ?? 25,
-      numTrainTimesteps: T,
-    },
-    childRng(rng),
-  );
-  const opt = new AdamW(model.store, { lr: o.lr, weightDecay: o.weightDecay ?? 0 });
-  const ema = new EMA(model.store, o.emaDecay ?? 0.995);
-  const pool = data.sample(o.trainPoints ?? 10000, childRng(rng));
-  const nPool = pool.length / 2;
-  const lrSchedule = {
-    kind: 'cosine' as const,
+  const lrSchedule: LrSchedule = validateLrSchedule({
+    kind: 'cosine',
     base: o.lr,
     warmupSteps: o.warmupSteps ?? Math.min(100, Math.floor(o.steps / 10)),
     totalSteps: o.steps,
     min: o.lr * (o.minLrFactor ?? 0.1),
-  };
+  });
+  const T = scheduler.numTrainTimesteps;
+  const d = DEFAULT_TOY_MLP;
+  const model = new ToyMLP(
+    {
+      hidden: o.hidden ?? d.hidden,
+      blocks: o.blocks ?? d.blocks,
+      timeEmbedDim: o.timeEmbedDim ?? d.timeEmbedDim,
+      inputEmbedDim: o.inputEmbedDim ?? d.inputEmbedDim,
+      inputScale: o.inputScale ?? d.inputScale,
+      numTrainTimesteps: T,
+    },
+    rng.spawn(),
+  );
+  const opt = new AdamW(model.store, { lr: o.lr, weightDecay: o.weightDecay ?? 0 });
+  const ema = new EMA(model.store, o.emaDecay ?? 0.995);
+  const pool = data.sample(o.trainPoints ?? 10000, rng.spawn());
+  const nPool = pool.length / 2;
   const losses = new Float32Array(o.steps);
   const start = performance.now();
   const x0Buf = new Float32Array(2 * o.batch);

@@ -3,8 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { formatDuration, ProgressBar } from '../../src/toy/progress.js';
-import { Canvas, formatNumber, multiPageTiff, renderFrame, renderLossCurve, strip, writeAnimation, writePng } from '../../src/toy/render.js';
+import { writeFileAtomic } from '../../src/checkpoint/io.js';
+import { encodeAnimation } from '../../src/image/animate.js';
+import { writePng } from '../../src/image/convert.js';
+import { RunningAverage } from '../../src/toy/metrics.js';
+import { Canvas, formatNumber, renderFrame, renderLossCurve, strip } from '../../src/toy/render.js';
 
 describe('rasteriser', () => {
   it('draws points where the view maps them (y up)', () => {
@@ -27,44 +30,43 @@ describe('rasteriser', () => {
     expect(formatNumber(0.00001234)).toBe('1.2e-5');
   });
 
-  it('writes PNG, loss curve, and animated GIF and WebP with one page per frame', async () => {
+  it('toImage gives the RGB pixels for src/image', () => {
+    const c = new Canvas(3, 2, [10, 20, 30]);
+    c.rect(1, 1, 1, 1, [200, 100, 0]);
+    const im = c.toImage();
+    expect([im.width, im.height, im.channels]).toEqual([3, 2, 3]);
+    expect(Array.from(im.data.subarray(0, 3))).toEqual([10, 20, 30]);
+    expect(Array.from(im.data.subarray(3 * 4, 3 * 5))).toEqual([200, 100, 0]);
+  });
+
+  it('writes PNG, loss curve, and animated GIF and WebP with one page per frame (through src/image)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'toy2d-render-'));
     const frames = [0, 1, 2].map((k) => renderFrame(new Float32Array([k - 1, 0]), { extent: 3 }, { size: 32, color: [0, 0, 255], radius: 2, alpha: 1 }));
-    await writePng(renderLossCurve(Float32Array.from({ length: 500 }, (_, i) => 1 / (1 + i))), join(dir, 'loss.png'));
+    await writePng(join(dir, 'loss.png'), renderLossCurve(Float32Array.from({ length: 500 }, (_, i) => 1 / (1 + i))).toImage());
     const meta = await sharp(join(dir, 'loss.png')).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 720, 360]);
     for (const fmt of ['gif', 'webp'] as const) {
       const p = join(dir, `a.${fmt}`);
-      await writeAnimation(frames, p, fmt, [100, 100, 400]);
+      writeFileAtomic(p, await encodeAnimation(frames.map((f) => f.toImage()), fmt, { delay: [100, 100, 400], loop: 0 }));
       const m = await sharp(p, { animated: true }).metadata();
       expect([m.format, m.pages, m.pageHeight, m.width]).toEqual([fmt, 3, 32, 32]);
       expect(m.delay).toEqual([100, 100, 400]);
       expect(m.loop).toBe(0);
     }
-    expect(multiPageTiff(frames).length).toBe(8 + 3 * (2 + 120 + 4 + 6 + 32 * 32 * 3));
   });
 });
 
-describe('progress bar', () => {
-  function fakeStream(tty: boolean) {
-    const out: string[] = [];
-    return { out, stream: { isTTY: tty, write: (s: string) => out.push(s) } as unknown as NodeJS.WriteStream };
-  }
-
-  it('prints a line per 10% when not a TTY, and in place with \\r on a TTY', () => {
-    const plain = fakeStream(false);
-    const bar = new ProgressBar(100, plain.stream);
-    for (let i = 1; i <= 100; i++) bar.update(i, 0.5);
-    expect(plain.out.length).toBe(11);
-    expect(plain.out.at(-1)).toMatch(/\[#+\] 100\/100 {2}loss 0\.5000 \(avg 0\.5000\) .* done in 0:00\n$/);
-    const tty = fakeStream(true);
-    const bar2 = new ProgressBar(3, tty.stream);
-    bar2.update(1, 1);
-    bar2.update(3, 1);
-    expect(tty.out[0].startsWith('\r')).toBe(true);
-    expect(tty.out.at(-1)).toMatch(/ETA|done/);
-    expect(tty.out.at(-1)!.endsWith('\n')).toBe(true);
-    expect(formatDuration(3725)).toBe('1:02:05');
-    expect(formatDuration(65)).toBe('1:05');
+describe('running average (progress bar and loss curve)', () => {
+  it('is bias-corrected: starts at the first value, follows a constant exactly', () => {
+    const a = new RunningAverage(0.99);
+    expect(a.value).toBeNaN();
+    expect(a.add(0.5)).toBeCloseTo(0.5, 12);
+    for (let i = 0; i < 50; i++) a.add(0.5);
+    expect(a.value).toBeCloseTo(0.5, 12);
+    // two values: (0.01 * 0.99 * 1 + 0.01 * 3) / (1 - 0.99^2)
+    const b = new RunningAverage(0.99);
+    b.add(1);
+    expect(b.add(3)).toBeCloseTo((0.0099 + 0.03) / (1 - 0.99 ** 2), 12);
+    expect(() => new RunningAverage(1)).toThrow(/decay must be in \[0, 1\)/);
   });
 });

@@ -11,7 +11,7 @@ import { createScheduler } from '../../src/schedulers/index.js';
 import { loadDataset } from '../../src/toy/datasets.js';
 import { distances } from '../../src/toy/metrics.js';
 import { toySchedulerConfig } from '../../src/toy/run.js';
-import { childRng, sampleToy, trainToy } from '../../src/toy/train.js';
+import { sampleToy, trainToy } from '../../src/toy/train.js';
 
 beforeAll(async () => {
   // TXT2IMG_BACKEND=cpu (etc.) picks one; otherwise wasm, or cpu where wasm cannot load.
@@ -57,8 +57,8 @@ describe('toy 2-D diffusion training', () => {
     const config = toySchedulerConfig({ timesteps: 50, schedule: 'linear', sampler: 'ddpm', prediction: 'epsilon' });
     const ddpm = createScheduler(config);
     const ddim = createScheduler({ ...config, type: 'ddim', eta: 0 });
-    const data = await loadDataset({ kind: 's-curve' }, childRng(rng));
-    const r = trainToy(data, ddpm, childRng(rng), { steps: 400, batch: 256, lr: 1e-2, hidden: 64, blocks: 3, inputEmbedDim: 16 });
+    const data = await loadDataset({ kind: 's-curve' }, rng.spawn());
+    const r = trainToy(data, ddpm, rng.spawn(), { steps: 400, batch: 256, lr: 1e-2, hidden: 64, blocks: 3, inputEmbedDim: 16 });
     r.ema.copyTo(r.model.store);
     const n = 1000;
     const real = data.sample(n, new Generator(100));
