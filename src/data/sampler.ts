@@ -30,7 +30,6 @@ export function epochGenerator(seed: number, epoch: number): Generator {
 
 /** The initial augmentation-generator state for a seed (independent of the shuffle streams). */
 export function initialRngState(seed: number): GeneratorState {
-  // (Not Generator.spawn(): its `| 1` can yield a negative word that setState rejects.)
   const s = (BigInt(seed) * 0xd6e8feb86659fd93n + 0x2545f4914f6cdd1dn) % MAX_SEED;
   return new Generator(Number(s)).getState();
 }

@@ -52,14 +52,6 @@ export const SCENE_METADATA_FILE = 'metadata.jsonl';
 export const DATASET_SUMMARY_FILE = 'dataset.json';
 export const MAX_SCENE_COUNT = 1_000_000;
 
-/**
- * An independent stream derived from `gen` (advances it). Same idea as `Generator.spawn()`, whose
- * `| 1` on the last word can yield a negative number that `setState` rejects; `>>> 0` keeps it uint32.
- */
-function childGenerator(gen: Generator): Generator {
-  return Generator.fromState([gen.nextUint32(), gen.nextUint32(), gen.nextUint32(), (gen.nextUint32() | 1) >>> 0]);
-}
-
 function pick<T>(gen: Generator, items: readonly T[]): T {
   return items[gen.randint(0, items.length)];
 }
@@ -231,7 +223,7 @@ export function writeSceneDataset(options: SceneDatasetOptions): SceneDatasetRes
   for (const split of SPLITS) prepareDir(dirs[split], options.overwrite ?? false);
 
   const root = new Generator(seed);
-  const gens: Record<Split, Generator> = { train: childGenerator(root), heldout: childGenerator(root) };
+  const gens: Record<Split, Generator> = { train: root.spawn(), heldout: root.spawn() };
   const attributeCounts: Record<Split, AttributeCounts> = { train: emptyCounts(), heldout: emptyCounts() };
   for (const split of SPLITS) {
     const n = counts[split];
