@@ -1,0 +1,30 @@
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { applyOverrides, readTrainConfig, validateTrainConfig } from '../../src/pipeline/train-config.js';
+
+const configs = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../configs');
+
+describe('training configs', () => {
+  it.each(readdirSync(configs).filter((f) => f.endsWith('.json')))('shipped config %s validates', (f) => {
+    expect(() => validateTrainConfig(readTrainConfig(path.join(configs, f)))).not.toThrow();
+  });
+
+  it('applies --set overrides as JSON values or strings', () => {
+    const c = applyOverrides({ a: { b: 1 } }, ['a.b=2', 'a.c.d="x"', 'e=plain text', 'f=[1,2]']) as Record<string, unknown>;
+    expect(c).toEqual({ a: { b: 2, c: { d: 'x' } }, e: 'plain text', f: [1, 2] });
+    expect(() => applyOverrides({}, ['novalue'])).toThrow(/--set takes key.path=value, got 'novalue'/);
+  });
+
+  it('names the bad field, its value and what is allowed', () => {
+    const base = readTrainConfig(path.join(configs, 'mnist.json'));
+    const bad = (sets: string[]) => () => validateTrainConfig(applyOverrides(base, sets));
+    expect(bad(['unetTraining.steps=0'])).toThrow(/unetTraining.steps must be an integer >= 1, got 0/);
+    expect(bad(['vaeTraining.lrSchedule="step"'])).toThrow(/vaeTraining.lrSchedule must be 'constant' or 'cosine', got "step"/);
+    expect(bad(['data.source="s3"'])).toThrow(/data.source must be 'folder' or 'mnist', got "s3"/);
+    expect(bad(['unetTraining.lrr=1'])).toThrow(/unknown field unetTraining.lrr; allowed: steps, batchSize/);
+    expect(bad(['unet.channels=[]'])).toThrow(/unet config: channels/);
+    expect(bad(['lossWeighting="l2"'])).toThrow(/lossWeighting must be 'mse' or 'min-snr', got "l2"/);
+  });
+});
