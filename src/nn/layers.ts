@@ -156,9 +156,13 @@ export class Embedding {
     this.table = store.add(`${name}.weight`, [num, dim], { kind: 'normal', std }, rng);
   }
 
-  /** ids: [N] int32 -> [N, dim] */
+  /**
+   * ids: [N] int32 -> [N, dim], as one-hot [N, num] x table: the gradient is a GEMM. (Gather's
+   * gradient needs UnsortedSegmentSum, which tfjs' wasm backend lacks; the tables here are small:
+   * class labels, not vocabularies.)
+   */
   apply(ids: tf.Tensor1D): tf.Tensor2D {
-    return tf.gather(this.table as tf.Tensor2D, ids);
+    return tf.tidy(() => tf.matMul(tf.oneHot(ids, this.num), this.table as tf.Tensor2D));
   }
 }
 
