@@ -80,7 +80,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<string | undef
       const { kind: _k, dropout: _d, ...cfg } = c.conditioning;
       encoder = new LabelEncoder({ kind: 'label', ...cfg }, new Generator(c.seed + 6));
     } else {
-      encoder = await loadClipTextEncoder({ modelId: c.conditioning.modelId, localModelPath: c.conditioning.localModelPath }, o.clip);
+      // A model id that names an existing folder (e.g. data/tiny-clip) is that folder, not a hub id.
+      const id = c.conditioning.modelId;
+      const modelId = existsSync(path.join(id, 'config.json')) ? path.resolve(id) : id;
+      encoder = await loadClipTextEncoder({ modelId, localModelPath: c.conditioning.localModelPath }, o.clip);
     }
     const unetCfg = parseUNetConfig(c.unet);
     if (unetCfg.contextDim !== encoder.contextDim) {
