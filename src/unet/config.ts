@@ -1,3 +1,5 @@
+import { ConfigChecker } from '../checkpoint/config.js';
+
 /**
  * UNetConfig: the typed, validated, JSON-serialisable description of a UNet2DCondition, saved as
  * `unet/config.json`. Field names are those of the `unet` section of
@@ -67,21 +69,7 @@ const KEYS: (keyof UNetConfig)[] = [
   'upsample',
 ];
 
-const WHAT = 'unet config';
-
-function fail(key: string, value: unknown, allowed: string): never {
-  throw new Error(`${WHAT}: ${key} must be ${allowed}, got ${JSON.stringify(value)}`);
-}
-
-function int(v: unknown, key: string, min: number, max = 1 << 20): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) fail(key, v, `an integer from ${min} to ${max}`);
-  return v;
-}
-
-function oneOf<T extends string>(allowed: readonly T[], v: unknown, key: string): T {
-  if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
-  return fail(key, v, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
-}
+const check: ConfigChecker = new ConfigChecker('unet config');
 
 /** An input config: every field of UNetConfig, the defaulted ones optional. */
 export type UNetConfigInput = Omit<UNetConfig, keyof typeof DEFAULTS> & Partial<Pick<UNetConfig, keyof typeof DEFAULTS>>;
@@ -91,63 +79,51 @@ export type UNetConfigInput = Omit<UNetConfig, keyof typeof DEFAULTS> & Partial<
  * fills defaults and returns a complete UNetConfig. Unknown keys are an error.
  */
 export function parseUNetConfig(input: unknown): UNetConfig {
-  if (input === null || typeof input !== 'object' || Array.isArray(input)) fail('the config', input, 'an object');
-  const raw = input as Record<string, unknown>;
-  const unknown = Object.keys(raw).filter((k) => !(KEYS as string[]).includes(k));
-  if (unknown.length > 0) {
-    throw new Error(`${WHAT}: unknown key(s) ${unknown.map((k) => `'${k}'`).join(', ')}; allowed: ${KEYS.join(', ')}`);
-  }
-  const missing = KEYS.filter((k) => !(k in DEFAULTS) && raw[k] === undefined);
-  if (missing.length > 0) throw new Error(`${WHAT}: missing key(s) ${missing.map((k) => `'${k}'`).join(', ')}`);
-  const c = { ...DEFAULTS, ...raw } as Record<string, unknown>;
+  const c = check.fields(input, KEYS, DEFAULTS, UNET_CLASS_NAME, UNET_CONFIG_VERSION);
 
-  if (c._class_name !== UNET_CLASS_NAME) fail('_class_name', c._class_name, `'${UNET_CLASS_NAME}'`);
-  const version = int(c._version, '_version', 1);
-  if (version > UNET_CONFIG_VERSION) fail('_version', version, `at most ${UNET_CONFIG_VERSION} (this library's version; the config is newer)`);
-
-  if (!Array.isArray(c.channels) || c.channels.length < 1 || c.channels.length > 6) fail('channels', c.channels, 'an array of 1 to 6 integers');
-  const channels = (c.channels as unknown[]).map((v, i) => int(v, `channels[${i}]`, 1));
+  if (!Array.isArray(c.channels) || c.channels.length < 1 || c.channels.length > 6) check.fail('channels', c.channels, 'an array of 1 to 6 integers');
+  const channels = (c.channels as unknown[]).map((v, i) => check.int(v, `channels[${i}]`, 1));
   const levels = channels.length;
-  const groups = int(c.groupNormGroups, 'groupNormGroups', 1);
+  const groups = check.int(c.groupNormGroups, 'groupNormGroups', 1);
   channels.forEach((ch, i) => {
-    if (ch % groups !== 0) fail(`channels[${i}]`, ch, `divisible by groupNormGroups (${groups})`);
+    if (ch % groups !== 0) check.fail(`channels[${i}]`, ch, `divisible by groupNormGroups (${groups})`);
   });
-  if (channels[0] % 2 !== 0) fail('channels[0]', channels[0], 'even (it is the sinusoidal timestep embedding width)');
+  if (channels[0] % 2 !== 0) check.fail('channels[0]', channels[0], 'even (it is the sinusoidal timestep embedding width)');
 
   if (!Array.isArray(c.attentionLevels) || c.attentionLevels.length !== levels) {
-    fail('attentionLevels', c.attentionLevels, `an array of ${levels} booleans (one per entry of channels)`);
+    check.fail('attentionLevels', c.attentionLevels, `an array of ${levels} booleans (one per entry of channels)`);
   }
   const attentionLevels = (c.attentionLevels as unknown[]).map((v, i) => {
-    if (typeof v !== 'boolean') fail(`attentionLevels[${i}]`, v, 'true or false');
+    if (typeof v !== 'boolean') check.fail(`attentionLevels[${i}]`, v, 'true or false');
     return v;
   });
-  const heads = int(c.attentionHeads, 'attentionHeads', 1);
+  const heads = check.int(c.attentionHeads, 'attentionHeads', 1);
   channels.forEach((ch, i) => {
     // The middle block always has a transformer, at the last level's width.
-    if ((attentionLevels[i] || i === levels - 1) && ch % heads !== 0) fail('attentionHeads', heads, `a divisor of channels[${i}] (${ch})`);
+    if ((attentionLevels[i] || i === levels - 1) && ch % heads !== 0) check.fail('attentionHeads', heads, `a divisor of channels[${i}] (${ch})`);
   });
 
   const factor = 2 ** (levels - 1);
-  const sampleSize = int(c.sampleSize, 'sampleSize', 1);
-  if (sampleSize % factor !== 0) fail('sampleSize', sampleSize, `divisible by ${factor} (2^(levels-1) for ${levels} levels)`);
+  const sampleSize = check.int(c.sampleSize, 'sampleSize', 1);
+  if (sampleSize % factor !== 0) check.fail('sampleSize', sampleSize, `divisible by ${factor} (2^(levels-1) for ${levels} levels)`);
 
   return {
     _class_name: UNET_CLASS_NAME,
-    _version: version,
-    inChannels: int(c.inChannels, 'inChannels', 1),
+    _version: c._version as number,
+    inChannels: check.int(c.inChannels, 'inChannels', 1),
     sampleSize,
     channels,
-    resBlocksPerLevel: int(c.resBlocksPerLevel, 'resBlocksPerLevel', 1, 16),
+    resBlocksPerLevel: check.int(c.resBlocksPerLevel, 'resBlocksPerLevel', 1, 16),
     attentionLevels,
     attentionHeads: heads,
-    contextDim: int(c.contextDim, 'contextDim', 1),
-    contextLength: int(c.contextLength, 'contextLength', 1),
-    timeEmbedDim: int(c.timeEmbedDim, 'timeEmbedDim', 1),
+    contextDim: check.int(c.contextDim, 'contextDim', 1),
+    contextLength: check.int(c.contextLength, 'contextLength', 1),
+    timeEmbedDim: check.int(c.timeEmbedDim, 'timeEmbedDim', 1),
     groupNormGroups: groups,
-    activation: oneOf(UNET_ACTIVATIONS, c.activation, 'activation'),
-    feedForward: oneOf(UNET_FEED_FORWARDS, c.feedForward, 'feedForward'),
-    downsample: oneOf(UNET_DOWNSAMPLES, c.downsample, 'downsample'),
-    upsample: oneOf(UNET_UPSAMPLES, c.upsample, 'upsample'),
+    activation: check.oneOf(UNET_ACTIVATIONS, c.activation, 'activation'),
+    feedForward: check.oneOf(UNET_FEED_FORWARDS, c.feedForward, 'feedForward'),
+    downsample: check.oneOf(UNET_DOWNSAMPLES, c.downsample, 'downsample'),
+    upsample: check.oneOf(UNET_UPSAMPLES, c.upsample, 'upsample'),
   };
 }
 
@@ -162,6 +138,6 @@ export function unetConfigToJSON(config: UNetConfig): Record<string, unknown> {
 /** The `unet` section of an ldm-small.json-style file ({ unet: {...}, ... }). */
 export function unetConfigFromLdmSmall(json: unknown): UNetConfig {
   const section = (json as { unet?: unknown } | null)?.unet;
-  if (section === undefined) throw new Error(`${WHAT}: the file has no 'unet' section`);
+  if (section === undefined) throw new Error(`${check.what}: the file has no 'unet' section`);
   return parseUNetConfig(section);
 }

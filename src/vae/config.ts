@@ -1,3 +1,5 @@
+import { ConfigChecker } from '../checkpoint/config.js';
+
 /**
  * VaeConfig: the typed, validated, JSON-serialisable description of an AutoencoderKL, saved as
  * `vae/config.json`. Field names follow the `vae` section of /work/shared/bench/ldm-small.json
@@ -70,75 +72,44 @@ const KEYS: (keyof VaeConfig)[] = [
   'scalingFactor',
 ];
 
-const WHAT = 'vae config';
-
-function fail(key: string, value: unknown, allowed: string): never {
-  throw new Error(`${WHAT}: ${key} must be ${allowed}, got ${JSON.stringify(value)}`);
-}
-
-function int(v: unknown, key: string, min: number, max = 1 << 20): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) fail(key, v, `an integer from ${min} to ${max}`);
-  return v;
-}
-
-function num(v: unknown, key: string, ok: (x: number) => boolean, allowed: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(key, v, allowed);
-  return v;
-}
-
-function oneOf<T extends string | number>(allowed: readonly T[], v: unknown, key: string): T {
-  if ((allowed as readonly unknown[]).includes(v)) return v as T;
-  return fail(key, v, `one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}`);
-}
+const check: ConfigChecker = new ConfigChecker('vae config');
 
 /** An input config: every field of VaeConfig, the defaulted ones optional. */
 export type VaeConfigInput = Omit<VaeConfig, keyof typeof DEFAULTS> & Partial<Pick<VaeConfig, keyof typeof DEFAULTS>>;
 
 /** Validates a config, fills defaults and returns a complete VaeConfig. Unknown keys are an error. */
 export function parseVaeConfig(input: unknown): VaeConfig {
-  if (input === null || typeof input !== 'object' || Array.isArray(input)) fail('the config', input, 'an object');
-  const raw = input as Record<string, unknown>;
-  const unknown = Object.keys(raw).filter((k) => !(KEYS as string[]).includes(k));
-  if (unknown.length > 0) {
-    throw new Error(`${WHAT}: unknown key(s) ${unknown.map((k) => `'${k}'`).join(', ')}; allowed: ${KEYS.join(', ')}`);
-  }
-  const missing = KEYS.filter((k) => !(k in DEFAULTS) && raw[k] === undefined);
-  if (missing.length > 0) throw new Error(`${WHAT}: missing key(s) ${missing.map((k) => `'${k}'`).join(', ')}`);
-  const c = { ...DEFAULTS, ...raw } as Record<string, unknown>;
+  const c = check.fields(input, KEYS, DEFAULTS, VAE_CLASS_NAME, VAE_CONFIG_VERSION);
 
-  if (c._class_name !== VAE_CLASS_NAME) fail('_class_name', c._class_name, `'${VAE_CLASS_NAME}'`);
-  const version = int(c._version, '_version', 1);
-  if (version > VAE_CONFIG_VERSION) fail('_version', version, `at most ${VAE_CONFIG_VERSION} (this library's version; the config is newer)`);
-
-  if (!Array.isArray(c.channels) || c.channels.length < 2 || c.channels.length > 6) fail('channels', c.channels, 'an array of 2 to 6 integers');
-  const channels = (c.channels as unknown[]).map((v, i) => int(v, `channels[${i}]`, 1));
-  const groups = int(c.groupNormGroups, 'groupNormGroups', 1);
+  if (!Array.isArray(c.channels) || c.channels.length < 2 || c.channels.length > 6) check.fail('channels', c.channels, 'an array of 2 to 6 integers');
+  const channels = (c.channels as unknown[]).map((v, i) => check.int(v, `channels[${i}]`, 1));
+  const groups = check.int(c.groupNormGroups, 'groupNormGroups', 1);
   channels.forEach((ch, i) => {
-    if (ch % groups !== 0) fail(`channels[${i}]`, ch, `divisible by groupNormGroups (${groups})`);
+    if (ch % groups !== 0) check.fail(`channels[${i}]`, ch, `divisible by groupNormGroups (${groups})`);
   });
-  const factor = oneOf(VAE_DOWNSAMPLE_FACTORS, c.downsampleFactor, 'downsampleFactor');
+  const factor = check.oneOf(VAE_DOWNSAMPLE_FACTORS, c.downsampleFactor, 'downsampleFactor');
   if (2 ** (channels.length - 1) !== factor) {
     throw new Error(
-      `${WHAT}: downsampleFactor ${factor} needs ${Math.log2(factor) + 1} levels (2^(levels-1)), ` +
+      `${check.what}: downsampleFactor ${factor} needs ${Math.log2(factor) + 1} levels (2^(levels-1)), ` +
         `but channels [${channels.join(', ')}] has ${channels.length}`,
     );
   }
-  if (typeof c.midAttention !== 'boolean') fail('midAttention', c.midAttention, 'true or false');
+  if (typeof c.midAttention !== 'boolean') check.fail('midAttention', c.midAttention, 'true or false');
 
   return {
     _class_name: VAE_CLASS_NAME,
-    _version: version,
-    imageChannels: oneOf(VAE_IMAGE_CHANNELS, c.imageChannels, 'imageChannels'),
+    _version: c._version as number,
+    imageChannels: check.oneOf(VAE_IMAGE_CHANNELS, c.imageChannels, 'imageChannels'),
     channels,
-    resBlocksPerLevel: int(c.resBlocksPerLevel, 'resBlocksPerLevel', 1, 16),
-    latentChannels: int(c.latentChannels, 'latentChannels', 1, 64),
+    resBlocksPerLevel: check.int(c.resBlocksPerLevel, 'resBlocksPerLevel', 1, 16),
+    latentChannels: check.int(c.latentChannels, 'latentChannels', 1, 64),
     downsampleFactor: factor,
     groupNormGroups: groups,
-    activation: oneOf(VAE_ACTIVATIONS, c.activation, 'activation'),
+    activation: check.oneOf(VAE_ACTIVATIONS, c.activation, 'activation'),
     midAttention: c.midAttention,
-    reconLoss: oneOf(VAE_RECON_LOSSES, c.reconLoss, 'reconLoss'),
-    klWeight: num(c.klWeight, 'klWeight', (x) => x >= 0, 'a finite number >= 0'),
-    scalingFactor: num(c.scalingFactor, 'scalingFactor', (x) => x > 0, 'a finite number > 0'),
+    reconLoss: check.oneOf(VAE_RECON_LOSSES, c.reconLoss, 'reconLoss'),
+    klWeight: check.num(c.klWeight, 'klWeight', (x) => x >= 0, 'a finite number >= 0'),
+    scalingFactor: check.num(c.scalingFactor, 'scalingFactor', (x) => x > 0, 'a finite number > 0'),
   };
 }
 
@@ -156,7 +127,7 @@ export function vaeConfigToJSON(config: VaeConfig): Record<string, unknown> {
  */
 export function vaeConfigFromLdmSmall(json: unknown, overrides: Partial<VaeConfig> = {}): VaeConfig {
   const j = json as { vae?: Record<string, unknown>; image?: { channels?: unknown } } | null;
-  if (!j?.vae) throw new Error(`${WHAT}: the file has no 'vae' section`);
+  if (!j?.vae) throw new Error(`${check.what}: the file has no 'vae' section`);
   const fromImage = j.image?.channels !== undefined ? { imageChannels: j.image.channels } : {};
   return parseVaeConfig({ ...j.vae, ...fromImage, ...overrides });
 }

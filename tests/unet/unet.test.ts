@@ -81,8 +81,8 @@ describe('UNet2DCondition config', () => {
     expect(bad({ attentionLevels: [true] })).toThrow(/attentionLevels must be an array of 2 booleans.*got \[true\]/);
     expect(bad({ attentionHeads: 3 })).toThrow(/attentionHeads must be a divisor of channels\[1\] \(16\), got 3/);
     expect(bad({ sampleSize: 7 })).toThrow(/sampleSize must be divisible by 2.*got 7/);
-    expect(bad({ feedForward: 'swiglu' })).toThrow(/feedForward must be one of 'geglu', got "swiglu"/);
-    expect(bad({ activation: 'relu' })).toThrow(/activation must be one of 'silu', got "relu"/);
+    expect(bad({ feedForward: 'swiglu' })).toThrow(/feedForward must be one of "geglu", got "swiglu"/);
+    expect(bad({ activation: 'relu' })).toThrow(/activation must be one of "silu", got "relu"/);
     expect(bad({ resBlocksPerLevel: 0 })).toThrow(/resBlocksPerLevel must be an integer from 1 to 16, got 0/);
     expect(bad({ contextDim: 1.5 })).toThrow(/contextDim must be an integer.*got 1.5/);
     expect(bad({ channels: [7, 16], groupNormGroups: 1 })).toThrow(/channels\[0\] must be even.*got 7/);
