@@ -100,17 +100,19 @@ async function loadNode(gpu: boolean): Promise<BackendInfo> {
 }
 
 async function loadWasm(threads: number | undefined): Promise<BackendInfo> {
-  const { enableWasmThreads } = await import('./wasm-threads.js');
+  const { enableWasmThreads, wasmThreadsUnavailableReason } = await import('./wasm-threads.js');
   const { registerWasmKernels } = await import('./wasm-kernels.js');
   const wanted = threads ?? Math.max(1, os.cpus().length);
-  const got = await enableWasmThreads(wanted);
+  await enableWasmThreads(wanted);
   await import('@tensorflow/tfjs-backend-wasm');
   registerWasmKernels();
   if (!(await tf.setBackend('wasm'))) throw new Error("backend 'wasm' failed to initialise");
   await tf.ready();
   const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
+  // What runs, not what was arranged: a threaded start that fails falls back to one thread.
   const n = getThreadsCount();
-  const note = got < wanted ? `, ${wanted} asked` : '';
+  const why = wasmThreadsUnavailableReason();
+  const note = n < wanted ? `, ${wanted} asked${why ? `: ${why}` : ''}` : '';
   return { name: 'wasm', tfName: 'wasm', threads: n, gpu: false, description: `backend: wasm (${n} thread${n === 1 ? '' : 's'}${note})` };
 }
 
