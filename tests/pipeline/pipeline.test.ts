@@ -4,8 +4,10 @@
  * checked against a hand-written reference loop.
  */
 import * as tf from '@tensorflow/tfjs';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { readSafetensors } from '../../src/checkpoint/io.js';
@@ -20,6 +22,7 @@ import { createScheduler, withType } from '../../src/schedulers/index.js';
 import { BAD_FIXTURE_SIZE, tempDir, writeBadDataFixture, writeColorDataset } from '../fixtures/captioned.js';
 import { makeTinyModel } from '../text/shared.js';
 
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const stage = { batchSize: 4, lr: 1e-3, lrSchedule: 'constant', warmupSteps: 0, weightDecay: 0, clipGradNorm: 1, emaDecay: 0.9, accumulate: 1, checkpointEvery: 2 };
 
 function tinyConfig(dataPath: string, clipDir: string): TrainConfig {
@@ -159,6 +162,19 @@ describe('training a tiny text-to-image pipeline', () => {
     expect(parsed.prompt).toBe('a red square');
     expect(parsed.negativePrompt).toBe('blurry');
     expect(parsed.params).toMatchObject({ Steps: '4', Sampler: 'DDIM', 'CFG scale': '3', Seed: '5', Size: '16x16' });
+  });
+
+  it('the txt2img CLI itself samples the pipeline (exit 0, PNG with parameters)', () => {
+    const out = path.join(tempDir('cli-ok'), 'cli.png');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'txt2img.ts'), 'a blue square', '--model', pipeA, '--steps', '3', '--cfg', '2', '--seed', '4', '--out', out, '--quiet'], {
+      cwd: repo,
+      encoding: 'utf8',
+      env: { ...process.env, TXT2IMG_BACKEND: process.env.TXT2IMG_BACKEND ?? 'wasm' },
+      timeout: 120_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^backend: /m);
+    expect(parseInfotext(getPngText(readFileSync(out), 'parameters')!).params).toMatchObject({ Seed: '4', Steps: '3' });
   });
 
   it('--n with --separate writes a grid plus one file per image, and --save-steps a strip and an animation', async () => {
