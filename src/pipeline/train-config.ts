@@ -11,6 +11,7 @@ import { parseUNetConfig } from '../unet/config.js';
 import type { VaeConfigInput } from '../vae/config.js';
 import { parseVaeConfig } from '../vae/config.js';
 import type { StageTraining } from './stages.js';
+import { validateLabelEncoderConfig } from '../text/label.js';
 
 export type DataConfig =
   | { source: 'folder'; path: string; imageSize: number; channels: 1 | 3; flip: boolean }
@@ -106,6 +107,8 @@ export function validateTrainConfig(v: unknown): TrainConfig {
       classNames: c.classNames as string[] | undefined,
       dropout,
     };
+    const { kind: _k, dropout: _d, ...encoder } = conditioning;
+    validateLabelEncoderConfig({ kind: 'label', ...encoder });
   } else if (c.kind === 'clip') {
     onlyKeys(c, ['kind', 'modelId', 'localModelPath', 'dropout'], 'conditioning');
     if (typeof c.modelId !== 'string' || !c.modelId) fail('conditioning.modelId', c.modelId, 'a model id or folder');

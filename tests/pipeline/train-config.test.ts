@@ -25,6 +25,7 @@ describe('training configs', () => {
     expect(bad(['data.source="s3"'])).toThrow(/data.source must be 'folder' or 'mnist', got "s3"/);
     expect(bad(['unetTraining.lrr=1'])).toThrow(/unknown field unetTraining.lrr; allowed: steps, batchSize/);
     expect(bad(['unet.channels=[]'])).toThrow(/unet config: channels/);
+    expect(bad(['conditioning.classNames=["0","1"]'])).toThrow(/classNames/);
     expect(bad(['lossWeighting="l2"'])).toThrow(/lossWeighting must be 'mse' or 'min-snr', got "l2"/);
   });
 });
