@@ -1,4 +1,27 @@
-/** Shared helpers of the thin CLI entry points: strict number parsing and one-line errors. */
+/** Shared helpers of the thin CLI entry points: argument parsing, strict numbers, one-line errors. */
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { BACKEND_ENV, BACKEND_NAMES } from '../src/backend/index.js';
+
+/** A yargs parser for this process's arguments with the options every CLI shares (--backend). */
+export function cliArgs(name: string, usage: string) {
+  return yargs(hideBin(process.argv))
+    .scriptName(name)
+    .usage(usage)
+    .option('backend', { type: 'string', describe: `${BACKEND_NAMES.join(' | ')} (env ${BACKEND_ENV}; default: the best that loads)` });
+}
+
+/** Unknown options and yargs' own failures become errors (one line through runCli), then parse. */
+export function parseStrict<T>(y: Argv<T>) {
+  return y
+    .strictOptions()
+    .showHelpOnFail(false)
+    .fail((msg, err) => {
+      throw err ?? new Error(`${msg} (see --help)`);
+    })
+    .help()
+    .parse();
+}
 
 /** Runs a CLI body; any error becomes one line on stderr and exit code 1. */
 export async function runCli(body: () => Promise<void>): Promise<void> {

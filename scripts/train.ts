@@ -4,18 +4,15 @@
  *   npx tsx scripts/train.ts --config configs/mnist.json --out runs/mnist
  *   npx tsx scripts/train.ts --config configs/scenes.json --data data/scenes/train --out runs/scenes --resume
  */
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { initBackend } from '../src/backend/index.js';
 import { STAGES, type Stage, runTraining } from '../src/pipeline/run-training.js';
 import { applyOverrides, readTrainConfig, validateTrainConfig } from '../src/pipeline/train-config.js';
 import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
-import { runCli } from './cli.js';
+import { cliArgs, parseStrict, runCli } from './cli.js';
 
 await runCli(async () => {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('train')
-    .usage('$0 --config FILE --out RUN_DIR [options]\n\nTrains the VAE and the U-Net of a pipeline; the result is RUN_DIR/pipeline.')
+  const argv = await parseStrict(
+    cliArgs('train', '$0 --config FILE --out RUN_DIR [options]\n\nTrains the VAE and the U-Net of a pipeline; the result is RUN_DIR/pipeline.')
     .option('config', { type: 'string', demandOption: true, describe: 'training config JSON (see configs/)' })
     .option('out', { type: 'string', demandOption: true, describe: 'run folder (checkpoints, logs, pipeline/)' })
     .option('data', { type: 'string', describe: 'captioned image folder (overrides data.path)' })
@@ -23,15 +20,8 @@ await runCli(async () => {
     .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' })
     .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config field: --set unetTraining.steps=2000' })
     .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
-    .option('backend', { type: 'string', describe: 'node-gpu | node | wasm | cpu (env TXT2IMG_BACKEND)' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' })
-    .strictOptions()
-    .showHelpOnFail(false)
-    .fail((msg, err) => {
-      throw err ?? new Error(`${msg} (see --help)`);
-    })
-    .help()
-    .parse();
+  );
 
   if (!(STAGES as readonly string[]).includes(argv.stage)) throw new Error(`--stage must be one of ${STAGES.join(', ')}, got '${argv.stage}'`);
   const sets = [...argv.set];

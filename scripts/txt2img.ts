@@ -6,21 +6,18 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { initBackend } from '../src/backend/index.js';
 import { SAMPLERS, type SamplerName } from '../src/pipeline/pipeline.js';
 import { runTxt2Img } from '../src/pipeline/txt2img.js';
 import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
-import { finiteNumber, integer, runCli } from './cli.js';
+import { cliArgs, finiteNumber, integer, parseStrict, runCli } from './cli.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const DEFAULT_MODEL = path.join(REPO, 'models', 'default');
 
 await runCli(async () => {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('txt2img')
-    .usage('$0 [prompt..] [options]\n\nGenerate images with a txt2img pipeline folder.')
+  const argv = await parseStrict(
+    cliArgs('txt2img', '$0 [prompt..] [options]\n\nGenerate images with a txt2img pipeline folder.')
     .positional('prompt', { type: 'string', array: true, describe: 'prompt(s); each gives --n images' })
     .option('model', { type: 'string', default: DEFAULT_MODEL, defaultDescription: 'the bundled models/default', describe: 'pipeline folder' })
     .option('negative', { type: 'string', describe: 'negative prompt (replaces the unconditional context)' })
@@ -35,15 +32,8 @@ await runCli(async () => {
     .option('label', { type: 'string', array: true, describe: 'class label(s) or class name(s), for label-conditioned models' })
     .option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' })
     .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
-    .option('backend', { type: 'string', describe: 'node-gpu | node | wasm | cpu (env TXT2IMG_BACKEND)' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
-    .strictOptions()
-    .showHelpOnFail(false)
-    .fail((msg, err) => {
-      throw err ?? new Error(`${msg} (see --help)`);
-    })
-    .help()
-    .parse();
+  );
 
   const sampler = argv.sampler as SamplerName;
   if (!(SAMPLERS as readonly string[]).includes(sampler)) throw new Error(`--sampler must be one of ${SAMPLERS.join(', ')}, got '${argv.sampler}'`);

@@ -1,0 +1,90 @@
+/**
+ * Runs our ldm-small benchmark (scripts/bench.ts), then the PyTorch CPU peer
+ * (../shared/bench/peer_torch.py), one after the other, and prints both with the ratios.
+ *
+ *   npm run bench:compare
+ *   npm run bench:compare -- --repeat 3 --threads 2
+ */
+import { spawn } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BenchResult } from '../src/eval/bench.js';
+import { PYTHON, type PeerResult, checkPython, formatComparison } from '../src/eval/compare.js';
+import { cliArgs, integer, parseStrict, runCli } from './cli.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Runs a command; stdout is collected, stderr is passed through live (and collected). */
+function run(cmd: string, args: string[], cwd: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      process.stderr.write(d);
+    });
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+/** Runs the peer script as __main__ and reports its peak RSS (KiB) on stderr; the peer itself is unchanged. */
+const PEER_WRAPPER = [
+  'import resource, runpy, sys',
+  'sys.argv = sys.argv[1:]',
+  'try:',
+  '    runpy.run_path(sys.argv[0], run_name="__main__")',
+  'finally:',
+  '    print("peer_peak_rss_kib=%d" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)',
+].join('\n');
+
+function lastJsonLine(stdout: string, who: string): unknown {
+  const line = stdout.trim().split('\n').reverse().find((l) => l.trim().startsWith('{'));
+  if (!line) throw new Error(`${who} printed no JSON result`);
+  return JSON.parse(line);
+}
+
+await runCli(async () => {
+  const argv = await parseStrict(
+    cliArgs('bench-compare', '$0 [options]\n\nOur benchmark, then the PyTorch peer, on this machine; a table of both and the ratios ours / PyTorch.')
+    .option('config', { type: 'string', default: '../shared/bench/ldm-small.json', describe: 'benchmark file (relative paths: to the repository root)' })
+    .option('peer', { type: 'string', default: '../shared/bench/peer_torch.py', describe: 'the PyTorch peer script' })
+    .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure, both sides' })
+    .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
+    .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object { ours, peer, table }' })
+  );
+
+  const repeat = integer(argv.repeat, '--repeat', 1);
+  const threads = argv.threads === undefined ? os.cpus().length : integer(argv.threads, '--threads', 1);
+  const config = path.resolve(repoRoot, argv.config);
+  const peerScript = path.resolve(repoRoot, argv.peer);
+  const missing = checkPython();
+  if (missing) throw new Error(missing);
+
+  // 1. ours, in a child process so that nothing of it (wasm threads, heap) overlaps the peer.
+  const oursArgs = ['--import', 'tsx', path.join(repoRoot, 'scripts', 'bench.ts'), '--json', '--config', config, '--repeat', String(repeat), '--threads', String(threads)];
+  if (argv.backend) oursArgs.push('--backend', argv.backend);
+  const loadBeforeOurs = os.loadavg();
+  console.error(`== ours (load ${loadBeforeOurs.map((x) => x.toFixed(2)).join(' ')}): node ${oursArgs.slice(2).join(' ')}`);
+  const o = await run(process.execPath, oursArgs, repoRoot);
+  const ours = lastJsonLine(o.stdout, 'our benchmark') as BenchResult;
+
+  // 2. the PyTorch peer.
+  const peerArgs = [peerScript, '--json', '--config', config, '--repeat', String(repeat), '--threads', String(threads)];
+  const loadBeforePeer = os.loadavg();
+  console.error(`== PyTorch (load ${loadBeforePeer.map((x) => x.toFixed(2)).join(' ')}): ${PYTHON} ${peerArgs.join(' ')}`);
+  const p = await run(PYTHON, ['-c', PEER_WRAPPER, ...peerArgs], repoRoot);
+  if (p.status !== 0) throw new Error(`${PYTHON} ${path.basename(peerScript)} exited with ${p.status}\n${checkPython() ?? ''}`);
+  const peer = lastJsonLine(p.stdout, 'peer_torch.py') as PeerResult;
+  const rss = /peer_peak_rss_kib=(\d+)/.exec(p.stderr);
+  if (rss) peer.peakRssBytes = Number(rss[1]) * 1024;
+
+  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
+  const table = formatComparison(ours, peer, { loadBeforeOurs, loadBeforePeer, command });
+  if (argv.json) console.log(JSON.stringify({ ours, peer, loadBeforeOurs, loadBeforePeer, table }));
+  else console.log(table);
+  if (o.status !== 0) process.exitCode = 1;
+});

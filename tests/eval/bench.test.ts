@@ -1,0 +1,108 @@
+import * as tf from '@tensorflow/tfjs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type BackendInfo, initBackend } from '../../src/backend/index.js';
+import { FIGURE_NAMES, formatBench, guardWasmMalloc, loadBenchSpec, median, runBench, wasmAllocStats, wasmHeapBytes } from '../../src/eval/bench.js';
+import { type PeerResult, compareRows, formatComparison } from '../../src/eval/compare.js';
+import { tempDir } from '../fixtures/captioned.js';
+
+const LDM_SMALL = '/work/shared/bench/ldm-small.json';
+let backend: BackendInfo;
+
+beforeAll(async () => {
+  backend = await initBackend({ backend: process.env.TXT2IMG_BACKEND ?? 'wasm', quiet: true });
+});
+
+/** ldm-small.json with tiny widths, so every figure runs in a moment. */
+function tinySpecFile(): string {
+  const j = JSON.parse(readFileSync(LDM_SMALL, 'utf8'));
+  j.vae.channels = [8, 8, 8];
+  j.vae.groupNormGroups = 4;
+  Object.assign(j.unet, { channels: [8, 16], attentionHeads: 2, contextDim: 16, contextLength: 3, timeEmbedDim: 16, groupNormGroups: 4, resBlocksPerLevel: 1 });
+  Object.assign(j.measure, { trainBatch: 2, sampleBatch: 2, sampleSteps: 3 });
+  const file = path.join(tempDir('bench'), 'tiny.json');
+  writeFileSync(file, JSON.stringify(j));
+  return file;
+}
+
+describe('bench spec', () => {
+  it('reads ldm-small.json: the four figures, the model shapes and a DDIM schedule', () => {
+    const spec = loadBenchSpec(LDM_SMALL);
+    expect(spec.figures).toEqual([...FIGURE_NAMES]);
+    expect(spec.unet).toMatchObject({ contextDim: 512, contextLength: 77, channels: [64, 128] });
+    expect(spec.vae).toMatchObject({ channels: [32, 64, 64], imageChannels: 1, downsampleFactor: 4 });
+    expect(spec.scheduler).toMatchObject({ type: 'ddim', numTrainTimesteps: 1000, betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012, predictionType: 'epsilon', eta: 0 });
+    expect(spec.measure).toMatchObject({ trainBatch: 64, sampleBatch: 64, sampleSteps: 50, guidanceScale: 7, learningRate: 1e-4 });
+  });
+
+  it('names what is wrong with a bad file', () => {
+    const j = JSON.parse(readFileSync(LDM_SMALL, 'utf8'));
+    j.measure.figures = ['fid_score: not a speed'];
+    const file = path.join(tempDir('bench'), 'bad.json');
+    writeFileSync(file, JSON.stringify(j));
+    expect(() => loadBenchSpec(file)).toThrow(/unknown figure 'fid_score'/);
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 2, 3])).toBe(2.5);
+  });
+});
+
+describe('runBench', () => {
+  it('times every figure with the real code paths, without leaking tensors', async () => {
+    const spec = loadBenchSpec(tinySpecFile());
+    const before = tf.memory().numTensors;
+    const r = await runBench({ spec, backend, repeat: 1, warmup: 1, log: () => {} });
+    expect(tf.memory().numTensors).toBe(before);
+    expect(Object.keys(r.figures)).toEqual([...FIGURE_NAMES]);
+    for (const [name, f] of Object.entries(r.figures)) {
+      expect(f!.error, name).toBeUndefined();
+      expect(f!.value, name).toBeGreaterThan(0);
+    }
+    expect(r.figures.sample_images_per_s!.unit).toBe('images/s');
+    expect(r.figures.sample_images_per_s!.times).toHaveLength(1);
+    expect(r.extra.unet_forward_cached_ms).toBeGreaterThan(0);
+    expect(r.notes).toEqual([]);
+    expect(r.peakRssBytes).toBeGreaterThan(0);
+    if (backend.name === 'wasm') {
+      expect(r.wasmHeap!.peakBytes).toBeGreaterThan(0);
+      expect(r.wasmHeap!.risk).toMatch(/^low/);
+    }
+    expect(formatBench(r)).toMatch(/unet_train_step_ms +[\d.]+ ms/);
+  });
+
+  it.runIf(process.env.TXT2IMG_BACKEND === undefined || process.env.TXT2IMG_BACKEND === 'wasm')('counts wasm tensor bytes through the malloc guard', () => {
+    expect(guardWasmMalloc()).toBe(true);
+    const live = wasmAllocStats().liveBytes;
+    const t = tf.zeros([1000]);
+    expect(wasmAllocStats().liveBytes - live).toBe(4000);
+    t.dispose();
+    expect(wasmAllocStats().liveBytes).toBe(live);
+    expect(wasmHeapBytes()).toBeGreaterThan(0);
+  });
+});
+
+describe('comparison with the PyTorch peer', () => {
+  it('prints both figures and the ratios ours / PyTorch', () => {
+    const fig = (value: number, unit: 'ms' | 'images/s') => ({ value, unit, times: [] });
+    const ours = {
+      config: 'x', backend: 'wasm', threads: 2, tfjs: '4.22.0', repeat: 5, sampleRepeat: 3, trainBatch: 64, sampleBatch: 64, vaeParams: 10, unetParams: 20,
+      figures: { vae_train_step_ms: fig(300, 'ms'), unet_train_step_ms: fig(2400, 'ms'), unet_forward_ms: fig(500, 'ms'), sample_images_per_s: fig(2, 'images/s') },
+      extra: {}, peakRssBytes: 1, notes: [],
+    };
+    const peer = { device: 'cpu', threads: 2, torch: '1.13.1', blas: 'openblas-openmp/libblas.so.3', repeat: 5, vae_params: 10, unet_params: 20, times_s: {},
+      vae_train_step_ms: 100, unet_train_step_ms: 1200, unet_forward_ms: 1000, sample_images_per_s: 8 } as PeerResult;
+    const rows = compareRows(ours, peer);
+    expect(rows.map((r) => [r.figure, r.ratio, r.slowdown])).toEqual([
+      ['vae_train_step_ms', 3, 3],
+      ['unet_train_step_ms', 2, 2],
+      ['unet_forward_ms', 0.5, 0.5],
+      ['sample_images_per_s', 0.25, 4],
+    ]);
+    const table = formatComparison(ours, peer);
+    expect(table).toContain('| vae_train_step_ms | ms | 300 | 100 | 3.00 | 3.00x slower |');
+    expect(table).toContain('| unet_forward_ms | ms | 500 | 1000 | 0.50 | 2.00x faster |');
+    expect(table).toContain('| sample_images_per_s | images/s | 2.0 | 8.0 | 0.25 | 4.00x slower |');
+    expect(table).not.toContain('WARNING');
+    expect(formatComparison(ours, { ...peer, unet_params: 21 })).toContain('WARNING: parameter counts differ');
+  });
+});
