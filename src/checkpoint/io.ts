@@ -9,7 +9,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { type NamedArray, ParamStore } from '../nn/params.js';
-import { decodeSafetensors, encodeSafetensors } from './safetensors.js';
+import { type EncodeSafetensorsOptions, decodeSafetensors, encodeSafetensors } from './safetensors.js';
 
 export const CONFIG_NAME = 'config.json';
 export const WEIGHTS_NAME = 'diffusion_pytorch_model.safetensors';
@@ -62,8 +62,8 @@ export function readJson(file: string, what: string): unknown {
   }
 }
 
-export function writeSafetensors(file: string, tensors: Map<string, NamedArray>, metadata: Record<string, string> = {}): void {
-  writeFileAtomic(file, encodeSafetensors(tensors, metadata));
+export function writeSafetensors(file: string, tensors: Map<string, NamedArray>, metadata: Record<string, string> = {}, opts: EncodeSafetensorsOptions = {}): void {
+  writeFileAtomic(file, encodeSafetensors(tensors, metadata, opts));
 }
 
 export function readSafetensors(file: string): { tensors: Map<string, NamedArray>; metadata: Record<string, string> } {
@@ -71,11 +71,19 @@ export function readSafetensors(file: string): { tensors: Map<string, NamedArray
   return decodeSafetensors(readFileSync(file), file);
 }
 
+export interface SaveComponentOptions {
+  /**
+   * Element type of the weights file: 'F32' (default, exact) or 'F16' (half the size; every
+   * value rounded to the nearest half float, which is what loading it gives back).
+   */
+  dtype?: EncodeSafetensorsOptions['dtype'];
+}
+
 /** Saves `config.json` and the store's weights into a component folder. */
-export async function saveComponent(dir: string, config: object, store: ParamStore, weightsName = WEIGHTS_NAME): Promise<void> {
+export async function saveComponent(dir: string, config: object, store: ParamStore, weightsName = WEIGHTS_NAME, opts: SaveComponentOptions = {}): Promise<void> {
   const arrays = await store.toArrays();
   mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, weightsName), arrays, { format: 'pt' });
+  writeSafetensors(path.join(dir, weightsName), arrays, { format: 'pt' }, { dtype: opts.dtype });
   writeJsonAtomic(path.join(dir, CONFIG_NAME), config);
 }
 
@@ -89,6 +97,28 @@ export function loadComponentWeights(dir: string, store: ParamStore, weightsName
   const file = path.join(dir, weightsName);
   const { tensors } = readSafetensors(file);
   store.loadArrays(tensors, `${what} weights ${file}`);
+}
+
+/**
+ * Builds a model from a component folder: validates `config.json` with `parse`, constructs the
+ * model with `build`, then loads its weights (names and shapes checked). A model whose weights
+ * do not load is disposed before the error propagates.
+ */
+export function loadComponent<C, M extends { store: ParamStore; dispose(): void }>(
+  dir: string,
+  what: string,
+  parse: (raw: unknown) => C,
+  build: (config: C) => M,
+  weightsName = WEIGHTS_NAME,
+): M {
+  const model = build(parse(readComponentConfig(dir, what)));
+  try {
+    loadComponentWeights(dir, model.store, weightsName, what);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
 }
 
 /**

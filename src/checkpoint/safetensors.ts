@@ -12,7 +12,87 @@ export interface SafetensorsFile {
 
 const MAX_HEADER = 100 * 1024 * 1024;
 
-export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Record<string, string> = {}): Buffer {
+/** Element types this module writes: F32 (exact) or F16 (IEEE half, round to nearest even). */
+export const SAFETENSORS_WRITE_DTYPES = ['F32', 'F16'] as const;
+export type SafetensorsWriteDtype = (typeof SAFETENSORS_WRITE_DTYPES)[number];
+
+export interface EncodeSafetensorsOptions {
+  /**
+   * 'F32' (default) stores the values exactly; 'F16' stores IEEE 754 half floats, each value
+   * rounded to the nearest half (ties to even), half the bytes. A finite value beyond the half
+   * range (|v| >= 65520, which would become Infinity) is an error naming the tensor; NaN and
+   * +-Infinity are kept as they are.
+   */
+  dtype?: SafetensorsWriteDtype;
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/**
+ * The IEEE 754 binary16 bits of a number: first rounded to float32 (as it would be stored), then
+ * to the nearest half, ties to even. Overflow gives +-Infinity (0x7c00 / 0xfc00), values below
+ * half the smallest subnormal (2^-25) give +-0, subnormal halves (|v| < 2^-14) are produced
+ * exactly, NaN gives a quiet NaN (0x7e00 with the sign).
+ */
+export function floatToHalfBits(value: number): number {
+  f32Scratch[0] = value;
+  const x = u32Scratch[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  const mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | (mant !== 0 ? 0x7e00 : 0x7c00);
+  const e = exp - 127 + 15; // the half's biased exponent
+  if (e >= 31) return sign | 0x7c00;
+  if (e >= 1) {
+    // Normal half: keep the top 10 mantissa bits, round on the 13 dropped ones. A carry out of the
+    // mantissa correctly bumps the exponent (and 0x7bff + 1 = 0x7c00 is Infinity).
+    const half = (e << 10) | (mant >>> 13);
+    const rest = mant & 0x1fff;
+    return sign | (rest > 0x1000 || (rest === 0x1000 && (half & 1) === 1) ? half + 1 : half);
+  }
+  // Subnormal half (or zero): the value is m * 2^(e - 25) with the implicit bit made explicit,
+  // i.e. m >> (14 - e) units of 2^-24. Shifts over 24 leave less than half a unit: zero.
+  const shift = 14 - e;
+  if (shift > 24) return sign;
+  const m = mant | 0x800000;
+  const half = m >>> shift;
+  const rest = m & ((1 << shift) - 1);
+  const halfway = 1 << (shift - 1);
+  return sign | (rest > halfway || (rest === halfway && (half & 1) === 1) ? half + 1 : half);
+}
+
+/** The number a binary16 bit pattern stands for (exact). */
+export function halfBitsToFloat(h: number): number {
+  return f16ToFloat(h);
+}
+
+/** Rounds every value to the nearest half float (what an F16 file stores), as float32. */
+export function roundToHalf(data: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = f16ToFloat(floatToHalfBits(data[i]));
+  return out;
+}
+
+/** Half-float bits of every value; throws naming `what` if a finite value overflows to Infinity. */
+export function toHalfBits(data: ArrayLike<number>, what = 'tensor'): Uint16Array {
+  const out = new Uint16Array(data.length);
+  for (let i = 0; i < data.length; i++) {
+    const h = floatToHalfBits(data[i]);
+    if ((h & 0x7fff) === 0x7c00 && Number.isFinite(data[i])) {
+      throw new Error(`${what}: value ${data[i]} at index ${i} is outside the float16 range (|v| < 65520); store it as F32`);
+    }
+    out[i] = h;
+  }
+  return out;
+}
+
+export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Record<string, string> = {}, opts: EncodeSafetensorsOptions = {}): Buffer {
+  const dtype = opts.dtype ?? 'F32';
+  if (!(SAFETENSORS_WRITE_DTYPES as readonly string[]).includes(dtype)) {
+    throw new Error(`safetensors dtype must be one of ${SAFETENSORS_WRITE_DTYPES.join(', ')}, got ${JSON.stringify(opts.dtype)}`);
+  }
+  const bytesPer = dtype === 'F16' ? 2 : 4;
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) {
     for (const [k, v] of Object.entries(metadata)) {
@@ -26,8 +106,8 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
     const t = tensors.get(name)!;
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (t.data.length !== n) throw new Error(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + n * 4] };
-    offset += n * 4;
+    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + n * bytesPer] };
+    offset += n * bytesPer;
   }
   let json = JSON.stringify(header);
   // Pad the header with spaces so the data starts 8-byte aligned (as the reference writer does).
@@ -39,8 +119,14 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
   let pos = 8 + headerBytes.length;
   for (const name of names) {
     const d = tensors.get(name)!.data;
-    Buffer.from(d.buffer, d.byteOffset, d.byteLength).copy(out, pos);
-    pos += d.byteLength;
+    if (dtype === 'F16') {
+      const h = toHalfBits(d, `safetensors F16 tensor '${name}'`);
+      for (let i = 0; i < h.length; i++) out.writeUInt16LE(h[i], pos + 2 * i);
+      pos += 2 * h.length;
+    } else {
+      Buffer.from(d.buffer, d.byteOffset, d.byteLength).copy(out, pos);
+      pos += d.byteLength;
+    }
   }
   return out;
 }

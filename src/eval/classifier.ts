@@ -15,7 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { loadComponentWeights, readComponentConfig, saveComponent, writeJsonAtomic } from '../checkpoint/io.js';
+import { loadComponent, saveComponent, writeJsonAtomic } from '../checkpoint/io.js';
 import { type ImageSet, IndexBatcher } from '../data/in-memory.js';
 import { Conv2d, Linear } from '../nn/layers.js';
 import { ParamStore } from '../nn/params.js';
@@ -130,15 +130,7 @@ export class MnistClassifier {
   }
 
   static load(dir: string): MnistClassifier {
-    const config = parseClassifierConfig(readComponentConfig(dir, 'classifier'));
-    const model = new MnistClassifier(config);
-    try {
-      loadComponentWeights(dir, model.store, CLASSIFIER_WEIGHTS, 'classifier');
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
-    return model;
+    return loadComponent(dir, 'classifier', parseClassifierConfig, (c) => new MnistClassifier(c), CLASSIFIER_WEIGHTS);
   }
 
   /** metrics.json of a saved classifier, if any. */

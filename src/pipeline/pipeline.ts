@@ -17,6 +17,7 @@ import {
   readJson,
   recoverDir,
   replaceDirAtomic,
+  type SaveComponentOptions,
   saveComponent,
   tempDirFor,
   writeJsonAtomic,
@@ -74,6 +75,14 @@ export interface GenerateOptions {
   warn?: (msg: string) => void;
 }
 
+export interface SavePipelineOptions {
+  /**
+   * Element type of the weights files (VAE, U-Net, label table): 'F32' (default, exact) or 'F16'
+   * (half the size; values rounded to the nearest half float, which is what loading gives back).
+   */
+  dtype?: SaveComponentOptions['dtype'];
+}
+
 export interface LoadPipelineOptions {
   /** CLIP loading options (local model folder, remote access). */
   clip?: ClipLoadOptions;
@@ -118,15 +127,16 @@ export class Txt2ImgPipeline {
    * Writes the whole pipeline folder under a temporary name and swaps it in, so an existing
    * pipeline at `dir` stays intact until the new one is complete.
    */
-  async save(dir: string, clipConfig?: ClipTextEncoderConfig): Promise<void> {
+  async save(dir: string, clipConfig?: ClipTextEncoderConfig, opts: SavePipelineOptions = {}): Promise<void> {
     const tmp = tempDirFor(dir);
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
+    const weights = { dtype: opts.dtype };
     try {
-      await saveComponent(path.join(tmp, 'vae'), this.vae.config, this.vae.store);
-      await saveComponent(path.join(tmp, 'unet'), this.unet.config, this.unet.store);
+      await saveComponent(path.join(tmp, 'vae'), this.vae.config, this.vae.store, undefined, weights);
+      await saveComponent(path.join(tmp, 'unet'), this.unet.config, this.unet.store, undefined, weights);
       if (this.encoder instanceof LabelEncoder) {
-        await saveComponent(path.join(tmp, 'label_encoder'), this.encoder.config, this.encoder.params);
+        await saveComponent(path.join(tmp, 'label_encoder'), this.encoder.config, this.encoder.params, undefined, weights);
       } else {
         const cfg = clipConfig ?? (this.encoder as ClipTextEncoder).config;
         writeJsonAtomic(path.join(tmp, 'text_encoder', 'config.json'), cfg);
@@ -163,8 +173,11 @@ export class Txt2ImgPipeline {
       } else {
         const encDir = path.join(dir, 'text_encoder');
         const cfg = validateClipTextEncoderConfig(readComponentConfig(encDir, 'text encoder'));
-        // A model id written as a relative path is relative to the text_encoder folder.
-        if (cfg.modelId.startsWith('./') || cfg.modelId.startsWith('../')) cfg.modelId = path.resolve(encDir, cfg.modelId);
+        // A model (or tokenizer) id written as a relative path is relative to the text_encoder
+        // folder, so a pipeline folder can carry its own text model (e.g. modelId './clip').
+        const relative = (id: string) => id.startsWith('./') || id.startsWith('../');
+        if (relative(cfg.modelId)) cfg.modelId = path.resolve(encDir, cfg.modelId);
+        if (cfg.tokenizerId !== undefined && relative(cfg.tokenizerId)) cfg.tokenizerId = path.resolve(encDir, cfg.tokenizerId);
         encoder = await loadClipTextEncoder(cfg, opts.clip);
       }
     } catch (e) {

@@ -24,7 +24,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { type CrossSource, Downsample, type KeyValue, ResBlock, SpatialTransformer, Upsample } from '../nn/blocks.js';
 import { Conv2d, GroupNorm, Linear, silu, timestepEmbedding } from '../nn/layers.js';
-import { loadComponentWeights, readComponentConfig, saveComponent } from '../checkpoint/io.js';
+import { loadComponent, saveComponent } from '../checkpoint/io.js';
 import { ParamStore } from '../nn/params.js';
 import { Generator } from '../random/generator.js';
 import { type UNetConfig, type UNetConfigInput, parseUNetConfig, unetConfigToJSON } from './config.js';
@@ -163,15 +163,7 @@ export class UNet2DCondition {
 
   /** A U-Net from a folder written by save(): its config, then its weights (names and shapes checked). */
   static load(dir: string): UNet2DCondition {
-    const config = parseUNetConfig(readComponentConfig(dir, 'unet'));
-    const model = new UNet2DCondition(config, new Generator(0));
-    try {
-      loadComponentWeights(dir, model.store, undefined, 'unet');
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
-    return model;
+    return loadComponent(dir, 'unet', parseUNetConfig, (c) => new UNet2DCondition(c, new Generator(0)));
   }
 
   /** Spatial sizes must be divisible by this (one stride-2 step between levels). */

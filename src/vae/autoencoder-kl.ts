@@ -18,7 +18,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Downsample, ResBlock, SpatialSelfAttention, Upsample } from '../nn/blocks.js';
 import { Conv2d, GroupNorm, silu } from '../nn/layers.js';
-import { loadComponentWeights, readComponentConfig, saveComponent } from '../checkpoint/io.js';
+import { loadComponent, saveComponent } from '../checkpoint/io.js';
 import { ParamStore } from '../nn/params.js';
 import { Generator } from '../random/generator.js';
 import { type VaeConfig, type VaeConfigInput, parseVaeConfig, vaeConfigToJSON } from './config.js';
@@ -161,15 +161,7 @@ export class AutoencoderKL {
 
   /** A VAE from a folder written by save(): its config, then its weights (names and shapes checked). */
   static load(dir: string): AutoencoderKL {
-    const config = parseVaeConfig(readComponentConfig(dir, 'vae'));
-    const model = new AutoencoderKL(config, new Generator(0));
-    try {
-      loadComponentWeights(dir, model.store, undefined, 'vae');
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
-    return model;
+    return loadComponent(dir, 'vae', parseVaeConfig, (c) => new AutoencoderKL(c, new Generator(0)));
   }
 
   get config(): VaeConfig {
