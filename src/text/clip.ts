@@ -22,6 +22,17 @@
  * `Xenova/clip-vit-base-patch32` just works. `modelId` may also be a path to a model folder
  * itself (absolute, or starting with ./ or ../): then that folder is used, offline.
  *
+ * ## Model and tokenizer from different places
+ * `tokenizerId` (absent = `modelId`) names where the tokenizer (`tokenizer.json`,
+ * `tokenizer_config.json`) comes from, with the same rules as `modelId`: a hub id looked up in
+ * the local folder (1-3 above) or on the hub, or a folder path. The weights (`config.json` and
+ * the ONNX file) always come from `modelId`. transformers.js loads the two with separate
+ * `from_pretrained` calls, so each gets its own location settings (its `env` is global: they
+ * are set per call, one load at a time). A pipeline folder can so carry a small text model of
+ * its own (`modelId: './clip'`, relative to its text_encoder/ folder) without the tokenizer files,
+ * which come from `tokenizerId: 'Xenova/clip-vit-base-patch32'` as for any user of real CLIP.
+ * `revision` applies to whichever of the two comes from the hub.
+ *
  * `quantized` (absent = auto): transformers.js loads `onnx/text_model_quantized.onnx` unless
  * told `quantized: false`, and never falls back to the other file. Auto picks the quantized
  * file if it is present locally (or in the cache), else `text_model.onnx` if that is, else the
@@ -49,8 +60,10 @@ const HUB = 'https://huggingface.co';
 /** Serialisable settings of a CLIP text encoder (saved as text_encoder/config.json). */
 export interface ClipTextEncoderConfig {
   kind: 'clip';
-  /** Hub id (`Xenova/clip-vit-base-patch32`) or a path to a model folder. */
+  /** Hub id (`Xenova/clip-vit-base-patch32`) or a path to a model folder: config.json + ONNX weights. */
   modelId: string;
+  /** Where the tokenizer comes from (hub id or folder path); absent: the same as modelId. */
+  tokenizerId?: string;
   /** A folder in the transformers.js local layout (`<dir>/<model id>/...`). */
   localModelPath?: string;
   /** true: onnx/text_model_quantized.onnx; false: onnx/text_model.onnx; absent: auto (see file comment). */
@@ -65,7 +78,7 @@ export interface ClipTextEncoderConfig {
   contextDim?: number;
 }
 
-const CLIP_CONFIG_FIELDS = ['kind', 'modelId', 'localModelPath', 'quantized', 'maxLength', 'allowRemote', 'revision', 'contextDim'];
+const CLIP_CONFIG_FIELDS = ['kind', 'modelId', 'tokenizerId', 'localModelPath', 'quantized', 'maxLength', 'allowRemote', 'revision', 'contextDim'];
 
 export function defaultClipTextEncoderConfig(overrides: Partial<ClipTextEncoderConfig> = {}): ClipTextEncoderConfig {
   return validateClipTextEncoderConfig({ kind: 'clip', modelId: DEFAULT_CLIP_MODEL_ID, maxLength: CLIP_MAX_LENGTH, ...overrides });
@@ -90,6 +103,12 @@ export function validateClipTextEncoderConfig(obj: unknown): ClipTextEncoderConf
   const modelId = o.modelId ?? DEFAULT_CLIP_MODEL_ID;
   if (typeof modelId !== 'string' || modelId.trim() === '') throw bad('modelId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a model folder)`);
   const cfg: ClipTextEncoderConfig = { kind: 'clip', modelId, maxLength: CLIP_MAX_LENGTH };
+  if (o.tokenizerId !== undefined) {
+    if (typeof o.tokenizerId !== 'string' || o.tokenizerId.trim() === '') {
+      throw bad('tokenizerId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a tokenizer folder), or absent (same as modelId)`);
+    }
+    cfg.tokenizerId = o.tokenizerId;
+  }
   if (o.localModelPath !== undefined) {
     if (typeof o.localModelPath !== 'string' || o.localModelPath === '') throw bad('localModelPath', 'a non-empty folder path');
     cfg.localModelPath = o.localModelPath;
@@ -123,7 +142,10 @@ export function validateClipTextEncoderConfig(obj: unknown): ClipTextEncoderConf
 export interface ClipLoadOptions {
   /** Overrides config.localModelPath and TXT2IMG_LOCAL_MODELS (a CLI flag). */
   localModelPath?: string;
-  /** Overrides config.allowRemote. */
+  /**
+   * Overrides config.allowRemote (hub downloads of whatever is not a folder path: the model and/or
+   * the tokenizer). false with no local folder means: only transformers.js' default folder and cache.
+   */
   allowRemote?: boolean;
   /** Overrides config.quantized. */
   quantized?: boolean;
@@ -156,16 +178,28 @@ function isPathLike(id: string): boolean {
   return path.isAbsolute(id) || id.startsWith('./') || id.startsWith('../') || id === '.' || id === '..';
 }
 
+const DEFAULT_LOCAL = 'node_modules/@xenova/transformers/models';
+
 /**
- * Where `config` will be looked for (see the file comment). `defaultLocal` is transformers.js'
- * own env.localModelPath, used when no folder is given (ClipTextEncoder.load passes it).
+ * Where `config`'s model (config.json + ONNX) will be looked for (see the file comment).
+ * `defaultLocal` is transformers.js' own env.localModelPath, used when no folder is given
+ * (ClipTextEncoder.load passes it).
  */
-export function resolveClipModelLocation(config: ClipTextEncoderConfig, opts: ClipLoadOptions = {}, defaultLocal = 'node_modules/@xenova/transformers/models'): ClipModelLocation {
+export function resolveClipModelLocation(config: ClipTextEncoderConfig, opts: ClipLoadOptions = {}, defaultLocal = DEFAULT_LOCAL): ClipModelLocation {
+  return resolveLocation(config.modelId, config, opts, defaultLocal);
+}
+
+/** Where `config`'s tokenizer will be looked for: `tokenizerId` (default modelId), same rules. */
+export function resolveClipTokenizerLocation(config: ClipTextEncoderConfig, opts: ClipLoadOptions = {}, defaultLocal = DEFAULT_LOCAL): ClipModelLocation {
+  return resolveLocation(config.tokenizerId ?? config.modelId, config, opts, defaultLocal);
+}
+
+function resolveLocation(id: string, config: ClipTextEncoderConfig, opts: ClipLoadOptions, defaultLocal: string): ClipModelLocation {
   const environment = opts.environment ?? process.env;
   const revision = config.revision ?? 'main';
   const remote = (id: string) => `${HUB}/${id}/resolve/${encodeURIComponent(revision)}`;
-  if (isPathLike(config.modelId)) {
-    const dir = path.resolve(config.modelId);
+  if (isPathLike(id)) {
+    const dir = path.resolve(id);
     const modelId = path.basename(dir);
     return {
       modelId,
@@ -186,28 +220,30 @@ export function resolveClipModelLocation(config: ClipTextEncoderConfig, opts: Cl
   if (hit) {
     const local = path.resolve(hit[0]!);
     return {
-      modelId: config.modelId,
+      modelId: id,
       localModelPath: local,
-      localDir: path.join(local, config.modelId),
+      localDir: path.join(local, id),
       allowRemote: opts.allowRemote ?? config.allowRemote ?? false,
       source: hit[1],
-      remoteBase: remote(config.modelId),
+      remoteBase: remote(id),
     };
   }
   const local = path.resolve(defaultLocal);
   return {
-    modelId: config.modelId,
+    modelId: id,
     localModelPath: undefined,
-    localDir: path.join(local, config.modelId),
+    localDir: path.join(local, id),
     allowRemote: opts.allowRemote ?? config.allowRemote ?? true,
     source: 'transformers.js default',
-    remoteBase: remote(config.modelId),
+    remoteBase: remote(id),
   };
 }
 
 const ONNX_FP32 = 'onnx/text_model.onnx';
 const ONNX_QUANT = 'onnx/text_model_quantized.onnx';
 const BASE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json'];
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'];
+const MODEL_CONFIG_FILES = ['config.json'];
 
 function isFile(p: string): boolean {
   try {
@@ -236,18 +272,27 @@ interface TextModel {
 /** transformers.js' `env` is global: loads that set it run one at a time and restore it. */
 let envLock: Promise<unknown> = Promise.resolve();
 
-function missingModelError(config: ClipTextEncoderConfig, loc: ClipModelLocation, wanted: string[], cause?: string): Error {
+function describeSource(loc: ClipModelLocation, idField: 'modelId' | 'tokenizerId'): string {
+  return {
+    option: 'the folder given by the localModelPath option (--local-models)',
+    config: 'the folder given by config.localModelPath',
+    env: `the folder given by ${LOCAL_MODELS_ENV}`,
+    'model path': `the folder given as ${idField}`,
+    'transformers.js default': "transformers.js' default local folder",
+  }[loc.source];
+}
+
+/**
+ * The model's files are missing. `separateTokenizer`: the tokenizer comes from elsewhere, so
+ * only config.json and the ONNX file are the model's.
+ */
+function missingModelError(config: ClipTextEncoderConfig, loc: ClipModelLocation, wanted: string[], cause?: string, separateTokenizer = false): Error {
   const lines = wanted.map((f) => {
     const p = path.join(loc.localDir, f);
     return `  ${p} (${isFile(p) ? 'found' : 'missing'})`;
   });
-  const from = {
-    option: 'the folder given by the localModelPath option (--local-models)',
-    config: 'the folder given by config.localModelPath',
-    env: `the folder given by ${LOCAL_MODELS_ENV}`,
-    'model path': 'the folder given as modelId',
-    'transformers.js default': "transformers.js' default local folder",
-  }[loc.source];
+  const from = describeSource(loc, 'modelId');
+  const layout = separateTokenizer ? 'config.json,onnx/text_model.onnx' : 'config.json,tokenizer.json,tokenizer_config.json,onnx/text_model.onnx';
   const remoteLine = loc.allowRemote
     ? `and then tried the Hugging Face hub: ${loc.remoteBase}/{${wanted.join(',')}}${cause ? `, which failed: ${cause}` : ''}`
     : `Downloads from the Hugging Face hub are off (${loc.source === 'transformers.js default' ? 'allowRemote is false' : 'a local model folder was given; allowRemote: true would allow them'}).`;
@@ -258,12 +303,45 @@ function missingModelError(config: ClipTextEncoderConfig, loc: ClipModelLocation
       remoteLine,
       'To provide it, either:',
       `  - allow hub access (internet, no local folder or allowRemote: true) so transformers.js downloads '${config.modelId}', or`,
-      `  - put the files in a folder in the transformers.js layout <dir>/${config.modelId}/{config.json,tokenizer.json,tokenizer_config.json,onnx/text_model.onnx}`,
+      `  - put the files in a folder in the transformers.js layout <dir>/${config.modelId}/{${layout}}`,
       `    and pass <dir> with --local-models <dir> (localModelPath) or the environment variable ${LOCAL_MODELS_ENV}=<dir>.`,
       '  For offline tests, `npx tsx scripts/make-tiny-clip.ts --out <dir>/tiny-random-clip --tokenizer <CLIP tokenizer folder>`',
       '  writes a tiny CLIP-architecture model with random, NOT pretrained weights.',
     ].join('\n'),
   );
+}
+
+/**
+ * The tokenizer (tokenizerId, separate from the model) is missing: names every path tried (local
+ * folder, transformers.js' cache, the hub) and the two ways to provide it.
+ */
+function missingTokenizerError(config: ClipTextEncoderConfig, loc: ClipModelLocation, cacheDir: string | undefined, cause?: string): Error {
+  const id = config.tokenizerId ?? config.modelId;
+  const tried: string[] = [];
+  for (const f of TOKENIZER_FILES) {
+    const p = path.join(loc.localDir, f);
+    tried.push(`  ${p} (${isFile(p) ? 'found' : 'missing'})`);
+  }
+  if (cacheDir) for (const f of TOKENIZER_FILES) tried.push(`  ${path.join(cacheDir, f)} (transformers.js cache, ${isFile(path.join(cacheDir, f)) ? 'found' : 'missing'})`);
+  const lines = [`CLIP tokenizer '${id}' (for the text model '${config.modelId}') could not be loaded. Looked for it in ${describeSource(loc, 'tokenizerId')}${cacheDir ? " and transformers.js' download cache" : ''}:`, ...tried];
+  if (loc.allowRemote) {
+    lines.push(`and then on the Hugging Face hub: ${TOKENIZER_FILES.map((f) => `${loc.remoteBase}/${f}`).join(', ')}${cause ? `, which failed: ${cause}` : ''}`);
+  } else {
+    lines.push(
+      `Downloads from the Hugging Face hub are off (${loc.source === 'transformers.js default' ? 'allowRemote is false' : loc.source === 'model path' ? 'the tokenizer is a folder path' : 'a local model folder was given; allowRemote: true would allow them'}).`,
+    );
+  }
+  if (loc.source === 'model path') {
+    lines.push(`To provide it, put tokenizer.json and tokenizer_config.json (a CLIP tokenizer, e.g. from ${DEFAULT_CLIP_MODEL_ID}) in ${loc.localDir}.`);
+  } else {
+    lines.push(
+      'To provide it, either:',
+      `  - allow internet access (no local models folder, or allowRemote: true) so transformers.js downloads it from ${HUB}/${id}, or`,
+      `  - pass --local-models <dir> (localModelPath) or set ${LOCAL_MODELS_ENV}=<dir>, pointing at a folder with ${id}/{${TOKENIZER_FILES.join(',')}}`,
+      `    (the tokenizer files suffice; no model weights are needed there).`,
+    );
+  }
+  return new Error(lines.join('\n'));
 }
 
 /** Picks the ONNX file: explicit setting, else what exists locally / in the cache, else quantized. */
@@ -316,10 +394,12 @@ export class ClipTextEncoder implements ConditionEncoder {
     private readonly warn: (m: string) => void,
     private readonly cacheSize: number,
     private readonly batchSize: number,
+    /** Where the tokenizer came from (the same as `location` unless config.tokenizerId says otherwise). */
+    readonly tokenizerLocation: ClipModelLocation = location,
   ) {
     this.contextLength = config.maxLength;
     const special = tokenizer.encode('');
-    if (special.length !== 2) throw new Error(`CLIP tokenizer of '${config.modelId}': expected "" to encode as [start, end], got [${special.join(', ')}]`);
+    if (special.length !== 2) throw new Error(`CLIP tokenizer '${config.tokenizerId ?? config.modelId}': expected "" to encode as [start, end], got [${special.join(', ')}]`);
     [this.bos, this.eos] = special;
     this.pad = tokenizer.pad_token_id ?? this.eos;
   }
@@ -346,21 +426,32 @@ export class ClipTextEncoder implements ConditionEncoder {
       cacheDir: string | null;
     };
     const loc = resolveClipModelLocation(cfg, opts, env.localModelPath);
+    const tokLoc = resolveClipTokenizerLocation(cfg, opts, env.localModelPath);
+    // One place for both (the usual case): checked and reported together, as one folder.
+    const together = tokLoc.modelId === loc.modelId && tokLoc.localModelPath === loc.localModelPath && tokLoc.allowRemote === loc.allowRemote && tokLoc.source === loc.source;
     // transformers.js consults its download cache BEFORE the local folder, so a cached hub copy
     // with the same id would shadow a folder the user named: with a named folder, no cache.
-    const useCache = loc.source === 'transformers.js default' && env.useFSCache;
-    const cacheModelDir = useCache && env.cacheDir ? path.join(env.cacheDir, loc.modelId) : undefined;
-    const quantized = chooseQuantized(opts.quantized ?? cfg.quantized, [loc.localDir, ...(cacheModelDir ? [cacheModelDir] : [])]);
+    const cacheFor = (l: ClipModelLocation) => {
+      const use = l.source === 'transformers.js default' && env.useFSCache;
+      return { use, dir: use && env.cacheDir ? path.join(env.cacheDir, l.modelId) : undefined };
+    };
+    const modelCache = cacheFor(loc);
+    const tokCache = cacheFor(tokLoc);
+    const quantized = chooseQuantized(opts.quantized ?? cfg.quantized, [loc.localDir, ...(modelCache.dir ? [modelCache.dir] : [])]);
     const onnxFile = quantized ? ONNX_QUANT : ONNX_FP32;
     const wanted = [...BASE_FILES, onnxFile];
-    if (!loc.allowRemote) {
-      const inCache = (f: string) => cacheModelDir !== undefined && isFile(path.join(cacheModelDir, f));
-      if (wanted.some((f) => !isFile(path.join(loc.localDir, f)) && !inCache(f))) {
-        const explicit = opts.quantized ?? cfg.quantized;
-        throw missingModelError(cfg, loc, explicit === undefined ? [...BASE_FILES, ONNX_FP32, ONNX_QUANT] : wanted);
-      }
+    const modelWanted = together ? wanted : [...MODEL_CONFIG_FILES, onnxFile];
+    const present = (l: ClipModelLocation, cacheDir: string | undefined, f: string) => isFile(path.join(l.localDir, f)) || (cacheDir !== undefined && isFile(path.join(cacheDir, f)));
+    if (!loc.allowRemote && modelWanted.some((f) => !present(loc, modelCache.dir, f))) {
+      const explicit = opts.quantized ?? cfg.quantized;
+      const both = [ONNX_FP32, ONNX_QUANT];
+      throw missingModelError(cfg, loc, explicit === undefined ? [...(together ? BASE_FILES : MODEL_CONFIG_FILES), ...both] : modelWanted, undefined, !together);
+    }
+    if (!together && !tokLoc.allowRemote && TOKENIZER_FILES.some((f) => !present(tokLoc, tokCache.dir, f))) {
+      throw missingTokenizerError(cfg, tokLoc, tokCache.dir);
     }
 
+    type Stage = 'tokenizer' | 'model';
     const run = async () => {
       const saved = {
         localModelPath: env.localModelPath,
@@ -368,15 +459,24 @@ export class ClipTextEncoder implements ConditionEncoder {
         allowLocalModels: env.allowLocalModels,
         useFSCache: env.useFSCache,
       };
-      try {
-        if (loc.localModelPath !== undefined) env.localModelPath = loc.localModelPath;
-        env.allowRemoteModels = loc.allowRemote;
+      // Each from_pretrained call gets its own location settings.
+      const withEnv = async <T>(l: ClipModelLocation, useCache: boolean, f: (common: { revision: string; local_files_only: boolean }) => Promise<T>): Promise<T> => {
+        env.localModelPath = l.localModelPath ?? saved.localModelPath;
+        env.allowRemoteModels = l.allowRemote;
         env.allowLocalModels = true;
         env.useFSCache = useCache;
-        const common = { revision: cfg.revision ?? 'main', local_files_only: !loc.allowRemote };
-        const tokenizer = (await tjs.AutoTokenizer.from_pretrained(loc.modelId, common)) as unknown as Tokenizer;
-        const model = (await tjs.CLIPTextModelWithProjection.from_pretrained(loc.modelId, { ...common, quantized })) as unknown as TextModel;
+        return f({ revision: cfg.revision ?? 'main', local_files_only: !l.allowRemote });
+      };
+      let stage: Stage = 'tokenizer';
+      try {
+        const tokenizer = (await withEnv(tokLoc, tokCache.use, (common) => tjs.AutoTokenizer.from_pretrained(tokLoc.modelId, common))) as unknown as Tokenizer;
+        stage = 'model';
+        const model = (await withEnv(loc, modelCache.use, (common) =>
+          tjs.CLIPTextModelWithProjection.from_pretrained(loc.modelId, { ...common, quantized }),
+        )) as unknown as TextModel;
         return { tokenizer, model };
+      } catch (e) {
+        throw { stage, error: e };
       } finally {
         Object.assign(env, saved);
       }
@@ -386,10 +486,17 @@ export class ClipTextEncoder implements ConditionEncoder {
     let loaded: { tokenizer: Tokenizer; model: TextModel };
     try {
       loaded = await pending;
-    } catch (e) {
-      const msg = (e as Error).message ?? String(e);
-      if (/not found|could not locate|fetch failed|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|network|404/i.test(msg)) {
-        throw missingModelError(cfg, loc, wanted, msg.split('\n')[0]);
+    } catch (failure) {
+      const { stage, error: e } = failure as { stage: Stage; error: unknown };
+      const msg = (e as Error)?.message ?? String(e);
+      const notFound = /not found|could not locate|fetch failed|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|network|404/i.test(msg);
+      if (notFound) {
+        const cause = msg.split('\n')[0];
+        if (stage === 'tokenizer' && !together) throw missingTokenizerError(cfg, tokLoc, tokCache.dir, cause);
+        throw missingModelError(cfg, loc, together ? wanted : modelWanted, cause, !together);
+      }
+      if (stage === 'tokenizer') {
+        throw new Error(`CLIP tokenizer '${tokLoc.modelId}' (${tokLoc.localDir}) failed to load: ${msg}`);
       }
       const file = path.join(loc.localDir, onnxFile);
       const size = isFile(file) ? `, ${statSync(file).size} bytes` : '';
@@ -400,7 +507,7 @@ export class ClipTextEncoder implements ConditionEncoder {
       );
     }
 
-    const enc = new ClipTextEncoder(cfg, loc, quantized, loaded.tokenizer, loaded.model, opts.warn ?? ((m) => console.warn(m)), opts.cacheSize ?? 256, opts.batchSize ?? 16);
+    const enc = new ClipTextEncoder(cfg, loc, quantized, loaded.tokenizer, loaded.model, opts.warn ?? ((m) => console.warn(m)), opts.cacheSize ?? 256, opts.batchSize ?? 16, tokLoc);
     try {
       await enc.checkModel();
     } catch (e) {
@@ -560,6 +667,55 @@ export class ClipTextEncoder implements ConditionEncoder {
     this.disposed = true;
     this.clearCache();
     this.model.dispose().catch(() => undefined);
+  }
+}
+
+/** Outputs of runClipTextModel. */
+export interface ClipTextModelOutputs {
+  /** [B, S, hidden] row-major. */
+  lastHiddenState: Float32Array;
+  /** [B, projection] row-major. */
+  textEmbeds: Float32Array;
+  hidden: number;
+}
+
+/**
+ * Runs the ONNX text model of a model folder (config.json + onnx/text_model.onnx, or the
+ * `_quantized` file with quantized: true) on token ids [B][S], without a tokenizer: for checking
+ * an exported or converted model against another. Offline; no transformers.js cache.
+ */
+export async function runClipTextModel(modelDir: string, ids: number[][], opts: { quantized?: boolean } = {}): Promise<ClipTextModelOutputs> {
+  const B = ids.length;
+  const S = ids[0]?.length ?? 0;
+  if (B === 0 || S === 0 || ids.some((r) => r.length !== S)) throw new Error('runClipTextModel: ids must be a non-empty rectangular [B][S] array');
+  const dir = path.resolve(modelDir);
+  const file = path.join(dir, opts.quantized ? ONNX_QUANT : ONNX_FP32);
+  for (const f of [path.join(dir, 'config.json'), file]) if (!isFile(f)) throw new Error(`CLIP text model folder ${dir}: ${f} is missing`);
+  const tjs = await import('@xenova/transformers');
+  const env = tjs.env as unknown as { localModelPath: string; allowRemoteModels: boolean; allowLocalModels: boolean; useFSCache: boolean };
+  const run = async () => {
+    const saved = { localModelPath: env.localModelPath, allowRemoteModels: env.allowRemoteModels, allowLocalModels: env.allowLocalModels, useFSCache: env.useFSCache };
+    try {
+      Object.assign(env, { localModelPath: path.dirname(dir), allowRemoteModels: false, allowLocalModels: true, useFSCache: false });
+      return (await tjs.CLIPTextModelWithProjection.from_pretrained(path.basename(dir), { quantized: opts.quantized ?? false, local_files_only: true })) as unknown as TextModel;
+    } finally {
+      Object.assign(env, saved);
+    }
+  };
+  const pending = envLock.then(run, run);
+  envLock = pending.catch(() => undefined);
+  const model = await pending;
+  try {
+    const input = new tjs.Tensor('int64', BigInt64Array.from(ids.flat().map((v) => BigInt(v))), [B, S]) as unknown as TjsTensor;
+    const out = await model({ input_ids: input });
+    const hs = out.last_hidden_state;
+    const te = out.text_embeds;
+    if (!hs || !(hs.data instanceof Float32Array) || !te || !(te.data instanceof Float32Array)) {
+      throw new Error(`CLIP text model ${file} must return float32 last_hidden_state and text_embeds; got ${Object.keys(out).join(', ')}`);
+    }
+    return { lastHiddenState: hs.data, textEmbeds: te.data, hidden: hs.dims[2] };
+  } finally {
+    await model.dispose();
   }
 }
 

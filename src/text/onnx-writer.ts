@@ -14,11 +14,17 @@
  *   TensorShapeProto:  dim 1;  Dimension: dim_value 1, dim_param 2
  *   StringStringEntryProto: key 1, value 2
  * onnx.proto is proto2, so repeated scalars are written unpacked (one tag per element).
- * Initializers are little-endian raw_data, as the spec requires for raw_data.
+ * Initializers are little-endian raw_data, as the spec requires for raw_data; FLOAT16 data is
+ * the raw half-float bits (a Uint16Array).
+ *
+ * `readProtoFields` is the matching minimal reader, and `convertOnnxInitializersToFloat16`
+ * rewrites an existing model so that chosen float initializers are stored as float16 and cast
+ * back to float in the graph (half the bytes; values rounded to the nearest half, ties to even).
  */
+import { toHalfBits } from '../checkpoint/safetensors.js';
 
 /** TensorProto.DataType values. */
-export const OnnxDataType = { FLOAT: 1, INT32: 6, INT64: 7 } as const;
+export const OnnxDataType = { FLOAT: 1, INT32: 6, INT64: 7, FLOAT16: 10 } as const;
 export type OnnxDataTypeName = keyof typeof OnnxDataType;
 
 /** AttributeProto.AttributeType values. */
@@ -120,7 +126,8 @@ export interface OnnxTensor {
   name: string;
   dataType: OnnxDataTypeName;
   dims: number[];
-  data: Float32Array | Int32Array | BigInt64Array;
+  /** FLOAT16: the IEEE half bits. */
+  data: Float32Array | Int32Array | BigInt64Array | Uint16Array;
 }
 
 /** A graph input/output: element type plus dims (numbers are fixed, strings are symbolic). */
@@ -143,7 +150,7 @@ function checkDims(t: OnnxTensor): void {
   if (n !== t.data.length) {
     throw new Error(`ONNX tensor '${t.name}': dims [${t.dims.join(', ')}] hold ${n} values, data has ${t.data.length}`);
   }
-  const want = t.dataType === 'FLOAT' ? Float32Array : t.dataType === 'INT32' ? Int32Array : BigInt64Array;
+  const want = { FLOAT: Float32Array, INT32: Int32Array, INT64: BigInt64Array, FLOAT16: Uint16Array }[t.dataType];
   if (!(t.data instanceof want)) throw new Error(`ONNX tensor '${t.name}': data type ${t.dataType} needs a ${want.name}`);
 }
 
@@ -158,6 +165,7 @@ function tensorProto(t: OnnxTensor): ProtoWriter {
   const view = new DataView(bytes.buffer);
   if (t.data instanceof Float32Array) t.data.forEach((v, i) => view.setFloat32(4 * i, v, true));
   else if (t.data instanceof Int32Array) t.data.forEach((v, i) => view.setInt32(4 * i, v, true));
+  else if (t.data instanceof Uint16Array) t.data.forEach((v, i) => view.setUint16(2 * i, v, true));
   else t.data.forEach((v, i) => view.setBigInt64(8 * i, v, true));
   w.bytes(9, bytes);
   return w;
@@ -250,6 +258,11 @@ export class OnnxGraphBuilder {
     return this.initializer({ name, dataType: 'FLOAT', dims, data: data instanceof Float32Array ? data : Float32Array.from(data) });
   }
 
+  /** A float16 initializer from float values (rounded to the nearest half, ties to even). */
+  halfs(name: string, dims: number[], data: Float32Array | number[]): string {
+    return this.initializer({ name, dataType: 'FLOAT16', dims, data: toHalfBits(data, `ONNX float16 initializer '${name}'`) });
+  }
+
   /** An int64 initializer (shapes, indices, slice bounds). */
   int64s(name: string, dims: number[], data: number[]): string {
     return this.initializer({ name, dataType: 'INT64', dims, data: BigInt64Array.from(data.map((v) => BigInt(v))) });
@@ -285,4 +298,217 @@ export class OnnxGraphBuilder {
     for (const [k, v] of Object.entries(opts.metadata ?? {})) model.message(14, new ProtoWriter().string(1, k).string(2, v));
     return model.finish();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and rewriting existing models.
+
+/** One field of a protobuf message as read: its number, wire type, value and its exact bytes. */
+export interface ProtoField {
+  field: number;
+  wire: number;
+  /** Varint fields: the value (unsigned 64-bit). */
+  varint?: bigint;
+  /** Length-delimited fields: the payload. Fixed32/64 fields: their bytes. */
+  bytes?: Uint8Array;
+  /** The whole field as encoded (tag included), for writing it back unchanged. */
+  raw: Uint8Array;
+}
+
+function readVarint(buf: Uint8Array, pos: number): [bigint, number] {
+  let v = 0n;
+  let shift = 0n;
+  for (;;) {
+    if (pos >= buf.length) throw new Error('protobuf: truncated varint');
+    const b = buf[pos++];
+    v |= BigInt(b & 0x7f) << shift;
+    if ((b & 0x80) === 0) return [v, pos];
+    shift += 7n;
+    if (shift > 63n) throw new Error('protobuf: varint longer than 10 bytes');
+  }
+}
+
+/** Splits a protobuf message into its fields, in order (groups are not supported). */
+export function readProtoFields(buf: Uint8Array): ProtoField[] {
+  const out: ProtoField[] = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    const start = pos;
+    const [tag, p1] = readVarint(buf, pos);
+    pos = p1;
+    const field = Number(tag >> 3n);
+    const wire = Number(tag & 7n);
+    const f: ProtoField = { field, wire, raw: buf.subarray(0, 0) };
+    if (wire === WIRE_VARINT) {
+      [f.varint, pos] = readVarint(buf, pos);
+    } else if (wire === WIRE_LEN) {
+      const [len, p2] = readVarint(buf, pos);
+      const end = p2 + Number(len);
+      if (end > buf.length) throw new Error(`protobuf: field ${field} length ${len} runs past the end of the message`);
+      f.bytes = buf.subarray(p2, end);
+      pos = end;
+    } else if (wire === WIRE_FIXED32 || wire === 1) {
+      const n = wire === WIRE_FIXED32 ? 4 : 8;
+      if (pos + n > buf.length) throw new Error(`protobuf: field ${field} truncated`);
+      f.bytes = buf.subarray(pos, pos + n);
+      pos += n;
+    } else {
+      throw new Error(`protobuf: unsupported wire type ${wire} (field ${field}); not an ONNX model?`);
+    }
+    f.raw = buf.subarray(start, pos);
+    out.push(f);
+  }
+  return out;
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+const utf8Decoder = new TextDecoder();
+
+/** What `listOnnxInitializers` reports about one initializer. */
+export interface OnnxInitializerInfo {
+  name: string;
+  /** TensorProto.DataType number (1 FLOAT, 10 FLOAT16, 7 INT64, ...). */
+  dataType: number;
+  dims: number[];
+  /** Bytes of its data (raw_data, or the packed/unpacked typed fields). */
+  dataBytes: number;
+}
+
+interface ParsedTensor extends OnnxInitializerInfo {
+  fields: ProtoField[];
+}
+
+function parseTensor(bytes: Uint8Array): ParsedTensor {
+  const fields = readProtoFields(bytes);
+  const t: ParsedTensor = { name: '', dataType: 0, dims: [], dataBytes: 0, fields };
+  for (const f of fields) {
+    if (f.field === 1 && f.varint !== undefined) t.dims.push(Number(f.varint));
+    else if (f.field === 1 && f.bytes) {
+      // packed dims
+      let p = 0;
+      while (p < f.bytes.length) {
+        const [v, np] = readVarint(f.bytes, p);
+        t.dims.push(Number(v));
+        p = np;
+      }
+    } else if (f.field === 2 && f.varint !== undefined) t.dataType = Number(f.varint);
+    else if (f.field === 8 && f.bytes) t.name = utf8Decoder.decode(f.bytes);
+    else if (f.bytes && [4, 5, 6, 7, 9, 10, 11].includes(f.field)) t.dataBytes += f.bytes.length;
+  }
+  return t;
+}
+
+function graphOf(model: Uint8Array): { top: ProtoField[]; graphIndex: number; graph: ProtoField[] } {
+  const top = readProtoFields(model);
+  const idx = top.map((f, i) => (f.field === 7 && f.bytes ? i : -1)).filter((i) => i >= 0);
+  if (idx.length !== 1) throw new Error(`ONNX model: expected one graph, found ${idx.length}; not an ONNX model?`);
+  return { top, graphIndex: idx[0], graph: readProtoFields(top[idx[0]].bytes!) };
+}
+
+/** The initializers of an ONNX model (name, type, dims, data size). */
+export function listOnnxInitializers(model: Uint8Array): OnnxInitializerInfo[] {
+  return graphOf(model)
+    .graph.filter((f) => f.field === 5 && f.bytes)
+    .map((f) => {
+      const { fields: _f, ...info } = parseTensor(f.bytes!);
+      return info;
+    });
+}
+
+/** The float values of a FLOAT initializer (raw_data or float_data). */
+export function readOnnxFloatInitializer(model: Uint8Array, name: string): { dims: number[]; data: Float32Array } {
+  const f = graphOf(model).graph.find((g) => g.field === 5 && g.bytes && parseTensor(g.bytes).name === name);
+  if (!f) throw new Error(`ONNX model has no initializer '${name}'`);
+  const t = parseTensor(f.bytes!);
+  return { dims: t.dims, data: tensorFloats(t) };
+}
+
+function tensorFloats(t: ParsedTensor): Float32Array {
+  if (t.dataType !== OnnxDataType.FLOAT) throw new Error(`ONNX initializer '${t.name}' has data type ${t.dataType}, not FLOAT (1)`);
+  if (t.fields.some((f) => f.field === 14 && f.varint === 1n) || t.fields.some((f) => f.field === 13)) {
+    throw new Error(`ONNX initializer '${t.name}' keeps its data in an external file; not supported`);
+  }
+  const n = t.dims.reduce((a, b) => a * b, 1);
+  const raw = t.fields.find((f) => f.field === 9 && f.bytes);
+  let data: Float32Array;
+  if (raw) {
+    if (raw.bytes!.length !== 4 * n) throw new Error(`ONNX initializer '${t.name}': ${raw.bytes!.length} raw bytes for ${n} floats`);
+    data = new Float32Array(n);
+    const view = new DataView(raw.bytes!.buffer, raw.bytes!.byteOffset, raw.bytes!.byteLength);
+    for (let i = 0; i < n; i++) data[i] = view.getFloat32(4 * i, true);
+  } else {
+    // float_data (field 4): packed (one length-delimited field) or one fixed32 per value.
+    const vals: number[] = [];
+    for (const f of t.fields) {
+      if (f.field !== 4 || !f.bytes) continue;
+      const view = new DataView(f.bytes.buffer, f.bytes.byteOffset, f.bytes.byteLength);
+      for (let i = 0; i + 4 <= f.bytes.length; i += 4) vals.push(view.getFloat32(i, true));
+    }
+    if (vals.length !== n) throw new Error(`ONNX initializer '${t.name}': ${vals.length} floats for dims [${t.dims.join(', ')}]`);
+    data = Float32Array.from(vals);
+  }
+  return data;
+}
+
+/** Suffix of the float16 copy of an initializer that convertOnnxInitializersToFloat16 stores. */
+export const FLOAT16_SUFFIX = '.float16';
+
+/**
+ * Rewrites a model so that each named FLOAT initializer is stored as FLOAT16 (values rounded to
+ * the nearest half, ties to even; a finite value beyond the half range is an error) under the
+ * name `<name>.float16`, followed by a `Cast(to=FLOAT)` node, put first in the graph, whose output
+ * has the original name: every consumer sees float32 values as before (the Cast's input is a
+ * constant, so graph optimizers may fold it at load). Everything else is kept byte for byte; a
+ * metadata entry `txt2img_float16_initializers` lists the converted names.
+ */
+export function convertOnnxInitializersToFloat16(model: Uint8Array, names: string[]): Uint8Array {
+  if (names.length === 0) throw new Error('convertOnnxInitializersToFloat16: no initializer names given');
+  const { top, graphIndex, graph } = graphOf(model);
+  const wanted = new Set(names);
+  const existing = new Set<string>();
+  for (const f of graph) if (f.field === 5 && f.bytes) existing.add(parseTensor(f.bytes).name);
+  const inputs = new Set(graph.filter((f) => f.field === 11 && f.bytes).map((f) => utf8Decoder.decode(readProtoFields(f.bytes!).find((g) => g.field === 1)?.bytes ?? new Uint8Array())));
+  const missing = names.filter((n) => !existing.has(n));
+  if (missing.length > 0) throw new Error(`ONNX model has no initializer ${missing.map((n) => `'${n}'`).join(', ')}`);
+  for (const n of names) {
+    if (existing.has(n + FLOAT16_SUFFIX)) throw new Error(`ONNX initializer '${n + FLOAT16_SUFFIX}' already exists (converted before?)`);
+    if (inputs.has(n)) throw new Error(`ONNX initializer '${n}' is also a graph input (an overridable default); not converted`);
+  }
+  // First the converted initializers and their Cast nodes, then the graph with the Casts put
+  // before the first node (nodes must be in topological order) and the initializers swapped.
+  const converted = new Map<ProtoField, Uint8Array>();
+  const casts: Uint8Array[] = [];
+  for (const f of graph) {
+    if (f.field !== 5 || !f.bytes) continue;
+    const t = parseTensor(f.bytes);
+    if (!wanted.has(t.name)) continue;
+    const halves = toHalfBits(tensorFloats(t), `ONNX initializer '${t.name}'`);
+    const tensor = tensorProto({ name: t.name + FLOAT16_SUFFIX, dataType: 'FLOAT16', dims: t.dims, data: halves });
+    converted.set(f, new ProtoWriter().message(5, tensor).finish());
+    const cast = nodeProto({ opType: 'Cast', inputs: [t.name + FLOAT16_SUFFIX], outputs: [t.name], name: `Cast_${t.name}_to_float`, attributes: { to: OnnxDataType.FLOAT } });
+    casts.push(new ProtoWriter().message(1, cast).finish());
+  }
+  const newGraph: Uint8Array[] = [];
+  let castsPlaced = false;
+  for (const f of graph) {
+    if (f.field === 1 && !castsPlaced) {
+      newGraph.push(...casts);
+      castsPlaced = true;
+    }
+    newGraph.push(converted.get(f) ?? f.raw);
+  }
+  if (!castsPlaced) newGraph.unshift(...casts);
+  const graphBytes = concatBytes(newGraph);
+  const out: Uint8Array[] = top.map((f, i) => (i === graphIndex ? new ProtoWriter().bytes(7, graphBytes).finish() : f.raw));
+  out.push(new ProtoWriter().message(14, new ProtoWriter().string(1, 'txt2img_float16_initializers').string(2, names.join(','))).finish());
+  return concatBytes(out);
 }

@@ -27,10 +27,10 @@
  * Weight layout note: linear weights are stored [in, out] (x @ W), unlike PyTorch's [out, in].
  */
 import * as tf from '@tensorflow/tfjs';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Generator } from '../random/generator.js';
-import { OnnxGraphBuilder } from './onnx-writer.js';
+import { OnnxGraphBuilder, convertOnnxInitializersToFloat16, listOnnxInitializers } from './onnx-writer.js';
 
 /** The label written into config.json, the README and the CLI output. */
 export const TINY_CLIP_NOTE = 'random weights, not pretrained';
@@ -418,4 +418,76 @@ export function writeTinyClipModel(opts: WriteTinyClipOptions): WriteTinyClipRes
     ].join('\n'),
   );
   return { outDir, config: c, numParams, files, onnxBytes: onnx.length };
+}
+
+/** The token-embedding table: [vocab, hidden], 97% of a tiny CLIP's bytes at hidden 32. */
+export const TINY_CLIP_TOKEN_EMBEDDING = `${P}.embeddings.token_embedding.weight`;
+
+export interface TinyClipFp16Options {
+  /** An existing tiny CLIP folder (config.json + onnx/text_model.onnx), e.g. data/tiny-clip. */
+  srcDir: string;
+  /** The folder to write (created; files in it are overwritten). */
+  outDir: string;
+  /** Also copy the tokenizer files (default false: config.json and the ONNX graph only). */
+  copyTokenizer?: boolean;
+}
+
+export interface TinyClipFp16Result {
+  outDir: string;
+  files: string[];
+  onnxBytes: number;
+  sourceOnnxBytes: number;
+}
+
+/**
+ * Writes a smaller copy of an existing tiny CLIP folder: its `onnx/text_model.onnx` with the
+ * token-embedding table stored as FLOAT16 (each value rounded to the nearest half, ties to even)
+ * and a Cast back to float at the start of the graph, so inputs, outputs and every other weight
+ * are unchanged; the outputs differ from the float32 model's only through the rounded token
+ * embeddings (~1e-4 at the default scale). The weights are taken from the existing file, not
+ * regenerated, so a folder whose generator code has since changed converts just the same.
+ * Writes config.json (the source's, with a `_txt2img_fp16` note) and onnx/text_model.onnx; no
+ * `_quantized` copy (load it with quantized: false).
+ */
+export function writeTinyClipFp16Copy(opts: TinyClipFp16Options): TinyClipFp16Result {
+  const src = path.resolve(opts.srcDir);
+  const cfgFile = path.join(src, 'config.json');
+  const onnxFile = path.join(src, 'onnx', 'text_model.onnx');
+  for (const f of [cfgFile, onnxFile]) if (!existsSync(f)) throw new Error(`tiny CLIP folder '${src}' lacks ${f}`);
+  let hf: Record<string, unknown>;
+  try {
+    hf = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${cfgFile} is not valid JSON (${(e as Error).message})`);
+  }
+  if (hf.model_type !== 'clip') throw new Error(`${cfgFile}: model_type must be 'clip', got ${JSON.stringify(hf.model_type)}`);
+  const onnx = readFileSync(onnxFile);
+  const emb = listOnnxInitializers(onnx).find((t) => t.name === TINY_CLIP_TOKEN_EMBEDDING);
+  if (!emb) throw new Error(`${onnxFile} has no initializer '${TINY_CLIP_TOKEN_EMBEDDING}' (not a txt2img tiny CLIP graph, or converted already?)`);
+  if (emb.dataType !== 1) throw new Error(`${onnxFile}: '${TINY_CLIP_TOKEN_EMBEDDING}' has ONNX data type ${emb.dataType}, not FLOAT (1); converted already?`);
+  const converted = convertOnnxInitializersToFloat16(onnx, [TINY_CLIP_TOKEN_EMBEDDING]);
+  const outDir = path.resolve(opts.outDir);
+  if (outDir === src) throw new Error(`writeTinyClipFp16Copy: outDir must differ from srcDir (${src})`);
+  mkdirSync(path.join(outDir, 'onnx'), { recursive: true });
+  const files: string[] = [];
+  writeFileSync(path.join(outDir, 'onnx', 'text_model.onnx'), converted);
+  files.push('onnx/text_model.onnx');
+  const { _txt2img_note, _txt2img_generator, ...rest } = hf;
+  const outCfg = {
+    ...(_txt2img_note !== undefined ? { _txt2img_note } : {}),
+    ...(_txt2img_generator !== undefined ? { _txt2img_generator } : {}),
+    _txt2img_fp16: `onnx/text_model.onnx stores '${TINY_CLIP_TOKEN_EMBEDDING}' as float16 (rounded to nearest even, cast to float32 in the graph); every other weight is float32. Converted from ${onnx.length} bytes.`,
+    ...rest,
+  };
+  writeFileSync(path.join(outDir, 'config.json'), JSON.stringify(outCfg, null, 2) + '\n');
+  files.push('config.json');
+  if (opts.copyTokenizer) {
+    for (const f of TOKENIZER_FILES) {
+      if (existsSync(path.join(src, f))) {
+        copyFileSync(path.join(src, f), path.join(outDir, f));
+        files.push(f);
+      }
+    }
+  }
+  return { outDir, files, onnxBytes: statSync(path.join(outDir, 'onnx', 'text_model.onnx')).size, sourceOnnxBytes: onnx.length };
 }

@@ -12,6 +12,7 @@ import {
   validateClipTextEncoderConfig,
   validateConditionEncoderConfig,
 } from '../../src/text/index.js';
+import { resolveClipTokenizerLocation } from '../../src/text/clip.js';
 import { generateTinyClipWeights, tinyClipForward } from '../../src/text/tiny-clip.js';
 import { CLIP_ID, makeTinyModel, maxAbsDiff, sharedModelsDir } from './shared.js';
 
@@ -178,6 +179,51 @@ describe('CLIP model locations and errors', () => {
     }
   });
 
+  it('takes the tokenizer from tokenizerId, apart from the model weights (a folder without tokenizer files)', async () => {
+    const weightsOnly = path.join(tiny.root, 'weights-only');
+    mkdirSync(path.join(weightsOnly, 'onnx'), { recursive: true });
+    for (const f of ['config.json', 'onnx/text_model.onnx']) copyFileSync(path.join(tiny.result.outDir, f), path.join(weightsOnly, f));
+    const shared = sharedModelsDir();
+    const e = await loadClipTextEncoder({ modelId: weightsOnly, tokenizerId: CLIP_ID, quantized: false }, { localModelPath: shared });
+    expect(e.location).toMatchObject({ source: 'model path', localDir: weightsOnly, allowRemote: false });
+    expect(e.tokenizerLocation).toMatchObject({ source: 'option', modelId: CLIP_ID, localDir: path.join(shared, CLIP_ID), allowRemote: false });
+    expect(e.config.tokenizerId).toBe(CLIP_ID);
+    expect(e.tokenize(['a photo of a cat']).ids[0].slice(0, 7)).toEqual(CAT_IDS);
+    const a = await e.encode(['a photo of a cat']);
+    const b = await enc.encode(['a photo of a cat']); // (cached from a batch of 2: not bit-identical)
+    expect(maxAbsDiff(a.context.dataSync(), b.context.dataSync())).toBeLessThan(1e-5);
+    tf.dispose([a.context, b.context]);
+    e.dispose();
+    // The same through TXT2IMG_LOCAL_MODELS.
+    const e2 = await loadClipTextEncoder({ modelId: weightsOnly, tokenizerId: CLIP_ID }, { environment: { [LOCAL_MODELS_ENV]: shared } });
+    expect(e2.tokenizerLocation.source).toBe('env');
+    e2.dispose();
+
+    // No tokenizer source: no local folder and downloads off. The message names every path tried.
+    const msg = await loadClipTextEncoder({ modelId: weightsOnly, tokenizerId: CLIP_ID }, { allowRemote: false, environment: {} }).then(
+      () => '',
+      (err: Error) => err.message,
+    );
+    const tokLoc = resolveClipTokenizerLocation(validateClipTextEncoderConfig({ modelId: weightsOnly, tokenizerId: CLIP_ID }), { allowRemote: false, environment: {} }, (await import('@xenova/transformers')).env.localModelPath);
+    expect(tokLoc.source).toBe('transformers.js default');
+    expect(msg).toContain(`CLIP tokenizer '${CLIP_ID}' (for the text model '${weightsOnly}') could not be loaded`);
+    expect(msg).toContain(`${path.join(tokLoc.localDir, 'tokenizer.json')} (missing)`);
+    expect(msg).toContain(`${path.join(tokLoc.localDir, 'tokenizer_config.json')} (missing)`);
+    expect(msg).toMatch(/allowRemote is false/);
+    expect(msg).toMatch(/allow internet access/);
+    expect(msg).toContain(`--local-models <dir>`);
+    expect(msg).toContain(LOCAL_MODELS_ENV);
+    expect(msg).toContain(`${CLIP_ID}/{tokenizer.json,tokenizer_config.json}`);
+    // A local folder without the tokenizer: that folder's paths.
+    const empty = mkdtempSync(path.join(os.tmpdir(), 'txt2img-notok-'));
+    await expect(loadClipTextEncoder({ modelId: weightsOnly, tokenizerId: CLIP_ID }, { localModelPath: empty })).rejects.toThrow(
+      `${path.join(empty, CLIP_ID, 'tokenizer.json')} (missing)`,
+    );
+    rmSync(empty, { recursive: true, force: true });
+    // Without tokenizerId the folder must hold the tokenizer itself (one combined message, as before).
+    await expect(loadClipTextEncoder({ modelId: weightsOnly }, { environment: {} })).rejects.toThrow(`${path.join(weightsOnly, 'tokenizer.json')} (missing)`);
+  });
+
   it('checks the model against the config (contextDim, maxLength)', async () => {
     await expect(loadClipTextEncoder({ modelId: ID, contextDim: 768 }, { localModelPath: tiny.root })).rejects.toThrow(
       /contextDim is 768, but the model 'tiny-random-clip' has hidden size 64/,
@@ -200,6 +246,15 @@ describe('CLIP model locations and errors', () => {
     expect(() => validateClipTextEncoderConfig({ modelId: '' })).toThrow(/'modelId' must be a non-empty string/);
     expect(() => validateClipTextEncoderConfig({ modelID: 'x' })).toThrow(/unknown field\(s\) 'modelID'; allowed: kind, modelId/);
     expect(() => validateClipTextEncoderConfig({ contextDim: -1 })).toThrow(/'contextDim' must be a positive integer, got -1/);
+    expect(validateClipTextEncoderConfig({ modelId: './clip', tokenizerId: CLIP_ID })).toEqual({ kind: 'clip', modelId: './clip', tokenizerId: CLIP_ID, maxLength: 77 });
+    expect(validateClipTextEncoderConfig({ modelId: './clip' })).not.toHaveProperty('tokenizerId'); // absent: same as modelId
+    expect(() => validateClipTextEncoderConfig({ tokenizerId: ' ' })).toThrow(/'tokenizerId' must be a non-empty string .*or absent \(same as modelId\), got " "/);
+    expect(() => validateClipTextEncoderConfig({ tokenizerId: 3 })).toThrow(/'tokenizerId' must be a non-empty string/);
+    const split = validateClipTextEncoderConfig({ modelId: '/m/clip', tokenizerId: CLIP_ID });
+    expect(resolveClipModelLocation(split, { localModelPath: '/opt' })).toMatchObject({ source: 'model path', localDir: '/m/clip' });
+    expect(resolveClipTokenizerLocation(split, { localModelPath: '/opt' })).toMatchObject({ source: 'option', localDir: path.join('/opt', CLIP_ID), allowRemote: false });
+    expect(resolveClipTokenizerLocation(split, { environment: {} }, '/tjs')).toMatchObject({ source: 'transformers.js default', allowRemote: true });
+    expect(resolveClipTokenizerLocation(split, { environment: {}, allowRemote: false }, '/tjs').allowRemote).toBe(false);
     expect(validateConditionEncoderConfig({ kind: 'clip' }).kind).toBe('clip');
     expect(() => validateConditionEncoderConfig({ kind: 't5' })).toThrow(/'kind' must be 'clip' or 'label', got "t5"/);
   });

@@ -1,13 +1,17 @@
 import * as tf from '@tensorflow/tfjs';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ProtoWriter } from '../../src/text/onnx-writer.js';
+import { roundToHalf } from '../../src/checkpoint/safetensors.js';
+import { runClipTextModel } from '../../src/text/clip.js';
+import { FLOAT16_SUFFIX, ProtoWriter, convertOnnxInitializersToFloat16, listOnnxInitializers, readOnnxFloatInitializer } from '../../src/text/onnx-writer.js';
 import {
   TINY_CLIP_NOTE,
+  TINY_CLIP_TOKEN_EMBEDDING,
   generateTinyClipWeights,
   resolveTinyClipConfig,
   tinyClipForward,
+  writeTinyClipFp16Copy,
   writeTinyClipModel,
 } from '../../src/text/tiny-clip.js';
 import { clipTokenizerDir, makeTinyModel, maxAbsDiff } from './shared.js';
@@ -113,5 +117,67 @@ describe('tiny CLIP generator (random weights, not pretrained)', () => {
     }
     expect(tf.memory().numTensors).toBe(before);
     await model.dispose();
+  });
+});
+
+describe('tiny CLIP with float16 token embeddings (a smaller copy of an existing folder)', () => {
+  const ids = [
+    [49406, 320, 1125, 539, 320, 2368, 49407, ...new Array(70).fill(49407)],
+    [49406, ...Array.from({ length: 75 }, (_, i) => (i * 661 + 7) % 49406), 49407],
+  ];
+
+  it('reads the existing float32 weights back exactly from the ONNX file', () => {
+    const onnx = readFileSync(path.join(tiny.result.outDir, 'onnx/text_model.onnx'));
+    const weights = generateTinyClipWeights(tiny.result.config);
+    for (const name of [TINY_CLIP_TOKEN_EMBEDDING, 'text_model.encoder.layers.1.mlp.fc2.weight', 'text_projection.weight']) {
+      const got = readOnnxFloatInitializer(onnx, name);
+      expect(got.dims).toEqual(weights.get(name)!.shape);
+      expect(Buffer.from(got.data.buffer).equals(Buffer.from(weights.get(name)!.data.buffer)), name).toBe(true);
+    }
+  });
+
+  it('stores the table as FLOAT16 + Cast, is half the size, and matches the float32 model to ~1e-3', async () => {
+    const out = path.join(tiny.root, 'fp16-copy');
+    const r = writeTinyClipFp16Copy({ srcDir: tiny.result.outDir, outDir: out });
+    expect(r.files.sort()).toEqual(['config.json', 'onnx/text_model.onnx']);
+    expect(readdirSync(path.join(out, 'onnx'))).toEqual(['text_model.onnx']); // no _quantized duplicate
+    // vocab 49408 x 32 floats dominate: 6.3 MB -> 3.2 MB.
+    expect(r.onnxBytes).toBe(statSync(path.join(out, 'onnx/text_model.onnx')).size);
+    expect(r.onnxBytes).toBeLessThan(r.sourceOnnxBytes * 0.55);
+    const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
+    expect(cfg._txt2img_note).toContain('not pretrained');
+    expect(cfg._txt2img_fp16).toContain('float16');
+    expect(cfg.text_config.hidden_size).toBe(32);
+    const onnx = readFileSync(path.join(out, 'onnx/text_model.onnx'));
+    const inits = listOnnxInitializers(onnx);
+    expect(inits.find((t) => t.name === TINY_CLIP_TOKEN_EMBEDDING)).toBeUndefined();
+    expect(inits.find((t) => t.name === TINY_CLIP_TOKEN_EMBEDDING + FLOAT16_SUFFIX)).toMatchObject({ dataType: 10, dims: [49408, 32], dataBytes: 49408 * 32 * 2 });
+    expect(() => convertOnnxInitializersToFloat16(onnx, [TINY_CLIP_TOKEN_EMBEDDING])).toThrow(/no initializer 'text_model\.embeddings\.token_embedding\.weight'/);
+    expect(() => writeTinyClipFp16Copy({ srcDir: out, outDir: path.join(tiny.root, 'again') })).toThrow(/converted already/);
+
+    const a = await runClipTextModel(tiny.result.outDir, ids);
+    const b = await runClipTextModel(out, ids);
+    const diff = maxAbsDiff(a.lastHiddenState, b.lastHiddenState);
+    expect(diff).toBeGreaterThan(0); // the table really is rounded
+    expect(diff).toBeLessThan(3e-3);
+    expect(maxAbsDiff(a.textEmbeds, b.textEmbeds)).toBeLessThan(3e-3);
+    // Exactly the float32 model with the table rounded to half: the tfjs reference agrees to 1e-4.
+    const weights = generateTinyClipWeights(tiny.result.config);
+    const emb = weights.get(TINY_CLIP_TOKEN_EMBEDDING)!;
+    weights.set(TINY_CLIP_TOKEN_EMBEDDING, { shape: emb.shape, data: roundToHalf(emb.data) });
+    const before = tf.memory().numTensors;
+    const ref = tinyClipForward(weights, ids, tiny.result.config);
+    expect(maxAbsDiff(b.lastHiddenState, ref.lastHiddenState.dataSync())).toBeLessThan(1e-4);
+    expect(maxAbsDiff(b.textEmbeds, ref.textEmbeds.dataSync())).toBeLessThan(1e-4);
+    tf.dispose([ref.lastHiddenState, ref.textEmbeds]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('names what is wrong with a bad source', () => {
+    expect(() => writeTinyClipFp16Copy({ srcDir: path.join(tiny.root, 'nope'), outDir: path.join(tiny.root, 'x') })).toThrow(/lacks .*config\.json/);
+    expect(() => writeTinyClipFp16Copy({ srcDir: tiny.result.outDir, outDir: tiny.result.outDir })).toThrow(/outDir must differ/);
+    const onnx = readFileSync(path.join(tiny.result.outDir, 'onnx/text_model.onnx'));
+    expect(() => convertOnnxInitializersToFloat16(onnx, ['no.such'])).toThrow(/no initializer 'no\.such'/);
+    expect(() => convertOnnxInitializersToFloat16(onnx, ['const.index1'])).toThrow(/data type 7, not FLOAT/);
   });
 });

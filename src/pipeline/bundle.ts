@@ -1,0 +1,353 @@
+/**
+ * Bundles a trained pipeline folder into a self-contained, small folder (the bundled default
+ * model, `models/default`), loadable offline:
+ *
+ *   model_index.json, scheduler/        copied
+ *   vae/, unet/ (label_encoder/)        copied; with `fp16` every safetensors file is rewritten
+ *                                       as F16 (values rounded to the nearest half)
+ *   text_encoder/config.json            { modelId: './clip', tokenizerId: 'Xenova/clip-vit-base-patch32',
+ *                                         quantized: false, ... }
+ *   text_encoder/clip/                  the text model itself: its HF config.json and
+ *                                       onnx/text_model.onnx (with `fp16`: the token-embedding
+ *                                       table stored as float16, see writeTinyClipFp16Copy)
+ *   README.md                           what it is, that the text encoder is NOT pretrained,
+ *                                       and the commands that produced it
+ *
+ * No tokenizer files: the CLIP tokenizer is resolved the way any user of real CLIP gets it, from
+ * the Hugging Face hub or from a local transformers.js folder (`--local-models DIR` /
+ * TXT2IMG_LOCAL_MODELS); see src/text/clip.ts. `quantized: false` is explicit, so no
+ * `text_model_quantized.onnx` duplicate is needed. The folder is written under a temporary name
+ * and swapped in (replaceDirAtomic).
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { readComponentConfig, readJson, readSafetensors, replaceDirAtomic, tempDirFor, writeJsonAtomic, writeSafetensors } from '../checkpoint/io.js';
+import { DEFAULT_CLIP_MODEL_ID, type ClipTextEncoderConfig, readClipHiddenSize, runClipTextModel, validateClipTextEncoderConfig } from '../text/clip.js';
+import { TINY_CLIP_NOTE, writeTinyClipFp16Copy } from '../text/tiny-clip.js';
+import { readModelIndex } from './pipeline.js';
+
+export interface BundleOptions {
+  /** A trained pipeline folder (e.g. runs/scenes/pipeline). */
+  pipelineDir: string;
+  /** The folder to write (e.g. models/default); replaced atomically if it exists. */
+  outDir: string;
+  /** Store weights as float16 (F16 safetensors; float16 token embeddings in the ONNX). Default false. */
+  fp16?: boolean;
+  /**
+   * The text model folder (config.json + onnx/text_model.onnx). Default: the pipeline's
+   * text_encoder modelId, which must then name a folder (as training on data/tiny-clip writes).
+   */
+  clipDir?: string;
+  /** Where the tokenizer comes from when the bundle is loaded (default Xenova/clip-vit-base-patch32). */
+  tokenizerId?: string;
+  /**
+   * A transformers.js models folder holding `<tokenizerId>/tokenizer.json`: when given and the
+   * text model folder has tokenizer files of its own, they must be byte-identical to it (the
+   * U-Net learned the token ids of the tokenizer used in training).
+   */
+  tokenizerCheckDir?: string;
+  /** The commands that produced the pipeline, quoted in the README. */
+  recipe?: string;
+  /** The training run's resolved config (quoted in the README). Default `<pipelineDir>/../config.json` when it exists; false: none. */
+  runConfigFile?: string | false;
+  /** The bundling command line, quoted in the README (default: reconstructed from the options). */
+  command?: string;
+  /** Largest allowed difference between the converted and the source text model's outputs (default 1e-2). */
+  textModelTolerance?: number;
+  log?: (line: string) => void;
+}
+
+export interface BundleFile {
+  /** Path relative to the bundle folder, '/'-separated. */
+  path: string;
+  bytes: number;
+}
+
+export interface BundleResult {
+  outDir: string;
+  files: BundleFile[];
+  totalBytes: number;
+  /** Bytes of what was bundled (pipeline weights and configs plus the text model's config and ONNX). */
+  sourceBytes: number;
+  /** With fp16: max |difference| of last_hidden_state between the converted and the source text model on fixed token ids. */
+  textModelMaxDiff?: number;
+  /** Whether the text model folder's tokenizer was checked against tokenizerCheckDir. */
+  tokenizerChecked: boolean;
+}
+
+const CLIP_SUBDIR = 'clip';
+const WEIGHT_COMPONENTS = ['vae', 'unet', 'label_encoder'];
+
+/** Token id rows the converted text model is checked on: CLIP-like prompts and padding, and ids from all over the vocabulary. */
+function checkIds(vocab: number): number[][] {
+  const bos = Math.min(49406, vocab - 2);
+  const eos = Math.min(49407, vocab - 1);
+  const row = (mid: number[]) => {
+    const r = [bos, ...mid.slice(0, 75), eos];
+    while (r.length < 77) r.push(eos);
+    return r;
+  };
+  return [
+    row([320, 1125, 539, 320, 2368].map((v) => v % vocab)), // "a photo of a cat"
+    row([]),
+    row(Array.from({ length: 75 }, (_, i) => (i * 661 + 7) % bos)),
+    row(Array.from({ length: 30 }, (_, i) => (bos - 1 - i * 1597) % bos)),
+  ];
+}
+
+function filesUnder(dir: string, rel = ''): BundleFile[] {
+  const out: BundleFile[] = [];
+  for (const name of readdirSync(path.join(dir, rel)).sort()) {
+    const r = rel ? `${rel}/${name}` : name;
+    const st = statSync(path.join(dir, r));
+    if (st.isDirectory()) out.push(...filesUnder(dir, r));
+    else out.push({ path: r, bytes: st.size });
+  }
+  return out;
+}
+
+function displayPath(p: string): string {
+  const rel = path.relative(process.cwd(), p);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : p;
+}
+
+function formatBytes(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`;
+}
+
+/** The text model folder the pipeline was trained with (see BundleOptions.clipDir). */
+function resolveClipSource(pipelineDir: string, cfg: ClipTextEncoderConfig, clipDir: string | undefined): string {
+  const encDir = path.join(pipelineDir, 'text_encoder');
+  let dir: string;
+  if (clipDir !== undefined) dir = path.resolve(clipDir);
+  else if (cfg.modelId.startsWith('./') || cfg.modelId.startsWith('../')) dir = path.resolve(encDir, cfg.modelId);
+  else if (path.isAbsolute(cfg.modelId) || existsSync(path.join(cfg.modelId, 'config.json'))) dir = path.resolve(cfg.modelId);
+  else {
+    throw new Error(
+      `the pipeline's text model '${cfg.modelId}' is a hub id, not a folder; the bundle needs its files: pass clipDir (--clip DIR) with config.json and onnx/text_model.onnx`,
+    );
+  }
+  const missing = ['config.json', 'onnx/text_model.onnx'].map((f) => path.join(dir, f)).filter((f) => !existsSync(f));
+  if (missing.length > 0) throw new Error(`text model folder ${dir} lacks ${missing.join(', ')}`);
+  return dir;
+}
+
+/** Copies a component folder's files; with fp16, safetensors files are rewritten as F16. */
+function copyComponent(src: string, dst: string, fp16: boolean): void {
+  mkdirSync(dst, { recursive: true });
+  for (const f of readdirSync(src)) {
+    const from = path.join(src, f);
+    if (!statSync(from).isFile() || f.startsWith('.')) continue;
+    if (fp16 && f.endsWith('.safetensors')) {
+      const { tensors, metadata } = readSafetensors(from);
+      writeSafetensors(path.join(dst, f), tensors, metadata, { dtype: 'F16' });
+    } else copyFileSync(from, path.join(dst, f));
+  }
+}
+
+function readme(o: {
+  opts: BundleOptions;
+  index: ReturnType<typeof readModelIndex>;
+  clipSrc: string;
+  clipHf: Record<string, unknown>;
+  tokenizerId: string;
+  files: BundleFile[];
+  textModelMaxDiff?: number;
+  runConfig?: { file: string; text: string };
+  command: string;
+}): string {
+  const gen = o.clipHf._txt2img_generator as Record<string, unknown> | undefined;
+  const tc = (o.clipHf.text_config ?? o.clipHf) as Record<string, unknown>;
+  const tiny = isTinyClip(o.clipHf);
+  const fp16 = o.opts.fp16 === true;
+  const total = o.files.reduce((a, f) => a + f.bytes, 0);
+  const L: string[] = [];
+  L.push('# txt2img default model', '');
+  const clip = o.index.conditioning === 'clip';
+  L.push(
+    `A small ${clip ? 'text' : 'label'}-to-image latent diffusion pipeline (a txt2img pipeline folder, diffusers layout): ${o.index.imageSize}x${o.index.imageSize} images,`,
+    `a KL VAE, a U-Net with cross-attention to ${clip ? 'a CLIP-architecture text encoder' : 'a learned class-label embedding'}, trained ${o.index.trainedSteps ?? '?'} U-Net steps`,
+    `with conditioning dropout ${o.index.conditioningDropout}.${clip ? ' It is what `npx txt2img "a smiling face"` uses.' : ''}`,
+    '',
+  );
+  if (!clip) {
+    // no text encoder
+  } else if (tiny) {
+    L.push(
+      `**The text encoder is NOT pretrained.** \`text_encoder/${CLIP_SUBDIR}/\` is a tiny CLIP-architecture text model`,
+      `(hidden ${tc.hidden_size}, ${tc.num_hidden_layers} layers, ${tc.num_attention_heads} heads) with random weights` +
+        (gen?.seed !== undefined ? ` (seed ${gen.seed}, generated by scripts/make-tiny-clip.ts)` : '') +
+        '; its embeddings carry no meaning',
+      'beyond what the U-Net learned from the training captions, so prompts unlike those captions give arbitrary images.',
+      '',
+    );
+  } else {
+    L.push(`The text encoder in \`text_encoder/${CLIP_SUBDIR}/\` is a copy of ${displayPath(o.clipSrc)}.`, '');
+  }
+  for (const n of o.index.notes ?? []) L.push(`Note from training: ${n}`);
+  if (o.index.notes?.length) L.push('');
+  if (clip) L.push(
+    '## Tokenizer (not included)',
+    '',
+    `Prompts are tokenized with the real CLIP BPE tokenizer \`${o.tokenizerId}\` (\`tokenizerId\` in`,
+    '`text_encoder/config.json`), whose files are not in this folder. With internet access transformers.js downloads',
+    `it from the Hugging Face hub; offline, pass \`--local-models DIR\` (or set \`TXT2IMG_LOCAL_MODELS=DIR\`) where`,
+    `\`DIR/${o.tokenizerId}/\` holds \`tokenizer.json\` and \`tokenizer_config.json\` (no weights needed).`,
+    '',
+  );
+  L.push('## Weights', '');
+  if (fp16) {
+    L.push(
+      'Stored as float16 to keep the folder small: the safetensors weights are F16 (every value rounded to the nearest',
+      `half, ties to even; loading gives back exactly those values as float32)${clip ? ', and the text model keeps its' : '.'}`,
+    );
+    if (clip) L.push('token-embedding table as float16 with a Cast to float32 in the ONNX graph (every other text-model weight is float32).');
+    if (o.textModelMaxDiff !== undefined) {
+      L.push(`The text model's outputs differ from the float32 original's by at most ${o.textModelMaxDiff.toExponential(2)} on the check inputs.`);
+    }
+  } else {
+    L.push('Stored as float32, exactly as trained.');
+  }
+  L.push('', '| file | bytes |', '|---|---:|');
+  for (const f of o.files) L.push(`| ${f.path} | ${f.bytes} |`);
+  L.push(`| (total, without this README) | ${total} |`, '');
+  L.push('## How it was made', '');
+  if (o.opts.recipe) L.push('```bash', o.opts.recipe.trim(), '```', '');
+  L.push('Bundled from the trained pipeline with:', '', '```bash', o.command, '```', '');
+  if (o.runConfig) {
+    L.push(`The training run's resolved config (\`${displayPath(o.runConfig.file)}\`):`, '', '```json', o.runConfig.text.trim(), '```', '');
+  }
+  return L.join('\n');
+}
+
+/** Writes the bundle (see the file comment); returns its files and sizes. */
+export async function bundlePipeline(opts: BundleOptions): Promise<BundleResult> {
+  const log = opts.log ?? (() => {});
+  const src = path.resolve(opts.pipelineDir);
+  const outDir = path.resolve(opts.outDir);
+  const fp16 = opts.fp16 === true;
+  if (outDir === src || outDir.startsWith(src + path.sep) || src.startsWith(outDir + path.sep)) {
+    throw new Error(`the bundle folder ${outDir} must be outside the pipeline folder ${src} (and not contain it)`);
+  }
+  // (No recoverDir here: a reader must not touch a folder that a training run may be swapping.)
+  if (!existsSync(src) || !statSync(src).isDirectory()) throw new Error(`pipeline folder ${src} does not exist`);
+  const index = readModelIndex(src);
+  const components = ['vae', 'unet', index.conditioning === 'clip' ? 'text_encoder' : 'label_encoder', 'scheduler'];
+  const missing = components.filter((c) => !existsSync(path.join(src, c)));
+  if (missing.length) throw new Error(`pipeline folder ${src} is incomplete: missing ${missing.map((m) => m + '/').join(', ')}`);
+  const tokenizerId = opts.tokenizerId ?? DEFAULT_CLIP_MODEL_ID;
+  const tolerance = opts.textModelTolerance ?? 1e-2;
+
+  const runConfigFile = opts.runConfigFile === false ? undefined : (opts.runConfigFile ?? path.join(path.dirname(src), 'config.json'));
+  let runConfig: { file: string; text: string } | undefined;
+  if (runConfigFile !== undefined) {
+    if (existsSync(runConfigFile)) runConfig = { file: path.resolve(runConfigFile), text: JSON.stringify(readJson(runConfigFile, 'training run config'), null, 2) };
+    else if (opts.runConfigFile !== undefined) throw new Error(`training run config ${runConfigFile} does not exist`);
+  }
+
+  mkdirSync(path.dirname(outDir), { recursive: true });
+  const tmp = tempDirFor(outDir);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  let sourceBytes = 0;
+  const countSource = (f: string) => (sourceBytes += statSync(f).size);
+  try {
+    for (const c of [...WEIGHT_COMPONENTS, 'scheduler']) {
+      const dir = path.join(src, c);
+      if (!existsSync(dir) || (c === 'label_encoder' && index.conditioning !== 'label')) continue;
+      copyComponent(dir, path.join(tmp, c), fp16 && c !== 'scheduler');
+      for (const f of readdirSync(dir)) if (statSync(path.join(dir, f)).isFile() && !f.startsWith('.')) countSource(path.join(dir, f));
+      log(`${c}: ${fp16 && c !== 'scheduler' ? 'weights rewritten as F16' : 'copied'}`);
+    }
+    copyFileSync(path.join(src, 'model_index.json'), path.join(tmp, 'model_index.json'));
+    countSource(path.join(src, 'model_index.json'));
+
+    let clipSrc = '';
+    let clipHf: Record<string, unknown> = {};
+    let textModelMaxDiff: number | undefined;
+    let tokenizerChecked = false;
+    if (index.conditioning === 'clip') {
+      const encDir = path.join(src, 'text_encoder');
+      const cfg = validateClipTextEncoderConfig(readComponentConfig(encDir, 'text encoder'));
+      countSource(path.join(encDir, 'config.json'));
+      clipSrc = resolveClipSource(src, cfg, opts.clipDir);
+      clipHf = readJson(path.join(clipSrc, 'config.json'), 'text model config') as Record<string, unknown>;
+      countSource(path.join(clipSrc, 'config.json'));
+      countSource(path.join(clipSrc, 'onnx', 'text_model.onnx'));
+
+      // The tokenizer the model was trained with must be the one the bundle will load.
+      if (opts.tokenizerCheckDir !== undefined) {
+        const ref = path.join(path.resolve(opts.tokenizerCheckDir), tokenizerId);
+        for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
+          const mine = path.join(clipSrc, f);
+          const theirs = path.join(ref, f);
+          if (!existsSync(theirs)) throw new Error(`tokenizer check: ${theirs} does not exist (tokenizerCheckDir must hold ${tokenizerId}/${f})`);
+          if (!existsSync(mine)) continue;
+          if (!readFileSync(mine).equals(readFileSync(theirs))) {
+            throw new Error(`tokenizer check: ${mine} differs from ${theirs}; the model was trained with another tokenizer than '${tokenizerId}' (pass the right tokenizerId)`);
+          }
+          tokenizerChecked = true;
+        }
+        log(tokenizerChecked ? `tokenizer: the text model's tokenizer files equal ${ref}` : `tokenizer: the text model folder has no tokenizer files to check against ${ref}`);
+      }
+
+      const clipOut = path.join(tmp, 'text_encoder', CLIP_SUBDIR);
+      if (fp16) {
+        writeTinyClipFp16Copy({ srcDir: clipSrc, outDir: clipOut });
+        const vocab = Number(((clipHf.text_config ?? clipHf) as Record<string, unknown>).vocab_size ?? 49408);
+        const ids = checkIds(vocab);
+        const a = await runClipTextModel(clipSrc, ids);
+        const b = await runClipTextModel(clipOut, ids);
+        textModelMaxDiff = 0;
+        for (let i = 0; i < a.lastHiddenState.length; i++) textModelMaxDiff = Math.max(textModelMaxDiff, Math.abs(a.lastHiddenState[i] - b.lastHiddenState[i]));
+        if (!(textModelMaxDiff <= tolerance)) {
+          throw new Error(`the float16 text model's outputs differ from ${clipSrc}'s by ${textModelMaxDiff}, over the tolerance ${tolerance}`);
+        }
+        log(`text model: token embeddings as float16; outputs within ${textModelMaxDiff.toExponential(2)} of the float32 model`);
+      } else {
+        mkdirSync(path.join(clipOut, 'onnx'), { recursive: true });
+        copyFileSync(path.join(clipSrc, 'config.json'), path.join(clipOut, 'config.json'));
+        copyFileSync(path.join(clipSrc, 'onnx', 'text_model.onnx'), path.join(clipOut, 'onnx', 'text_model.onnx'));
+        log('text model: copied (float32)');
+      }
+      const encCfg: ClipTextEncoderConfig = validateClipTextEncoderConfig({
+        kind: 'clip',
+        modelId: `./${CLIP_SUBDIR}`,
+        tokenizerId,
+        quantized: false,
+        maxLength: cfg.maxLength,
+        contextDim: cfg.contextDim ?? readClipHiddenSize(clipSrc),
+        ...(cfg.revision !== undefined ? { revision: cfg.revision } : {}),
+      });
+      writeJsonAtomic(path.join(tmp, 'text_encoder', 'config.json'), {
+        _comment: `the text model is ./${CLIP_SUBDIR} (${isTinyClip(clipHf) ? TINY_CLIP_NOTE : 'bundled'}); the tokenizer comes from '${tokenizerId}' (Hugging Face hub, or --local-models / TXT2IMG_LOCAL_MODELS)`,
+        ...encCfg,
+      });
+    }
+
+    const files = filesUnder(tmp);
+    const command =
+      opts.command ??
+      [
+        'npx tsx scripts/bundle-model.ts',
+        `--pipeline ${displayPath(src)}`,
+        `--out ${displayPath(outDir)}`,
+        ...(fp16 ? ['--fp16'] : []),
+        ...(opts.clipDir ? [`--clip ${displayPath(path.resolve(opts.clipDir))}`] : []),
+        ...(opts.tokenizerId ? [`--tokenizer-id ${opts.tokenizerId}`] : []),
+      ].join(' ');
+    writeFileSync(path.join(tmp, 'README.md'), readme({ opts, index, clipSrc, clipHf, tokenizerId, files, textModelMaxDiff, runConfig, command }));
+    replaceDirAtomic(tmp, outDir);
+    const all = filesUnder(outDir);
+    const totalBytes = all.reduce((a, f) => a + f.bytes, 0);
+    log(`wrote ${outDir}: ${all.length} files, ${formatBytes(totalBytes)} (from ${formatBytes(sourceBytes)})`);
+    return { outDir, files: all, totalBytes, sourceBytes, textModelMaxDiff, tokenizerChecked };
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+function isTinyClip(hf: Record<string, unknown>): boolean {
+  return hf._txt2img_generator !== undefined || String(hf._txt2img_note ?? '').includes(TINY_CLIP_NOTE);
+}
