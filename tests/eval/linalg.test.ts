@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { featureFid, frechetDistance, jacobiEigen, matmul, meanCov, meanPairwiseDistance, sqrtmPsd } from '../../src/eval/linalg.js';
 import { Generator } from '../../src/random/generator.js';
+import { maxAbsDiff } from '../helpers.js';
 
 function transpose(a: Float64Array, n: number): Float64Array {
   const t = new Float64Array(n * n);
@@ -8,11 +9,6 @@ function transpose(a: Float64Array, n: number): Float64Array {
   return t;
 }
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 /** A random symmetric n x n matrix. */
 function randomSymmetric(n: number, rng: Generator): Float64Array {

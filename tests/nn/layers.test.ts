@@ -3,16 +3,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random/generator.js';
 import { ParamStore, computeGradients, disposeGrads } from '../../src/nn/params.js';
 import { Conv2d, GroupNorm, LayerNorm, Linear, attention, gelu, silu, timestepEmbedding, upsampleNearest2x } from '../../src/nn/layers.js';
+import { maxAbsDiff } from '../helpers.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
 });
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 describe('layers (reference values computed with plain loops)', () => {
   it('Linear on rank-3 input equals x W + b per row', () => {

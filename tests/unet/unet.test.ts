@@ -10,6 +10,7 @@ import { Generator } from '../../src/random/generator.js';
 import { type UNetConfigInput, parseUNetConfig, unetConfigFromLdmSmall, unetConfigToJSON } from '../../src/unet/config.js';
 import { UNet2DCondition } from '../../src/unet/unet2d-condition.js';
 import { PEER_UNET_CONFIG, peerUNetInputs, perturbParams } from './peer-fixture.js';
+import { maxAbsDiff } from '../helpers.js';
 
 const BACKEND = 'wasm';
 const LDM_SMALL = JSON.parse(readFileSync('/work/shared/bench/ldm-small.json', 'utf8'));
@@ -33,11 +34,6 @@ beforeAll(async () => {
   await initBackend({ backend: BACKEND, quiet: true });
 });
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 function inputs(cfg: UNetConfigInput, b: number, hw: number, t = 5, seed = 1) {
   const rng = new Generator(seed);

@@ -10,6 +10,7 @@ import { Generator } from '../../src/random/generator.js';
 import { AutoencoderKL, DiagonalGaussian, LOGVAR_MAX, measureScalingFactor } from '../../src/vae/autoencoder-kl.js';
 import { type VaeConfigInput, parseVaeConfig, vaeConfigFromLdmSmall, vaeConfigToJSON } from '../../src/vae/config.js';
 import { PEER_VAE_CONFIG, peerVaeInputs, perturbParams } from '../unet/peer-fixture.js';
+import { maxAbsDiff } from '../helpers.js';
 
 const BACKEND = 'wasm';
 const LDM_SMALL = JSON.parse(readFileSync('/work/shared/bench/ldm-small.json', 'utf8'));
@@ -29,11 +30,6 @@ beforeAll(async () => {
   await initBackend({ backend: BACKEND, quiet: true });
 });
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 function images(b: number, hw: number, c: number, seed = 1): tf.Tensor4D {
   return new Generator(seed).rand([b, hw, hw, c], -1, 1) as tf.Tensor4D;
