@@ -379,6 +379,27 @@ function net(p: Record<string, tf.Tensor>, x: tf.Tensor): tf.Tensor {
   return tf.conv2d(h3 as tf.Tensor4D, p.conv4 as tf.Tensor4D, [2, 1], [[0, 0], [2, 1], [1, 2], [0, 0]]).add(p.conv4b);
 }
 
+describe('identity', () => {
+  it('shares memory (no copy) and stays correct when either side is disposed or reassigned', async () => {
+    await tf.setBackend('wasm');
+    const buffers = () => tf.memory().numDataBuffers;
+    const x = tf.tensor1d([1, 2, 3, 4]);
+    const before = buffers();
+    const y = tf.clone(x); // the Identity kernel
+    expect(buffers()).toBe(before); // shared, not copied
+    x.dispose();
+    expect(Array.from(await y.data())).toEqual([1, 2, 3, 4]);
+    const v = tf.variable(tf.tensor1d([5, 6]));
+    const snapshot = tf.clone(v);
+    v.assign(tf.tensor1d([7, 8]));
+    expect(Array.from(await snapshot.data())).toEqual([5, 6]);
+    expect(Array.from(await v.data())).toEqual([7, 8]);
+    tf.dispose([y, v, snapshot]);
+    const s = tf.clone(tf.tensor1d(['a', 'b'], 'string'));
+    expect(await s.data()).toEqual(['a', 'b']);
+  });
+});
+
 describe('a small network', () => {
   const weights = makeWeights();
   const names = Object.keys(weights);
