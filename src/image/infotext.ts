@@ -79,19 +79,11 @@ export function formatInfotext(info: Infotext): string {
   return `${info.prompt}${neg}\n${params}`.trim();
 }
 
-export interface ParsedInfotext {
-  prompt: string;
+/** The known fields typed as in Infotext, plus every parameter as written. */
+export interface ParsedInfotext extends Omit<Infotext, 'negativePrompt' | 'extra'> {
   negativePrompt: string;
   /** Every parameter as written (unquoted), e.g. `{ Steps: '20', Size: '32x32' }`. */
   params: Record<string, string>;
-  steps?: number;
-  sampler?: string;
-  cfgScale?: number;
-  seed?: number;
-  width?: number;
-  height?: number;
-  modelHash?: string;
-  model?: string;
 }
 
 // A1111's re_param, with Python's Unicode \w.

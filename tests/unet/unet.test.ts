@@ -16,19 +16,8 @@ const BACKEND = 'wasm';
 const LDM_SMALL = JSON.parse(readFileSync('/work/shared/bench/ldm-small.json', 'utf8'));
 const PEER = JSON.parse(readFileSync(new URL('./peer-fixture.json', import.meta.url), 'utf8'));
 
-/** Tiny: two levels (factor 2), attention on the deeper one only. */
-const TINY: UNetConfigInput = {
-  inChannels: 4,
-  sampleSize: 8,
-  channels: [8, 16],
-  resBlocksPerLevel: 1,
-  attentionLevels: [false, true],
-  attentionHeads: 2,
-  contextDim: 12,
-  contextLength: 5,
-  timeEmbedDim: 16,
-  groupNormGroups: 4,
-};
+/** Tiny: two levels (factor 2), attention on the deeper one only (the config the peer fixture uses). */
+const TINY: UNetConfigInput = PEER_UNET_CONFIG;
 
 beforeAll(async () => {
   await initBackend({ backend: BACKEND, quiet: true });
