@@ -2,6 +2,7 @@
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKEND_ENV, BACKEND_NAMES } from '../src/backend/index.js';
+import { writeFileAtomic } from '../src/checkpoint/io.js';
 
 /** A yargs parser for this process's arguments with the options every CLI shares (--backend). */
 export function cliArgs(name: string, usage: string) {
@@ -45,4 +46,16 @@ export function integer(value: unknown, flag: string, min: number, max = Number.
   const n = finiteNumber(value, flag);
   if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} must be an integer from ${min} to ${max}, got '${value}'`);
   return n;
+}
+
+/** "pipeline trained N U-Net steps, conditioning dropout p; backend ...": the facts a report header states. */
+export function describeRun(pipeline: { info: { trainedSteps?: number; conditioningDropout: number } }, backend: { description: string }): string {
+  return `pipeline trained ${pipeline.info.trainedSteps ?? '?'} U-Net steps, conditioning dropout ${pipeline.info.conditioningDropout}; ${backend.description.replace(/^backend: /, 'backend ')}`;
+}
+
+/** A report's output: the Markdown to --out (if given), and to stdout unless --json asks for one JSON object there. */
+export function emitReport(argv: { out?: string; json: boolean }, markdown: string, json: () => object): void {
+  if (argv.out) writeFileAtomic(argv.out, markdown + '\n');
+  if (argv.json) console.log(JSON.stringify(json()));
+  else console.log(markdown);
 }

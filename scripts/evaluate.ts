@@ -10,14 +10,13 @@
  */
 import path from 'node:path';
 import { initBackend } from '../src/backend/index.js';
-import { writeFileAtomic } from '../src/checkpoint/io.js';
 import { mnistSet } from '../src/data/in-memory.js';
-import { MnistClassifier } from '../src/eval/classifier.js';
+import { AttributeClassifier } from '../src/eval/classifier.js';
 import { evaluatePipeline, formatEvaluation, parseCfgList, parseSamplers } from '../src/eval/evaluate.js';
 import { tensorToBatch, writePng } from '../src/image/convert.js';
 import { makeGrid } from '../src/image/grid.js';
 import { Txt2ImgPipeline } from '../src/pipeline/pipeline.js';
-import { cliArgs, integer, parseStrict, runCli } from './cli.js';
+import { cliArgs, describeRun, emitReport, integer, parseStrict, runCli } from './cli.js';
 
 await runCli(async () => {
   const argv = await parseStrict(
@@ -41,8 +40,8 @@ await runCli(async () => {
   const samplers = parseSamplers(argv.samplers);
   const backend = await initBackend({ backend: argv.backend });
   const pipeline = await Txt2ImgPipeline.load(argv.model);
-  const classifier = MnistClassifier.load(argv.classifier);
-  const metrics = MnistClassifier.metrics(argv.classifier);
+  const classifier = AttributeClassifier.load(argv.classifier);
+  const metrics = AttributeClassifier.metrics(argv.classifier);
   try {
     const T = pipeline.schedulerConfig.numTrainTimesteps;
     for (const s of samplers) if (s.steps > T) throw new Error(`--samplers: ${s.sampler}:${s.steps} has more steps than the model's ${T} training steps`);
@@ -70,14 +69,10 @@ await runCli(async () => {
     const header = [
       `# MNIST evaluation: ${argv.model}`,
       '',
-      `classifier ${argv.classifier}${typeof metrics?.testAccuracy === 'number' ? ` (test accuracy ${(100 * metrics.testAccuracy).toFixed(2)}%)` : ''}; ` +
-        `pipeline trained ${pipeline.info.trainedSteps ?? '?'} U-Net steps, conditioning dropout ${pipeline.info.conditioningDropout}; ${backend.description.replace(/^backend: /, 'backend ')}`,
+      `classifier ${argv.classifier}${typeof metrics?.testAccuracy === 'number' ? ` (test accuracy ${(100 * metrics.testAccuracy).toFixed(2)}%)` : ''}; ${describeRun(pipeline, backend)}`,
       '',
     ];
-    const md = formatEvaluation(report, header);
-    if (argv.out) writeFileAtomic(argv.out, md + '\n');
-    if (argv.json) console.log(JSON.stringify({ model: argv.model, classifier: argv.classifier, classifierMetrics: metrics, backend: backend.name, ...report }));
-    else console.log(md);
+    emitReport(argv, formatEvaluation(report, header), () => ({ model: argv.model, classifier: argv.classifier, classifierMetrics: metrics, backend: backend.name, ...report }));
   } finally {
     pipeline.dispose();
     classifier.dispose();

@@ -35,19 +35,26 @@ export interface FolderSetOptions {
   log?: (line: string) => void;
 }
 
+/** Images [N, size, size, channels] in [-1, 1] of image files, each resized and center-cropped. */
+export async function loadImageFiles(files: string[], o: Pick<FolderSetOptions, 'size' | 'channels' | 'onProgress'>): Promise<Float32Array> {
+  const n = files.length;
+  const per = o.size * o.size * o.channels;
+  const images = new Float32Array(n * per);
+  for (let i = 0; i < n; i++) {
+    const a = await loadImageArray(files[i], { size: o.size, channels: o.channels, crop: 'center', flip: false });
+    images.set(a.data, i * per);
+    if (o.onProgress && (i % 500 === 0 || i === n - 1)) o.onProgress(i + 1, n);
+  }
+  return images;
+}
+
 /** Scans a captioned folder (reporting and skipping bad files) and loads every good image, center-cropped. */
 export async function loadFolderSet(root: string, o: FolderSetOptions): Promise<ImageSet> {
   const log = o.log ?? ((l: string) => console.error(l));
   const ds: CaptionedDataset = await scanCaptionedFolder(root, { size: o.size, minSize: o.minSize });
   if (ds.report.skipped.length > 0) log(formatReport(ds.report));
   const n = ds.items.length;
-  const per = o.size * o.size * o.channels;
-  const images = new Float32Array(n * per);
-  for (let i = 0; i < n; i++) {
-    const a = await loadImageArray(ds.items[i].file, { size: o.size, channels: o.channels, crop: 'center', flip: false });
-    images.set(a.data, i * per);
-    if (o.onProgress && (i % 500 === 0 || i === n - 1)) o.onProgress(i + 1, n);
-  }
+  const images = await loadImageFiles(ds.items.map((it) => it.file), o);
   return {
     images,
     shape: [n, o.size, o.size, o.channels],

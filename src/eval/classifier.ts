@@ -1,16 +1,22 @@
 /**
- * A LeNet-style MNIST classifier (LeCun et al. 1998): conv-pool-conv-pool-dense-dense on
- * 32x32x1 images in [-1, 1] (MNIST padded to 32x32, as src/data/mnist.ts gives it):
+ * A LeNet-style image classifier (LeCun et al. 1998) with one or more named softmax heads:
+ * conv-pool-conv-pool-dense-dense on imageSize x imageSize x C images in [-1, 1]:
  *
- *   conv3x3 1 -> c0, ReLU, avg-pool 2   [B, 16, 16, c0]
- *   conv3x3 c0 -> c1, ReLU, avg-pool 2  [B, 8, 8, c1]
- *   dense 64 c1 -> hidden, ReLU         [B, hidden]   the "penultimate features" of evaluation
- *   dense hidden -> 10                  [B, 10]       logits
+ *   conv3x3 C -> c0, ReLU, pool 2       [B, S/2, S/2, c0]   (average or max pooling)
+ *   conv3x3 c0 -> c1, ReLU, pool 2      [B, S/4, S/4, c1]
+ *   dense (S/4)^2 c1 -> hidden, ReLU    [B, hidden]   the "penultimate features" of evaluation
+ *   dense hidden -> sum_h K_h           [B, K]        logits of every head side by side
  *
- * It measures generated digits (src/eval/evaluate.ts): the digit it reads, and its penultimate
- * features for a classifier-feature FID. Trained with the project's shared loop (train() of
- * src/pipeline/trainer.ts: checkpoints, exact resume, loss log) and saved as a component folder:
- * config.json + model.safetensors (+ metrics.json).
+ * Head h owns logits [offset_h, offset_h + K_h); the loss is the sum of the heads' softmax
+ * cross-entropies. One head 'digit' (10 classes) is the MNIST classifier that src/eval/evaluate.ts
+ * measures generated digits with (accuracy and a classifier-feature FID); five heads (object,
+ * colour, position, size, background; src/data/scenes/attribute-set.ts) read scene attributes
+ * for src/eval/adherence.ts. Labels are an Int32Array [N, numHeads], row-major.
+ *
+ * Trained with the project's shared loop (train() of src/pipeline/trainer.ts: checkpoints, exact
+ * resume, loss log) and saved as a component folder: config.json + model.safetensors
+ * (+ metrics.json). Version 1 configs (class MnistClassifier, `numClasses`) load as one head
+ * 'digit' with the same weights.
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync } from 'node:fs';
@@ -22,9 +28,20 @@ import { ParamStore } from '../nn/params.js';
 import { Generator } from '../random/generator.js';
 import { type StepLog, train } from '../pipeline/trainer.js';
 
-export const CLASSIFIER_CLASS_NAME = 'MnistClassifier';
-export const CLASSIFIER_VERSION = 1;
+export const CLASSIFIER_CLASS_NAME = 'AttributeClassifier';
+export const CLASSIFIER_VERSION = 2;
 export const CLASSIFIER_WEIGHTS = 'model.safetensors';
+/** What version 1 configs (MNIST only: one 'numClasses' head) are called. */
+const V1_CLASS_NAME = 'MnistClassifier';
+
+/** One softmax head: a name and its class names, in logit order. */
+export interface ClassifierHead {
+  name: string;
+  classes: readonly string[];
+}
+
+export const POOL_KINDS = ['avg', 'max'] as const;
+export type PoolKind = (typeof POOL_KINDS)[number];
 
 export interface ClassifierConfig {
   _class_name: typeof CLASSIFIER_CLASS_NAME;
@@ -35,8 +52,16 @@ export interface ClassifierConfig {
   channels: [number, number];
   /** Width of the penultimate (feature) layer. */
   hidden: number;
-  numClasses: number;
+  /** 'avg' (LeNet's, and MNIST's) or 'max' (keeps small details such as a scene face's mouth). */
+  pool: PoolKind;
+  heads: ClassifierHead[];
 }
+
+/** Class names '0' .. String(n - 1). */
+const digitClasses = (n: number) => Array.from({ length: n }, (_, i) => String(i));
+
+/** The MNIST head. */
+export const DIGIT_HEAD: ClassifierHead = { name: 'digit', classes: digitClasses(10) };
 
 export const DEFAULT_CLASSIFIER_CONFIG: ClassifierConfig = {
   _class_name: CLASSIFIER_CLASS_NAME,
@@ -45,21 +70,53 @@ export const DEFAULT_CLASSIFIER_CONFIG: ClassifierConfig = {
   imageChannels: 1,
   channels: [32, 64],
   hidden: 128,
-  numClasses: 10,
+  pool: 'avg',
+  heads: [DIGIT_HEAD],
 };
 
+const what = 'classifier config';
+
+/** A version 1 config (MnistClassifier, numClasses) as version 2: one head 'digit', same weights. */
+function migrateV1(c: Record<string, unknown>): Record<string, unknown> {
+  if (c._class_name !== V1_CLASS_NAME) throw new Error(`${what}: a version 1 config must have _class_name '${V1_CLASS_NAME}', got ${JSON.stringify(c._class_name)}`);
+  const { numClasses = 10, ...rest } = c;
+  if (typeof numClasses !== 'number' || !Number.isInteger(numClasses) || numClasses < 2) throw new Error(`${what}: numClasses must be an integer >= 2, got ${JSON.stringify(numClasses)}`);
+  return { ...rest, _class_name: CLASSIFIER_CLASS_NAME, _version: CLASSIFIER_VERSION, heads: [{ name: DIGIT_HEAD.name, classes: digitClasses(numClasses) }] };
+}
+
+function parseHeads(v: unknown): ClassifierHead[] {
+  if (!Array.isArray(v) || v.length === 0) throw new Error(`${what}: heads must be a non-empty array of { name, classes }, got ${JSON.stringify(v)}`);
+  const names = new Set<string>();
+  return v.map((h, i) => {
+    const ok = h !== null && typeof h === 'object' && !Array.isArray(h) && Object.keys(h).every((k) => k === 'name' || k === 'classes');
+    if (!ok) throw new Error(`${what}: heads[${i}] must be an object with keys name and classes, got ${JSON.stringify(h)}`);
+    const { name, classes } = h as Record<string, unknown>;
+    if (typeof name !== 'string' || name.trim() === '' || names.has(name)) throw new Error(`${what}: heads[${i}].name must be a non-empty string not used by another head, got ${JSON.stringify(name)}`);
+    names.add(name);
+    const good = Array.isArray(classes) && classes.length >= 2 && classes.every((k) => typeof k === 'string' && k !== '') && new Set(classes).size === classes.length;
+    if (!good) throw new Error(`${what}: heads[${i}].classes (head '${name}') must be at least 2 distinct non-empty strings, got ${JSON.stringify(classes)}`);
+    return { name, classes: [...(classes as string[])] };
+  });
+}
+
 export function parseClassifierConfig(input: unknown): ClassifierConfig {
-  const what = 'classifier config';
   if (input === null || typeof input !== 'object' || Array.isArray(input)) throw new Error(`${what}: must be an object, got ${JSON.stringify(input)}`);
-  const c = { ...DEFAULT_CLASSIFIER_CONFIG, ...(input as Record<string, unknown>) } as Record<string, unknown>;
+  const raw = input as Record<string, unknown>;
+  if (raw._version !== undefined && raw._version !== 1 && raw._version !== CLASSIFIER_VERSION) {
+    throw new Error(`${what}: _version ${JSON.stringify(raw._version)} is not supported (this library reads 1 and ${CLASSIFIER_VERSION})`);
+  }
+  const c = { ...DEFAULT_CLASSIFIER_CONFIG, ...(raw._version === 1 ? migrateV1(raw) : raw) } as Record<string, unknown>;
   const keys = Object.keys(DEFAULT_CLASSIFIER_CONFIG);
   const unknown = Object.keys(c).filter((k) => !keys.includes(k));
   if (unknown.length) throw new Error(`${what}: unknown key(s) ${unknown.join(', ')}; allowed: ${keys.join(', ')}`);
-  if (c._class_name !== CLASSIFIER_CLASS_NAME) throw new Error(`${what}: _class_name must be '${CLASSIFIER_CLASS_NAME}', got ${JSON.stringify(c._class_name)}`);
-  if (c._version !== CLASSIFIER_VERSION) throw new Error(`${what}: _version ${JSON.stringify(c._version)} is not supported (this library reads ${CLASSIFIER_VERSION})`);
+  if (c._class_name !== CLASSIFIER_CLASS_NAME) throw new Error(`${what}: _class_name must be '${CLASSIFIER_CLASS_NAME}' (or '${V1_CLASS_NAME}' with _version 1), got ${JSON.stringify(c._class_name)}`);
   const int = (k: string, v: unknown, min: number) => {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new Error(`${what}: ${k} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
     return v;
+  };
+  const oneOf = <T extends string>(k: string, v: unknown, allowed: readonly T[]): T => {
+    if (!(allowed as readonly unknown[]).includes(v)) throw new Error(`${what}: ${k} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+    return v as T;
   };
   const size = int('imageSize', c.imageSize, 4);
   if (size % 4 !== 0) throw new Error(`${what}: imageSize must be divisible by 4 (two 2x pools), got ${size}`);
@@ -71,13 +128,18 @@ export function parseClassifierConfig(input: unknown): ClassifierConfig {
     imageChannels: int('imageChannels', c.imageChannels, 1),
     channels: [int('channels[0]', c.channels[0], 1), int('channels[1]', c.channels[1], 1)],
     hidden: int('hidden', c.hidden, 1),
-    numClasses: int('numClasses', c.numClasses, 2),
+    pool: oneOf('pool', c.pool, POOL_KINDS),
+    heads: parseHeads(c.heads),
   };
 }
 
-export class MnistClassifier {
+export class AttributeClassifier {
   readonly store = new ParamStore();
   readonly config: ClassifierConfig;
+  /** Classes per head. */
+  readonly headSizes: number[];
+  /** Logits per image: the sum of headSizes. */
+  readonly numLogits: number;
   private readonly conv1: Conv2d;
   private readonly conv2: Conv2d;
   private readonly fc1: Linear;
@@ -85,11 +147,14 @@ export class MnistClassifier {
 
   constructor(config: Partial<ClassifierConfig> = {}, rng = new Generator(0)) {
     this.config = parseClassifierConfig({ ...DEFAULT_CLASSIFIER_CONFIG, ...config });
-    const { imageChannels, channels: [c0, c1], hidden, numClasses, imageSize } = this.config;
+    const { imageChannels, channels: [c0, c1], hidden, imageSize } = this.config;
+    this.headSizes = this.config.heads.map((h) => h.classes.length);
+    this.numLogits = this.headSizes.reduce((a, b) => a + b, 0);
     this.conv1 = new Conv2d(this.store, 'conv1', imageChannels, c0, 3, rng);
     this.conv2 = new Conv2d(this.store, 'conv2', c0, c1, 3, rng);
     this.fc1 = new Linear(this.store, 'fc1', (imageSize / 4) ** 2 * c1, hidden, rng);
-    this.fc2 = new Linear(this.store, 'fc2', hidden, numClasses, rng);
+    // One layer for every head (named fc2, as the single-head version 1 wrote it).
+    this.fc2 = new Linear(this.store, 'fc2', hidden, this.numLogits, rng);
   }
 
   private checkInput(x: tf.Tensor4D): void {
@@ -99,29 +164,45 @@ export class MnistClassifier {
     }
   }
 
-  /** Penultimate features [B, hidden] (after ReLU) of images [B, 32, 32, 1] in [-1, 1]. */
+  /** Penultimate features [B, hidden] (after ReLU) of images [B, S, S, C] in [-1, 1]. */
   features(x: tf.Tensor4D): tf.Tensor2D {
     this.checkInput(x);
+    const pool = this.config.pool === 'max' ? tf.maxPool : tf.avgPool;
     return tf.tidy(() => {
-      let h = tf.avgPool(tf.relu(this.conv1.apply(x)), 2, 2, 'valid') as tf.Tensor4D; // [B, 16, 16, c0]
-      h = tf.avgPool(tf.relu(this.conv2.apply(h)), 2, 2, 'valid') as tf.Tensor4D; // [B, 8, 8, c1]
+      let h = pool(tf.relu(this.conv1.apply(x)) as tf.Tensor4D, 2, 2, 'valid'); // [B, S/2, S/2, c0]
+      h = pool(tf.relu(this.conv2.apply(h)) as tf.Tensor4D, 2, 2, 'valid'); // [B, S/4, S/4, c1]
       return tf.relu(this.fc1.apply(h.reshape([h.shape[0], -1]))) as tf.Tensor2D; // [B, hidden]
     });
   }
 
-  /** Logits [B, numClasses] from penultimate features [B, hidden]. */
-  head(features: tf.Tensor2D): tf.Tensor2D {
+  /** Logits of every head side by side [B, numLogits] from penultimate features [B, hidden]. */
+  logits(features: tf.Tensor2D): tf.Tensor2D {
     return this.fc2.apply(features) as tf.Tensor2D;
   }
 
-  /** Logits [B, numClasses]. */
+  /** Logits [B, numLogits] of images. */
   apply(x: tf.Tensor4D): tf.Tensor2D {
-    return tf.tidy(() => this.head(this.features(x)));
+    return tf.tidy(() => this.logits(this.features(x)));
   }
 
-  /** Mean softmax cross-entropy of images [B, ...] against labels [B] (int32). */
-  lossFn(x: tf.Tensor4D, labels: tf.Tensor1D): tf.Scalar {
-    return tf.tidy(() => tf.losses.softmaxCrossEntropy(tf.oneHot(labels, this.config.numClasses), this.apply(x)) as tf.Scalar);
+  /** Logits [B, numLogits] split per head: [B, K_h] each (one head: the input itself). */
+  splitHeads(logits: tf.Tensor2D): tf.Tensor2D[] {
+    // tfjs' SplitV gradient fails for a single part.
+    return this.headSizes.length === 1 ? [logits] : (tf.split(logits, this.headSizes, 1) as tf.Tensor2D[]);
+  }
+
+  /**
+   * Sum over heads of the mean softmax cross-entropy of images [B, ...] against labels
+   * [B, numHeads] (int32; [B] for a one-head classifier).
+   */
+  lossFn(x: tf.Tensor4D, labels: tf.Tensor1D | tf.Tensor2D): tf.Scalar {
+    const heads = this.headSizes.length;
+    if (labels.size !== x.shape[0] * heads) throw new Error(`classifier loss: ${x.shape[0]} images need [${x.shape[0]}, ${heads}] labels, got [${labels.shape.join(', ')}]`);
+    return tf.tidy(() => {
+      const perHead = tf.unstack(labels.reshape([-1, heads]), 1) as tf.Tensor1D[]; // numHeads x [B]
+      const terms = this.splitHeads(this.apply(x)).map((l, h) => tf.losses.softmaxCrossEntropy(tf.oneHot(perHead[h], this.headSizes[h]), l) as tf.Scalar);
+      return (terms.length === 1 ? terms[0] : tf.addN(terms)) as tf.Scalar;
+    });
   }
 
   async save(dir: string, metrics?: Record<string, unknown>): Promise<void> {
@@ -129,8 +210,8 @@ export class MnistClassifier {
     if (metrics) writeJsonAtomic(path.join(dir, 'metrics.json'), metrics);
   }
 
-  static load(dir: string): MnistClassifier {
-    return loadComponent(dir, 'classifier', parseClassifierConfig, (c) => new MnistClassifier(c), CLASSIFIER_WEIGHTS);
+  static load(dir: string): AttributeClassifier {
+    return loadComponent(dir, 'classifier', parseClassifierConfig, (c) => new AttributeClassifier(c), CLASSIFIER_WEIGHTS);
   }
 
   /** metrics.json of a saved classifier, if any. */
@@ -146,35 +227,69 @@ export class MnistClassifier {
 
 // ----------------------------------------------------------------------------- inference
 
-/** Index of the largest logit of each row. */
-export function argmaxRows(logits: ArrayLike<number>, numClasses: number): Int32Array {
-  if (logits.length % numClasses !== 0) throw new Error(`argmaxRows: ${logits.length} values are not rows of ${numClasses}`);
-  const n = logits.length / numClasses;
-  const out = new Int32Array(n);
+/**
+ * Predicted class of every head: [N, numHeads] (row-major) from logits [N, sum of headSizes]
+ * laid out head after head. Ties go to the first index.
+ */
+export function argmaxHeads(logits: ArrayLike<number>, headSizes: readonly number[]): Int32Array {
+  const width = headSizes.reduce((a, b) => a + b, 0);
+  if (width === 0 || logits.length % width !== 0) throw new Error(`argmax: ${logits.length} values are not rows of ${width} logits (heads of ${headSizes.join(' + ')})`);
+  const n = logits.length / width;
+  const out = new Int32Array(n * headSizes.length);
   for (let i = 0; i < n; i++) {
-    let best = 0;
-    for (let k = 1; k < numClasses; k++) if (logits[i * numClasses + k] > logits[i * numClasses + best]) best = k;
-    out[i] = best;
+    let off = i * width;
+    headSizes.forEach((k, h) => {
+      let best = 0;
+      for (let j = 1; j < k; j++) if (logits[off + j] > logits[off + best]) best = j;
+      out[i * headSizes.length + h] = best;
+      off += k;
+    });
   }
   return out;
 }
 
+/** Index of the largest logit of each row. */
+export function argmaxRows(logits: ArrayLike<number>, numClasses: number): Int32Array {
+  return argmaxHeads(logits, [numClasses]);
+}
+
 /** Fraction of rows whose largest logit is at the label. */
 export function accuracyFromLogits(logits: ArrayLike<number>, labels: ArrayLike<number>, numClasses: number): number {
-  const pred = argmaxRows(logits, numClasses);
-  if (pred.length !== labels.length) throw new Error(`accuracy: ${pred.length} predictions for ${labels.length} labels`);
-  if (pred.length === 0) return NaN;
-  let right = 0;
-  for (let i = 0; i < pred.length; i++) if (pred[i] === labels[i]) right++;
-  return right / pred.length;
+  return headAccuracies(argmaxRows(logits, numClasses), labels, [{ name: 'class', classes: [] }]).all;
+}
+
+export interface HeadAccuracies {
+  /** Per head name: fraction of rows it gets right. */
+  perHead: Record<string, number>;
+  /** Fraction of rows every head gets right (for one head: its accuracy). */
+  all: number;
+}
+
+/** Accuracies of predictions [N, numHeads] against labels [N, numHeads] (both row-major). */
+export function headAccuracies(predicted: ArrayLike<number>, labels: ArrayLike<number>, heads: readonly ClassifierHead[]): HeadAccuracies {
+  const h = heads.length;
+  if (predicted.length !== labels.length) throw new Error(`accuracy: ${predicted.length / h} predictions for ${labels.length / h} labels`);
+  const n = predicted.length / h;
+  const right = new Array<number>(h).fill(0);
+  let all = 0;
+  for (let i = 0; i < n; i++) {
+    let ok = true;
+    for (let k = 0; k < h; k++) {
+      if (predicted[i * h + k] === labels[i * h + k]) right[k]++;
+      else ok = false;
+    }
+    if (ok) all++;
+  }
+  return { perHead: Object.fromEntries(heads.map((hd, k) => [hd.name, n ? right[k] / n : NaN])), all: n ? all / n : NaN };
 }
 
 export interface Predictions {
   count: number;
-  /** [count, numClasses] */
+  /** [count, numLogits]: every head's logits side by side */
   logits: Float32Array;
   /** [count, hidden] */
   features: Float32Array;
+  /** [count, numHeads]: the class each head reads */
   predicted: Int32Array;
 }
 
@@ -182,13 +297,14 @@ export interface Predictions {
  * Logits and penultimate features of N images, in batches. `images` is a [N, H, W, C] array in
  * [-1, 1] (or a tensor, which is read batch by batch and not disposed).
  */
-export async function predict(clf: MnistClassifier, images: Float32Array | tf.Tensor4D, shape?: number[], batchSize = 256): Promise<Predictions> {
+export async function predict(clf: AttributeClassifier, images: Float32Array | tf.Tensor4D, shape?: number[], batchSize = 256): Promise<Predictions> {
   const sh = images instanceof tf.Tensor ? images.shape : shape;
   if (!sh || sh.length !== 4) throw new Error('predict: needs the [N, H, W, C] shape of the images');
   const [n, h, w, c] = sh;
   const per = h * w * c;
-  const { numClasses, hidden } = clf.config;
-  const logits = new Float32Array(n * numClasses);
+  const { numLogits } = clf;
+  const { hidden } = clf.config;
+  const logits = new Float32Array(n * numLogits);
   const features = new Float32Array(n * hidden);
   for (let i = 0; i < n; i += batchSize) {
     const b = Math.min(batchSize, n - i);
@@ -197,20 +313,47 @@ export async function predict(clf: MnistClassifier, images: Float32Array | tf.Te
         ? (tf.slice(images, [i, 0, 0, 0], [b, h, w, c]) as tf.Tensor4D)
         : tf.tensor4d(images.subarray(i * per, (i + b) * per), [b, h, w, c]);
       const feats = clf.features(x);
-      return [feats, clf.head(feats)];
+      return [feats, clf.logits(feats)];
     });
     features.set((await f.data()) as Float32Array, i * hidden);
-    logits.set((await l.data()) as Float32Array, i * numClasses);
+    logits.set((await l.data()) as Float32Array, i * numLogits);
     tf.dispose([f, l]);
   }
-  return { count: n, logits, features, predicted: argmaxRows(logits, numClasses) };
+  return { count: n, logits, features, predicted: argmaxHeads(logits, clf.headSizes) };
 }
 
-/** Test accuracy of a classifier on an image set with labels. */
-export async function evaluateClassifier(clf: MnistClassifier, set: ImageSet, batchSize = 256): Promise<number> {
-  if (!set.labels) throw new Error(`evaluateClassifier: ${set.source} has no labels`);
+/** Throws unless `labels` is [N, numHeads] with every value a class of its head. */
+export function checkLabels(set: ImageSet, heads: readonly ClassifierHead[]): Int32Array {
+  const labels = set.labels;
+  if (!labels) throw new Error(`${set.source} has no labels`);
+  const n = set.shape[0];
+  if (labels.length !== n * heads.length) throw new Error(`${set.source}: ${labels.length} labels for ${n} images and ${heads.length} head(s) (${heads.map((h) => h.name).join(', ')}); need [N, numHeads]`);
+  for (let i = 0; i < labels.length; i++) {
+    const head = heads[i % heads.length];
+    if (!Number.isInteger(labels[i]) || labels[i] < 0 || labels[i] >= head.classes.length) {
+      throw new Error(`${set.source}: image ${Math.floor(i / heads.length)} has label ${labels[i]} for head '${head.name}', which has classes 0..${head.classes.length - 1}`);
+    }
+  }
+  return labels;
+}
+
+/** Accuracies of a classifier on a labelled image set (labels [N, numHeads]). */
+export async function classifierAccuracies(clf: AttributeClassifier, set: ImageSet, batchSize = 256): Promise<HeadAccuracies> {
+  const labels = checkLabels(set, clf.config.heads);
   const p = await predict(clf, set.images, set.shape, batchSize);
-  return accuracyFromLogits(p.logits, set.labels, clf.config.numClasses);
+  return headAccuracies(p.predicted, labels, clf.config.heads);
+}
+
+/** Test accuracy of a classifier on an image set with labels: the fraction with every head right. */
+export async function evaluateClassifier(clf: AttributeClassifier, set: ImageSet, batchSize = 256): Promise<number> {
+  return (await classifierAccuracies(clf, set, batchSize)).all;
+}
+
+/** "98.50%" for one head; "all 97.10% (object 99.00%, color 98.20%, ...)" for several. */
+export function formatHeadAccuracies(a: HeadAccuracies): string {
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+  const heads = Object.entries(a.perHead);
+  return heads.length === 1 ? pct(a.all) : `all heads ${pct(a.all)} (${heads.map(([k, v]) => `${k} ${pct(v)}`).join(', ')})`;
 }
 
 // ----------------------------------------------------------------------------- training
@@ -257,7 +400,10 @@ export interface TrainClassifierOptions {
   lr: number;
   warmupSteps?: number;
   weightDecay?: number;
-  /** Max translation in pixels (augmentation); 0 = off. */
+  /**
+   * Max translation in pixels (augmentation); default 0 = off. Only for data whose labels do
+   * not depend on where things are (MNIST digits; never scene positions).
+   */
   maxShift?: number;
   seed: number;
   resume?: boolean;
@@ -270,27 +416,44 @@ export interface TrainClassifierOptions {
 
 export interface TrainClassifierResult {
   /** Undefined when training stopped early (stopAfter). */
-  classifier?: MnistClassifier;
+  classifier?: AttributeClassifier;
   steps: number;
   lastLoss: number;
+  /** Fraction of test images with every head right (for one head: the accuracy). */
   testAccuracy?: number;
+  /** Per head: fraction of test images it gets right. */
+  testHeadAccuracy?: Record<string, number>;
   seconds: number;
 }
 
-/** Trains with train() (checkpoints, exact resume), then saves the classifier and its test accuracy. */
+/**
+ * Trains with train() (checkpoints, exact resume), then saves the classifier and its test
+ * accuracies. Labels of both sets: [N, numHeads].
+ */
 export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainClassifierResult> {
   const log = o.log ?? ((l: string) => console.error(l));
   if (!o.train.labels) throw new Error(`classifier training needs labels; ${o.train.source} has none`);
-  const labels = o.train.labels;
   const t0 = performance.now();
-  const clf = new MnistClassifier(o.config, new Generator(o.seed));
+  const clf = new AttributeClassifier(o.config, new Generator(o.seed));
+  const { heads } = clf.config;
   const [, h, w, c] = o.train.shape;
-  if (h !== clf.config.imageSize || w !== clf.config.imageSize || c !== clf.config.imageChannels) {
+  let labels: Int32Array;
+  try {
+    for (const set of o.test ? [o.train, o.test] : [o.train]) {
+      const [, sh, sw, sc] = set.shape;
+      if (sh !== clf.config.imageSize || sw !== clf.config.imageSize || sc !== clf.config.imageChannels) {
+        throw new Error(`classifier: ${set.source} is ${sh}x${sw}x${sc}, the classifier takes ${clf.config.imageSize}x${clf.config.imageSize}x${clf.config.imageChannels}`);
+      }
+    }
+    labels = checkLabels(o.train, heads);
+    if (o.test) checkLabels(o.test, heads);
+  } catch (e) {
     clf.dispose();
-    throw new Error(`classifier: the data is ${h}x${w}x${c}, the classifier takes ${clf.config.imageSize}x${clf.config.imageSize}x${clf.config.imageChannels}`);
+    throw e;
   }
+  const H = heads.length;
   const batcher = new IndexBatcher(o.train, o.batchSize, o.seed + 1);
-  const maxShift = o.maxShift ?? 2;
+  const maxShift = o.maxShift ?? 0;
   let result;
   try {
     result = await train<{ indices: number[] }>({
@@ -303,7 +466,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
       },
       loss: (b, rng) => {
         const x = tf.tensor4d(shiftedBatch(o.train, b.indices, maxShift, rng), [b.indices.length, h, w, c]);
-        const y = tf.tensor1d(b.indices.map((i) => labels[i]), 'int32');
+        const y = tf.tensor2d(Int32Array.from(b.indices.flatMap((i) => Array.from(labels.subarray(i * H, (i + 1) * H)))), [b.indices.length, H], 'int32'); // [B, numHeads]
         return clf.lossFn(x, y);
       },
       totalSteps: o.steps,
@@ -329,16 +492,17 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
     clf.dispose();
     return { steps: result.step, lastLoss: result.lastLoss, seconds: (performance.now() - t0) / 1000 };
   }
-  const testAccuracy = o.test ? await evaluateClassifier(clf, o.test) : undefined;
+  const acc = o.test ? await classifierAccuracies(clf, o.test) : undefined;
   const seconds = (performance.now() - t0) / 1000;
   await clf.save(o.outDir, {
     trainedSteps: result.step,
     batchSize: o.batchSize,
     trainImages: o.train.shape[0],
+    maxShift,
     lastLoss: result.lastLoss,
-    ...(o.test ? { testAccuracy, testImages: o.test.shape[0], testSet: o.test.source } : {}),
+    ...(acc ? { testAccuracy: acc.all, testHeadAccuracy: acc.perHead, testImages: o.test!.shape[0], testSet: o.test!.source } : {}),
     seconds: Math.round(seconds),
   });
-  log(`classifier: saved ${o.outDir}${testAccuracy !== undefined ? ` (test accuracy ${(100 * testAccuracy).toFixed(2)}%)` : ''}`);
-  return { classifier: clf, steps: result.step, lastLoss: result.lastLoss, testAccuracy, seconds };
+  log(`classifier: saved ${o.outDir}${acc ? ` (test accuracy ${formatHeadAccuracies(acc)})` : ''}`);
+  return { classifier: clf, steps: result.step, lastLoss: result.lastLoss, testAccuracy: acc?.all, testHeadAccuracy: acc?.perHead, seconds };
 }

@@ -24,7 +24,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { ImageSet } from '../data/in-memory.js';
 import type { SamplerName, Txt2ImgPipeline } from '../pipeline/pipeline.js';
 import { Generator } from '../random/generator.js';
-import { type MnistClassifier, type Predictions, accuracyFromLogits, predict } from './classifier.js';
+import { type AttributeClassifier, type Predictions, accuracyFromLogits, predict } from './classifier.js';
 import { type Gaussian, frechetDistance, meanCov, meanPairwiseDistance } from './linalg.js';
 
 export interface SamplerSpec {
@@ -64,7 +64,7 @@ export function parseCfgList(text: string): number[] {
 
 export interface EvaluateOptions {
   pipeline: Txt2ImgPipeline;
-  classifier: MnistClassifier;
+  classifier: AttributeClassifier;
   /** Labelled reference images (the MNIST test set). */
   real: ImageSet;
   perClass: number;
@@ -162,7 +162,9 @@ export async function evaluatePipeline(o: EvaluateOptions): Promise<EvaluateRepo
   if (pipeline.info.conditioning !== 'label') throw new Error('evaluate: the pipeline must be label-conditioned (an MNIST pipeline); this one is conditioned on text');
   if (!o.real.labels) throw new Error(`evaluate: the reference set ${o.real.source} has no labels`);
   if (!Number.isInteger(o.perClass) || o.perClass < 1) throw new Error(`evaluate: per-class must be an integer >= 1, got ${o.perClass}`);
-  const numClasses = classifier.config.numClasses;
+  const { heads } = classifier.config;
+  if (heads.length !== 1) throw new Error(`evaluate: the classifier must have one head (digits); this one has ${heads.length}: ${heads.map((h) => h.name).join(', ')}`);
+  const numClasses = heads[0].classes.length;
   const encClasses = (pipeline.encoder as unknown as { numClasses?: number }).numClasses;
   if (encClasses !== undefined && encClasses !== numClasses) throw new Error(`evaluate: the pipeline has ${encClasses} classes, the classifier ${numClasses}`);
   const size = pipeline.info.imageSize;
@@ -260,33 +262,13 @@ export async function evaluatePipeline(o: EvaluateOptions): Promise<EvaluateRepo
     log(`baselines: real subset FID ${rows[0].fid.toFixed(2)}, VAE recon MSE ${rows[1].mse!.toFixed(4)} FID ${rows[1].fid.toFixed(2)}, VAE prior FID ${rows[2].fid.toFixed(2)}`);
   }
 
-  let warned = false;
+  const warn = keepFirstWarning(notes);
   for (const s of o.samplers) {
     for (const cfg of o.cfgs) {
       const name = `${s.sampler}:${s.steps} cfg ${cfg}`;
-      const t0 = performance.now();
-      const parts: Float32Array[] = [];
-      for (let i = 0, call = 0; i < n; i += batchSize, call++) {
-        const inputs = labels.slice(i, i + batchSize);
-        const images = await pipeline.generate({
-          inputs,
-          guidanceScale: cfg,
-          steps: s.steps,
-          sampler: s.sampler,
-          seed: seed + call, // the same noise in every cell: differences come from the settings
-          warn: (m) => {
-            if (!warned) notes.push(m);
-            warned = true;
-          },
-        });
-        parts.push((await images.data()) as Float32Array);
-        images.dispose();
-      }
-      const secondsPerImage = (performance.now() - t0) / 1000 / n;
-      const data = concat(parts);
-      const shape = [n, size, size, o.real.shape[3]];
+      const { data, shape, secondsPerImage } = await generateInBatches(pipeline, labels, { cfg, sampler: s, batchSize, seed, warn });
       if (o.onImages) {
-        const t = tf.tensor4d(data, shape as [number, number, number, number]);
+        const t = tf.tensor4d(data, shape);
         await o.onImages(`${s.sampler}-${s.steps}-cfg${cfg}`, t, labels);
         t.dispose();
       }
@@ -298,6 +280,54 @@ export async function evaluatePipeline(o: EvaluateOptions): Promise<EvaluateRepo
   }
   if (n < 2 * dim) notes.push(`${n} images per row for ${dim}-dimensional features: the covariances are rank-deficient and FID is biased upward at this size; compare rows of equal size only (the "real test subset" row is the floor).`);
   return { perClass: o.perClass, numClasses, featureDim: dim, referenceImages: realPred.count, referenceSource: o.real.source, rows, notes };
+}
+
+/** A warn callback that keeps only the first warning (every generate() call repeats it). */
+export function keepFirstWarning(notes: string[]): (message: string) => void {
+  let warned = false;
+  return (m) => {
+    if (!warned) notes.push(m);
+    warned = true;
+  };
+}
+
+export interface GeneratedImages {
+  /** [n, H, W, C] in [-1, 1] */
+  data: Float32Array;
+  shape: [number, number, number, number];
+  secondsPerImage: number;
+}
+
+export interface GenerateInBatchesOptions {
+  cfg: number;
+  sampler: SamplerSpec;
+  batchSize: number;
+  seed: number;
+  warn: (message: string) => void;
+}
+
+/**
+ * One image per input, `batchSize` per generate() call. Call k uses seed + k: every cell of a
+ * table gets the same noise, so its differences come from the settings.
+ */
+export async function generateInBatches(pipeline: Txt2ImgPipeline, inputs: string[] | number[], o: GenerateInBatchesOptions): Promise<GeneratedImages> {
+  const t0 = performance.now();
+  const parts: Float32Array[] = [];
+  let [h, w, c] = [0, 0, 0];
+  for (let i = 0, call = 0; i < inputs.length; i += o.batchSize, call++) {
+    const images = await pipeline.generate({
+      inputs: inputs.slice(i, i + o.batchSize) as string[] | number[],
+      guidanceScale: o.cfg,
+      steps: o.sampler.steps,
+      sampler: o.sampler.sampler,
+      seed: o.seed + call,
+      warn: o.warn,
+    });
+    [, h, w, c] = images.shape;
+    parts.push((await images.data()) as Float32Array);
+    images.dispose();
+  }
+  return { data: concat(parts), shape: [inputs.length, h, w, c], secondsPerImage: (performance.now() - t0) / 1000 / inputs.length };
 }
 
 function concat(parts: Float32Array[]): Float32Array {

@@ -1,11 +1,23 @@
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { type ImageSet, mnistSet } from '../../src/data/in-memory.js';
-import { MnistClassifier, accuracyFromLogits, argmaxRows, evaluateClassifier, predict, shiftedBatch, trainClassifier } from '../../src/eval/classifier.js';
+import {
+  AttributeClassifier,
+  type ClassifierHead,
+  accuracyFromLogits,
+  argmaxHeads,
+  argmaxRows,
+  evaluateClassifier,
+  headAccuracies,
+  parseClassifierConfig,
+  predict,
+  shiftedBatch,
+  trainClassifier,
+} from '../../src/eval/classifier.js';
 import { Generator } from '../../src/random/generator.js';
 
 beforeAll(async () => {
@@ -51,7 +63,7 @@ describe('shift augmentation', () => {
 
 describe('MNIST classifier', () => {
   it('has the LeNet shape and gives 128-d features and 10 logits', () => {
-    const clf = new MnistClassifier({}, new Generator(0));
+    const clf = new AttributeClassifier({}, new Generator(0));
     const x = tf.zeros([3, 32, 32, 1]) as tf.Tensor4D;
     const f = clf.features(x);
     const l = clf.apply(x);
@@ -72,9 +84,9 @@ describe('MNIST classifier', () => {
     // 32 images seen 30 times: it fits them.
     expect(r.testAccuracy!).toBeGreaterThan(0.85);
     for (const f of ['config.json', 'model.safetensors', 'metrics.json', 'train/loss.jsonl', 'train/checkpoints/latest']) expect(existsSync(path.join(out, f)), f).toBe(true);
-    expect(MnistClassifier.metrics(out)!.testAccuracy).toBeCloseTo(r.testAccuracy!, 12);
+    expect(AttributeClassifier.metrics(out)!.testAccuracy).toBeCloseTo(r.testAccuracy!, 12);
 
-    const loaded = MnistClassifier.load(out);
+    const loaded = AttributeClassifier.load(out);
     const a = await predict(r.classifier!, slice.images, slice.shape, 10);
     const b = await predict(loaded, slice.images, slice.shape);
     expect(Array.from(b.logits)).toEqual(Array.from(a.logits));
@@ -83,5 +95,91 @@ describe('MNIST classifier', () => {
     loaded.dispose();
     r.classifier!.dispose();
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe('heads', () => {
+  const heads: ClassifierHead[] = [
+    { name: 'a', classes: ['x', 'y'] },
+    { name: 'b', classes: ['p', 'q', 'r'] },
+  ];
+
+  it('argmax and accuracies per head on a hand-made case', () => {
+    const logits = [
+      0.1, 0.9, /* | */ 3, 0, 1, // a=1, b=0
+      2, 1, /*     | */ 0, 0, 5, // a=0, b=2
+      4, 4, /*     | */ 1, 2, 0, // a=0 (tie), b=1
+    ];
+    const pred = argmaxHeads(logits, [2, 3]);
+    expect(Array.from(pred)).toEqual([1, 0, 0, 2, 0, 1]);
+    const acc = headAccuracies(pred, [1, 0, 1, 2, 0, 0], heads);
+    expect(acc.perHead).toEqual({ a: 2 / 3, b: 2 / 3 });
+    expect(acc.all).toBeCloseTo(1 / 3, 12);
+    expect(() => argmaxHeads([1, 2, 3, 4], [2, 3])).toThrow(/not rows of 5 logits/);
+  });
+
+  it('splits the logits per head and sums the heads\' softmax cross-entropies', () => {
+    const clf = new AttributeClassifier({ imageSize: 8, imageChannels: 3, channels: [2, 3], hidden: 4, heads }, new Generator(3));
+    expect(clf.numLogits).toBe(5);
+    expect(clf.store.get('fc2.weight').shape).toEqual([4, 5]);
+    const rng = new Generator(1);
+    const x = rng.randn([3, 8, 8, 3]) as tf.Tensor4D;
+    const labels = [1, 2, 0, 0, 1, 1]; // [3, 2]
+    const logits = clf.apply(x);
+    const parts = clf.splitHeads(logits);
+    expect(parts.map((p) => p.shape)).toEqual([[3, 2], [3, 3]]);
+    const l = logits.arraySync() as number[][];
+    expect(parts[1].arraySync()).toEqual(l.map((r) => r.slice(2)));
+    // By hand: mean over images of -log softmax(head logits)[label], summed over heads.
+    const ce = (row: number[], k: number) => Math.log(row.reduce((a, v) => a + Math.exp(v), 0)) - row[k];
+    let expected = 0;
+    for (let i = 0; i < 3; i++) expected += (ce(l[i].slice(0, 2), labels[2 * i]) + ce(l[i].slice(2), labels[2 * i + 1])) / 3;
+    const y = tf.tensor2d(labels, [3, 2], 'int32');
+    const loss = clf.lossFn(x, y);
+    expect(loss.dataSync()[0]).toBeCloseTo(expected, 5);
+    expect(() => clf.lossFn(x, tf.tensor1d([0, 1, 0], 'int32'))).toThrow(/need \[3, 2\] labels/);
+    tf.dispose([x, logits, ...parts, y, loss]);
+    clf.dispose();
+  });
+
+  it('validates heads, naming the bad value', () => {
+    const base = { _class_name: 'AttributeClassifier', _version: 2 };
+    expect(() => parseClassifierConfig({ ...base, heads: [] })).toThrow(/heads must be a non-empty array/);
+    expect(() => parseClassifierConfig({ ...base, heads: [{ name: 'a', classes: ['x'] }] })).toThrow(/heads\[0\]\.classes \(head 'a'\) must be at least 2 distinct/);
+    expect(() => parseClassifierConfig({ ...base, heads: [heads[0], { name: 'a', classes: ['u', 'v'] }] })).toThrow(/heads\[1\]\.name .*"a"/);
+    expect(() => parseClassifierConfig({ ...base, _version: 3 })).toThrow(/_version 3 is not supported \(this library reads 1 and 2\)/);
+    expect(() => parseClassifierConfig({ ...base, numClasses: 10 })).toThrow(/unknown key\(s\) numClasses/);
+  });
+
+  it('reads a version 1 (MnistClassifier) folder as one digit head with the same predictions', async () => {
+    const v1 = { _class_name: 'MnistClassifier', _version: 1, imageSize: 32, imageChannels: 1, channels: [4, 8], hidden: 16, numClasses: 10 };
+    expect(parseClassifierConfig(v1)).toEqual({
+      _class_name: 'AttributeClassifier',
+      _version: 2,
+      imageSize: 32,
+      imageChannels: 1,
+      channels: [4, 8],
+      hidden: 16,
+      pool: 'avg',
+      heads: [{ name: 'digit', classes: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'] }],
+    });
+    expect(() => parseClassifierConfig({ ...v1, _class_name: 'Other' })).toThrow(/version 1 config must have _class_name 'MnistClassifier'/);
+    // A folder as version 1 wrote it: the same weight names, its own config.json.
+    const dir = tmp('v1');
+    const clf = new AttributeClassifier({ channels: [4, 8], hidden: 16 }, new Generator(5));
+    await clf.save(dir);
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(v1));
+    const loaded = AttributeClassifier.load(dir);
+    expect(loaded.config.heads).toEqual([{ name: 'digit', classes: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'] }]);
+    const set = mnistSet('test', 16);
+    const a = await predict(clf, set.images, set.shape);
+    const b = await predict(loaded, set.images, set.shape);
+    expect(Array.from(b.logits)).toEqual(Array.from(a.logits));
+    expect(Array.from(b.predicted)).toEqual(Array.from(argmaxRows(a.logits, 10)));
+    // Saving again writes version 2.
+    await loaded.save(dir);
+    expect(JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'))).toMatchObject({ _class_name: 'AttributeClassifier', _version: 2 });
+    clf.dispose();
+    loaded.dispose();
   });
 });

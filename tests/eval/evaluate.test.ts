@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { mnistSet } from '../../src/data/in-memory.js';
-import { MnistClassifier } from '../../src/eval/classifier.js';
+import { AttributeClassifier } from '../../src/eval/classifier.js';
 import { evaluatePipeline, formatEvaluation, parseCfgList, parseSamplers, requestedLabels } from '../../src/eval/evaluate.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
 import { runTraining } from '../../src/pipeline/run-training.js';
@@ -50,7 +50,7 @@ describe('evaluate', () => {
   it('runs end to end on a tiny label pipeline and returns a well-formed table', async () => {
     const before = tf.memory().numTensors;
     const pipeline = await Txt2ImgPipeline.load(pipeDir);
-    const classifier = new MnistClassifier({}, new Generator(0));
+    const classifier = new AttributeClassifier({}, new Generator(0));
     const real = mnistSet('test', 200);
     const seen: string[] = [];
     try {
@@ -104,7 +104,7 @@ describe('evaluate', () => {
 
   it('refuses a reference set without labels and a bad per-class count', async () => {
     const pipeline = await Txt2ImgPipeline.load(pipeDir);
-    const classifier = new MnistClassifier({}, new Generator(0));
+    const classifier = new AttributeClassifier({}, new Generator(0));
     const real = mnistSet('test', 50);
     try {
       await expect(evaluatePipeline({ pipeline, classifier, real: { ...real, labels: undefined }, perClass: 1, cfgs: [1], samplers: [{ sampler: 'ddim', steps: 1 }] })).rejects.toThrow(/has no labels/);

@@ -72,7 +72,7 @@ function sampleAny(gen: Generator, kind: Kind = pick(gen, KINDS)): SceneAttribut
 /**
  * Attributes of one scene of `split`. Train: faces and shapes equally often; within a kind,
  * uniform over the scenes without a held-out combination (rejection). Held-out: a held-out
- * combination chosen uniformly, the other attributes drawn freely.
+ * combination chosen uniformly, the other attributes drawn freely (sampleWithCombination).
  */
 export function sampleSceneAttributes(gen: Generator, split: Split): SceneAttributes {
   if (split === 'train') {
@@ -83,7 +83,11 @@ export function sampleSceneAttributes(gen: Generator, split: Split): SceneAttrib
     }
   }
   if (split !== 'heldout') throw new Error(`split must be one of ${SPLITS.join(', ')}; got ${JSON.stringify(split)}`);
-  const combo = pick(gen, HELD_OUT_COMBINATIONS);
+  return sampleWithCombination(gen, pick(gen, HELD_OUT_COMBINATIONS));
+}
+
+/** A scene containing held-out combination `combo`, the other attributes drawn freely. */
+export function sampleWithCombination(gen: Generator, combo: HeldOutCombination): SceneAttributes {
   const a = sampleAny(gen);
   if (combo.object.endsWith(' face')) {
     a.kind = 'face';
