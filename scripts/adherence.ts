@@ -3,7 +3,7 @@
  * combinations) x cfg x sampler, how often the scene attribute classifier reads what the prompt
  * asks for, next to the classifier's ceiling on real images. See src/eval/adherence.ts.
  *
- *   npx tsx scripts/make-scenes.ts --out data/scenes-clf --count 10000 --size 32 --seed 1
+ *   npx tsx scripts/make-scenes.ts --out data/scenes-clf --count 10000 --heldout 3000 --size 32 --seed 1
  *   npx tsx scripts/train-classifier.ts --data scenes --scenes data/scenes-clf --test data/scenes/heldout --out runs/scene-classifier
  *   npx tsx scripts/adherence.ts --model models/default --classifier runs/scene-classifier --scenes data/scenes
  *   npx tsx scripts/adherence.ts --model runs/scenes/pipeline --per-set 280 --cfg 1,3,7 --samplers ddim:10,ddim:25,ddim:50 --json > adherence.json
