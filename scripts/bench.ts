@@ -10,6 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/backend/index.js';
 import { FIGURE_NAMES, type FigureName, formatBench, loadBenchSpec, runBench } from '../src/eval/bench.js';
+import { UNET_RUNTIMES, parseUNetRuntime } from '../src/onnx/unet.js';
 import { cliArgs, integer, parseStrict, runCli } from './cli.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -25,6 +26,7 @@ await runCli(async () => {
     .option('train-batch', { type: 'string', describe: 'override measure.trainBatch (heap probe)' })
     .option('sample-batch', { type: 'string', describe: 'override measure.sampleBatch' })
     .option('only', { type: 'string', describe: `comma-separated figures: ${FIGURE_NAMES.join(', ')}` })
+    .option('runtime', { type: 'string', default: 'tfjs', describe: `U-Net runtime of the sampling figures: ${UNET_RUNTIMES.join(' | ')}` })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
   );
 
@@ -43,6 +45,7 @@ await runCli(async () => {
     trainBatch: opt(argv['train-batch'], '--train-batch', 1),
     sampleBatch: opt(argv['sample-batch'], '--sample-batch', 1),
     only: only as FigureName[] | undefined,
+    unetRuntime: parseUNetRuntime(argv.runtime, '--runtime'),
   });
   if (argv.json) console.log(JSON.stringify(result));
   else console.log(formatBench(result));

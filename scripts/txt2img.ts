@@ -10,6 +10,7 @@ import { initBackend } from '../src/backend/index.js';
 import { SAMPLERS, type SamplerName } from '../src/pipeline/pipeline.js';
 import { runTxt2Img } from '../src/pipeline/txt2img.js';
 import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
+import { UNET_RUNTIMES, parseUNetRuntime } from '../src/onnx/unet.js';
 import { cliArgs, finiteNumber, integer, parseStrict, runCli } from './cli.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -32,6 +33,7 @@ await runCli(async () => {
     .option('label', { type: 'string', array: true, describe: 'class label(s) or class name(s), for label-conditioned models' })
     .option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' })
     .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
+    .option('runtime', { type: 'string', default: 'tfjs', describe: `what computes the U-Net: ${UNET_RUNTIMES.join(' | ')} (onnx: onnxruntime-node on the CPU)` })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
   );
 
@@ -54,6 +56,7 @@ await runCli(async () => {
     separate: argv.separate,
     saveSteps: argv['save-steps'],
     clip: argv['local-models'] ? { localModelPath: argv['local-models'] } : undefined,
+    runtime: parseUNetRuntime(argv.runtime, '--runtime'),
     quiet: argv.quiet,
   };
   if (opts.model === DEFAULT_MODEL && !(await import('node:fs')).existsSync(path.join(DEFAULT_MODEL, 'model_index.json'))) {

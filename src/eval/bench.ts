@@ -25,6 +25,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { type BackendInfo } from '../backend/index.js';
 import { computeGradients, disposeGrads } from '../nn/params.js';
 import { AdamW } from '../optim/adamw.js';
+import { OnnxUNet, type UNetRuntime, describeUNetRuntime } from '../onnx/unet.js';
 import { sampleLatents } from '../pipeline/sample.js';
 import { Generator } from '../random/generator.js';
 import { type SchedulerConfig, createScheduler, parseSchedulerConfig, sampleTimesteps, trainingTargets, weightedMse } from '../schedulers/index.js';
@@ -231,7 +232,7 @@ export function median(xs: number[]): number {
 }
 
 /** Seconds per call: median over `repeat` calls after `warmup` untimed ones, plus the raw times. */
-async function timed(fn: () => Promise<void>, repeat: number, warmup: number, warmupFn = fn): Promise<{ median: number; times: number[] }> {
+export async function timed(fn: () => Promise<void>, repeat: number, warmup: number, warmupFn = fn): Promise<{ median: number; times: number[] }> {
   for (let i = 0; i < warmup; i++) await warmupFn();
   const times: number[] = [];
   for (let i = 0; i < repeat; i++) {
@@ -258,6 +259,8 @@ export interface BenchOptions {
   sampleBatch?: number;
   /** Only these figures. */
   only?: FigureName[];
+  /** What computes the U-Net in unet_forward_cached_ms and sampling (default 'tfjs'; src/onnx). */
+  unetRuntime?: UNetRuntime;
   seed?: number;
   log?: (line: string) => void;
 }
@@ -281,6 +284,8 @@ export interface BenchResult {
   backend: string;
   threads: number;
   tfjs: string;
+  /** What computed the sampling-side U-Net calls (absent in older results: tfjs). */
+  unetRuntime?: UNetRuntime;
   repeat: number;
   sampleRepeat: number;
   trainBatch: number;
@@ -324,6 +329,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     backend: o.backend.name,
     threads: o.backend.threads,
     tfjs: tf.version.tfjs,
+    unetRuntime: o.unetRuntime ?? 'tfjs',
     repeat,
     sampleRepeat,
     trainBatch: B,
@@ -336,6 +342,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     notes,
   };
   log(`${o.backend.description}; tfjs ${tf.version.tfjs}; config ${spec.file}`);
+  // Training figures always run tfjs; only the sampling-side U-Net calls switch runtime.
+  const onnxUNet = o.unetRuntime === 'onnx' ? new OnnxUNet(unet) : undefined;
+  if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_cached_ms, sample_images_per_s)`);
   log(`vae params: ${result.vaeParams.toLocaleString('en-US')}   unet params: ${result.unetParams.toLocaleString('en-US')}   trainBatch ${B}, sampleBatch ${S}`);
 
   const run = async (name: FigureName | 'unet_forward_cached_ms', unit: FigureResult['unit'], body: () => Promise<{ median: number; times: number[] }>, toFigure: (s: number) => number) => {
@@ -367,6 +376,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       if (leaked > 0 && !result.figures[name]?.error) notes.push(`${name}: ${leaked} tensors still allocated after the figure`);
     }
   } finally {
+    onnxUNet?.dispose();
     vae.dispose();
     unet.dispose();
   }
@@ -430,7 +440,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       };
       const cache = unet.precomputeContext(context);
       const forwardCached = async () => {
-        const y = tf.tidy(() => unet.apply(x, t, cache));
+        const y = onnxUNet ? await onnxUNet.apply(x, t, cache) : tf.tidy(() => unet.apply(x, t, cache));
         await y.data();
         y.dispose();
       };
@@ -448,7 +458,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const sample = (steps: number) => async () => {
         const sched = createScheduler({ ...spec.scheduler, type: 'ddim' });
         sched.setTimesteps(steps);
-        const z = await sampleLatents({ unet, scheduler: sched, cond, uncond, guidanceScale: m.guidanceScale, shape: [S, h, h, zc], rng });
+        const loop = { scheduler: sched, cond, uncond, guidanceScale: m.guidanceScale, shape: [S, h, h, zc] as [number, number, number, number], rng };
+        const z = onnxUNet ? await sampleLatents({ ...loop, unet: onnxUNet }) : await sampleLatents({ ...loop, unet });
         const images = vae.decodeLatents(z);
         z.dispose();
         await images.data();
@@ -488,6 +499,7 @@ function round3(x: number): number {
 export function formatBench(r: BenchResult): string {
   const lines: string[] = [];
   lines.push(`ldm-small benchmark: backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}), tfjs ${r.tfjs}, median of ${r.repeat} (sampling: ${r.sampleRepeat}) after warm-up`);
+  if (r.unetRuntime === 'onnx') lines.push('  U-Net of unet_forward (K/V cached) and sampling: onnxruntime-node on the CPU');
   lines.push(`  vae params ${r.vaeParams.toLocaleString('en-US')}, unet params ${r.unetParams.toLocaleString('en-US')}, trainBatch ${r.trainBatch}, sampleBatch ${r.sampleBatch}`);
   for (const [name, f] of Object.entries(r.figures)) {
     if (!f) continue;

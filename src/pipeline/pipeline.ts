@@ -29,7 +29,8 @@ import { LabelEncoder, validateLabelEncoderConfig } from '../text/label.js';
 import { type ConditionEncoder, type Conditioning, disposeConditioning } from '../text/types.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
 import { AutoencoderKL } from '../vae/autoencoder-kl.js';
-import { sampleLatents, validateGuidanceScale } from './sample.js';
+import { OnnxUNet, type UNetRuntime, parseUNetRuntime } from '../onnx/unet.js';
+import { type SampleLatentsOptions, sampleLatents, validateGuidanceScale } from './sample.js';
 
 export const PIPELINE_CLASS_NAME = 'Txt2ImgPipeline';
 export const PIPELINE_VERSION = 1;
@@ -73,6 +74,8 @@ export interface GenerateOptions {
   onStep?: (info: { index: number; total: number; t: number; latents: tf.Tensor4D; predX0: tf.Tensor4D }) => void | Promise<void>;
   /** Where warnings go (default console.error). */
   warn?: (msg: string) => void;
+  /** What computes the U-Net: 'tfjs' (default) or 'onnx' (onnxruntime-node, CPU; src/onnx). */
+  runtime?: UNetRuntime;
 }
 
 export interface SavePipelineOptions {
@@ -95,6 +98,9 @@ function describeFolderProblem(dir: string): string | undefined {
 }
 
 export class Txt2ImgPipeline {
+  /** generate({ runtime: 'onnx' })'s U-Net; traced from `unet`'s weights when first used. */
+  private onnxUNet?: OnnxUNet;
+
   constructor(
     readonly vae: AutoencoderKL,
     readonly unet: UNet2DCondition,
@@ -208,6 +214,7 @@ export class Txt2ImgPipeline {
     const eta = o.eta ?? 0;
     if (!Number.isFinite(eta) || eta < 0) throw new Error(`eta must be a finite number >= 0, got ${o.eta}`);
     if (!Number.isInteger(o.seed) || o.seed < 0) throw new Error(`seed must be an integer >= 0, got ${o.seed}`);
+    if (o.runtime !== undefined) parseUNetRuntime(String(o.runtime), 'runtime');
     if (o.negative !== undefined && this.info.conditioning !== 'clip') throw new Error('a negative prompt needs a text-conditioned model; this one is conditioned on class labels');
     return { sampler, eta };
   }
@@ -235,8 +242,7 @@ export class Txt2ImgPipeline {
       }
       const rng = new Generator(o.seed);
       const total = scheduler.timesteps.length;
-      const latents = await sampleLatents({
-        unet: this.unet,
+      const loop: Omit<SampleLatentsOptions, 'unet'> = {
         scheduler,
         cond,
         uncond,
@@ -244,7 +250,11 @@ export class Txt2ImgPipeline {
         shape,
         rng,
         onStep: o.onStep ? (s) => o.onStep!({ ...s, total }) : undefined,
-      });
+      };
+      // The ONNX U-Net is kept for later calls: its sessions are exported per input shape.
+      const latents = o.runtime === 'onnx'
+        ? await sampleLatents({ ...loop, unet: (this.onnxUNet ??= new OnnxUNet(this.unet)) })
+        : await sampleLatents({ ...loop, unet: this.unet });
       const images = tf.tidy(() => tf.clipByValue(this.vae.decodeLatents(latents), -1, 1) as tf.Tensor4D);
       latents.dispose();
       return images;
@@ -255,6 +265,7 @@ export class Txt2ImgPipeline {
   }
 
   dispose(): void {
+    this.onnxUNet?.dispose();
     this.vae.dispose();
     this.unet.dispose();
     this.encoder.dispose();

@@ -10,10 +10,20 @@ import * as tf from '@tensorflow/tfjs';
 import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/index.js';
 import { type Conditioning, concatConditioning, disposeConditioning } from '../text/types.js';
-import type { UNet2DCondition } from '../unet/unet2d-condition.js';
+import type { ContextCache } from '../unet/unet2d-condition.js';
 
-export interface SampleLatentsOptions {
-  unet: UNet2DCondition;
+/**
+ * What the loop needs of a U-Net: src/unet's UNet2DCondition (cache = its ContextCache), or
+ * src/onnx's OnnxUNet, which runs the same forward pass in onnxruntime and answers asynchronously.
+ */
+export interface SamplingUNet<C extends { dispose(): void }> {
+  precomputeContext(context: tf.Tensor3D, mask?: tf.Tensor2D): C;
+  /** sample [B, h, w, c], timesteps [B] -> eps [B, h, w, c] */
+  apply(sample: tf.Tensor4D, timesteps: tf.Tensor1D, cache: C): tf.Tensor4D | Promise<tf.Tensor4D>;
+}
+
+export interface SampleLatentsOptions<C extends { dispose(): void } = ContextCache> {
+  unet: SamplingUNet<C>;
   /** Already configured with setTimesteps(). */
   scheduler: Scheduler;
   /** [B, T, D] */
@@ -44,7 +54,7 @@ export function validateGuidanceScale(scale: unknown): number {
 }
 
 /** Runs the scheduler's timesteps from pure noise; returns the final latents [B, h, w, c]. */
-export async function sampleLatents(o: SampleLatentsOptions): Promise<tf.Tensor4D> {
+export async function sampleLatents<C extends { dispose(): void }>(o: SampleLatentsOptions<C>): Promise<tf.Tensor4D> {
   const scale = validateGuidanceScale(o.guidanceScale);
   const guided = scale !== 1;
   const b = o.shape[0];
@@ -63,12 +73,17 @@ export async function sampleLatents(o: SampleLatentsOptions): Promise<tf.Tensor4
     const steps = o.scheduler.timesteps;
     for (let i = 0; i < steps.length; i++) {
       const t = steps[i];
-      const modelOut = tf.tidy(() => {
-        const input = guided ? tf.concat([latents, latents], 0) : latents;
-        const tvec = tf.fill([input.shape[0]], t, 'float32') as tf.Tensor1D;
-        const out = o.unet.apply(input as tf.Tensor4D, tvec, cache);
-        return guided ? guide(out, scale) : out;
-      });
+      const input = guided ? (tf.concat([latents, latents], 0) as tf.Tensor4D) : latents; // [B or 2B, h, w, c]
+      const tvec = tf.fill([input.shape[0]], t, 'float32') as tf.Tensor1D;
+      let out: tf.Tensor4D;
+      try {
+        out = await o.unet.apply(input, tvec, cache);
+      } finally {
+        if (guided) input.dispose();
+        tvec.dispose();
+      }
+      const modelOut = guided ? guide(out, scale) : out;
+      if (guided) out.dispose();
       const { prevSample, predOriginalSample } = o.scheduler.step(modelOut, t, latents, o.rng);
       modelOut.dispose();
       latents.dispose();

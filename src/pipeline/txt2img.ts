@@ -13,6 +13,7 @@ import { formatInfotext } from '../image/infotext.js';
 import { ProgressBar } from '../image/progress.js';
 import type { ClipLoadOptions } from '../text/clip.js';
 import { LabelEncoder } from '../text/label.js';
+import { type UNetRuntime, describeUNetRuntime } from '../onnx/unet.js';
 import { type SamplerName, Txt2ImgPipeline } from './pipeline.js';
 
 export interface Txt2ImgOptions {
@@ -34,6 +35,8 @@ export interface Txt2ImgOptions {
   /** Write the decoded x0 estimate of every step as a strip PNG and an animated WebP. */
   saveSteps?: boolean;
   clip?: ClipLoadOptions;
+  /** What computes the U-Net (default 'tfjs'). */
+  runtime?: UNetRuntime;
   quiet?: boolean;
   log?: (line: string) => void;
 }
@@ -80,6 +83,7 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
       shown = inputs as string[];
     }
     for (const w of pipe.info.notes ?? []) log(`note: ${w}`);
+    log(describeUNetRuntime(o.runtime ?? 'tfjs'));
     const bar = new ProgressBar({ total: o.steps, label: 'denoising', silent: o.quiet });
     const frames: ImageBatch[] = [];
     const images = await pipe.generate({
@@ -91,6 +95,7 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
       eta: o.eta,
       seed: o.seed,
       warn: log,
+      runtime: o.runtime,
       onStep: async (s) => {
         bar.update(s.index + 1, { t: s.t });
         if (o.saveSteps) {

@@ -70,6 +70,17 @@ describe('runBench', () => {
     expect(formatBench(r)).toMatch(/unet_train_step_ms +[\d.]+ ms/);
   });
 
+  it('runs the sampling figures on the ONNX Runtime U-Net when asked', async () => {
+    const spec = loadBenchSpec(tinySpecFile());
+    const before = tf.memory().numTensors;
+    const r = await runBench({ spec, backend, repeat: 1, warmup: 1, only: ['unet_forward_ms', 'sample_images_per_s'], unetRuntime: 'onnx', log: () => {} });
+    expect(tf.memory().numTensors).toBe(before);
+    expect(r.unetRuntime).toBe('onnx');
+    expect(r.figures.sample_images_per_s!.value).toBeGreaterThan(0);
+    expect(r.extra.unet_forward_cached_ms).toBeGreaterThan(0);
+    expect(formatBench(r)).toMatch(/U-Net of unet_forward \(K\/V cached\) and sampling: onnxruntime-node on the CPU/);
+  });
+
   it.runIf(process.env.TXT2IMG_BACKEND === undefined || process.env.TXT2IMG_BACKEND === 'wasm')('counts wasm tensor bytes through the malloc guard', () => {
     expect(guardWasmMalloc()).toBe(true);
     const live = wasmAllocStats().liveBytes;

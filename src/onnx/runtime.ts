@@ -1,0 +1,97 @@
+/**
+ * ONNX models on onnxruntime-node's native CPU execution provider (the onnxruntime that
+ * transformers.js already installs; no network, no GPU). The native module is loaded on first
+ * use, so importing this file costs nothing when the tfjs runtime is chosen.
+ */
+import os from 'node:os';
+import * as tf from '@tensorflow/tfjs';
+import type Ort from 'onnxruntime-node';
+import { currentBackend } from '../backend/index.js';
+
+type OrtModule = typeof Ort;
+let ortModule: Promise<OrtModule> | undefined;
+// A CommonJS package: depending on the loader (vitest, tsx) its exports come as `default` or flat.
+const loadOrt = (): Promise<OrtModule> =>
+  (ortModule ??= import('onnxruntime-node').then(
+    (m) => (m as { default?: OrtModule }).default ?? (m as unknown as OrtModule),
+    (e: Error) => {
+      ortModule = undefined;
+      throw new Error(`the ONNX runtime needs onnxruntime-node (an optional dependency), which did not load: ${e.message}; use the tfjs runtime instead`);
+    },
+  ));
+
+export interface OnnxSessionOptions {
+  /** Intra-op threads; default: the tfjs backend's thread count, else the number of cores. */
+  threads?: number;
+}
+
+export function defaultOnnxThreads(): number {
+  return currentBackend()?.threads ?? Math.max(1, os.cpus().length);
+}
+
+/** A tensor's values on the host, as onnxruntime takes them. */
+export interface HostArray {
+  data: Float32Array | Int32Array;
+  dims: number[];
+}
+
+export function toHostArray(t: tf.Tensor): HostArray {
+  if (t.dtype !== 'float32' && t.dtype !== 'int32') throw new Error(`onnxruntime inputs must be float32 or int32, got ${t.dtype}`);
+  return { data: t.dataSync() as Float32Array | Int32Array, dims: [...t.shape] };
+}
+
+/** One loaded ONNX model: float32 / int32 inputs, float32 outputs. */
+export class OnnxSession {
+  private session: Ort.InferenceSession | undefined;
+
+  private constructor(
+    private readonly ort: OrtModule,
+    session: Ort.InferenceSession,
+    readonly threads: number,
+  ) {
+    this.session = session;
+  }
+
+  static async create(model: Uint8Array, opts: OnnxSessionOptions = {}): Promise<OnnxSession> {
+    const threads = opts.threads ?? defaultOnnxThreads();
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`onnxruntime threads must be a positive integer, got ${threads}`);
+    const ort = await loadOrt();
+    const session = await ort.InferenceSession.create(model, {
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
+    });
+    return new OnnxSession(ort, session, threads);
+  }
+
+  /**
+   * Runs the model. Inputs are tf tensors (read synchronously) or host arrays already read (to
+   * reuse across calls); each output comes back as a tf tensor.
+   */
+  async run(feeds: Record<string, tf.Tensor | HostArray>): Promise<Record<string, tf.Tensor>> {
+    if (!this.session) throw new Error('OnnxSession: the session has been disposed');
+    const ortFeeds: Record<string, Ort.Tensor> = {};
+    for (const [name, f] of Object.entries(feeds)) {
+      const { data, dims } = f instanceof tf.Tensor ? toHostArray(f) : f;
+      ortFeeds[name] = data instanceof Float32Array ? new this.ort.Tensor('float32', data, dims) : new this.ort.Tensor('int32', data, dims);
+    }
+    const results = await this.session.run(ortFeeds);
+    const out: Record<string, tf.Tensor> = {};
+    for (const [name, r] of Object.entries(results)) {
+      if (r.type !== 'float32') throw new Error(`OnnxSession: output '${name}' is ${r.type}; only float32 outputs are read`);
+      out[name] = tf.tensor(r.data as Float32Array, r.dims as number[], 'float32');
+    }
+    return out;
+  }
+
+  /**
+   * Drops the native session. onnxruntime-node 1.14 has no release(): its memory is freed when
+   * the session is garbage-collected, so no reference may be kept here.
+   */
+  dispose(): void {
+    const s = this.session as (Ort.InferenceSession & { release?: () => Promise<void> }) | undefined;
+    this.session = undefined;
+    void s?.release?.();
+  }
+}

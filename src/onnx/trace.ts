@@ -1,0 +1,112 @@
+/**
+ * Records the tfjs kernels one call of a function runs, so that the project's one forward pass
+ * (src/unet) can be exported to ONNX without a second description of the architecture.
+ *
+ * Every tfjs 4.22 op reaches the backend through `engine.runKernel(name, inputs, attrs)`; we wrap
+ * that method for the duration of one call. A kernel called from inside another kernel (a backend
+ * composing kernels) is not recorded: only what the ops asked for is. Each recorded tensor is
+ *   - a graph input (one of the tensors passed as `inputs`, matched by tensor id),
+ *   - a node output (a kernel with at least one non-constant input), or
+ *   - a constant: any other tensor (weights, scalars made by ops), values read when first seen.
+ * Kernels whose inputs are all constants are folded (their outputs become constants), so weight
+ * reshapes and sinusoid frequency tables never reach the graph.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export type TracedArray = Float32Array | Int32Array | Uint8Array;
+
+export interface TracedValue {
+  shape: number[];
+  dtype: tf.DataType;
+}
+
+export interface TracedConstant extends TracedValue {
+  values: TracedArray;
+}
+
+export interface TracedNode {
+  kernel: string;
+  /** [input name, tensor id] in the kernel's order (Concat: '0', '1', ...). */
+  inputs: [string, number][];
+  attrs: Record<string, unknown>;
+  outputs: number[];
+}
+
+export interface KernelTrace {
+  /** Graph inputs by name: the tensor id and its shape at trace time. */
+  inputs: Map<string, { id: number } & TracedValue>;
+  constants: Map<number, TracedConstant>;
+  /** In execution order. */
+  nodes: TracedNode[];
+  /** Shape and dtype of every node output. */
+  values: Map<number, TracedValue>;
+  /** Id of the function's result. */
+  output: number;
+}
+
+type RunKernel = (name: string, inputs: tf.NamedTensorMap, attrs?: Record<string, unknown>) => tf.Tensor | tf.Tensor[];
+
+function readValues(t: tf.Tensor): TracedArray {
+  return tf.engine().readSync(t.dataId) as TracedArray;
+}
+
+/**
+ * Runs `fn` once (inside tf.tidy; its result is disposed) and returns what it computed, as
+ * kernels over `inputs`. `fn` must be synchronous and use `inputs` as given.
+ */
+export function traceKernels(fn: () => tf.Tensor, inputs: Record<string, tf.Tensor>): KernelTrace {
+  const engine = tf.engine() as unknown as { runKernel: RunKernel };
+  const original = engine.runKernel;
+  const trace: KernelTrace = { inputs: new Map(), constants: new Map(), nodes: [], values: new Map(), output: -1 };
+  const dynamic = new Set<number>();
+  for (const [name, t] of Object.entries(inputs)) {
+    trace.inputs.set(name, { id: t.id, shape: [...t.shape], dtype: t.dtype });
+    dynamic.add(t.id);
+  }
+  const keepConstant = (t: tf.Tensor): void => {
+    if (!trace.constants.has(t.id)) trace.constants.set(t.id, { shape: [...t.shape], dtype: t.dtype, values: readValues(t).slice() });
+  };
+
+  let depth = 0;
+  engine.runKernel = function (this: unknown, name, kernelInputs, attrs) {
+    if (depth > 0) return original.call(this, name, kernelInputs, attrs);
+    const named = Object.entries(kernelInputs).filter((e): e is [string, tf.Tensor] => e[1] != null);
+    const isDynamic = named.some(([, t]) => dynamic.has(t.id));
+    if (isDynamic) for (const [, t] of named) if (!dynamic.has(t.id)) keepConstant(t);
+    depth++;
+    let result: tf.Tensor | tf.Tensor[];
+    try {
+      result = original.call(this, name, kernelInputs, attrs);
+    } finally {
+      depth--;
+    }
+    const outs = Array.isArray(result) ? result : [result];
+    if (!isDynamic) {
+      for (const t of outs) keepConstant(t);
+      return result;
+    }
+    for (const t of outs) {
+      dynamic.add(t.id);
+      trace.values.set(t.id, { shape: [...t.shape], dtype: t.dtype });
+    }
+    trace.nodes.push({
+      kernel: name,
+      inputs: named.map(([k, t]) => [k, t.id]),
+      attrs: structuredClone(attrs ?? {}),
+      outputs: outs.map((t) => t.id),
+    });
+    return result;
+  };
+
+  try {
+    tf.tidy(() => {
+      const y = fn();
+      if (!dynamic.has(y.id)) throw new Error('traceKernels: the result does not depend on the inputs (nothing to export)');
+      trace.output = y.id;
+      return undefined;
+    });
+  } finally {
+    engine.runKernel = original;
+  }
+  return trace;
+}

@@ -1,0 +1,111 @@
+/**
+ * OnnxUNet: a UNet2DCondition's forward pass run by onnxruntime. The graph is traced from the
+ * tfjs forward pass (src/unet stays the only description of the architecture) with the current
+ * weights, once per input shape (batch, latent size, context length, mask or not), and cached.
+ *
+ * It takes the tfjs U-Net's own ContextCache: the cross-attention K/V (computed once by tfjs) are
+ * graph inputs, read to the host once per cache, so no step recomputes them (at ldm-small's batch
+ * 128 that projection is ~22 GFLOP, a quarter of a forward).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { UNetConfig } from '../unet/config.js';
+import type { ContextCache, UNet2DCondition } from '../unet/unet2d-condition.js';
+import { traceToOnnx } from './export.js';
+import { type HostArray, OnnxSession, type OnnxSessionOptions, defaultOnnxThreads, toHostArray } from './runtime.js';
+import { traceKernels } from './trace.js';
+
+/** Which runtime computes the U-Net while sampling (`txt2img --runtime`). */
+export const UNET_RUNTIMES = ['tfjs', 'onnx'] as const;
+export type UNetRuntime = (typeof UNET_RUNTIMES)[number];
+
+export function parseUNetRuntime(value: string, source: string): UNetRuntime {
+  const v = value.trim().toLowerCase();
+  if ((UNET_RUNTIMES as readonly string[]).includes(v)) return v as UNetRuntime;
+  throw new Error(`${source}: unknown U-Net runtime '${value}'; allowed: ${UNET_RUNTIMES.join(', ')}`);
+}
+
+/** The start-up line saying what computes the U-Net (onnxruntime here is CPU only). */
+export function describeUNetRuntime(runtime: UNetRuntime, threads = defaultOnnxThreads()): string {
+  return runtime === 'onnx'
+    ? `U-Net runtime: onnxruntime-node on the CPU (${threads} thread${threads === 1 ? '' : 's'}), traced from the tfjs U-Net`
+    : 'U-Net runtime: tfjs (the backend above)';
+}
+
+export class OnnxUNet {
+  private readonly sessions = new Map<string, Promise<OnnxSession>>();
+  /** Host copies of each cache's K/V and mask, read at its first use. */
+  private readonly contextFeeds = new WeakMap<ContextCache, Record<string, HostArray>>();
+
+  constructor(
+    /** The tfjs U-Net traced; its weights are read when a shape is first seen (not owned). */
+    readonly unet: UNet2DCondition,
+    readonly options: OnnxSessionOptions = {},
+  ) {}
+
+  get config(): UNetConfig {
+    return this.unet.config;
+  }
+
+  /** The tfjs U-Net's ContextCache (K/V by tfjs, once); the caller disposes it. */
+  precomputeContext(context: tf.Tensor3D, mask?: tf.Tensor2D): ContextCache {
+    return this.unet.precomputeContext(context, mask);
+  }
+
+  /**
+   * Predicts the noise of sample [B, h, w, C] at timesteps [B] or [1]; returns eps [B, h, w, C].
+   * The first call for a shape exports the graph (one tfjs forward pass) and loads it.
+   */
+  async apply(sample: tf.Tensor4D, timesteps: tf.Tensor1D, cache: ContextCache): Promise<tf.Tensor4D> {
+    const [b, h, w] = sample.shape;
+    if (cache.owner !== this.unet) throw new Error('OnnxUNet: the ContextCache was made by another U-Net');
+    if (cache.isDisposed) throw new Error('OnnxUNet: the ContextCache has been disposed');
+    if (cache.batch !== b) throw new Error(`OnnxUNet: the ContextCache has batch ${cache.batch}, the sample has ${b}`);
+    if (timesteps.rank !== 1 || (timesteps.shape[0] !== b && timesteps.shape[0] !== 1)) {
+      throw new Error(`OnnxUNet: timesteps must be [${b}] or [1], got [${timesteps.shape.join(', ')}]`);
+    }
+    const x = tf.cast(sample, 'float32'); // [B, h, w, C]
+    const t = tf.tidy(() => tf.broadcastTo(tf.cast(timesteps, 'float32'), [b])) as tf.Tensor1D; // [B]
+    try {
+      const key = `${b}x${h}x${w}x${cache.length}${cache.mask ? 'm' : ''}`;
+      let session = this.sessions.get(key);
+      if (!session) {
+        session = this.load(x, t, cache);
+        this.sessions.set(key, session);
+        session.catch(() => this.sessions.delete(key));
+      }
+      let ctx = this.contextFeeds.get(cache);
+      if (!ctx) {
+        ctx = Object.fromEntries(Object.entries(contextInputs(cache)).map(([k, v]) => [k, toHostArray(v)]));
+        this.contextFeeds.set(cache, ctx);
+      }
+      const out = await (await session).run({ sample: x, timesteps: t, ...ctx });
+      return out.eps as tf.Tensor4D;
+    } finally {
+      x.dispose();
+      t.dispose();
+    }
+  }
+
+  private load(sample: tf.Tensor4D, timesteps: tf.Tensor1D, cache: ContextCache): Promise<OnnxSession> {
+    const trace = traceKernels(() => this.unet.apply(sample, timesteps, cache), { sample, timesteps, ...contextInputs(cache) });
+    const model = traceToOnnx(trace, { name: 'unet', outputName: 'eps', docString: 'UNet2DCondition traced from tfjs' });
+    return OnnxSession.create(model, this.options);
+  }
+
+  /** Drops the loaded sessions (the tfjs U-Net stays with its owner). */
+  dispose(): void {
+    for (const s of this.sessions.values()) s.then((x) => x.dispose(), () => undefined);
+    this.sessions.clear();
+  }
+}
+
+/** The graph inputs a ContextCache supplies: per transformer `<name>.k` / `<name>.v` [B*heads, T, d], and `mask` [B, T]. */
+function contextInputs(cache: ContextCache): Record<string, tf.Tensor> {
+  const inputs: Record<string, tf.Tensor> = {};
+  for (const [name, { k, v }] of cache.kv) {
+    inputs[`${name}.k`] = k;
+    inputs[`${name}.v`] = v;
+  }
+  if (cache.mask) inputs.mask = cache.mask;
+  return inputs;
+}
