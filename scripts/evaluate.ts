@@ -29,7 +29,7 @@ await runCli(async () => {
     .option('real', { type: 'string', describe: 'use only the first N MNIST test images as the reference (default all 10000)' })
     .option('batch-size', { type: 'string', default: '100', describe: 'images per generation call' })
     .option('seed', { type: 'string', default: '0', describe: 'seed of the generation noise' })
-    .option('no-vae', { type: 'boolean', default: false, describe: 'skip the VAE baselines' })
+    .option('vae', { type: 'boolean', default: true, describe: 'VAE baselines (reconstruction, prior samples); --no-vae skips them' })
     .option('grids', { type: 'string', describe: 'write a sample grid per row into this folder (one column per digit)' })
     .option('out', { type: 'string', describe: 'also write the Markdown report to this file' })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
@@ -56,7 +56,7 @@ await runCli(async () => {
       samplers,
       batchSize: integer(argv['batch-size'], '--batch-size', 1),
       seed: integer(argv.seed, '--seed', 0),
-      vaeBaselines: !argv['no-vae'],
+      vaeBaselines: argv.vae,
       onImages: grids
         ? async (name, images) => {
             // At most 10 rows: image i asks for digit i % 10, so each column is one digit.

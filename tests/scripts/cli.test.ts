@@ -69,3 +69,12 @@ describe('train CLI input errors', () => {
     expect(r2.stderr).toMatch(/--stage must be one of vae, unet, all, got 'both'/);
   });
 });
+
+describe('evaluate CLI', () => {
+  it('--no-vae is accepted (the next error is the missing model, not an unknown flag)', () => {
+    const r = cli('evaluate.ts', ['--model', path.join(tempDir('eval-cli'), 'nope'), '--classifier', 'runs/none', '--no-vae']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).not.toMatch(/Unknown argument/);
+    expect(r.stderr).toMatch(/nope/);
+  });
+});
