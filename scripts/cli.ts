@@ -1,7 +1,7 @@
 /** Shared helpers of the thin CLI entry points: argument parsing, strict numbers, one-line errors. */
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BACKEND_ENV, BACKEND_NAMES } from '../src/backend/index.js';
+import { BACKEND_ENV, BACKEND_NAMES, THREADS_ENV } from '../src/backend/index.js';
 import { writeFileAtomic } from '../src/checkpoint/io.js';
 
 /** A yargs parser for this process's arguments with the options every CLI shares (--backend). */
@@ -58,4 +58,12 @@ export function emitReport(argv: { out?: string; json: boolean }, markdown: stri
   if (argv.out) writeFileAtomic(argv.out, markdown + '\n');
   if (argv.json) console.log(JSON.stringify(json()));
   else console.log(markdown);
+}
+
+/**
+ * wasm threads of a training process's main thread: with data-parallel workers (each 1 thread)
+ * the main thread computes one shard, so 1 thread unless TXT2IMG_THREADS says otherwise.
+ */
+export function workerThreads(workers: number): number | undefined {
+  return workers > 1 && !process.env[THREADS_ENV] ? 1 : undefined;
 }

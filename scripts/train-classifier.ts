@@ -15,13 +15,14 @@
  * 99.3%, colour 99.9%, position, size and background 100%.
  */
 import path from 'node:path';
-import { initBackend } from '../src/backend/index.js';
+import { THREADS_ENV, initBackend } from '../src/backend/index.js';
+import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
 import { type ImageSet, mnistSet } from '../src/data/in-memory.js';
 import { SCENE_HEADS, loadSceneAttributeSet } from '../src/data/scenes/attribute-set.js';
 import { HELDOUT_DIR, TRAIN_DIR } from '../src/data/scenes/generate.js';
 import { type ClassifierConfig, DEFAULT_CLASSIFIER_CONFIG, formatHeadAccuracies, trainClassifier } from '../src/eval/classifier.js';
-import { ProgressBar } from '../src/image/progress.js';
-import { cliArgs, finiteNumber, integer, parseStrict, runCli } from './cli.js';
+import { ProgressBar, trainingProgress } from '../src/image/progress.js';
+import { cliArgs, finiteNumber, integer, parseStrict, runCli, workerThreads } from './cli.js';
 
 const DATA = ['mnist', 'scenes'] as const;
 type DataName = (typeof DATA)[number];
@@ -65,6 +66,7 @@ await runCli(async () => {
     .option('checkpoint-every', { type: 'string', default: '500', describe: 'steps between checkpoints' })
     .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out/train' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
+    .option('workers', { type: 'string', default: '1', describe: `data-parallel worker threads per step (N > 1: the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)` })
   );
 
   if (!(DATA as readonly string[]).includes(argv.data)) throw new Error(`--data must be one of ${DATA.join(', ')}, got '${argv.data}'`);
@@ -80,7 +82,8 @@ await runCli(async () => {
   const maxShift = argv['max-shift'] === undefined ? preset.maxShift : integer(argv['max-shift'], '--max-shift', 0, 8);
   if (data === 'scenes' && maxShift !== 0) throw new Error(`--max-shift must be 0 for --data scenes (position is a label: a shifted scene can change position), got '${argv['max-shift']}'`);
   const limit = argv.limit === undefined ? undefined : integer(argv.limit, '--limit', 1);
-  await initBackend({ backend: argv.backend });
+  const workers = integer(argv.workers, '--workers', 1, MAX_WORKERS);
+  await initBackend({ backend: argv.backend, threads: workerThreads(workers) });
 
   let trainSet: ImageSet;
   let testSet: ImageSet;
@@ -108,7 +111,8 @@ await runCli(async () => {
     seed: integer(argv.seed, '--seed', 0),
     checkpointEvery: integer(argv['checkpoint-every'], '--checkpoint-every', 1),
     resume: argv.resume,
-    onStep: (s) => bar.update(s.step, { loss: s.loss.toFixed(4), lr: s.lr.toExponential(2) }),
+    workers,
+    onStep: (s) => trainingProgress(bar, s),
   });
   bar.finish();
   r.classifier?.dispose();

@@ -4,11 +4,12 @@
  *   npx tsx scripts/train.ts --config configs/mnist.json --out runs/mnist
  *   npx tsx scripts/train.ts --config configs/scenes.json --data data/scenes/train --out runs/scenes --resume
  */
-import { initBackend } from '../src/backend/index.js';
+import { THREADS_ENV, initBackend } from '../src/backend/index.js';
 import { STAGES, type Stage, runTraining } from '../src/pipeline/run-training.js';
 import { applyOverrides, readTrainConfig, validateTrainConfig } from '../src/pipeline/train-config.js';
 import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
-import { cliArgs, parseStrict, runCli } from './cli.js';
+import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
+import { cliArgs, integer, parseStrict, runCli, workerThreads } from './cli.js';
 
 await runCli(async () => {
   const argv = await parseStrict(
@@ -21,13 +22,16 @@ await runCli(async () => {
     .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config field: --set unetTraining.steps=2000' })
     .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' })
+    .option('workers', { type: 'string', describe: `data-parallel worker threads per step for both stages (default 1; sets vaeTraining.workers and unetTraining.workers; with N > 1 the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)` })
   );
 
   if (!(STAGES as readonly string[]).includes(argv.stage)) throw new Error(`--stage must be one of ${STAGES.join(', ')}, got '${argv.stage}'`);
   const sets = [...argv.set];
   if (argv.data) sets.push(`data.path=${JSON.stringify(argv.data)}`);
+  const workers = argv.workers === undefined ? undefined : integer(argv.workers, '--workers', 1, MAX_WORKERS);
+  if (workers !== undefined) sets.push(`vaeTraining.workers=${workers}`, `unetTraining.workers=${workers}`);
   const config = validateTrainConfig(applyOverrides(readTrainConfig(argv.config), sets));
-  await initBackend({ backend: argv.backend });
+  await initBackend({ backend: argv.backend, threads: workerThreads(Math.max(config.vaeTraining.workers ?? 1, config.unetTraining.workers ?? 1)) });
   const t0 = performance.now();
   const out = await runTraining({
     config,

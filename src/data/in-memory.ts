@@ -130,7 +130,7 @@ export function gatherRows(data: Float32Array, shape: number[], indices: number[
 }
 
 /** Images of a batch as [B, H, W, C], horizontally flipped where the batch says so. */
-export function imageBatch(set: ImageSet, b: IndexBatch): tf.Tensor4D {
+export function imageBatch(set: Pick<ImageSet, 'images' | 'shape'>, b: IndexBatch): tf.Tensor4D {
   return tf.tidy(() => {
     const x = gatherRows(set.images, set.shape, b.indices) as tf.Tensor4D;
     if (!b.flips.some(Boolean)) return x;

@@ -26,6 +26,7 @@ import { type ImageSet, IndexBatcher } from '../data/in-memory.js';
 import { Conv2d, Linear } from '../nn/layers.js';
 import { ParamStore } from '../nn/params.js';
 import { Generator } from '../random/generator.js';
+import type { Replica } from '../pipeline/data-parallel.js';
 import { type StepLog, train } from '../pipeline/trainer.js';
 
 export const CLASSIFIER_CLASS_NAME = 'AttributeClassifier';
@@ -363,7 +364,7 @@ export function formatHeadAccuracies(a: HeadAccuracies): string {
  * (-1) filled in: translation augmentation. Shifts are drawn from `rng` (the trainer's saved
  * generator, so a resumed run draws the same ones).
  */
-export function shiftedBatch(set: ImageSet, indices: number[], maxShift: number, rng: Generator): Float32Array {
+export function shiftedBatch(set: Pick<ImageSet, 'images' | 'shape'>, indices: number[], maxShift: number, rng: Generator): Float32Array {
   const [, h, w, c] = set.shape;
   const per = h * w * c;
   const out = new Float32Array(indices.length * per);
@@ -412,6 +413,35 @@ export interface TrainClassifierOptions {
   log?: (line: string) => void;
   /** Tests: stop after this many steps of this call. */
   stopAfter?: number;
+  /** Data-parallel shards per step (default 1 = off; see src/pipeline/data-parallel.ts). */
+  workers?: number;
+}
+
+/** What the classifier's loss needs, serialisable: a data-parallel worker rebuilds it from this. */
+export interface ClassifierShardTask {
+  kind: 'classifier';
+  config: ClassifierConfig;
+  /** Training images [N, H, W, C]. */
+  data: Pick<ImageSet, 'images' | 'shape'>;
+  /** [N, numHeads] */
+  labels: Int32Array;
+  maxShift: number;
+}
+
+/** Cross-entropy of a batch of training images, randomly shifted by up to maxShift pixels. */
+export function classifierShardLoss(task: ClassifierShardTask, clf: AttributeClassifier): (b: { indices: number[] }, rng: Generator) => tf.Scalar {
+  const [, h, w, c] = task.data.shape;
+  const H = task.config.heads.length;
+  return (b, rng) => {
+    const x = tf.tensor4d(shiftedBatch(task.data, b.indices, task.maxShift, rng), [b.indices.length, h, w, c]);
+    const y = tf.tensor2d(Int32Array.from(b.indices.flatMap((i) => Array.from(task.labels.subarray(i * H, (i + 1) * H)))), [b.indices.length, H], 'int32'); // [B, numHeads]
+    return clf.lossFn(x, y);
+  };
+}
+
+export function classifierReplica(task: ClassifierShardTask): Replica<{ indices: number[] }> {
+  const clf = new AttributeClassifier(task.config, new Generator(0)); // the weights come from the main thread
+  return { store: clf.store, loss: classifierShardLoss(task, clf), dispose: () => clf.dispose() };
 }
 
 export interface TrainClassifierResult {
@@ -436,7 +466,6 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
   const t0 = performance.now();
   const clf = new AttributeClassifier(o.config, new Generator(o.seed));
   const { heads } = clf.config;
-  const [, h, w, c] = o.train.shape;
   let labels: Int32Array;
   try {
     for (const set of o.test ? [o.train, o.test] : [o.train]) {
@@ -451,9 +480,9 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
     clf.dispose();
     throw e;
   }
-  const H = heads.length;
   const batcher = new IndexBatcher(o.train, o.batchSize, o.seed + 1);
   const maxShift = o.maxShift ?? 0;
+  const task: ClassifierShardTask = { kind: 'classifier', config: clf.config, data: { images: o.train.images, shape: o.train.shape }, labels, maxShift };
   let result;
   try {
     result = await train<{ indices: number[] }>({
@@ -464,11 +493,9 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
         position: () => batcher.position(),
         restore: (p) => batcher.restore(p),
       },
-      loss: (b, rng) => {
-        const x = tf.tensor4d(shiftedBatch(o.train, b.indices, maxShift, rng), [b.indices.length, h, w, c]);
-        const y = tf.tensor2d(Int32Array.from(b.indices.flatMap((i) => Array.from(labels.subarray(i * H, (i + 1) * H)))), [b.indices.length, H], 'int32'); // [B, numHeads]
-        return clf.lossFn(x, y);
-      },
+      loss: classifierShardLoss(task, clf),
+      parallel: { workers: o.workers ?? 1, task },
+      log,
       totalSteps: o.steps,
       seed: o.seed + 2,
       lr: { kind: 'cosine', base: o.lr, warmupSteps: o.warmupSteps ?? Math.min(100, Math.floor(o.steps / 10)), totalSteps: o.steps },

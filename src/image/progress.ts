@@ -60,7 +60,7 @@ function formatValue(v: ProgressValue): string {
 export class ProgressBar {
   readonly total: number;
   private step: number;
-  private readonly startStep: number;
+  private startStep: number;
   private readonly startTime: number;
   private values: Record<string, ProgressValue> = {};
   private readonly stream: ProgressStream;
@@ -77,6 +77,7 @@ export class ProgressBar {
   private lastLen = 0;
   private lastPrinted = -1;
   private finished = false;
+  private updated = false;
 
   constructor(options: ProgressOptions) {
     const { total } = options;
@@ -99,6 +100,19 @@ export class ProgressBar {
     this.startTime = this.now();
     this.lastLineTime = this.startTime;
     this.lastLineBucket = this.bucket(this.step);
+  }
+
+  /**
+   * The step this run starts from, when it is known only after the bar was made (a resumed
+   * training run reports its first step late): the rate counts from here. Ignored after the
+   * first update.
+   */
+  startFrom(step: number): void {
+    if (this.step !== this.startStep || this.updated) return;
+    if (!Number.isInteger(step) || step < 0 || step > this.total) throw new Error(`ProgressBar start must be an integer in [0, ${this.total}], got ${step}`);
+    this.startStep = step;
+    this.step = step;
+    this.lastLineBucket = this.bucket(step);
   }
 
   /** Steps per second since the bar started (0 before the first step). */
@@ -127,6 +141,7 @@ export class ProgressBar {
   update(step: number, values?: Record<string, ProgressValue>): void {
     if (!Number.isFinite(step)) throw new Error(`ProgressBar step must be a number, got ${step}`);
     this.step = Math.min(Math.max(step, 0), this.total);
+    this.updated = true;
     if (values) Object.assign(this.values, values);
     if (this.silent || this.finished) return;
     const t = this.now();
@@ -193,4 +208,10 @@ export class ProgressBar {
     this.lastLen = line.length;
     this.stream.write('\r' + line + pad);
   }
+}
+
+/** Shows a training step; the first one tells where a resumed run started, so the rate is this call's. */
+export function trainingProgress(bar: ProgressBar, s: { step: number; loss: number; lr: number }): void {
+  bar.startFrom(s.step - 1);
+  bar.update(s.step, { loss: s.loss.toFixed(4), lr: s.lr.toExponential(2) });
 }

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../checkpoint/io.js';
 import { type ImageSet, loadFolderSet, mnistSet } from '../data/in-memory.js';
-import { ProgressBar } from '../image/progress.js';
+import { ProgressBar, trainingProgress } from '../image/progress.js';
 import { Generator } from '../random/generator.js';
 import { parseLossWeighting, parseSchedulerConfig } from '../schedulers/index.js';
 import { type ClipLoadOptions, loadClipTextEncoder } from '../text/clip.js';
@@ -44,7 +44,7 @@ export async function loadTrainingData(c: TrainConfig, log: (l: string) => void)
 
 function progress(total: number, label: string, quiet?: boolean): { onStep: (s: StepLog) => void; bar: ProgressBar } {
   const bar = new ProgressBar({ total, label, silent: quiet });
-  return { bar, onStep: (s) => bar.update(s.step, { loss: s.loss.toFixed(4), lr: s.lr.toExponential(2) }) };
+  return { bar, onStep: (s) => trainingProgress(bar, s) };
 }
 
 /** Runs the requested stages. Returns the pipeline folder once stage 2 has finished. */

@@ -27,12 +27,13 @@ import type { LrSchedule } from '../optim/lr.js';
 import { Generator } from '../random/generator.js';
 import { type LossWeighting, type SchedulerConfig, createScheduler, sampleTimesteps, trainingTargets, weightedMse } from '../schedulers/index.js';
 import type { ClipTextEncoder } from '../text/clip.js';
-import { LabelEncoder } from '../text/label.js';
+import { LabelEncoder, type LabelEncoderConfig } from '../text/label.js';
 import type { ConditionEncoder } from '../text/types.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
 import type { UNetConfig } from '../unet/config.js';
 import { AutoencoderKL, measureScalingFactor } from '../vae/autoencoder-kl.js';
 import type { VaeConfig } from '../vae/config.js';
+import type { Replica } from './data-parallel.js';
 import { Txt2ImgPipeline } from './pipeline.js';
 import { type StepLog, type TrainResult, train } from './trainer.js';
 
@@ -49,6 +50,8 @@ export interface StageTraining {
   emaDecay: number;
   accumulate: number;
   checkpointEvery: number;
+  /** Data-parallel shards per micro-batch (default 1 = off; see data-parallel.ts). */
+  workers?: number;
 }
 
 export interface StageCommon {
@@ -96,6 +99,24 @@ function throwIfStopped(r: TrainResult): void {
 
 // ----------------------------------------------------------------------------- stage 1: VAE
 
+/** What the VAE stage's loss needs, serialisable: a data-parallel worker rebuilds it from this. */
+export interface VaeShardTask {
+  kind: 'vae';
+  vae: VaeConfig;
+  /** The training images [N, H, W, C]. */
+  data: Pick<ImageSet, 'images' | 'shape'>;
+}
+
+/** Reconstruction + beta * KL of a batch of training images (indices and flips). */
+export function vaeShardLoss(task: VaeShardTask, vae: AutoencoderKL): (b: IndexBatch, rng: Generator) => tf.Scalar {
+  return (b, rng) => vae.lossFn(imageBatch(task.data, b), rng).loss;
+}
+
+export function vaeReplica(task: VaeShardTask): Replica<IndexBatch> {
+  const vae = new AutoencoderKL(task.vae, new Generator(0)); // the weights come from the main thread
+  return { store: vae.store, loss: vaeShardLoss(task, vae), dispose: () => vae.dispose() };
+}
+
 export interface VaeStageOptions extends StageCommon {
   data: ImageSet;
   vae: VaeConfig;
@@ -111,21 +132,16 @@ export async function trainVaeStage(o: VaeStageOptions): Promise<AutoencoderKL |
   const vae = new AutoencoderKL(o.vae, new Generator(o.seed));
   const batcher = new IndexBatcher(o.data, o.training.batchSize, o.seed + 1, o.flip);
   const stageDir = path.join(o.runDir, 'vae-stage');
+  const task: VaeShardTask = { kind: 'vae', vae: vae.config, data: { images: o.data.images, shape: o.data.shape } };
   let result: TrainResult;
   try {
-    result = await train<IndexBatch & { images: tf.Tensor4D }>({
+    result = await train<IndexBatch>({
       runDir: stageDir,
       store: vae.store,
-      data: {
-        next: () => {
-          const b = batcher.next();
-          return { ...b, images: imageBatch(o.data, b) };
-        },
-        position: () => batcher.position(),
-        restore: (p) => batcher.restore(p),
-        release: (b) => b.images.dispose(),
-      },
-      loss: (b, rng) => vae.lossFn(b.images, rng).loss,
+      data: { next: () => batcher.next(), position: () => batcher.position(), restore: (p) => batcher.restore(p) },
+      loss: vaeShardLoss(task, vae),
+      parallel: { workers: o.training.workers ?? 1, task },
+      log: o.log,
       seed: o.seed + 2,
       resume: o.resume,
       onStep: o.onStep,
@@ -178,11 +194,78 @@ export interface UnetStageOptions extends StageCommon {
   notes?: string[];
 }
 
-interface UnetBatch {
-  latents: tf.Tensor4D;
-  /** CLIP: [B, T, D] precomputed context; labels: class ids. */
-  context?: tf.Tensor3D;
-  labels?: tf.Tensor1D;
+/** What the U-Net stage's loss needs, serialisable: a data-parallel worker rebuilds it from this. */
+export interface UnetShardTask {
+  kind: 'unet';
+  unet: UNetConfig;
+  /** Label conditioning: the label table trained with the U-Net. */
+  labelEncoder?: LabelEncoderConfig;
+  scheduler: SchedulerConfig;
+  lossWeighting: LossWeighting;
+  conditioningDropout: number;
+  /** VAE latents of every image [N, h, w, c], times scalingFactor. */
+  latents: NamedArray;
+  /** CLIP conditioning: embeddings [U, T, D] of the distinct captions; the unconditional context [T, D]. */
+  captions?: { table: NamedArray; uncond: Float32Array };
+}
+
+/** Dataset rows and, per sample, its class label (label conditioning) or caption embedding row (CLIP). */
+export interface UnetShardBatch {
+  indices: number[];
+  labels?: number[];
+  rows?: number[];
+}
+
+/** The U-Net and, for label conditioning, the label table: trained together. */
+function unetTrainedStore(unet: UNet2DCondition, labelEncoder: LabelEncoder | undefined): ParamStore {
+  return labelEncoder ? ParamStore.union({ unet: unet.store, label_encoder: labelEncoder.params }) : unet.store;
+}
+
+/** The DDPM loss of a batch of latents, with conditioning dropout. */
+export function unetShardLoss(task: UnetShardTask, unet: UNet2DCondition, labelEncoder: LabelEncoder | undefined): (b: UnetShardBatch, rng: Generator) => tf.Scalar {
+  const scheduler = createScheduler({ ...task.scheduler, type: 'ddpm' });
+  const T = scheduler.numTrainTimesteps;
+  const { latents, captions } = task;
+  return (b, rng) => {
+    const B = b.indices.length;
+    // Draw every random number first, in a fixed order: timesteps, noise, dropout.
+    const ts = sampleTimesteps(rng, B, T);
+    const noise = rng.randn([B, ...latents.shape.slice(1)]);
+    const drop = Array.from({ length: B }, () => rng.uniform() < task.conditioningDropout);
+    return tf.tidy(() => {
+      const lat = gatherRows(latents.data, latents.shape, b.indices); // [B, h, w, c]
+      const { noisy, target, weights } = trainingTargets(scheduler, lat, noise, ts, task.lossWeighting);
+      let context: tf.Tensor3D;
+      if (labelEncoder) {
+        const ids = tf.tensor1d(b.labels!.map((l, i) => (drop[i] ? labelEncoder.nullClass : l)), 'int32');
+        context = labelEncoder.embed(ids);
+      } else {
+        const [, tl, d] = captions!.table.shape;
+        const keep = tf.tensor3d(drop.map((x) => (x ? 0 : 1)), [B, 1, 1]);
+        const uncond = tf.tensor3d(captions!.uncond, [1, tl, d]);
+        const cond = gatherRows(captions!.table.data, captions!.table.shape, b.rows!); // [B, T, D]
+        context = tf.add(tf.mul(cond, keep), tf.mul(uncond, tf.sub(1, keep))) as tf.Tensor3D;
+      }
+      const pred = unet.apply(noisy as tf.Tensor4D, tf.tensor1d(Array.from(ts), 'float32'), context);
+      return weightedMse(pred, target, weights);
+    });
+  };
+}
+
+export function unetReplica(task: UnetShardTask): Replica<UnetShardBatch> {
+  // The weights come from the main thread.
+  const unet = new UNet2DCondition(task.unet, new Generator(0));
+  const labelEncoder = task.labelEncoder ? new LabelEncoder(task.labelEncoder, new Generator(0)) : undefined;
+  const store = unetTrainedStore(unet, labelEncoder);
+  return {
+    store,
+    loss: unetShardLoss(task, unet, labelEncoder),
+    dispose: () => {
+      if (store !== unet.store) store.dispose(); // the union view owns nothing
+      unet.dispose();
+      labelEncoder?.dispose();
+    },
+  };
 }
 
 /** VAE latents (posterior means, times scalingFactor) of every image, cached under <run>/cache. */
@@ -266,9 +349,17 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
 
   const unet = new UNet2DCondition(o.unet, new Generator(o.seed + 3));
   const labelEncoder = isLabel ? (o.encoder as LabelEncoder) : undefined;
-  const store = labelEncoder ? ParamStore.union({ unet: unet.store, label_encoder: labelEncoder.params }) : unet.store;
-  const scheduler = createScheduler({ ...o.scheduler, type: 'ddpm' });
-  const T = scheduler.numTrainTimesteps;
+  const store = unetTrainedStore(unet, labelEncoder);
+  const task: UnetShardTask = {
+    kind: 'unet',
+    unet: unet.config,
+    labelEncoder: labelEncoder?.config,
+    scheduler: o.scheduler,
+    lossWeighting: o.lossWeighting,
+    conditioningDropout: o.conditioningDropout,
+    latents,
+    captions: captions && { table: captions.table, uncond: uncondRow! },
+  };
   const batcher = new IndexBatcher(o.data, o.training.batchSize, o.seed + 4, false);
   const stageDir = path.join(o.runDir, 'unet-stage');
   const pipelineDir = path.join(o.runDir, 'pipeline');
@@ -304,47 +395,21 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
 
   let result: TrainResult;
   try {
-    result = await train<UnetBatch>({
+    result = await train<UnetShardBatch>({
       runDir: stageDir,
       store,
       data: {
         next: () => {
-          const b = batcher.next();
-          const lat = gatherRows(latents.data, latents.shape, b.indices) as tf.Tensor4D;
-          if (isLabel) return { latents: lat, labels: tf.tensor1d(b.indices.map((i) => o.data.labels![i]), 'int32') };
-          const rows = b.indices.map((i, k) => captions!.row.get(o.data.captions![i][b.captionChoice[k]])!);
-          return { latents: lat, context: gatherRows(captions!.table.data, captions!.table.shape, rows) as tf.Tensor3D };
+          const { indices, captionChoice } = batcher.next();
+          if (isLabel) return { indices, labels: indices.map((i) => o.data.labels![i]) };
+          return { indices, rows: indices.map((i, k) => captions!.row.get(o.data.captions![i][captionChoice[k]])!) };
         },
         position: () => batcher.position(),
         restore: (p) => batcher.restore(p),
-        release: (b) => {
-          b.latents.dispose();
-          b.context?.dispose();
-          b.labels?.dispose();
-        },
       },
-      loss: (b, rng) => {
-        const B = b.latents.shape[0];
-        // Draw every random number first, in a fixed order: timesteps, noise, dropout.
-        const ts = sampleTimesteps(rng, B, T);
-        const noise = rng.randn(b.latents.shape);
-        const drop = Array.from({ length: B }, () => rng.uniform() < o.conditioningDropout);
-        return tf.tidy(() => {
-          const { noisy, target, weights } = trainingTargets(scheduler, b.latents, noise, ts, o.lossWeighting);
-          let context: tf.Tensor3D;
-          if (labelEncoder) {
-            const ids = tf.tensor1d(Array.from(b.labels!.dataSync()).map((l, i) => (drop[i] ? labelEncoder.nullClass : l)), 'int32');
-            context = labelEncoder.embed(ids);
-          } else {
-            const [, tl, d] = b.context!.shape;
-            const keep = tf.tensor3d(drop.map((x) => (x ? 0 : 1)), [B, 1, 1]);
-            const uncond = tf.tensor3d(uncondRow!, [1, tl, d]);
-            context = tf.add(tf.mul(b.context!, keep), tf.mul(uncond, tf.sub(1, keep))) as tf.Tensor3D;
-          }
-          const pred = unet.apply(noisy as tf.Tensor4D, tf.tensor1d(Array.from(ts), 'float32'), context);
-          return weightedMse(pred, target, weights);
-        });
-      },
+      loss: unetShardLoss(task, unet, labelEncoder),
+      parallel: { workers: o.training.workers ?? 1, task },
+      log,
       seed: o.seed + 5,
       resume: o.resume,
       onStep: o.onStep,

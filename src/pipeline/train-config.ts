@@ -12,6 +12,7 @@ import type { VaeConfigInput } from '../vae/config.js';
 import { parseVaeConfig } from '../vae/config.js';
 import type { StageTraining } from './stages.js';
 import { validateLabelEncoderConfig } from '../text/label.js';
+import { checkWorkers } from './data-parallel.js';
 
 export type DataConfig =
   | { source: 'folder'; path: string; imageSize: number; channels: 1 | 3; flip: boolean }
@@ -36,7 +37,7 @@ export interface TrainConfig {
   notes?: string[];
 }
 
-const STAGE_KEYS: (keyof StageTraining)[] = ['steps', 'batchSize', 'lr', 'lrSchedule', 'warmupSteps', 'weightDecay', 'clipGradNorm', 'emaDecay', 'accumulate', 'checkpointEvery'];
+const STAGE_KEYS: (keyof StageTraining)[] = ['steps', 'batchSize', 'lr', 'lrSchedule', 'warmupSteps', 'weightDecay', 'clipGradNorm', 'emaDecay', 'accumulate', 'checkpointEvery', 'workers'];
 
 function fail(key: string, value: unknown, allowed: string): never {
   throw new Error(`training config: ${key} must be ${allowed}, got ${JSON.stringify(value)}`);
@@ -73,6 +74,7 @@ export function validateStageTraining(v: unknown, where: string): StageTraining 
     emaDecay: num(o, 'emaDecay', where, (x) => x >= 0 && x < 1, 'a number in [0, 1) (0 = off)'),
     accumulate: int('accumulate', 1),
     checkpointEvery: int('checkpointEvery', 1),
+    ...(o.workers === undefined ? {} : { workers: checkWorkers(o.workers, `${where}.workers`) }),
   };
 }
 

@@ -8,6 +8,11 @@
  * It is written under a temporary name and renamed into place, then `<runDir>/checkpoints/latest`
  * is rewritten atomically: an interrupted save never replaces a good checkpoint. Resuming
  * restores everything, so an interrupted run ends where an uninterrupted one would.
+ *
+ * `parallel: { workers: N, task }` with N > 1 computes every micro-batch data-parallel
+ * (data-parallel.ts): N shards, shard 0 here and the others in worker threads, the gradient
+ * averaged by shard size; clipping, AdamW, EMA and checkpoints stay here. Each shard's noise
+ * comes from a Generator spawned from the trainer's, so such a run, and its resume, is exact too.
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +23,7 @@ import { AdamW, type AdamWConfig, accumulateGrads, clipGradNorm } from '../optim
 import { EMA } from '../optim/ema.js';
 import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
 import { Generator, type GeneratorState } from '../random/generator.js';
+import { DataParallel, type ShardTask, checkWorkers } from './data-parallel.js';
 
 /** A source of batches whose position can be saved and restored (for exact resume). */
 export interface BatchSource<B> {
@@ -59,6 +65,13 @@ export interface TrainerOptions<B> {
   onStep?: (s: StepLog) => void;
   /** Stop after this many optimizer steps in this call (tests simulate an interruption). */
   stopAfter?: number;
+  /**
+   * Data parallelism: `workers` shards per micro-batch (1 = off), the workers' replicas built
+   * from `task`, whose loss must be `loss`. Batches must then be objects of per-sample arrays.
+   */
+  parallel?: { workers: number; task: ShardTask };
+  /** Start-up lines (default console.error). */
+  log?: (line: string) => void;
 }
 
 export interface StepLog {
@@ -92,6 +105,8 @@ interface SavedState {
   data: unknown;
   optimizerStep: number;
   emaUpdates: number;
+  /** Data-parallel shards per micro-batch (absent: 1). */
+  workers?: number;
 }
 
 export const CHECKPOINTS_DIR = 'checkpoints';
@@ -124,6 +139,7 @@ export function validateTrainerOptions<B>(o: TrainerOptions<B>): void {
   int('keep-checkpoints', o.keepCheckpoints, 1);
   int('sample-every', o.sampleEvery, 1);
   int('seed', o.seed, 0);
+  if (o.parallel) checkWorkers(o.parallel.workers);
   if (o.clipGradNorm !== undefined && !(o.clipGradNorm >= 0)) throw new Error(`clip-grad-norm must be >= 0 (0 = off), got ${o.clipGradNorm}`);
   if (o.emaDecay !== undefined && !(o.emaDecay >= 0 && o.emaDecay < 1)) throw new Error(`ema-decay must be in [0, 1) (0 = off), got ${o.emaDecay}`);
   validateLrSchedule(o.lr);
@@ -131,11 +147,23 @@ export function validateTrainerOptions<B>(o: TrainerOptions<B>): void {
 
 export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
   validateTrainerOptions(o);
+  mkdirSync(path.join(o.runDir, CHECKPOINTS_DIR), { recursive: true });
+  const workers = o.parallel?.workers ?? 1;
+  const pool =
+    workers > 1
+      ? await DataParallel.start({ workers, task: o.parallel!.task, store: o.store, loss: o.loss as (b: object, rng: Generator) => tf.Scalar, log: o.log })
+      : undefined;
+  try {
+    return await trainLoop(o, pool);
+  } finally {
+    await pool?.close();
+  }
+}
+
+async function trainLoop<B>(o: TrainerOptions<B>, pool: DataParallel<object> | undefined): Promise<TrainResult> {
   const accumulate = o.accumulate ?? 1;
   const checkpointEvery = o.checkpointEvery ?? o.totalSteps;
   const keep = o.keepCheckpoints ?? 2;
-  mkdirSync(path.join(o.runDir, CHECKPOINTS_DIR), { recursive: true });
-
   const optimizer = new AdamW(o.store, { lr: o.lr.base, ...o.adamw });
   const ema = o.emaDecay ? new EMA(o.store, o.emaDecay) : undefined;
   let rng = new Generator(o.seed);
@@ -154,6 +182,13 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
     }
     rng = Generator.fromState(state.rng);
     o.data.restore(state.data);
+    const was = state.workers ?? 1;
+    const now = o.parallel?.workers ?? 1;
+    if (was !== now) {
+      (o.log ?? ((l: string) => console.error(l)))(
+        `resume: this checkpoint was trained with ${was} data-parallel worker(s), this run uses ${now}: the noise streams differ from here on, so the run will not match an uninterrupted one exactly`,
+      );
+    }
     step = state.step;
     truncateLog(path.join(o.runDir, LOG_NAME), step);
   } else if (existsSync(path.join(o.runDir, LOG_NAME))) {
@@ -171,7 +206,7 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
     const opt = await optimizer.stateArrays();
     writeSafetensors(path.join(tmp, 'optimizer.safetensors'), opt.arrays, { step: String(opt.step) });
     if (ema) writeSafetensors(path.join(tmp, 'ema.safetensors'), await ema.toArrays(), { updates: String(ema.updates) });
-    const state: SavedState = { version: 1, step, rng: rng.getState(), data: o.data.position(), optimizerStep: optimizer.stepCount, emaUpdates: ema?.updates ?? 0 };
+    const state: SavedState = { version: 1, step, rng: rng.getState(), data: o.data.position(), optimizerStep: optimizer.stepCount, emaUpdates: ema?.updates ?? 0, workers: o.parallel?.workers ?? 1 };
     writeJsonAtomic(path.join(tmp, 'state.json'), state);
     replaceDirAtomic(tmp, final);
     writeFileAtomic(path.join(root, 'latest'), name + '\n');
@@ -188,11 +223,20 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
     const lr = learningRateAt(step, o.lr);
     const acc = new Map<string, tf.Tensor>();
     let lossSum = 0;
+    pool?.syncWeights();
     for (let micro = 0; micro < accumulate; micro++) {
       const batch = await o.data.next();
-      const { loss, grads } = computeGradients(o.store, () => o.loss(batch, rng));
-      lossSum += (await loss.data())[0];
-      loss.dispose();
+      let grads: Map<string, tf.Tensor>;
+      if (pool) {
+        const r = await pool.gradients(batch as object, rng);
+        lossSum += r.loss;
+        grads = r.grads;
+      } else {
+        const r = computeGradients(o.store, () => o.loss(batch, rng));
+        lossSum += (await r.loss.data())[0];
+        r.loss.dispose();
+        grads = r.grads;
+      }
       if (accumulate === 1) {
         for (const [k, g] of grads) acc.set(k, g);
       } else {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatDuration, ProgressBar } from '../../src/image/progress.js';
+import { formatDuration, ProgressBar, trainingProgress } from '../../src/image/progress.js';
 
 function sink(isTTY: boolean): { stream: { write(s: string): boolean; isTTY: boolean }; out: string[] } {
   const out: string[] = [];
@@ -78,6 +78,20 @@ describe('ProgressBar', () => {
     expect(slow.eta()).toBeCloseTo(8);
     expect(slow.render()).toMatch(/6\/10\s+60% 2\.00 s\/it ETA 0:08/);
     expect(() => new ProgressBar({ total: -1 })).toThrow(/total must be an integer >= 0/);
+  });
+
+  it('counts a resumed training run from its first reported step, not from 0', () => {
+    const { stream } = sink(true);
+    let t = 0;
+    const bar = new ProgressBar({ total: 1000, stream, silent: true, now: () => t });
+    t = 2000;
+    trainingProgress(bar, { step: 601, loss: 0.1, lr: 1e-4 }); // resumed at 600
+    t = 4000;
+    trainingProgress(bar, { step: 602, loss: 0.1, lr: 1e-4 });
+    expect(bar.rate()).toBeCloseTo(0.5); // 2 steps in 4 s, not 602
+    bar.startFrom(0); // ignored once steps were shown
+    expect(bar.rate()).toBeCloseTo(0.5);
+    expect(() => new ProgressBar({ total: 5 }).startFrom(6)).toThrow(/start must be an integer in \[0, 5\], got 6/);
   });
 
   it('formats durations', () => {

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -199,6 +199,17 @@ describe('bad data and a label-conditioned MNIST model', () => {
     expect(report).toMatch(new RegExp(`${fixture.good.length} images used, ${fixture.bad.length} skipped`));
   });
 
+  it('trains the text-conditioned U-Net data-parallel over worker threads', async () => {
+    const dir = tempDir('dp');
+    cpSync(path.join(runA, 'vae'), path.join(dir, 'vae'), { recursive: true });
+    const config = validateTrainConfig({ ...tinyConfig(data, tiny.result.outDir), unetTraining: { ...stage, steps: 2, workers: 3 } });
+    const lines: string[] = [];
+    const pipeDir = (await runTraining({ config, runDir: dir, stage: 'unet', resume: false, quiet: true, log: (l) => lines.push(l) }))!;
+    expect(lines.join('\n')).toMatch(/data-parallel: 3 workers x 1 /);
+    expect(readFileSync(path.join(dir, 'unet-stage', 'loss.jsonl'), 'utf8').trim().split('\n')).toHaveLength(2);
+    expect(existsSync(path.join(pipeDir, 'unet', 'diffusion_pytorch_model.safetensors'))).toBe(true);
+  });
+
   it('trains label-conditioned MNIST for a few steps and samples a requested digit', async () => {
     const config = validateTrainConfig({
       ...tinyConfig(data, tiny.result.outDir),
@@ -206,8 +217,9 @@ describe('bad data and a label-conditioned MNIST model', () => {
       conditioning: { kind: 'label', numClasses: 10, contextDim: 16, dropout: 0.1 },
       vae: { imageChannels: 1, channels: [8, 8, 16], resBlocksPerLevel: 1, latentChannels: 4, downsampleFactor: 4, groupNormGroups: 4 },
       unet: { ...tinyConfig(data, tiny.result.outDir).unet, sampleSize: 8, contextDim: 16, contextLength: 1 },
-      vaeTraining: { ...stage, steps: 2 },
-      unetTraining: { ...stage, steps: 2 },
+      // Data-parallel: each stage's shards run in 2 worker threads.
+      vaeTraining: { ...stage, steps: 2, workers: 2 },
+      unetTraining: { ...stage, steps: 2, workers: 2 },
     });
     const dir = tempDir('mnist');
     const pipeDir = (await runTraining({ config, runDir: dir, stage: 'all', resume: false, ...quiet }))!;

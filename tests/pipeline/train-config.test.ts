@@ -26,6 +26,8 @@ describe('training configs', () => {
     expect(bad(['unetTraining.lrr=1'])).toThrow(/unknown field unetTraining.lrr; allowed: steps, batchSize/);
     expect(bad(['unet.channels=[]'])).toThrow(/unet config: channels/);
     expect(bad(['conditioning.classNames=["0","1"]'])).toThrow(/classNames/);
+    expect(bad(['unetTraining.workers=0'])).toThrow(/unetTraining.workers must be an integer from 1 to 64 \(1 = no data parallelism\), got 0/);
+    expect(validateTrainConfig(applyOverrides(base, ['vaeTraining.workers=2'])).vaeTraining.workers).toBe(2);
     expect(bad(['lossWeighting="l2"'])).toThrow(/lossWeighting must be 'mse' or 'min-snr', got "l2"/);
   });
 });

@@ -1,0 +1,404 @@
+/**
+ * Data-parallel training steps: every micro-batch is split into N shards; shard 0 is computed in
+ * this thread, shards 1..N-1 in worker_threads that each hold a replica of the model on their own
+ * tfjs backend (the main thread's backend, 1 thread). Each shard's loss and gradients come from
+ * the current weights; the gradients are averaged weighted by shard size, so for a loss that is a
+ * mean over samples the result is the full-batch gradient. The trainer (trainer.ts) then clips,
+ * steps AdamW and EMA in this thread as usual and the new weights go back to the workers.
+ *
+ * Why: on a 2-core machine the wasm backend gains little from a 2nd thread on a whole training
+ * step, while two 1-thread backends side by side each run at full speed. It also splits the
+ * activation memory over several wasm heaps (each capped at 4 GB).
+ *
+ * A worker rebuilds the model and the loss from a serialisable task description (ShardTask: the
+ * model config plus the arrays the loss reads, e.g. the training images); the main thread builds
+ * its loss from the same description with the same function, so the loss code exists once.
+ * Randomness: each micro-batch draws one Generator per shard from the trainer's generator
+ * (`spawn()`), so a run is deterministic for a given N and a resumed run draws what it would have.
+ *
+ * Transport: one SharedArrayBuffer holds every parameter end to end (written here after each
+ * optimizer step, read by the workers before their next shard), and one per worker holds its
+ * gradients. Each carries a stamp written with Atomics after the data, which orders the plain
+ * float writes before the reads on the other side and checks that the buffer is the expected one.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Worker } from 'node:worker_threads';
+import { type BackendName, currentBackend } from '../backend/index.js';
+import { type ParamStore, computeGradients, disposeGrads } from '../nn/params.js';
+import type { Generator, GeneratorState } from '../random/generator.js';
+import type { ClassifierShardTask } from '../eval/classifier.js';
+import type { UnetShardTask, VaeShardTask } from './stages.js';
+
+/** Most data-parallel workers accepted (the main thread counts as one). */
+export const MAX_WORKERS = 64;
+
+/** What a worker rebuilds its replica from (see data-parallel-worker.ts). */
+export type ShardTask = VaeShardTask | UnetShardTask | ClassifierShardTask;
+
+/** A model and its loss over serialisable batches: built from a ShardTask in every thread. */
+export interface Replica<B> {
+  /** Every parameter of the main thread's trained store, under the same names. */
+  store: ParamStore;
+  /** Mean loss over the batch's samples; draws all noise from rng. */
+  loss: (batch: B, rng: Generator) => tf.Scalar;
+  dispose(): void;
+}
+
+export function checkWorkers(workers: unknown, what = 'workers'): number {
+  if (!(typeof workers === 'number' && Number.isInteger(workers) && workers >= 1 && workers <= MAX_WORKERS)) {
+    throw new Error(`${what} must be an integer from 1 to ${MAX_WORKERS} (1 = no data parallelism), got ${JSON.stringify(workers)}`);
+  }
+  return workers;
+}
+
+/**
+ * Splits a batch of per-sample arrays (`{ indices: [...], flips: [...] }`) into n contiguous
+ * shards, as equal as possible (the first ones one sample larger); a shard may be empty.
+ */
+export function splitBatch<B extends object>(batch: B, n: number): { batch: B; size: number }[] {
+  const fields = Object.entries(batch).filter(([, v]) => v !== undefined);
+  for (const [k, v] of fields) {
+    if (!Array.isArray(v)) throw new Error(`data-parallel training needs batches of per-sample arrays; field '${k}' is ${typeof v}`);
+  }
+  const arrays = fields as [string, unknown[]][];
+  const size = arrays.length > 0 ? arrays[0][1].length : 0;
+  const uneven = arrays.find(([, v]) => v.length !== size);
+  if (uneven) throw new Error(`data-parallel training: batch field '${uneven[0]}' has ${uneven[1].length} entries, '${arrays[0][0]}' has ${size}`);
+  const shards: { batch: B; size: number }[] = [];
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    const len = Math.floor(size / n) + (i < size % n ? 1 : 0);
+    shards.push({ batch: Object.fromEntries(arrays.map(([k, v]) => [k, v.slice(start, start + len)])) as B, size: len });
+    start += len;
+  }
+  return shards;
+}
+
+/** Every parameter of a store laid end to end in one float32 buffer (store order). */
+export interface ParamLayout {
+  names: string[];
+  shapes: number[][];
+  offsets: number[];
+  total: number;
+}
+
+export function paramLayout(store: ParamStore): ParamLayout {
+  const names: string[] = [];
+  const shapes: number[][] = [];
+  const offsets: number[] = [];
+  let total = 0;
+  for (const [name, v] of store.entries()) {
+    names.push(name);
+    shapes.push([...v.shape]);
+    offsets.push(total);
+    total += v.size;
+  }
+  return { names, shapes, offsets, total };
+}
+
+/** Names and shapes of the store that differ from the layout (empty when they match). */
+export function layoutProblems(store: ParamStore, layout: ParamLayout): string[] {
+  const mine = paramLayout(store);
+  const problems: string[] = [];
+  const shapeOf = new Map(mine.names.map((n, i) => [n, mine.shapes[i]]));
+  layout.names.forEach((n, i) => {
+    const s = shapeOf.get(n);
+    if (!s) problems.push(`missing '${n}'`);
+    else if (s.join(',') !== layout.shapes[i].join(',')) problems.push(`'${n}' is [${s.join(', ')}], the main thread's is [${layout.shapes[i].join(', ')}]`);
+  });
+  for (const n of mine.names) if (!layout.names.includes(n)) problems.push(`unexpected '${n}'`);
+  return problems;
+}
+
+/** A float32 buffer shared by every thread, with a stamp saying who wrote it last. */
+export interface SharedParams {
+  stamp: Int32Array;
+  data: Float32Array;
+}
+
+function sharedParams(total: number): SharedParams {
+  return { stamp: new Int32Array(new SharedArrayBuffer(4)), data: new Float32Array(new SharedArrayBuffer(total * 4)) };
+}
+
+/** Copies every parameter of the store into the buffer, then stamps it. */
+export function writeParams(store: ParamStore, layout: ParamLayout, to: SharedParams, stamp: number): void {
+  layout.names.forEach((n, i) => to.data.set(store.get(n).dataSync() as Float32Array, layout.offsets[i]));
+  Atomics.store(to.stamp, 0, stamp);
+}
+
+function checkStamp(from: SharedParams, stamp: number, what: string): void {
+  const got = Atomics.load(from.stamp, 0);
+  if (got !== stamp) throw new Error(`data-parallel: ${what} buffer has stamp ${got}, expected ${stamp}`);
+}
+
+/** Assigns every parameter of the store from the buffer (which must carry `stamp`). */
+export function readParams(store: ParamStore, layout: ParamLayout, from: SharedParams, stamp: number): void {
+  checkStamp(from, stamp, 'weights');
+  layout.names.forEach((n, i) => {
+    const v = store.get(n);
+    // slice: a private copy, so no backend ever keeps a view of shared memory
+    tf.tidy(() => v.assign(tf.tensor(from.data.slice(layout.offsets[i], layout.offsets[i] + v.size), layout.shapes[i], 'float32')));
+  });
+}
+
+/** Writes gradients into the buffer and stamps it; returns the layout indices written. */
+export function writeGrads(grads: Map<string, tf.Tensor>, layout: ParamLayout, to: SharedParams, stamp: number): number[] {
+  const index = new Map(layout.names.map((n, i) => [n, i]));
+  const written: number[] = [];
+  for (const [name, g] of grads) {
+    const i = index.get(name);
+    if (i === undefined) throw new Error(`data-parallel: gradient of unknown parameter '${name}'`);
+    to.data.set(g.dataSync() as Float32Array, layout.offsets[i]);
+    written.push(i);
+  }
+  Atomics.store(to.stamp, 0, stamp);
+  return written;
+}
+
+/** A copy of a task whose large arrays live in shared memory: one copy for all workers, not one each. */
+function shareArrays<T>(value: T): T {
+  if (value instanceof Float32Array || value instanceof Int32Array) {
+    if (value.buffer instanceof SharedArrayBuffer) return value;
+    const shared = value instanceof Float32Array ? new Float32Array(new SharedArrayBuffer(value.byteLength)) : new Int32Array(new SharedArrayBuffer(value.byteLength));
+    shared.set(value);
+    return shared as T;
+  }
+  if (Array.isArray(value)) return value.map(shareArrays) as T;
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, shareArrays(v)])) as T;
+  }
+  return value;
+}
+
+/** What a worker receives at start (workerData). */
+export interface WorkerInit {
+  index: number;
+  task: ShardTask;
+  backend: BackendName;
+  threads: number;
+  layout: ParamLayout;
+  weights: SharedParams;
+  grads: SharedParams;
+}
+
+export interface ShardRequest {
+  id: number;
+  batch: unknown;
+  rng: GeneratorState;
+  /** Stamp of the weights buffer to compute with. */
+  weights: number;
+}
+
+export type WorkerMessage =
+  | { type: 'ready'; backend: string; threads: number }
+  | { type: 'grads'; id: number; loss: number; written: number[] };
+
+/** Our backend name for the backend this thread computes on. */
+function backendName(): BackendName {
+  const cur = currentBackend();
+  if (cur) return cur.name;
+  const tfName = tf.getBackend();
+  if (tfName === 'wasm' || tfName === 'cpu') return tfName;
+  if (tfName === 'tensorflow') return 'node';
+  throw new Error(`data-parallel training: backend '${tfName}' cannot be started in a worker; use wasm, cpu or node`);
+}
+
+interface WorkerSlot {
+  worker: Worker;
+  grads: SharedParams;
+  /** The request in flight. */
+  pending?: { id: number; resolve: (m: Extract<WorkerMessage, { type: 'grads' }>) => void; reject: (e: Error) => void };
+  /** Set once the worker failed or exited: every later request fails with it. */
+  failed?: Error;
+}
+
+export interface DataParallelOptions<B> {
+  /** Shards per micro-batch, the main thread included (>= 2). */
+  workers: number;
+  task: ShardTask;
+  /** The trained store of the main thread (shard 0 and the weights the workers copy). */
+  store: ParamStore;
+  /** The main thread's loss: the same function the workers build from `task`. */
+  loss: (batch: B, rng: Generator) => tf.Scalar;
+  log?: (line: string) => void;
+}
+
+export class DataParallel<B extends object> {
+  private readonly layout: ParamLayout;
+  private readonly weights: SharedParams;
+  private weightsStamp = 0;
+  private nextId = 0;
+  private closed = false;
+  private readonly onSignal: (signal: NodeJS.Signals) => void;
+
+  private constructor(
+    private readonly o: DataParallelOptions<B>,
+    private readonly slots: WorkerSlot[],
+    layout: ParamLayout,
+    weights: SharedParams,
+  ) {
+    this.layout = layout;
+    this.weights = weights;
+    // Ctrl-C: stop the workers, then let the signal end the process as it would have.
+    this.onSignal = (signal) => {
+      this.removeSignalHandlers();
+      for (const s of this.slots) void s.worker.terminate();
+      process.kill(process.pid, signal);
+    };
+    process.once('SIGINT', this.onSignal);
+    process.once('SIGTERM', this.onSignal);
+  }
+
+  get workers(): number {
+    return this.o.workers;
+  }
+
+  /** Starts workers 1..N-1 and waits until each has built its replica. */
+  static async start<B extends object>(o: DataParallelOptions<B>): Promise<DataParallel<B>> {
+    const workers = checkWorkers(o.workers);
+    if (workers < 2) throw new Error(`data-parallel training needs at least 2 workers, got ${workers}`);
+    const layout = paramLayout(o.store);
+    const weights = sharedParams(layout.total);
+    const task = shareArrays(o.task);
+    const backend = backendName();
+    const slots: WorkerSlot[] = [];
+    const ready: Promise<{ backend: string; threads: number }>[] = [];
+    for (let index = 1; index < workers; index++) {
+      const grads = sharedParams(layout.total);
+      const init: WorkerInit = { index, task, backend, threads: 1, layout, weights, grads };
+      // The .mjs entry registers tsx in the worker, then loads data-parallel-worker.ts.
+      // execArgv []: the parent's flags (tsx's or vitest's loaders) do not apply to workers.
+      const worker = new Worker(new URL('./data-parallel-worker.mjs', import.meta.url), { workerData: init, execArgv: [] });
+      const slot: WorkerSlot = { worker, grads };
+      slots.push(slot);
+      ready.push(watchWorker(slot, index, workers));
+    }
+    const pool = new DataParallel(o, slots, layout, weights);
+    try {
+      const infos = await Promise.all(ready);
+      const { backend: name, threads } = infos[0];
+      const main = currentBackend();
+      const mainNote = main && main.threads !== threads ? ` (the main thread: ${main.threads} threads)` : '';
+      (o.log ?? ((l: string) => console.error(l)))(`data-parallel: ${workers} workers x ${threads} ${name} thread${threads === 1 ? '' : 's'}${mainNote}`);
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    return pool;
+  }
+
+  /** Publishes the store's current weights: the workers compute their next shards with them. */
+  syncWeights(): void {
+    this.weightsStamp++;
+    writeParams(this.o.store, this.layout, this.weights, this.weightsStamp);
+  }
+
+  /**
+   * Loss and gradients of one micro-batch: shards computed in parallel, averaged weighted by
+   * shard size. Draws one Generator per shard from `rng` (all N, even for empty shards, so the
+   * stream does not depend on the batch size). The caller owns the returned gradients.
+   */
+  async gradients(batch: B, rng: Generator): Promise<{ loss: number; grads: Map<string, tf.Tensor> }> {
+    if (this.weightsStamp === 0) throw new Error('data-parallel: syncWeights() must run before the first gradients()');
+    const N = this.o.workers;
+    const rngs = Array.from({ length: N }, () => rng.spawn());
+    const shards = splitBatch(batch, N);
+    const total = shards.reduce((a, s) => a + s.size, 0);
+    if (total === 0) throw new Error('data-parallel training: empty batch');
+    // Post the workers' shards first, so they compute while this thread does shard 0.
+    const replies = Promise.all(shards.slice(1).map((s, k) => (s.size > 0 ? this.request(this.slots[k], s.batch, rngs[k + 1]) : undefined)));
+    replies.catch(() => {}); // handled below; a failure while shard 0 runs must not be "unhandled"
+    const own = shards[0].size > 0 ? computeGradients(this.o.store, () => this.o.loss(shards[0].batch, rngs[0])) : undefined;
+    let workerReplies: Awaited<typeof replies>;
+    try {
+      workerReplies = await replies;
+    } catch (e) {
+      if (own) {
+        own.loss.dispose();
+        disposeGrads(own.grads);
+      }
+      throw e;
+    }
+    const w = shards.map((s) => s.size / total);
+    let loss = 0;
+    const parts = new Map<string, { g: tf.Tensor; w: number }[]>();
+    const add = (name: string, g: tf.Tensor, weight: number) => {
+      const list = parts.get(name) ?? [];
+      list.push({ g, w: weight });
+      parts.set(name, list);
+    };
+    if (own) {
+      loss += w[0] * own.loss.dataSync()[0];
+      own.loss.dispose();
+      for (const [name, g] of own.grads) add(name, g, w[0]);
+    }
+    workerReplies.forEach((r, k) => {
+      if (!r) return;
+      const slot = this.slots[k];
+      checkStamp(slot.grads, r.id, `worker ${k + 1} gradient`);
+      loss += w[k + 1] * r.loss;
+      for (const i of r.written) {
+        const off = this.layout.offsets[i];
+        const size = this.layout.shapes[i].reduce((a, b) => a * b, 1);
+        add(this.layout.names[i], tf.tensor(slot.grads.data.slice(off, off + size), this.layout.shapes[i], 'float32'), w[k + 1]);
+      }
+    });
+    // A parameter a shard's loss does not reach has gradient 0 there: it just has fewer parts.
+    const grads = new Map<string, tf.Tensor>();
+    for (const [name, list] of parts) {
+      grads.set(name, tf.tidy(() => list.map(({ g, w: weight }) => tf.mul(g, weight)).reduce((a, b) => tf.add(a, b))));
+      for (const { g } of list) g.dispose();
+    }
+    return { loss, grads };
+  }
+
+  private request(slot: WorkerSlot, batch: B, rng: Generator): Promise<Extract<WorkerMessage, { type: 'grads' }>> {
+    if (this.closed) return Promise.reject(new Error('data-parallel: the workers were stopped'));
+    if (slot.failed) return Promise.reject(slot.failed);
+    const id = ++this.nextId;
+    const req: ShardRequest = { id, batch, rng: rng.getState(), weights: this.weightsStamp };
+    return new Promise((resolve, reject) => {
+      slot.pending = { id, resolve, reject };
+      slot.worker.postMessage(req);
+    });
+  }
+
+  private removeSignalHandlers(): void {
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+  }
+
+  /** Stops every worker (idempotent). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.removeSignalHandlers();
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
+
+/** Routes a worker's messages to its slot; resolves once it is ready, rejects if it fails first. */
+function watchWorker(slot: WorkerSlot, index: number, workers: number): Promise<{ backend: string; threads: number }> {
+  return new Promise((resolve, reject) => {
+    let started = false;
+    const fail = (e: Error) => {
+      if (slot.failed) return;
+      slot.failed = e;
+      slot.pending?.reject(e);
+      slot.pending = undefined;
+      if (!started) reject(e);
+    };
+    slot.worker.on('message', (m: WorkerMessage) => {
+      if (m.type === 'ready') {
+        started = true;
+        resolve({ backend: m.backend, threads: m.threads });
+      } else if (m.type === 'grads' && slot.pending?.id === m.id) {
+        const p = slot.pending;
+        slot.pending = undefined;
+        p.resolve(m);
+      }
+    });
+    slot.worker.on('error', (e: Error) => fail(new Error(`data-parallel worker ${index} of ${workers} failed${started ? '' : ' to start'}: ${e.message}`)));
+    slot.worker.on('exit', (code) => fail(new Error(`data-parallel worker ${index} of ${workers} exited (code ${code})`)));
+  });
+}
