@@ -4,14 +4,19 @@
  *
  *   npm run bench:compare
  *   npm run bench:compare -- --repeat 3 --threads 2
+ *   npm run bench:compare -- --workers 2 --runtime onnx
  */
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BenchResult } from '../src/eval/bench.js';
-import { PYTHON, type PeerResult, checkPython, formatComparison } from '../src/eval/compare.js';
+import { type BenchResult, FIGURE_NAMES, type FigureName } from '../src/eval/bench.js';
+import { PYTHON, type PeerResult, checkPython, formatComparison, mergeBenchResults } from '../src/eval/compare.js';
+import { UNET_RUNTIMES, parseUNetRuntime } from '../src/onnx/unet.js';
+import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
 import { cliArgs, integer, parseStrict, runCli } from './cli.js';
+
+const TRAIN_FIGURES: FigureName[] = ['vae_train_step_ms', 'unet_train_step_ms'];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -54,6 +59,8 @@ await runCli(async () => {
     .option('peer', { type: 'string', default: '../shared/bench/peer_torch.py', describe: 'the PyTorch peer script' })
     .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure, both sides' })
     .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
+    .option('workers', { type: 'string', default: '1', describe: 'ours: data-parallel workers of the training figures (N > 1: a separate run at 1 thread per worker; sampling keeps --threads)' })
+    .option('runtime', { type: 'string', default: 'tfjs', describe: `ours: U-Net runtime of the sampling figures: ${UNET_RUNTIMES.join(' | ')}` })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object { ours, peer, table }' })
   );
 
@@ -64,13 +71,25 @@ await runCli(async () => {
   const missing = checkPython();
   if (missing) throw new Error(missing);
 
-  // 1. ours, in a child process so that nothing of it (wasm threads, heap) overlaps the peer.
-  const oursArgs = ['--import', 'tsx', path.join(repoRoot, 'scripts', 'bench.ts'), '--json', '--config', config, '--repeat', String(repeat), '--threads', String(threads)];
-  if (argv.backend) oursArgs.push('--backend', argv.backend);
+  // 1. ours, in a child process so that nothing of it (wasm threads, heap) overlaps the peer; with
+  // --workers the training figures come from a second run at 1 thread per worker.
+  const workers = integer(argv.workers, '--workers', 1, MAX_WORKERS);
+  const runtime = parseUNetRuntime(argv.runtime, '--runtime');
+  const base = ['--import', 'tsx', path.join(repoRoot, 'scripts', 'bench.ts'), '--json', '--config', config, '--repeat', String(repeat)];
+  if (argv.backend) base.push('--backend', argv.backend);
+  const runs: string[][] = workers > 1
+    ? [[...base, '--threads', '1', '--workers', String(workers), '--only', TRAIN_FIGURES.join(',')], [...base, '--threads', String(threads), '--runtime', runtime, '--only', FIGURE_NAMES.filter((f) => !TRAIN_FIGURES.includes(f)).join(',')]]
+    : [[...base, '--threads', String(threads), '--runtime', runtime]];
   const loadBeforeOurs = os.loadavg();
-  console.error(`== ours (load ${loadBeforeOurs.map((x) => x.toFixed(2)).join(' ')}): node ${oursArgs.slice(2).join(' ')}`);
-  const o = await run(process.execPath, oursArgs, repoRoot);
-  const ours = lastJsonLine(o.stdout, 'our benchmark') as BenchResult;
+  const results: BenchResult[] = [];
+  let oursFailed = false;
+  for (const args of runs) {
+    console.error(`== ours (load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}): node ${args.slice(2).join(' ')}`);
+    const o = await run(process.execPath, args, repoRoot);
+    results.push(lastJsonLine(o.stdout, 'our benchmark') as BenchResult);
+    if (o.status !== 0) oursFailed = true;
+  }
+  const ours = results.length === 2 ? mergeBenchResults(results[0], results[1]) : results[0];
 
   // 2. the PyTorch peer.
   const peerArgs = [peerScript, '--json', '--config', config, '--repeat', String(repeat), '--threads', String(threads)];
@@ -82,9 +101,9 @@ await runCli(async () => {
   const rss = /peer_peak_rss_kib=(\d+)/.exec(p.stderr);
   if (rss) peer.peakRssBytes = Number(rss[1]) * 1024;
 
-  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
+  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${workers > 1 ? ` --workers ${workers}` : ''}${runtime !== 'tfjs' ? ` --runtime ${runtime}` : ''}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
   const table = formatComparison(ours, peer, { loadBeforeOurs, loadBeforePeer, command });
   if (argv.json) console.log(JSON.stringify({ ours, peer, loadBeforeOurs, loadBeforePeer, table }));
   else console.log(table);
-  if (o.status !== 0) process.exitCode = 1;
+  if (oursFailed) process.exitCode = 1;
 });

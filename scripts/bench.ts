@@ -5,13 +5,15 @@
  *   npm run bench
  *   npm run bench -- --repeat 3 --json
  *   npx tsx scripts/bench.ts --backend wasm --train-batch 128 --only unet_train_step_ms
+ *   npm run bench -- --only vae_train_step_ms,unet_train_step_ms --workers 2
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/backend/index.js';
 import { FIGURE_NAMES, type FigureName, formatBench, loadBenchSpec, runBench } from '../src/eval/bench.js';
 import { UNET_RUNTIMES, parseUNetRuntime } from '../src/onnx/unet.js';
-import { cliArgs, integer, parseStrict, runCli } from './cli.js';
+import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
+import { cliArgs, integer, parseStrict, runCli, workerThreads } from './cli.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -27,6 +29,7 @@ await runCli(async () => {
     .option('sample-batch', { type: 'string', describe: 'override measure.sampleBatch' })
     .option('only', { type: 'string', describe: `comma-separated figures: ${FIGURE_NAMES.join(', ')}` })
     .option('runtime', { type: 'string', default: 'tfjs', describe: `U-Net runtime of the sampling figures: ${UNET_RUNTIMES.join(' | ')}` })
+    .option('workers', { type: 'string', default: '1', describe: 'data-parallel workers of the training figures (N > 1: the main thread uses 1 wasm thread unless --threads or TXT2IMG_THREADS says otherwise)' })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
   );
 
@@ -35,7 +38,8 @@ await runCli(async () => {
   const only = argv.only?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const f of only ?? []) if (!(FIGURE_NAMES as readonly string[]).includes(f)) throw new Error(`--only: unknown figure '${f}'; allowed: ${FIGURE_NAMES.join(', ')}`);
   const opt = (v: string | undefined, flag: string, min: number) => (v === undefined ? undefined : integer(v, flag, min));
-  const backend = await initBackend({ backend: argv.backend, threads: opt(argv.threads, '--threads', 1), quiet: true });
+  const workers = integer(argv.workers, '--workers', 1, MAX_WORKERS);
+  const backend = await initBackend({ backend: argv.backend, threads: opt(argv.threads, '--threads', 1) ?? workerThreads(workers), quiet: true });
   const result = await runBench({
     spec,
     backend,
@@ -46,6 +50,7 @@ await runCli(async () => {
     sampleBatch: opt(argv['sample-batch'], '--sample-batch', 1),
     only: only as FigureName[] | undefined,
     unetRuntime: parseUNetRuntime(argv.runtime, '--runtime'),
+    workers,
   });
   if (argv.json) console.log(JSON.stringify(result));
   else console.log(formatBench(result));

@@ -4,9 +4,11 @@
  * the median of `repeat` timed runs after warm-up, through the same code paths training and
  * sampling use:
  *
- *   vae_train_step_ms    computeGradients(vae.lossFn) + AdamW.step at trainBatch
- *   unet_train_step_ms   the epsilon loss of src/pipeline/stages.ts (trainingTargets, unet.apply,
- *                        weightedMse) + AdamW.step at trainBatch, random context [B, 77, 512]
+ *   vae_train_step_ms    the VAE stage's loss (src/pipeline/stages.ts) + AdamW.step at trainBatch
+ *   unet_train_step_ms   the U-Net stage's epsilon loss (trainingTargets, unet.apply, weightedMse)
+ *                        + AdamW.step at trainBatch, random context [B, 77, 512]
+ *
+ * (both on random data; with `workers` > 1 data-parallel as training runs it, data-parallel.ts)
  *   unet_forward_ms      one unet.apply at 2 x sampleBatch with a raw context (as guidance runs)
  *   sample_images_per_s  sampleLatents (50 guided DDIM steps) + vae.decodeLatents for sampleBatch
  *                        images; the conditioning is given, text encoding is excluded
@@ -23,10 +25,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync } from 'node:fs';
 import { type BackendInfo } from '../backend/index.js';
-import { computeGradients, disposeGrads } from '../nn/params.js';
+import { type ParamStore, computeGradients, disposeGrads } from '../nn/params.js';
 import { AdamW } from '../optim/adamw.js';
 import { OnnxUNet, type UNetRuntime, describeUNetRuntime } from '../onnx/unet.js';
+import type { IndexBatch } from '../data/in-memory.js';
+import { DataParallel, type ShardTask, checkWorkers } from '../pipeline/data-parallel.js';
 import { sampleLatents } from '../pipeline/sample.js';
+import { type UnetShardTask, type VaeShardTask, unetShardLoss, vaeShardLoss } from '../pipeline/stages.js';
 import { Generator } from '../random/generator.js';
 import { type SchedulerConfig, createScheduler, parseSchedulerConfig, sampleTimesteps, trainingTargets, weightedMse } from '../schedulers/index.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
@@ -245,6 +250,14 @@ export async function timed(fn: () => Promise<void>, repeat: number, warmup: num
 
 // ----------------------------------------------------------------------------- the benchmark
 
+/** n seeded random numbers: uniform in [-1, 1) or standard normal. */
+function randomArray(rng: Generator, n: number, kind: 'uniform' | 'normal'): Float32Array {
+  const t = kind === 'normal' ? rng.randn([n]) : rng.rand([n], -1, 1);
+  const data = Float32Array.from(t.dataSync());
+  t.dispose();
+  return data;
+}
+
 export interface BenchOptions {
   spec: BenchSpec;
   backend: BackendInfo;
@@ -261,6 +274,8 @@ export interface BenchOptions {
   only?: FigureName[];
   /** What computes the U-Net in unet_forward_cached_ms and sampling (default 'tfjs'; src/onnx). */
   unetRuntime?: UNetRuntime;
+  /** Data-parallel shards of the training figures (default 1; src/pipeline/data-parallel.ts). */
+  workers?: number;
   seed?: number;
   log?: (line: string) => void;
 }
@@ -286,6 +301,10 @@ export interface BenchResult {
   tfjs: string;
   /** What computed the sampling-side U-Net calls (absent in older results: tfjs). */
   unetRuntime?: UNetRuntime;
+  /** Data-parallel shards of the training figures (absent in older results: 1). */
+  trainWorkers?: number;
+  /** Set when the training figures come from another run with other threads (mergeBenchResults). */
+  trainThreads?: number;
   repeat: number;
   sampleRepeat: number;
   trainBatch: number;
@@ -312,6 +331,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const B = o.trainBatch ?? m.trainBatch;
   const S = o.sampleBatch ?? m.sampleBatch;
   const figures = spec.figures.filter((f) => !o.only || o.only.includes(f));
+  const workers = checkWorkers(o.workers ?? 1);
   const rng = new Generator(o.seed ?? 0);
   const guarded = guardWasmMalloc();
   const notes: string[] = [];
@@ -330,6 +350,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     threads: o.backend.threads,
     tfjs: tf.version.tfjs,
     unetRuntime: o.unetRuntime ?? 'tfjs',
+    trainWorkers: workers,
     repeat,
     sampleRepeat,
     trainBatch: B,
@@ -345,6 +366,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // Training figures always run tfjs; only the sampling-side U-Net calls switch runtime.
   const onnxUNet = o.unetRuntime === 'onnx' ? new OnnxUNet(unet) : undefined;
   if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_cached_ms, sample_images_per_s)`);
+  if (workers > 1) log(`training figures: data-parallel over ${workers} workers (1 wasm thread each)`);
   log(`vae params: ${result.vaeParams.toLocaleString('en-US')}   unet params: ${result.unetParams.toLocaleString('en-US')}   trainBatch ${B}, sampleBatch ${S}`);
 
   const run = async (name: FigureName | 'unet_forward_cached_ms', unit: FigureResult['unit'], body: () => Promise<{ median: number; times: number[] }>, toFigure: (s: number) => number) => {
@@ -381,53 +403,58 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     unet.dispose();
   }
 
-  async function runFigure(name: FigureName): Promise<void> {
-    if (name === 'vae_train_step_ms') {
-      const images = tf.tidy(() => rng.rand([B, H, W, C], -1, 1)) as tf.Tensor4D;
-      const opt = new AdamW(vae.store, { lr: m.learningRate });
-      const probe = vae.store.entries()[0][1];
-      const step = async () => {
-        const { loss, grads } = computeGradients(vae.store, () => vae.lossFn(images, rng).loss);
-        await loss.data();
-        loss.dispose();
-        opt.step(grads);
-        disposeGrads(grads);
-        await probe.data(); // the update has run (synchronous backends return at once)
-      };
-      try {
-        result.figures[name] = await run(name, 'ms', () => timed(step, repeat, warmup), (s) => 1000 * s);
-      } finally {
-        images.dispose();
-        opt.dispose();
+  /** One optimizer step per timed run: gradients (data-parallel over `workers`) + AdamW. */
+  async function trainStepFigure<Bt extends object>(name: FigureName, store: ParamStore, task: ShardTask, loss: (b: Bt, r: Generator) => tf.Scalar, batch: Bt): Promise<FigureResult> {
+    const opt = new AdamW(store, { lr: m.learningRate });
+    const probe = store.entries()[0][1];
+    let pool: DataParallel<Bt> | undefined;
+    const step = async () => {
+      let grads: Map<string, tf.Tensor>;
+      if (pool) {
+        pool.syncWeights();
+        grads = (await pool.gradients(batch, rng)).grads;
+      } else {
+        const r = computeGradients(store, () => loss(batch, rng));
+        await r.loss.data();
+        r.loss.dispose();
+        grads = r.grads;
       }
-    } else if (name === 'unet_train_step_ms') {
-      const latents = tf.tidy(() => rng.randn([B, h, h, zc])) as tf.Tensor4D;
-      const context = tf.tidy(() => rng.randn([B, T, D])) as tf.Tensor3D;
-      const opt = new AdamW(unet.store, { lr: m.learningRate });
-      const probe = unet.store.entries()[0][1];
-      // The epsilon loss exactly as src/pipeline/stages.ts computes it (context given, no dropout).
-      const loss = () => {
-        const ts = sampleTimesteps(rng, B, ddpm.numTrainTimesteps);
-        const noise = rng.randn(latents.shape);
-        return tf.tidy(() => {
-          const { noisy, target, weights } = trainingTargets(ddpm, latents, noise, ts, { kind: 'mse' });
-          const pred = unet.apply(noisy as tf.Tensor4D, tf.tensor1d(Array.from(ts), 'float32'), context);
-          return weightedMse(pred, target, weights);
-        });
+      opt.step(grads);
+      disposeGrads(grads);
+      await probe.data(); // the update has run (synchronous backends return at once)
+    };
+    try {
+      const body = async () => {
+        if (workers > 1) pool = await DataParallel.start({ workers, task, store, loss, log });
+        return timed(step, repeat, warmup);
       };
-      const step = async () => {
-        const { loss: l, grads } = computeGradients(unet.store, loss);
-        await l.data();
-        l.dispose();
-        opt.step(grads);
-        disposeGrads(grads);
-        await probe.data();
-      };
-      try {
-        result.figures[name] = await run(name, 'ms', () => timed(step, repeat, warmup), (s) => 1000 * s);
-      } finally {
-        tf.dispose([latents, context]);
-        opt.dispose();
+      return await run(name, 'ms', body, (s) => 1000 * s);
+    } finally {
+      await pool?.close();
+      opt.dispose();
+    }
+  }
+
+  async function runFigure(name: FigureName): Promise<void> {
+    if (name === 'vae_train_step_ms' || name === 'unet_train_step_ms') {
+      // Random data through the stages' own loss code (src/pipeline/stages.ts), one batch of B.
+      const indices = Array.from({ length: B }, (_, i) => i);
+      if (name === 'vae_train_step_ms') {
+        const task: VaeShardTask = { kind: 'vae', vae: vae.config, data: { images: randomArray(rng, B * H * W * C, 'uniform'), shape: [B, H, W, C] } };
+        const batch: IndexBatch = { indices, flips: new Array<boolean>(B).fill(false), captionChoice: new Array<number>(B).fill(0) };
+        result.figures[name] = await trainStepFigure(name, vae.store, task, vaeShardLoss(task, vae), batch);
+      } else {
+        // Context given per sample ([B, 77, 512] random), no conditioning dropout.
+        const task: UnetShardTask = {
+          kind: 'unet',
+          unet: unet.config,
+          scheduler: spec.scheduler,
+          lossWeighting: { kind: 'mse' },
+          conditioningDropout: 0,
+          latents: { shape: [B, h, h, zc], data: randomArray(rng, B * h * h * zc, 'normal') },
+          captions: { table: { shape: [B, T, D], data: randomArray(rng, B * T * D, 'normal') }, uncond: randomArray(rng, T * D, 'normal') },
+        };
+        result.figures[name] = await trainStepFigure(name, unet.store, task, unetShardLoss(task, unet, undefined), { indices, rows: indices });
       }
     } else if (name === 'unet_forward_ms') {
       const x = tf.tidy(() => rng.randn([2 * S, h, h, zc])) as tf.Tensor4D;
@@ -500,6 +527,7 @@ export function formatBench(r: BenchResult): string {
   const lines: string[] = [];
   lines.push(`ldm-small benchmark: backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}), tfjs ${r.tfjs}, median of ${r.repeat} (sampling: ${r.sampleRepeat}) after warm-up`);
   if (r.unetRuntime === 'onnx') lines.push('  U-Net of unet_forward (K/V cached) and sampling: onnxruntime-node on the CPU');
+  if ((r.trainWorkers ?? 1) > 1) lines.push(`  training figures: data-parallel over ${r.trainWorkers} workers (1 wasm thread each)`);
   lines.push(`  vae params ${r.vaeParams.toLocaleString('en-US')}, unet params ${r.unetParams.toLocaleString('en-US')}, trainBatch ${r.trainBatch}, sampleBatch ${r.sampleBatch}`);
   for (const [name, f] of Object.entries(r.figures)) {
     if (!f) continue;

@@ -75,11 +75,36 @@ export interface CompareContext {
   command?: string;
 }
 
+/**
+ * One result from two runs of our benchmark: the training figures of `train` (e.g. data-parallel
+ * over 1-thread workers) and the sampling figures of `sample` (e.g. 2 threads, ONNX).
+ */
+export function mergeBenchResults(train: BenchResult, sample: BenchResult): BenchResult {
+  const heaps = [train.wasmHeap, sample.wasmHeap].filter((h) => h !== undefined);
+  return {
+    ...sample,
+    trainWorkers: train.trainWorkers,
+    trainThreads: train.threads,
+    figures: { ...train.figures, ...sample.figures },
+    peakRssBytes: Math.max(train.peakRssBytes, sample.peakRssBytes),
+    wasmHeap: heaps.length ? heaps.reduce((a, b) => (b.peakBytes > a.peakBytes ? b : a)) : undefined,
+    notes: [...train.notes.map((n) => `training run: ${n}`), ...sample.notes.map((n) => `sampling run: ${n}`)],
+  };
+}
+
+/** "backend wasm (2 threads), training figures data-parallel over 2 x 1-thread workers, sampling U-Net onnx". */
+export function describeOurSetup(r: BenchResult): string {
+  const parts = [`backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}${r.trainThreads !== undefined && r.trainThreads !== r.threads ? `; training figures ${r.trainThreads}` : ''})`];
+  if ((r.trainWorkers ?? 1) > 1) parts.push(`training figures data-parallel over ${r.trainWorkers} workers`);
+  if (r.unetRuntime === 'onnx') parts.push('sampling-side U-Net on onnxruntime-node');
+  return parts.join(', ');
+}
+
 /** A Markdown table of both benchmarks and the ratios. */
 export function formatComparison(ours: BenchResult, peer: PeerResult, ctx: CompareContext = {}): string {
   const rows = compareRows(ours, peer);
   const lines: string[] = [];
-  lines.push(`ours: txt2img on tfjs ${ours.tfjs}, backend ${ours.backend} (${ours.threads} threads), median of ${ours.repeat} (sampling ${ours.sampleRepeat})`);
+  lines.push(`ours: txt2img on tfjs ${ours.tfjs}, ${describeOurSetup(ours)}, median of ${ours.repeat} (sampling ${ours.sampleRepeat})`);
   lines.push(`PyTorch: torch ${peer.torch}, ${peer.device} (${peer.threads} threads), blas ${peer.blas}, median of ${peer.repeat}`);
   if (ours.vaeParams !== peer.vae_params || ours.unetParams !== peer.unet_params) {
     lines.push(`WARNING: parameter counts differ: ours vae ${ours.vaeParams} / unet ${ours.unetParams}, PyTorch vae ${peer.vae_params} / unet ${peer.unet_params}`);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type BackendInfo, initBackend } from '../../src/backend/index.js';
 import { FIGURE_NAMES, formatBench, guardWasmMalloc, loadBenchSpec, median, runBench, wasmAllocStats, wasmHeapBytes } from '../../src/eval/bench.js';
-import { type PeerResult, compareRows, formatComparison } from '../../src/eval/compare.js';
+import { type PeerResult, compareRows, formatComparison, mergeBenchResults } from '../../src/eval/compare.js';
 import { tempDir } from '../fixtures/captioned.js';
 
 const LDM_SMALL = '/work/shared/bench/ldm-small.json';
@@ -81,6 +81,17 @@ describe('runBench', () => {
     expect(formatBench(r)).toMatch(/U-Net of unet_forward \(K\/V cached\) and sampling: onnxruntime-node on the CPU/);
   });
 
+  it('times the training figures data-parallel over worker threads when asked', async () => {
+    const spec = loadBenchSpec(tinySpecFile());
+    const before = tf.memory().numTensors;
+    const r = await runBench({ spec, backend, repeat: 1, warmup: 1, only: ['vae_train_step_ms', 'unet_train_step_ms'], workers: 2, log: () => {} });
+    expect(tf.memory().numTensors).toBe(before);
+    expect(r.trainWorkers).toBe(2);
+    for (const f of Object.values(r.figures)) expect(f!.error).toBeUndefined();
+    expect(formatBench(r)).toMatch(/training figures: data-parallel over 2 workers/);
+    await expect(runBench({ spec, backend, workers: 0 })).rejects.toThrow(/workers must be an integer from 1 to 64/);
+  }, 60_000);
+
   it.runIf(process.env.TXT2IMG_BACKEND === undefined || process.env.TXT2IMG_BACKEND === 'wasm')('counts wasm tensor bytes through the malloc guard', () => {
     expect(guardWasmMalloc()).toBe(true);
     const live = wasmAllocStats().liveBytes;
@@ -115,5 +126,16 @@ describe('comparison with the PyTorch peer', () => {
     expect(table).toContain('| sample_images_per_s | images/s | 2.0 | 8.0 | 0.25 | 4.00x slower |');
     expect(table).not.toContain('WARNING');
     expect(formatComparison(ours, { ...peer, unet_params: 21 })).toContain('WARNING: parameter counts differ');
+
+    // --workers: training figures from a 1-thread data-parallel run, sampling from a 2-thread ONNX run.
+    const train = { ...ours, threads: 1, trainWorkers: 2, figures: { vae_train_step_ms: fig(150, 'ms'), unet_train_step_ms: fig(1100, 'ms') }, peakRssBytes: 5, notes: ['a'] };
+    const sample = { ...ours, unetRuntime: 'onnx' as const, figures: { unet_forward_ms: fig(400, 'ms'), sample_images_per_s: fig(4, 'images/s') }, peakRssBytes: 3 };
+    const merged = mergeBenchResults(train, sample);
+    expect(Object.keys(merged.figures)).toEqual([...FIGURE_NAMES]);
+    expect(merged.peakRssBytes).toBe(5);
+    expect(merged.notes).toEqual(['training run: a']);
+    const t2 = formatComparison(merged, peer);
+    expect(t2).toContain('backend wasm (2 threads; training figures 1), training figures data-parallel over 2 workers, sampling-side U-Net on onnxruntime-node');
+    expect(t2).toContain('| unet_train_step_ms | ms | 1100 | 1200 | 0.92 | 1.09x faster |');
   });
 });
