@@ -4,6 +4,7 @@
  *   npx tsx scripts/train.ts --config configs/mnist.json --out runs/mnist
  *   npx tsx scripts/train.ts --config configs/scenes.json --data data/scenes/train --out runs/scenes --resume
  */
+import os from 'node:os';
 import { THREADS_ENV, initBackend } from '../src/backend/index.js';
 import { STAGES, type Stage, runTraining } from '../src/pipeline/run-training.js';
 import { applyOverrides, readTrainConfig, validateTrainConfig } from '../src/pipeline/train-config.js';
@@ -31,7 +32,11 @@ await runCli(async () => {
   const workers = argv.workers === undefined ? undefined : integer(argv.workers, '--workers', 1, MAX_WORKERS);
   if (workers !== undefined) sets.push(`vaeTraining.workers=${workers}`, `unetTraining.workers=${workers}`);
   const config = validateTrainConfig(applyOverrides(readTrainConfig(argv.config), sets));
-  await initBackend({ backend: argv.backend, threads: workerThreads(Math.max(config.vaeTraining.workers ?? 1, config.unetTraining.workers ?? 1)) });
+  const maxWorkers = Math.max(config.vaeTraining.workers ?? 1, config.unetTraining.workers ?? 1);
+  const backend = await initBackend({ backend: argv.backend, threads: workerThreads(maxWorkers) });
+  if (maxWorkers === 1 && backend.name === 'wasm' && os.cpus().length > 1) {
+    console.error(`tip: --workers ${os.cpus().length} trains data-parallel over ${os.cpus().length} worker threads (on a 2-core machine 1.5x the steps/s of one process; see README "Training")`);
+  }
   const t0 = performance.now();
   const out = await runTraining({
     config,
