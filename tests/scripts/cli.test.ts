@@ -67,6 +67,8 @@ describe('train CLI input errors', () => {
     expect(r.stderr).toMatch(/conditioning.dropout must be a probability in \[0, 1\], got 2/);
     const r2 = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--stage', 'both']);
     expect(r2.stderr).toMatch(/--stage must be one of vae, unet, all, got 'both'/);
+    const r3 = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--workers', '0']);
+    expect(r3.stderr).toMatch(/--workers must be an integer from 1 to 64, got '0'/);
   });
 });
 
