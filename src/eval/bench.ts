@@ -9,7 +9,8 @@
  *                        + AdamW.step at trainBatch, random context [B, 77, 512]
  *
  * (both on random data; with `workers` > 1 data-parallel as training runs it, data-parallel.ts)
- *   unet_forward_ms      one unet.apply at 2 x sampleBatch with a raw context (as guidance runs)
+ *   unet_forward_ms      one unet.apply at 2 x sampleBatch with a raw context (as guidance runs;
+ *                        with unetRuntime 'onnx', the traced graph in onnxruntime)
  *   sample_images_per_s  sampleLatents (50 guided DDIM steps) + vae.decodeLatents for sampleBatch
  *                        images; the conditioning is given, text encoding is excluded
  *
@@ -365,7 +366,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   log(`${o.backend.description}; tfjs ${tf.version.tfjs}; config ${spec.file}`);
   // Training figures always run tfjs; only the sampling-side U-Net calls switch runtime.
   const onnxUNet = o.unetRuntime === 'onnx' ? new OnnxUNet(unet) : undefined;
-  if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_cached_ms, sample_images_per_s)`);
+  if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_ms, unet_forward_cached_ms, sample_images_per_s)`);
   if (workers > 1) log(`training figures: data-parallel over ${workers} workers (1 wasm thread each)`);
   log(`vae params: ${result.vaeParams.toLocaleString('en-US')}   unet params: ${result.unetParams.toLocaleString('en-US')}   trainBatch ${B}, sampleBatch ${S}`);
 
@@ -461,7 +462,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const t = tf.tensor1d(Array.from(sampleTimesteps(rng, 2 * S, ddpm.numTrainTimesteps)), 'float32');
       const context = tf.tidy(() => rng.randn([2 * S, T, D])) as tf.Tensor3D;
       const forward = async () => {
-        const y = tf.tidy(() => unet.apply(x, t, context));
+        const y = onnxUNet ? await onnxUNet.apply(x, t, context) : tf.tidy(() => unet.apply(x, t, context));
         await y.data();
         y.dispose();
       };
@@ -526,7 +527,7 @@ function round3(x: number): number {
 export function formatBench(r: BenchResult): string {
   const lines: string[] = [];
   lines.push(`ldm-small benchmark: backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}), tfjs ${r.tfjs}, median of ${r.repeat} (sampling: ${r.sampleRepeat}) after warm-up`);
-  if (r.unetRuntime === 'onnx') lines.push('  U-Net of unet_forward (K/V cached) and sampling: onnxruntime-node on the CPU');
+  if (r.unetRuntime === 'onnx') lines.push('  U-Net of unet_forward (raw and K/V cached) and sampling: onnxruntime-node on the CPU');
   if ((r.trainWorkers ?? 1) > 1) lines.push(`  training figures: data-parallel over ${r.trainWorkers} workers (1 wasm thread each)`);
   lines.push(`  vae params ${r.vaeParams.toLocaleString('en-US')}, unet params ${r.unetParams.toLocaleString('en-US')}, trainBatch ${r.trainBatch}, sampleBatch ${r.sampleBatch}`);
   for (const [name, f] of Object.entries(r.figures)) {

@@ -96,7 +96,7 @@ export function mergeBenchResults(train: BenchResult, sample: BenchResult): Benc
 export function describeOurSetup(r: BenchResult): string {
   const parts = [`backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}${r.trainThreads !== undefined && r.trainThreads !== r.threads ? `; training figures ${r.trainThreads}` : ''})`];
   if ((r.trainWorkers ?? 1) > 1) parts.push(`training figures data-parallel over ${r.trainWorkers} workers`);
-  if (r.unetRuntime === 'onnx') parts.push('sampling-side U-Net on onnxruntime-node');
+  if (r.unetRuntime === 'onnx') parts.push('U-Net forward and sampling on onnxruntime-node');
   return parts.join(', ');
 }
 

@@ -53,41 +53,54 @@ export class OnnxUNet {
 
   /**
    * Predicts the noise of sample [B, h, w, C] at timesteps [B] or [1]; returns eps [B, h, w, C].
+   * The context is a ContextCache (K/V precomputed: what sampling runs) or a raw context
+   * [B, T, D] (the K/V projections then run in the graph, as a plain forward pass does).
    * The first call for a shape exports the graph (one tfjs forward pass) and loads it.
    */
-  async apply(sample: tf.Tensor4D, timesteps: tf.Tensor1D, cache: ContextCache): Promise<tf.Tensor4D> {
+  async apply(sample: tf.Tensor4D, timesteps: tf.Tensor1D, context: ContextCache | tf.Tensor3D): Promise<tf.Tensor4D> {
     const [b, h, w] = sample.shape;
-    if (cache.owner !== this.unet) throw new Error('OnnxUNet: the ContextCache was made by another U-Net');
-    if (cache.isDisposed) throw new Error('OnnxUNet: the ContextCache has been disposed');
-    if (cache.batch !== b) throw new Error(`OnnxUNet: the ContextCache has batch ${cache.batch}, the sample has ${b}`);
+    const raw = context instanceof tf.Tensor;
+    if (raw) {
+      if (context.rank !== 3 || context.shape[0] !== b || context.shape[2] !== this.config.contextDim) {
+        throw new Error(`OnnxUNet: context must be [${b}, T, ${this.config.contextDim}], got [${context.shape.join(', ')}]`);
+      }
+    } else {
+      if (context.owner !== this.unet) throw new Error('OnnxUNet: the ContextCache was made by another U-Net');
+      if (context.isDisposed) throw new Error('OnnxUNet: the ContextCache has been disposed');
+      if (context.batch !== b) throw new Error(`OnnxUNet: the ContextCache has batch ${context.batch}, the sample has ${b}`);
+    }
     if (timesteps.rank !== 1 || (timesteps.shape[0] !== b && timesteps.shape[0] !== 1)) {
       throw new Error(`OnnxUNet: timesteps must be [${b}] or [1], got [${timesteps.shape.join(', ')}]`);
     }
     const x = tf.cast(sample, 'float32'); // [B, h, w, C]
     const t = tf.tidy(() => tf.broadcastTo(tf.cast(timesteps, 'float32'), [b])) as tf.Tensor1D; // [B]
+    const c = raw ? tf.cast(context, 'float32') : undefined; // [B, T, D]
     try {
-      const key = `${b}x${h}x${w}x${cache.length}${cache.mask ? 'm' : ''}`;
+      const key = raw ? `${b}x${h}x${w}xraw${context.shape[1]}` : `${b}x${h}x${w}x${context.length}${context.mask ? 'm' : ''}`;
       let session = this.sessions.get(key);
       if (!session) {
-        session = this.load(x, t, cache);
+        session = this.load(x, t, c ?? (context as ContextCache));
         this.sessions.set(key, session);
         session.catch(() => this.sessions.delete(key));
       }
-      let ctx = this.contextFeeds.get(cache);
+      let ctx: Record<string, HostArray | tf.Tensor> | undefined = c ? { context: c } : this.contextFeeds.get(context as ContextCache);
       if (!ctx) {
-        ctx = Object.fromEntries(Object.entries(contextInputs(cache)).map(([k, v]) => [k, toHostArray(v)]));
-        this.contextFeeds.set(cache, ctx);
+        const feeds = Object.fromEntries(Object.entries(contextInputs(context as ContextCache)).map(([k, v]) => [k, toHostArray(v)]));
+        this.contextFeeds.set(context as ContextCache, feeds);
+        ctx = feeds;
       }
       const out = await (await session).run({ sample: x, timesteps: t, ...ctx });
       return out.eps as tf.Tensor4D;
     } finally {
       x.dispose();
       t.dispose();
+      c?.dispose();
     }
   }
 
-  private load(sample: tf.Tensor4D, timesteps: tf.Tensor1D, cache: ContextCache): Promise<OnnxSession> {
-    const trace = traceKernels(() => this.unet.apply(sample, timesteps, cache), { sample, timesteps, ...contextInputs(cache) });
+  private load(sample: tf.Tensor4D, timesteps: tf.Tensor1D, context: ContextCache | tf.Tensor3D): Promise<OnnxSession> {
+    const inputs = context instanceof tf.Tensor ? { context } : contextInputs(context);
+    const trace = traceKernels(() => this.unet.apply(sample, timesteps, context), { sample, timesteps, ...inputs });
     const model = traceToOnnx(trace, { name: 'unet', outputName: 'eps', docString: 'UNet2DCondition traced from tfjs' });
     return OnnxSession.create(model, this.options);
   }

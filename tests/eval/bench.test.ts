@@ -78,7 +78,7 @@ describe('runBench', () => {
     expect(r.unetRuntime).toBe('onnx');
     expect(r.figures.sample_images_per_s!.value).toBeGreaterThan(0);
     expect(r.extra.unet_forward_cached_ms).toBeGreaterThan(0);
-    expect(formatBench(r)).toMatch(/U-Net of unet_forward \(K\/V cached\) and sampling: onnxruntime-node on the CPU/);
+    expect(formatBench(r)).toMatch(/U-Net of unet_forward \(raw and K\/V cached\) and sampling: onnxruntime-node on the CPU/);
   });
 
   it('times the training figures data-parallel over worker threads when asked', async () => {
@@ -135,7 +135,7 @@ describe('comparison with the PyTorch peer', () => {
     expect(merged.peakRssBytes).toBe(5);
     expect(merged.notes).toEqual(['training run: a']);
     const t2 = formatComparison(merged, peer);
-    expect(t2).toContain('backend wasm (2 threads; training figures 1), training figures data-parallel over 2 workers, sampling-side U-Net on onnxruntime-node');
+    expect(t2).toContain('backend wasm (2 threads; training figures 1), training figures data-parallel over 2 workers, U-Net forward and sampling on onnxruntime-node');
     expect(t2).toContain('| unet_train_step_ms | ms | 1100 | 1200 | 0.92 | 1.09x faster |');
   });
 });

@@ -56,6 +56,21 @@ describe('OnnxUNet', () => {
     tf.dispose([sample, timesteps, context, mask]);
   });
 
+  it('also takes a raw context (the K/V projections then run in the graph)', async () => {
+    const { sample, timesteps, context } = peerUNetInputs(); // [2, 8, 8, 4], int32 [2], [2, 5, 12]
+    const before = tf.memory().numTensors;
+    const want = unet.apply(sample, timesteps, context);
+    const got = await onnx.apply(sample, timesteps, context);
+    expect(maxAbsDiff(got.dataSync(), want.dataSync())).toBeLessThan(1e-4);
+    const again = await onnx.apply(sample, timesteps, context); // the cached session
+    expect(maxAbsDiff(again.dataSync(), want.dataSync())).toBeLessThan(1e-4);
+    tf.dispose([want, got, again]);
+    expect(tf.memory().numTensors).toBe(before);
+    const wrong = tf.zeros([2, 5, 3]) as tf.Tensor3D;
+    await expect(onnx.apply(sample, timesteps, wrong)).rejects.toThrow(/context must be \[2, T, 12\], got \[2, 5, 3\]/);
+    tf.dispose([sample, timesteps, context, wrong]);
+  });
+
   it('exports another batch and size on demand and broadcasts a [1] timestep', async () => {
     const rng = new Generator(2);
     const sample = rng.randn([3, 4, 4, 4]) as tf.Tensor4D;
