@@ -332,32 +332,40 @@ const useIm2col = (B: number, Ci: number): boolean => B <= 2 || Ci >= 32;
 const IM2COL_CHUNK_FLOATS = 8 * 1024 * 1024;
 
 /**
- * Rows [n0, n1) of the im2col matrix of NHWC `x` for the conv `info` (row n = output pixel
- * (b, oh, ow), columns (i, j, ci) like the filter), zero where a tap falls in the padding.
+ * The transposed im2col matrix of images [b0, b1): [P, (b1-b0)*OH*OW], row p = (i, j, ci) like the
+ * filter, column n = output pixel (b, oh, ow); zero where a tap falls in the padding. Read from
+ * xT = x as [Ci, B, H, W], so every output row is built from runs of one input row: the filter
+ * gradient is then one plain GEMM colsT @ dy, with no transpose of the (large) im2col matrix.
  */
-function im2col(s: Scope, x: TensorInfo, info: tf.backend_util.Conv2DInfo, n0: number, n1: number): TensorInfo {
-  const { inHeight: H, inWidth: W, inChannels: Ci, outHeight: OH, outWidth: OW, filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
+function im2colT(s: Scope, xT: TensorInfo, info: tf.backend_util.Conv2DInfo, b0: number, b1: number): TensorInfo {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: OH, outWidth: OW, filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
   const pt = info.padInfo.top;
   const pl = info.padInfo.left;
-  const P = fh * fw * Ci;
-  const out = s.alloc([n1 - n0, P]);
-  const src = s.backend.typedArrayFromHeap(x);
+  const Nc = (b1 - b0) * OH * OW;
+  const out = s.alloc([fh * fw * Ci, Nc]);
+  const src = s.backend.typedArrayFromHeap(xT);
   const dst = s.backend.typedArrayFromHeap(out);
   dst.fill(0);
-  for (let n = n0; n < n1; n++) {
-    const b = Math.floor(n / (OH * OW));
-    const oh = Math.floor(n / OW) % OH;
-    const ow = n % OW;
-    const w0 = ow * sw - pl;
-    const j0 = Math.max(0, -w0);
-    const j1 = Math.min(fw, W - w0);
-    if (j1 <= j0) continue;
-    for (let i = 0; i < fh; i++) {
-      const h = oh * sh + i - pt;
-      if (h < 0 || h >= H) continue;
-      // taps j0..j1-1 of this filter row read one contiguous run of x
-      const from = ((b * H + h) * W + w0 + j0) * Ci;
-      dst.set(src.subarray(from, from + (j1 - j0) * Ci), (n - n0) * P + (i * fw + j0) * Ci);
+  for (let i = 0; i < fh; i++) {
+    for (let j = 0; j < fw; j++) {
+      // output columns whose tap (i, j) reads inside the row: 0 <= ow*sw + j - pl < W
+      const ow0 = Math.max(0, Math.ceil((pl - j) / sw));
+      const ow1 = Math.min(OW, Math.floor((W - 1 - j + pl) / sw) + 1);
+      if (ow1 <= ow0) continue;
+      for (let ci = 0; ci < Ci; ci++) {
+        const rowBase = ((i * fw + j) * Ci + ci) * Nc;
+        for (let b = b0; b < b1; b++) {
+          const plane = (ci * B + b) * H * W;
+          for (let oh = 0; oh < OH; oh++) {
+            const h = oh * sh + i - pt;
+            if (h < 0 || h >= H) continue;
+            const from = plane + h * W + j - pl; // + ow*sw
+            const to = rowBase + ((b - b0) * OH + oh) * OW;
+            if (sw === 1) for (let ow = ow0; ow < ow1; ow++) dst[to + ow] = src[from + ow];
+            else for (let ow = ow0; ow < ow1; ow++) dst[to + ow] = src[from + ow * sw];
+          }
+        }
+      }
     }
   }
   return out;
@@ -428,15 +436,16 @@ function conv2dBackpropFilter(args: KernelArgs): TensorInfo {
       return s.out(dw, [fh, fw, Ci, Co]);
     }
     if (useIm2col(B, Ci)) {
-      // im2col (copies of runs of x) and GEMMs, in chunks of rows to bound the memory.
-      const N = B * OH * OW;
-      const rows = Math.max(1, Math.min(N, Math.floor(IM2COL_CHUNK_FLOATS / P)));
+      // im2col^T (runs of channel-major x) and plain GEMMs, in chunks of images to bound memory.
+      const xT = transpose(s, x, [3, 0, 1, 2]); // [Ci, B, H, W]
+      const perImage = P * OH * OW;
+      const images = Math.max(1, Math.min(B, Math.floor(IM2COL_CHUNK_FLOATS / perImage)));
       let acc: TensorInfo | null = null;
-      for (let n0 = 0; n0 < N; n0 += rows) {
-        const n1 = Math.min(N, n0 + rows);
-        const cols = im2col(s, x, info, n0, n1); // [n1-n0, P]
-        const dyRows = s.view(dy, n0 * Co, [n1 - n0, Co]);
-        const part = gemm2d(s, cols, dyRows, true, false); // [P, Co]
+      for (let b0 = 0; b0 < B; b0 += images) {
+        const b1 = Math.min(B, b0 + images);
+        const colsT = im2colT(s, xT, info, b0, b1); // [P, (b1-b0)*OH*OW]
+        const dyRows = s.view(dy, b0 * OH * OW * Co, [(b1 - b0) * OH * OW, Co]);
+        const part = gemm2d(s, colsT, dyRows, false, false); // [P, Co]
         acc = acc === null ? part : s.call('Add', { a: acc, b: part });
       }
       return s.out(acc!, [fh, fw, Ci, Co]);
