@@ -20,6 +20,16 @@ const loadOrt = (): Promise<OrtModule> =>
     },
   ));
 
+/** Undefined when onnxruntime-node loads here, else why not (one line). */
+export async function onnxRuntimeProblem(): Promise<string | undefined> {
+  try {
+    await loadOrt();
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
 export interface OnnxSessionOptions {
   /** Intra-op threads; default: the tfjs backend's thread count, else the number of cores. */
   threads?: number;

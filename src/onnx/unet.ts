@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { UNetConfig } from '../unet/config.js';
 import type { ContextCache, UNet2DCondition } from '../unet/unet2d-condition.js';
 import { traceToOnnx } from './export.js';
-import { type HostArray, OnnxSession, type OnnxSessionOptions, defaultOnnxThreads, toHostArray } from './runtime.js';
+import { type HostArray, OnnxSession, type OnnxSessionOptions, defaultOnnxThreads, onnxRuntimeProblem, toHostArray } from './runtime.js';
 import { traceKernels } from './trace.js';
 
 /** Which runtime computes the U-Net while sampling (`txt2img --runtime`). */
@@ -22,6 +22,29 @@ export function parseUNetRuntime(value: string, source: string): UNetRuntime {
   const v = value.trim().toLowerCase();
   if ((UNET_RUNTIMES as readonly string[]).includes(v)) return v as UNetRuntime;
   throw new Error(`${source}: unknown U-Net runtime '${value}'; allowed: ${UNET_RUNTIMES.join(', ')}`);
+}
+
+/** What a user may ask for: a runtime, or `auto` (resolveUNetRuntime). */
+export const UNET_RUNTIME_CHOICES = ['auto', ...UNET_RUNTIMES] as const;
+export type UNetRuntimeChoice = (typeof UNET_RUNTIME_CHOICES)[number];
+
+export function parseUNetRuntimeChoice(value: string, source: string): UNetRuntimeChoice {
+  const v = value.trim().toLowerCase();
+  if ((UNET_RUNTIME_CHOICES as readonly string[]).includes(v)) return v as UNetRuntimeChoice;
+  throw new Error(`${source}: unknown U-Net runtime '${value}'; allowed: ${UNET_RUNTIME_CHOICES.join(', ')}`);
+}
+
+/**
+ * `auto`: onnxruntime-node where the tfjs backend computes on the CPU and onnxruntime-node loads
+ * (2-6x the images/s of tfjs-wasm measured here, README), tfjs otherwise (a GPU backend, or no
+ * onnxruntime). Returns the runtime and, for `auto`, why.
+ */
+export async function resolveUNetRuntime(choice: UNetRuntimeChoice, backend: { gpu: boolean; name: string }): Promise<{ runtime: UNetRuntime; why?: string }> {
+  if (choice !== 'auto') return { runtime: choice };
+  if (backend.gpu) return { runtime: 'tfjs', why: `auto: the ${backend.name} backend computes on the GPU` };
+  const problem = await onnxRuntimeProblem();
+  if (problem) return { runtime: 'tfjs', why: `auto: onnxruntime-node is unavailable (${problem})` };
+  return { runtime: 'onnx', why: `auto: faster than the ${backend.name} backend on a CPU; --runtime tfjs for tfjs` };
 }
 
 /** The start-up line saying what computes the U-Net (onnxruntime here is CPU only). */

@@ -35,8 +35,10 @@ export interface Txt2ImgOptions {
   /** Write the decoded x0 estimate of every step as a strip PNG and an animated WebP. */
   saveSteps?: boolean;
   clip?: ClipLoadOptions;
-  /** What computes the U-Net (default 'tfjs'). */
+  /** What computes the U-Net (default 'tfjs'); recorded in the PNG when not tfjs. */
   runtime?: UNetRuntime;
+  /** Why that runtime (shown on the start-up line; e.g. how `auto` chose). */
+  runtimeWhy?: string;
   quiet?: boolean;
   log?: (line: string) => void;
 }
@@ -83,7 +85,7 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
       shown = inputs as string[];
     }
     for (const w of pipe.info.notes ?? []) log(`note: ${w}`);
-    log(describeUNetRuntime(o.runtime ?? 'tfjs'));
+    log(describeUNetRuntime(o.runtime ?? 'tfjs') + (o.runtimeWhy ? ` (${o.runtimeWhy})` : ''));
     const bar = new ProgressBar({ total: o.steps, label: 'denoising', silent: o.quiet });
     const frames: ImageBatch[] = [];
     const images = await pipe.generate({
@@ -122,7 +124,12 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
         width: size,
         height: size,
         model: modelName,
-        extra: { ...(o.sampler === 'ddim' && o.eta ? { Eta: o.eta } : {}), ...(inputs.length > 1 ? { 'Batch size': inputs.length, 'Batch pos': i } : {}) },
+        extra: {
+          ...(o.sampler === 'ddim' && o.eta ? { Eta: o.eta } : {}),
+          ...(inputs.length > 1 ? { 'Batch size': inputs.length, 'Batch pos': i } : {}),
+          // the runtimes agree to ~1e-6, not bit for bit: say which made these pixels
+          ...(o.runtime && o.runtime !== 'tfjs' ? { 'U-Net runtime': o.runtime } : {}),
+        },
       });
     const files: string[] = [];
     const parameters: string[] = [];

@@ -9,7 +9,7 @@ import { initBackend } from '../../src/backend/index.js';
 import { traceToOnnx } from '../../src/onnx/export.js';
 import { OnnxSession } from '../../src/onnx/runtime.js';
 import { traceKernels } from '../../src/onnx/trace.js';
-import { OnnxUNet, describeUNetRuntime, parseUNetRuntime } from '../../src/onnx/unet.js';
+import { OnnxUNet, describeUNetRuntime, parseUNetRuntime, parseUNetRuntimeChoice, resolveUNetRuntime } from '../../src/onnx/unet.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
 import { sampleLatents } from '../../src/pipeline/sample.js';
 import { Generator } from '../../src/random/generator.js';
@@ -129,6 +129,15 @@ describe('OnnxUNet', () => {
     expect(() => parseUNetRuntime('torch', '--runtime')).toThrow("--runtime: unknown U-Net runtime 'torch'; allowed: tfjs, onnx");
     expect(describeUNetRuntime('onnx', 2)).toBe('U-Net runtime: onnxruntime-node on the CPU (2 threads), traced from the tfjs U-Net');
     expect(describeUNetRuntime('tfjs')).toMatch(/^U-Net runtime: tfjs/);
+  });
+
+  it("resolves 'auto': onnx on a CPU backend where onnxruntime-node loads, tfjs on a GPU backend", async () => {
+    expect(parseUNetRuntimeChoice('Auto', '--runtime')).toBe('auto');
+    expect(() => parseUNetRuntimeChoice('gpu', '--runtime')).toThrow("--runtime: unknown U-Net runtime 'gpu'; allowed: auto, tfjs, onnx");
+    expect(await resolveUNetRuntime('auto', { gpu: false, name: 'wasm' })).toEqual({ runtime: 'onnx', why: expect.stringMatching(/^auto: faster than the wasm backend/) });
+    expect(await resolveUNetRuntime('auto', { gpu: true, name: 'node-gpu' })).toEqual({ runtime: 'tfjs', why: 'auto: the node-gpu backend computes on the GPU' });
+    expect(await resolveUNetRuntime('tfjs', { gpu: false, name: 'wasm' })).toEqual({ runtime: 'tfjs' });
+    expect(await resolveUNetRuntime('onnx', { gpu: true, name: 'node-gpu' })).toEqual({ runtime: 'onnx' });
   });
 });
 

@@ -174,7 +174,9 @@ describe('training a tiny text-to-image pipeline', () => {
     });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^backend: /m);
-    expect(parseInfotext(getPngText(readFileSync(out), 'parameters')!).params).toMatchObject({ Seed: '4', Steps: '3' });
+    // the default --runtime auto picks onnxruntime on a CPU backend, says so, and records it
+    expect(r.stderr).toMatch(/^U-Net runtime: onnxruntime-node on the CPU .*\(auto: faster than the \w+ backend/m);
+    expect(parseInfotext(getPngText(readFileSync(out), 'parameters')!).params).toMatchObject({ Seed: '4', Steps: '3', 'U-Net runtime': 'onnx' });
   });
 
   it('--n with --separate writes a grid plus one file per image, and --save-steps a strip and an animation', async () => {
