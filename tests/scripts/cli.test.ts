@@ -36,7 +36,7 @@ describe('txt2img CLI input errors', () => {
     ['unwritable output', ['a cat', '--model', model, '--out', path.join(dir, 'no', 'such', 'dir', 'x.png')], /cannot write .* does not exist/],
     ['output not a png', ['a cat', '--model', model, '--out', path.join(dir, 'x.jpg')], /--out must name a .png file/],
     ['unknown flag', ['a cat', '--modle', model], /Unknown argument: modle/],
-    ['unknown runtime', ['a cat', '--model', model, '--runtime', 'gpu', '--out', out], /--runtime: unknown U-Net runtime 'gpu'; allowed: tfjs, onnx/],
+    ['unknown runtime', ['a cat', '--model', model, '--runtime', 'gpu', '--out', out], /--runtime: unknown U-Net runtime 'gpu'; allowed: auto, tfjs, onnx/],
   ];
   for (const [name, args, pattern] of cases) {
     it(name, () => {
