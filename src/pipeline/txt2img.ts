@@ -127,7 +127,7 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
         extra: {
           ...(o.sampler === 'ddim' && o.eta ? { Eta: o.eta } : {}),
           ...(inputs.length > 1 ? { 'Batch size': inputs.length, 'Batch pos': i } : {}),
-          // the runtimes agree to ~1e-6, not bit for bit: say which made these pixels
+          // the runtimes agree to ~2e-6, not bit for bit: say which made these pixels
           ...(o.runtime && o.runtime !== 'tfjs' ? { 'U-Net runtime': o.runtime } : {}),
         },
       });
