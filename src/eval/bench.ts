@@ -7,8 +7,7 @@
  *   vae_train_step_ms    the VAE stage's loss (src/pipeline/stages.ts) + AdamW.step at trainBatch
  *   unet_train_step_ms   the U-Net stage's epsilon loss (trainingTargets, unet.apply, weightedMse)
  *                        + AdamW.step at trainBatch, random context [B, 77, 512]
- *
- * (both on random data; with `workers` > 1 data-parallel as training runs it, data-parallel.ts)
+ *                        (both on random data; with `workers` > 1 data-parallel, data-parallel.ts)
  *   unet_forward_ms      one unet.apply at 2 x sampleBatch with a raw context (as guidance runs;
  *                        with unetRuntime 'onnx', the traced graph in onnxruntime)
  *   sample_images_per_s  sampleLatents (50 guided DDIM steps) + vae.decodeLatents for sampleBatch
@@ -26,15 +25,15 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync } from 'node:fs';
 import { type BackendInfo } from '../backend/index.js';
-import { type ParamStore, computeGradients, disposeGrads } from '../nn/params.js';
+import { type ParamStore, disposeGrads } from '../nn/params.js';
 import { AdamW } from '../optim/adamw.js';
 import { OnnxUNet, type UNetRuntime, describeUNetRuntime } from '../onnx/unet.js';
 import type { IndexBatch } from '../data/in-memory.js';
-import { DataParallel, type ShardTask, checkWorkers } from '../pipeline/data-parallel.js';
+import { DataParallel, type ShardTask, batchGradients, checkWorkers } from '../pipeline/data-parallel.js';
 import { sampleLatents } from '../pipeline/sample.js';
 import { type UnetShardTask, type VaeShardTask, unetShardLoss, vaeShardLoss } from '../pipeline/stages.js';
 import { Generator } from '../random/generator.js';
-import { type SchedulerConfig, createScheduler, parseSchedulerConfig, sampleTimesteps, trainingTargets, weightedMse } from '../schedulers/index.js';
+import { type SchedulerConfig, createScheduler, parseSchedulerConfig, sampleTimesteps } from '../schedulers/index.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
 import { type UNetConfig, unetConfigFromLdmSmall } from '../unet/config.js';
 import { AutoencoderKL } from '../vae/autoencoder-kl.js';
@@ -273,7 +272,7 @@ export interface BenchOptions {
   sampleBatch?: number;
   /** Only these figures. */
   only?: FigureName[];
-  /** What computes the U-Net in unet_forward_cached_ms and sampling (default 'tfjs'; src/onnx). */
+  /** What computes the U-Net in unet_forward_ms, unet_forward_cached_ms and sampling (default 'tfjs'; src/onnx). */
   unetRuntime?: UNetRuntime;
   /** Data-parallel shards of the training figures (default 1; src/pipeline/data-parallel.ts). */
   workers?: number;
@@ -300,7 +299,7 @@ export interface BenchResult {
   backend: string;
   threads: number;
   tfjs: string;
-  /** What computed the sampling-side U-Net calls (absent in older results: tfjs). */
+  /** What computed the U-Net forward and sampling figures (absent in older results: tfjs). */
   unetRuntime?: UNetRuntime;
   /** Data-parallel shards of the training figures (absent in older results: 1). */
   trainWorkers?: number;
@@ -410,16 +409,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const probe = store.entries()[0][1];
     let pool: DataParallel<Bt> | undefined;
     const step = async () => {
-      let grads: Map<string, tf.Tensor>;
-      if (pool) {
-        pool.syncWeights();
-        grads = (await pool.gradients(batch, rng)).grads;
-      } else {
-        const r = computeGradients(store, () => loss(batch, rng));
-        await r.loss.data();
-        r.loss.dispose();
-        grads = r.grads;
-      }
+      pool?.syncWeights();
+      const { grads } = await batchGradients(store, loss, batch, rng, pool);
       opt.step(grads);
       disposeGrads(grads);
       await probe.data(); // the update has run (synchronous backends return at once)

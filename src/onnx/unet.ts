@@ -18,10 +18,15 @@ import { traceKernels } from './trace.js';
 export const UNET_RUNTIMES = ['tfjs', 'onnx'] as const;
 export type UNetRuntime = (typeof UNET_RUNTIMES)[number];
 
-export function parseUNetRuntime(value: string, source: string): UNetRuntime {
+/** `value` (trimmed, any case) as one of `allowed`, else an error naming it and the allowed ones. */
+function parseRuntimeName<T extends string>(allowed: readonly T[], value: string, source: string): T {
   const v = value.trim().toLowerCase();
-  if ((UNET_RUNTIMES as readonly string[]).includes(v)) return v as UNetRuntime;
-  throw new Error(`${source}: unknown U-Net runtime '${value}'; allowed: ${UNET_RUNTIMES.join(', ')}`);
+  if ((allowed as readonly string[]).includes(v)) return v as T;
+  throw new Error(`${source}: unknown U-Net runtime '${value}'; allowed: ${allowed.join(', ')}`);
+}
+
+export function parseUNetRuntime(value: string, source: string): UNetRuntime {
+  return parseRuntimeName(UNET_RUNTIMES, value, source);
 }
 
 /** What a user may ask for: a runtime, or `auto` (resolveUNetRuntime). */
@@ -29,9 +34,7 @@ export const UNET_RUNTIME_CHOICES = ['auto', ...UNET_RUNTIMES] as const;
 export type UNetRuntimeChoice = (typeof UNET_RUNTIME_CHOICES)[number];
 
 export function parseUNetRuntimeChoice(value: string, source: string): UNetRuntimeChoice {
-  const v = value.trim().toLowerCase();
-  if ((UNET_RUNTIME_CHOICES as readonly string[]).includes(v)) return v as UNetRuntimeChoice;
-  throw new Error(`${source}: unknown U-Net runtime '${value}'; allowed: ${UNET_RUNTIME_CHOICES.join(', ')}`);
+  return parseRuntimeName(UNET_RUNTIME_CHOICES, value, source);
 }
 
 /**

@@ -44,6 +44,24 @@ export interface Replica<B> {
   dispose(): void;
 }
 
+/**
+ * Loss and gradients of one batch: data-parallel through `pool` when there is one, else in this
+ * thread. The caller owns the gradients (and, with a pool, has published the weights).
+ */
+export async function batchGradients<B>(
+  store: ParamStore,
+  loss: (batch: B, rng: Generator) => tf.Scalar,
+  batch: B,
+  rng: Generator,
+  pool?: DataParallel<B & object>,
+): Promise<{ loss: number; grads: Map<string, tf.Tensor> }> {
+  if (pool) return pool.gradients(batch as B & object, rng);
+  const r = computeGradients(store, () => loss(batch, rng));
+  const value = (await r.loss.data())[0];
+  r.loss.dispose();
+  return { loss: value, grads: r.grads };
+}
+
 export function checkWorkers(workers: unknown, what = 'workers'): number {
   if (!(typeof workers === 'number' && Number.isInteger(workers) && workers >= 1 && workers <= MAX_WORKERS)) {
     throw new Error(`${what} must be an integer from 1 to ${MAX_WORKERS} (1 = no data parallelism), got ${JSON.stringify(workers)}`);
@@ -247,10 +265,6 @@ export class DataParallel<B extends object> {
     };
     process.once('SIGINT', this.onSignal);
     process.once('SIGTERM', this.onSignal);
-  }
-
-  get workers(): number {
-    return this.o.workers;
   }
 
   /** Starts workers 1..N-1 and waits until each has built its replica. */

@@ -18,12 +18,12 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readJson, readSafetensors, replaceDirAtomic, writeFileAtomic, writeJsonAtomic, writeSafetensors } from '../checkpoint/io.js';
-import { type ParamStore, computeGradients, disposeGrads } from '../nn/params.js';
+import { type ParamStore, disposeGrads } from '../nn/params.js';
 import { AdamW, type AdamWConfig, accumulateGrads, clipGradNorm } from '../optim/adamw.js';
 import { EMA } from '../optim/ema.js';
 import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
 import { Generator, type GeneratorState } from '../random/generator.js';
-import { DataParallel, type ShardTask, checkWorkers } from './data-parallel.js';
+import { DataParallel, type ShardTask, batchGradients, checkWorkers } from './data-parallel.js';
 
 /** A source of batches whose position can be saved and restored (for exact resume). */
 export interface BatchSource<B> {
@@ -226,17 +226,8 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: DataParallel<object> | u
     pool?.syncWeights();
     for (let micro = 0; micro < accumulate; micro++) {
       const batch = await o.data.next();
-      let grads: Map<string, tf.Tensor>;
-      if (pool) {
-        const r = await pool.gradients(batch as object, rng);
-        lossSum += r.loss;
-        grads = r.grads;
-      } else {
-        const r = computeGradients(o.store, () => o.loss(batch, rng));
-        lossSum += (await r.loss.data())[0];
-        r.loss.dispose();
-        grads = r.grads;
-      }
+      const { loss, grads } = await batchGradients(o.store, o.loss, batch, rng, pool);
+      lossSum += loss;
       if (accumulate === 1) {
         for (const [k, g] of grads) acc.set(k, g);
       } else {
