@@ -60,7 +60,7 @@ await runCli(async () => {
     .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure, both sides' })
     .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
     .option('workers', { type: 'string', default: '1', describe: 'ours: data-parallel workers of the training figures (N > 1: a separate run at 1 thread per worker; sampling keeps --threads)' })
-    .option('runtime', { type: 'string', default: 'tfjs', describe: `ours: U-Net runtime of the sampling figures: ${UNET_RUNTIMES.join(' | ')}` })
+    .option('runtime', { type: 'string', default: 'tfjs', describe: `ours: what computes the training gradients and the sampling U-Net: ${UNET_RUNTIMES.join(' | ')} (with --workers > 1 the training run stays tfjs)` })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object { ours, peer, table }' })
   );
 

@@ -28,7 +28,7 @@ await runCli(async () => {
     .option('train-batch', { type: 'string', describe: 'override measure.trainBatch (heap probe)' })
     .option('sample-batch', { type: 'string', describe: 'override measure.sampleBatch' })
     .option('only', { type: 'string', describe: `comma-separated figures: ${FIGURE_NAMES.join(', ')}` })
-    .option('runtime', { type: 'string', default: 'tfjs', describe: `U-Net runtime of the sampling figures: ${UNET_RUNTIMES.join(' | ')}` })
+    .option('runtime', { type: 'string', default: 'tfjs', describe: `what computes the training gradients and the sampling U-Net: ${UNET_RUNTIMES.join(' | ')} (onnx: onnxruntime-node; not with --workers > 1)` })
     .option('workers', { type: 'string', default: '1', describe: 'data-parallel workers of the training figures (N > 1: the main thread uses 1 wasm thread unless --threads or TXT2IMG_THREADS says otherwise)' })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
   );
@@ -49,7 +49,7 @@ await runCli(async () => {
     trainBatch: opt(argv['train-batch'], '--train-batch', 1),
     sampleBatch: opt(argv['sample-batch'], '--sample-batch', 1),
     only: only as FigureName[] | undefined,
-    unetRuntime: parseUNetRuntime(argv.runtime, '--runtime'),
+    runtime: parseUNetRuntime(argv.runtime, '--runtime'),
     workers,
   });
   if (argv.json) console.log(JSON.stringify(result));

@@ -4,12 +4,12 @@
  *   npx tsx scripts/train.ts --config configs/mnist.json --out runs/mnist
  *   npx tsx scripts/train.ts --config configs/scenes.json --data data/scenes/train --out runs/scenes --resume
  */
-import os from 'node:os';
 import { THREADS_ENV, initBackend } from '../src/backend/index.js';
 import { STAGES, type Stage, runTraining } from '../src/pipeline/run-training.js';
 import { applyOverrides, readTrainConfig, validateTrainConfig } from '../src/pipeline/train-config.js';
 import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
 import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
+import { RUNTIME_CHOICES, parseRuntimeName } from '../src/onnx/runtime.js';
 import { cliArgs, integer, parseStrict, runCli, workerThreads } from './cli.js';
 
 await runCli(async () => {
@@ -23,6 +23,7 @@ await runCli(async () => {
     .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config field: --set unetTraining.steps=2000' })
     .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' })
+    .option('runtime', { type: 'string', describe: `what computes the gradients, both stages: ${RUNTIME_CHOICES.join(' | ')} (default auto: onnxruntime-node on a CPU backend where it loads, tfjs otherwise; sets vaeTraining.runtime and unetTraining.runtime)` })
     .option('workers', { type: 'string', describe: `data-parallel worker threads per step for both stages (default 1; sets vaeTraining.workers and unetTraining.workers; with N > 1 the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)` })
   );
 
@@ -31,12 +32,13 @@ await runCli(async () => {
   if (argv.data) sets.push(`data.path=${JSON.stringify(argv.data)}`);
   const workers = argv.workers === undefined ? undefined : integer(argv.workers, '--workers', 1, MAX_WORKERS);
   if (workers !== undefined) sets.push(`vaeTraining.workers=${workers}`, `unetTraining.workers=${workers}`);
+  if (argv.runtime !== undefined) {
+    const runtime = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime');
+    sets.push(`vaeTraining.runtime=${runtime}`, `unetTraining.runtime=${runtime}`);
+  }
   const config = validateTrainConfig(applyOverrides(readTrainConfig(argv.config), sets));
   const maxWorkers = Math.max(config.vaeTraining.workers ?? 1, config.unetTraining.workers ?? 1);
-  const backend = await initBackend({ backend: argv.backend, threads: workerThreads(maxWorkers) });
-  if (maxWorkers === 1 && backend.name === 'wasm' && os.cpus().length > 1) {
-    console.error(`tip: --workers ${os.cpus().length} trains data-parallel over ${os.cpus().length} worker threads (on a 2-core machine 1.5x the steps/s of one process; see README "Training")`);
-  }
+  await initBackend({ backend: argv.backend, threads: workerThreads(maxWorkers) });
   const t0 = performance.now();
   const out = await runTraining({
     config,

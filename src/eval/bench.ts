@@ -7,9 +7,10 @@
  *   vae_train_step_ms    the VAE stage's loss (src/pipeline/stages.ts) + AdamW.step at trainBatch
  *   unet_train_step_ms   the U-Net stage's epsilon loss (trainingTargets, unet.apply, weightedMse)
  *                        + AdamW.step at trainBatch, random context [B, 77, 512]
- *                        (both on random data; with `workers` > 1 data-parallel, data-parallel.ts)
+ *                        (both on random data; with `workers` > 1 data-parallel, data-parallel.ts;
+ *                        with runtime 'onnx' the gradients by onnxruntime, src/onnx/gradients.ts)
  *   unet_forward_ms      one unet.apply at 2 x sampleBatch with a raw context (as guidance runs;
- *                        with unetRuntime 'onnx', the traced graph in onnxruntime)
+ *                        with runtime 'onnx', the traced graph in onnxruntime)
  *   sample_images_per_s  sampleLatents (50 guided DDIM steps) + vae.decodeLatents for sampleBatch
  *                        images; the conditioning is given, text encoding is excluded
  *
@@ -25,13 +26,15 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync } from 'node:fs';
 import { type BackendInfo } from '../backend/index.js';
-import { type ParamStore, disposeGrads } from '../nn/params.js';
+import { type ParamStore, type StagedLoss, disposeGrads, stagedLossFn } from '../nn/params.js';
+import { OnnxGradients } from '../onnx/gradients.js';
 import { AdamW } from '../optim/adamw.js';
-import { OnnxUNet, type UNetRuntime, describeUNetRuntime } from '../onnx/unet.js';
+import { OnnxUNet, describeUNetRuntime } from '../onnx/unet.js';
+import type { Runtime } from '../onnx/runtime.js';
 import type { IndexBatch } from '../data/in-memory.js';
-import { DataParallel, type ShardTask, batchGradients, checkWorkers } from '../pipeline/data-parallel.js';
+import { DataParallel, type GradientSource, type ShardTask, batchGradients, checkWorkers } from '../pipeline/data-parallel.js';
 import { sampleLatents } from '../pipeline/sample.js';
-import { type UnetShardTask, type VaeShardTask, unetShardLoss, vaeShardLoss } from '../pipeline/stages.js';
+import { type UnetShardTask, type VaeShardTask, unetStagedLoss, vaeStagedLoss } from '../pipeline/stages.js';
 import { Generator } from '../random/generator.js';
 import { type SchedulerConfig, createScheduler, parseSchedulerConfig, sampleTimesteps } from '../schedulers/index.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
@@ -272,8 +275,11 @@ export interface BenchOptions {
   sampleBatch?: number;
   /** Only these figures. */
   only?: FigureName[];
-  /** What computes the U-Net in unet_forward_ms, unet_forward_cached_ms and sampling (default 'tfjs'; src/onnx). */
-  unetRuntime?: UNetRuntime;
+  /**
+   * What computes the gradients of the training figures and the U-Net of unet_forward_ms,
+   * unet_forward_cached_ms and sampling (default 'tfjs'; src/onnx). 'onnx' and workers > 1 exclude each other.
+   */
+  runtime?: Runtime;
   /** Data-parallel shards of the training figures (default 1; src/pipeline/data-parallel.ts). */
   workers?: number;
   seed?: number;
@@ -300,7 +306,9 @@ export interface BenchResult {
   threads: number;
   tfjs: string;
   /** What computed the U-Net forward and sampling figures (absent in older results: tfjs). */
-  unetRuntime?: UNetRuntime;
+  unetRuntime?: Runtime;
+  /** What computed the training figures' gradients (absent in older results: tfjs). */
+  trainRuntime?: Runtime;
   /** Data-parallel shards of the training figures (absent in older results: 1). */
   trainWorkers?: number;
   /** Set when the training figures come from another run with other threads (mergeBenchResults). */
@@ -332,6 +340,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const S = o.sampleBatch ?? m.sampleBatch;
   const figures = spec.figures.filter((f) => !o.only || o.only.includes(f));
   const workers = checkWorkers(o.workers ?? 1);
+  const runtime = o.runtime ?? 'tfjs';
+  if (runtime === 'onnx' && workers > 1) throw new Error(`runtime 'onnx' and ${workers} data-parallel workers cannot be combined: the training figures run one or the other`);
   const rng = new Generator(o.seed ?? 0);
   const guarded = guardWasmMalloc();
   const notes: string[] = [];
@@ -349,7 +359,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     backend: o.backend.name,
     threads: o.backend.threads,
     tfjs: tf.version.tfjs,
-    unetRuntime: o.unetRuntime ?? 'tfjs',
+    unetRuntime: runtime,
+    trainRuntime: runtime,
     trainWorkers: workers,
     repeat,
     sampleRepeat,
@@ -364,8 +375,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   };
   log(`${o.backend.description}; tfjs ${tf.version.tfjs}; config ${spec.file}`);
   // Training figures always run tfjs; only the sampling-side U-Net calls switch runtime.
-  const onnxUNet = o.unetRuntime === 'onnx' ? new OnnxUNet(unet) : undefined;
-  if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_ms, unet_forward_cached_ms, sample_images_per_s)`);
+  const onnxUNet = runtime === 'onnx' ? new OnnxUNet(unet) : undefined;
+  if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_ms, unet_forward_cached_ms, sample_images_per_s); training gradients: onnxruntime-node too`);
   if (workers > 1) log(`training figures: data-parallel over ${workers} workers (1 wasm thread each)`);
   log(`vae params: ${result.vaeParams.toLocaleString('en-US')}   unet params: ${result.unetParams.toLocaleString('en-US')}   trainBatch ${B}, sampleBatch ${S}`);
 
@@ -403,26 +414,31 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     unet.dispose();
   }
 
-  /** One optimizer step per timed run: gradients (data-parallel over `workers`) + AdamW. */
-  async function trainStepFigure<Bt extends object>(name: FigureName, store: ParamStore, task: ShardTask, loss: (b: Bt, r: Generator) => tf.Scalar, batch: Bt): Promise<FigureResult> {
+  /**
+   * One optimizer step per timed run: gradients (onnxruntime with runtime 'onnx', else tfjs,
+   * data-parallel over `workers`) + AdamW. The warm-up runs trace and load the ONNX graph.
+   */
+  async function trainStepFigure<Bt extends object>(name: FigureName, store: ParamStore, task: ShardTask, staged: StagedLoss<Bt>, batch: Bt): Promise<FigureResult> {
     const opt = new AdamW(store, { lr: m.learningRate });
     const probe = store.entries()[0][1];
-    let pool: DataParallel<Bt> | undefined;
+    const loss = stagedLossFn(staged);
+    let source: GradientSource<Bt> | undefined;
     const step = async () => {
-      pool?.syncWeights();
-      const { grads } = await batchGradients(store, loss, batch, rng, pool);
+      source?.syncWeights();
+      const { grads } = await batchGradients(store, loss, batch, rng, source);
       opt.step(grads);
       disposeGrads(grads);
       await probe.data(); // the update has run (synchronous backends return at once)
     };
     try {
       const body = async () => {
-        if (workers > 1) pool = await DataParallel.start({ workers, task, store, loss, log });
+        if (runtime === 'onnx') source = new OnnxGradients(store, staged);
+        else if (workers > 1) source = await DataParallel.start({ workers, task, store, loss, log });
         return timed(step, repeat, warmup);
       };
       return await run(name, 'ms', body, (s) => 1000 * s);
     } finally {
-      await pool?.close();
+      await source?.close();
       opt.dispose();
     }
   }
@@ -434,7 +450,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       if (name === 'vae_train_step_ms') {
         const task: VaeShardTask = { kind: 'vae', vae: vae.config, data: { images: randomArray(rng, B * H * W * C, 'uniform'), shape: [B, H, W, C] } };
         const batch: IndexBatch = { indices, flips: new Array<boolean>(B).fill(false), captionChoice: new Array<number>(B).fill(0) };
-        result.figures[name] = await trainStepFigure(name, vae.store, task, vaeShardLoss(task, vae), batch);
+        result.figures[name] = await trainStepFigure(name, vae.store, task, vaeStagedLoss(task, vae), batch);
       } else {
         // Context given per sample ([B, 77, 512] random), no conditioning dropout.
         const task: UnetShardTask = {
@@ -446,7 +462,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
           latents: { shape: [B, h, h, zc], data: randomArray(rng, B * h * h * zc, 'normal') },
           captions: { table: { shape: [B, T, D], data: randomArray(rng, B * T * D, 'normal') }, uncond: randomArray(rng, T * D, 'normal') },
         };
-        result.figures[name] = await trainStepFigure(name, unet.store, task, unetShardLoss(task, unet, undefined), { indices, rows: indices });
+        result.figures[name] = await trainStepFigure(name, unet.store, task, unetStagedLoss(task, unet, undefined), { indices, rows: indices });
       }
     } else if (name === 'unet_forward_ms') {
       const x = tf.tidy(() => rng.randn([2 * S, h, h, zc])) as tf.Tensor4D;
@@ -519,6 +535,7 @@ export function formatBench(r: BenchResult): string {
   const lines: string[] = [];
   lines.push(`ldm-small benchmark: backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}), tfjs ${r.tfjs}, median of ${r.repeat} (sampling: ${r.sampleRepeat}) after warm-up`);
   if (r.unetRuntime === 'onnx') lines.push('  U-Net of unet_forward (raw and K/V cached) and sampling: onnxruntime-node on the CPU');
+  if (r.trainRuntime === 'onnx') lines.push('  training figures: gradients by onnxruntime-node on the CPU (traced from tfjs), AdamW by tfjs');
   if ((r.trainWorkers ?? 1) > 1) lines.push(`  training figures: data-parallel over ${r.trainWorkers} workers (1 wasm thread each)`);
   lines.push(`  vae params ${r.vaeParams.toLocaleString('en-US')}, unet params ${r.unetParams.toLocaleString('en-US')}, trainBatch ${r.trainBatch}, sampleBatch ${r.sampleBatch}`);
   for (const [name, f] of Object.entries(r.figures)) {

@@ -84,6 +84,7 @@ export function mergeBenchResults(train: BenchResult, sample: BenchResult): Benc
   return {
     ...sample,
     trainWorkers: train.trainWorkers,
+    trainRuntime: train.trainRuntime,
     trainThreads: train.threads,
     figures: { ...train.figures, ...sample.figures },
     peakRssBytes: Math.max(train.peakRssBytes, sample.peakRssBytes),
@@ -96,7 +97,8 @@ export function mergeBenchResults(train: BenchResult, sample: BenchResult): Benc
 export function describeOurSetup(r: BenchResult): string {
   const parts = [`backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}${r.trainThreads !== undefined && r.trainThreads !== r.threads ? `; training figures ${r.trainThreads}` : ''})`];
   if ((r.trainWorkers ?? 1) > 1) parts.push(`training figures data-parallel over ${r.trainWorkers} workers`);
-  if (r.unetRuntime === 'onnx') parts.push('U-Net forward and sampling on onnxruntime-node');
+  if (r.trainRuntime === 'onnx' && r.unetRuntime === 'onnx') parts.push('training gradients, U-Net forward and sampling on onnxruntime-node');
+  else if (r.unetRuntime === 'onnx') parts.push('U-Net forward and sampling on onnxruntime-node');
   return parts.join(', ');
 }
 

@@ -177,6 +177,23 @@ export function computeGradients(
   return { loss: value, grads: out };
 }
 
+/**
+ * A training loss in two phases, so that a runtime other than tfjs can compute its gradients:
+ * `inputs` draws everything random or per-batch (noise, timesteps, gathered data) in a fixed
+ * order, `graph` is the loss of those tensors and the store's variables, made of tfjs kernels
+ * only (no reads back to JS), so that one trace of it (src/onnx/gradients.ts) holds for every
+ * batch of the same shapes.
+ */
+export interface StagedLoss<B> {
+  inputs(batch: B, rng: Generator): Record<string, tf.Tensor>;
+  graph(inputs: Record<string, tf.Tensor>): tf.Scalar;
+}
+
+/** The staged loss as one function of (batch, rng), for the tfjs gradient tape. */
+export function stagedLossFn<B>(s: StagedLoss<B>): (batch: B, rng: Generator) => tf.Scalar {
+  return (batch, rng) => tf.tidy(() => s.graph(s.inputs(batch, rng)));
+}
+
 export function disposeGrads(grads: Map<string, tf.Tensor>): void {
   for (const g of grads.values()) g.dispose();
   grads.clear();

@@ -37,7 +37,15 @@ class Emitter {
     const name = `const_${id}`;
     const dataType = onnxType(c.dtype, `constant ${id}`);
     const data = dataType === 'FLOAT' ? Float32Array.from(c.values) : Int32Array.from(c.values);
-    this.g.initializer({ name, dataType, dims: c.shape, data });
+    if (data.length > 1 && data.every((v) => v === data[0])) {
+      // Filled tensors (a gradient's ones, a mean's scale) are a scalar broadcast at run time:
+      // a traced backward pass holds hundreds of them, at activation size.
+      const one = data.slice(0, 1);
+      this.g.initializer({ name: `${name}_value`, dataType, dims: [], data: one });
+      this.g.op('Expand', [`${name}_value`, this.ints(c.shape)], {}, name);
+    } else {
+      this.g.initializer({ name, dataType, dims: c.shape, data });
+    }
     this.names.set(id, name);
     return name;
   }
@@ -115,7 +123,10 @@ const reshape: Translate = (e, n) => [e.g.op('Reshape', [e.name(n.inputs[0][1]),
 const reduce = (op: string): Translate => (e, n) => {
   const x = input(n, 'x');
   // Mean/Sum name the axes `axis`, Max/Min `reductionIndices`.
-  const attrs: Record<string, AttrValue> = { axes: axes(n.attrs.axis ?? n.attrs.reductionIndices, e.shape(x).length), keepdims: n.attrs.keepDims ? 1 : 0 };
+  const rank = e.shape(x).length;
+  const given = n.attrs.axis ?? n.attrs.reductionIndices;
+  const all = [...Array(rank).keys()]; // no axis: reduce over every axis
+  const attrs: Record<string, AttrValue> = { axes: given == null ? all : axes(given, rank), keepdims: n.attrs.keepDims ? 1 : 0 };
   // Opset 13 moved ReduceSum's axes to an input; the other reductions keep the attribute.
   if (op === 'ReduceSum') {
     const { axes: ax, ...rest } = attrs;
@@ -123,6 +134,13 @@ const reduce = (op: string): Translate => (e, n) => {
   }
   return [e.g.op(op, [e.name(x)], attrs)];
 };
+
+function checkConvAttrs(n: TracedNode): void {
+  if (n.attrs.dataFormat !== 'NHWC') throw new Error(`ONNX export: ${n.kernel} dataFormat ${String(n.attrs.dataFormat)} is not supported (NHWC only)`);
+  if (n.attrs.dimRoundingMode != null) throw new Error(`ONNX export: ${n.kernel} dimRoundingMode is not supported`);
+  const d = pair(n.attrs.dilations ?? 1);
+  if (d[0] !== 1 || d[1] !== 1) throw new Error(`ONNX export: ${n.kernel} with dilations ${d.join('x')} is not supported (1 only)`);
+}
 
 /** tfjs kernel name -> ONNX nodes. */
 const TRANSLATIONS: Record<string, Translate> = {
@@ -214,6 +232,67 @@ const TRANSLATIONS: Record<string, Translate> = {
     };
     return [e.g.op('MatMul', [operand('a', n.attrs.transposeA), operand('b', n.attrs.transposeB)])];
   },
+  ClipByValue: (e, n) => [e.g.op('Clip', [e.name(input(n, 'x')), e.scalar(n.attrs.clipValueMin as number), e.scalar(n.attrs.clipValueMax as number)])],
+  GreaterEqual: binary('GreaterOrEqual'),
+  LessEqual: binary('LessOrEqual'),
+  LogicalAnd: binary('And'),
+  Select: (e, n) => [e.g.op('Where', [e.name(input(n, 'condition')), e.name(input(n, 't')), e.name(input(n, 'e'))])],
+  ZerosLike: (e, n) => [e.g.op('Expand', [e.scalar(0), e.ints(e.shape(n.outputs[0]))])],
+  OneHot: (e, n) => {
+    const id = n.outputs[0];
+    const values = e.g.floats(`onehot_values_${id}`, [2], [n.attrs.offValue as number, n.attrs.onValue as number]);
+    // onnxruntime's CPU OneHot has int64 indices with float values (not int32).
+    const indices = e.g.op('Cast', [e.name(input(n, 'indices'))], { to: 7 });
+    const y = e.g.op('OneHot', [indices, e.g.int64s(`onehot_depth_${id}`, [], [n.attrs.depth as number]), values], { axis: -1 });
+    return [n.attrs.dtype === 'float32' ? y : e.g.op('Cast', [y], { to: CAST_TO[n.attrs.dtype as tf.DataType] ?? 1 })];
+  },
+  Conv2DBackpropInput: (e, n) => {
+    // The input gradient of a conv is the transposed conv of dy with the same filter (OIHW for
+    // Conv is IOHW for ConvTranspose: the same transpose of the tfjs [kh, kw, Cin, Cout] filter).
+    checkConvAttrs(n);
+    const dy = input(n, 'dy');
+    const w = input(n, 'filter');
+    const [, oh, ow] = e.shape(dy); // [B, oh, ow, Cout]
+    const [kh, kw] = e.shape(w);
+    const [, ih, iw] = e.shape(n.outputs[0]); // [B, H, W, Cin]
+    const strides = pair(n.attrs.strides);
+    const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
+    // ConvTranspose size: s * (o - 1) + k - pads + output_padding must give the forward input size.
+    const outputPadding = [0, 1].map((i) => [ih, iw][i] - (strides[i] * ([oh, ow][i] - 1) + [kh, kw][i] - pads[i] - pads[i + 2]));
+    const dyNchw = e.g.op('Transpose', [e.name(dy)], { perm: [0, 3, 1, 2] });
+    const wOihw = e.g.op('Transpose', [e.name(w)], { perm: [3, 2, 0, 1] });
+    const dx = e.g.op('ConvTranspose', [dyNchw, wOihw], { kernel_shape: [kh, kw], strides, pads, output_padding: outputPadding });
+    return [e.g.op('Transpose', [dx], { perm: [0, 2, 3, 1] })];
+  },
+  Conv2DBackpropFilter: (e, n) => {
+    // dW[i, j, :, :] = sum over b, y, x of xpad[b, s*y + i, s*x + j, :]^T dy[b, y, x, :]: the
+    // kh*kw shifted (strided) windows of x side by side on the channel axis form the im2col
+    // matrix [B*oh*ow, kh*kw*Cin], and one GEMM with dy [B*oh*ow, Cout] gives the filter in
+    // tfjs's [kh, kw, Cin, Cout] order.
+    checkConvAttrs(n);
+    const x = input(n, 'x');
+    const dy = input(n, 'dy');
+    const [B, ih, iw, cin] = e.shape(x);
+    const [, oh, ow, cout] = e.shape(dy);
+    const [kh, kw] = n.attrs.filterShape as number[];
+    const strides = pair(n.attrs.strides);
+    const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
+    let xp = e.name(x);
+    if (pads.some((p) => p !== 0)) xp = e.g.op('Pad', [xp, e.ints([0, pads[0], pads[1], 0, 0, pads[2], pads[3], 0]), e.scalar(0)], { mode: 'constant' });
+    const windows: string[] = [];
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        const start = [i, j];
+        const end = [i + strides[0] * (oh - 1) + 1, j + strides[1] * (ow - 1) + 1];
+        windows.push(e.g.op('Slice', [xp, e.ints(start), e.ints(end), e.ints([1, 2]), e.ints(strides)])); // [B, oh, ow, Cin]
+      }
+    }
+    const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: 3 }); // [B, oh, ow, kh*kw*Cin]
+    const a = e.g.op('Reshape', [cols, e.ints([B * oh * ow, kh * kw * cin])]);
+    const b = e.g.op('Reshape', [e.name(dy), e.ints([B * oh * ow, cout])]);
+    const dw = e.g.op('Gemm', [a, b], { transA: 1 }); // [kh*kw*Cin, Cout]
+    return [e.g.op('Reshape', [dw, e.ints([kh, kw, cin, cout])])];
+  },
   Conv2D: (e, n) => {
     if (n.attrs.dataFormat !== 'NHWC') throw new Error(`ONNX export: Conv2D dataFormat ${String(n.attrs.dataFormat)} is not supported (NHWC only)`);
     if (n.attrs.dimRoundingMode != null) throw new Error('ONNX export: Conv2D dimRoundingMode is not supported');
@@ -238,8 +317,9 @@ export const SUPPORTED_KERNELS: readonly string[] = Object.keys(TRANSLATIONS);
 export interface ExportOptions {
   /** Graph name. */
   name?: string;
-  /** Name of the graph output (default 'output'). */
+  /** Name of the graph output (default 'output'); with several outputs, one name per trace output. */
   outputName?: string;
+  outputNames?: string[];
   docString?: string;
 }
 
@@ -254,9 +334,12 @@ export function traceToOnnx(trace: KernelTrace, opts: ExportOptions = {}): Uint8
     const outs = TRANSLATIONS[n.kernel](e, n);
     n.outputs.forEach((id, i) => e.bind(id, outs[i]));
   }
-  const outputName = opts.outputName ?? 'output';
-  const out = e.info(trace.output);
-  e.g.op('Identity', [e.name(trace.output)], {}, outputName);
-  e.g.output({ name: outputName, dataType: onnxType(out.dtype, 'the output'), shape: out.shape });
+  const outputNames = opts.outputNames ?? [opts.outputName ?? 'output'];
+  if (outputNames.length !== trace.outputs.length) throw new Error(`ONNX export: ${outputNames.length} output names for ${trace.outputs.length} outputs`);
+  trace.outputs.forEach((id, i) => {
+    const out = e.info(id);
+    e.g.op('Identity', [e.name(id)], {}, outputNames[i]);
+    e.g.output({ name: outputNames[i], dataType: onnxType(out.dtype, `output '${outputNames[i]}'`), shape: out.shape });
+  });
   return e.g.toModel({ opsetVersion: ONNX_OPSET, docString: opts.docString });
 }

@@ -30,6 +30,33 @@ export async function onnxRuntimeProblem(): Promise<string | undefined> {
   }
 }
 
+/** What computes a model: the tfjs backend, or onnxruntime-node on the CPU (graphs traced from tfjs). */
+export const RUNTIMES = ['tfjs', 'onnx'] as const;
+export type Runtime = (typeof RUNTIMES)[number];
+/** What a user may ask for: a runtime, or `auto` (resolveRuntime). */
+export const RUNTIME_CHOICES = ['auto', ...RUNTIMES] as const;
+export type RuntimeChoice = (typeof RUNTIME_CHOICES)[number];
+
+/** `value` (trimmed, any case) as one of `allowed`, else an error naming it and the allowed ones. */
+export function parseRuntimeName<T extends string>(allowed: readonly T[], value: string, source: string, what = 'runtime'): T {
+  const v = value.trim().toLowerCase();
+  if ((allowed as readonly string[]).includes(v)) return v as T;
+  throw new Error(`${source}: unknown ${what} '${value}'; allowed: ${allowed.join(', ')}`);
+}
+
+/**
+ * `auto`: onnxruntime-node where the tfjs backend computes on the CPU and onnxruntime-node loads
+ * (faster than tfjs-wasm for sampling and training here, README "Speed"), tfjs otherwise (a GPU
+ * backend, or no onnxruntime). Returns the runtime and, for `auto`, why.
+ */
+export async function resolveRuntime(choice: RuntimeChoice, backend: { gpu: boolean; name: string }): Promise<{ runtime: Runtime; why?: string }> {
+  if (choice !== 'auto') return { runtime: choice };
+  if (backend.gpu) return { runtime: 'tfjs', why: `auto: the ${backend.name} backend computes on the GPU` };
+  const problem = await onnxRuntimeProblem();
+  if (problem) return { runtime: 'tfjs', why: `auto: onnxruntime-node is unavailable (${problem})` };
+  return { runtime: 'onnx', why: `auto: faster than the ${backend.name} backend on a CPU; --runtime tfjs for tfjs` };
+}
+
 export interface OnnxSessionOptions {
   /** Intra-op threads; default: the tfjs backend's thread count, else the number of cores. */
   threads?: number;

@@ -4,7 +4,9 @@
  *
  * Every tfjs 4.22 op reaches the backend through `engine.runKernel(name, inputs, attrs)`; we wrap
  * that method for the duration of one call. A kernel called from inside another kernel (a backend
- * composing kernels) is not recorded: only what the ops asked for is. Each recorded tensor is
+ * composing kernels) is not recorded: only what the ops asked for is, plus the engine's clones of
+ * the tensors it saves for a backward pass, so that gradients (`tf.grads`, `tf.variableGrads`)
+ * traced inside `fn` are recorded like the forward pass. Each recorded tensor is
  *   - a graph input (one of the tensors passed as `inputs`, matched by tensor id),
  *   - a node output (a kernel with at least one non-constant input), or
  *   - a constant: any other tensor (weights, scalars made by ops), values read when first seen.
@@ -40,8 +42,10 @@ export interface KernelTrace {
   nodes: TracedNode[];
   /** Shape and dtype of every node output. */
   values: Map<number, TracedValue>;
-  /** Id of the function's result. */
+  /** Id of the function's result (the first one when it returns several). */
   output: number;
+  /** Ids of every result, in the order returned. */
+  outputs: number[];
 }
 
 type RunKernel = (name: string, inputs: tf.NamedTensorMap, attrs?: Record<string, unknown>) => tf.Tensor | tf.Tensor[];
@@ -51,13 +55,14 @@ function readValues(t: tf.Tensor): TracedArray {
 }
 
 /**
- * Runs `fn` once (inside tf.tidy; its result is disposed) and returns what it computed, as
- * kernels over `inputs`. `fn` must be synchronous and use `inputs` as given.
+ * Runs `fn` once (inside tf.tidy; its results are disposed) and returns what it computed, as
+ * kernels over `inputs`. `fn` must be synchronous and use `inputs` as given. It may return
+ * several tensors (e.g. a loss and its gradients, whose kernels are recorded like any other).
  */
-export function traceKernels(fn: () => tf.Tensor, inputs: Record<string, tf.Tensor>): KernelTrace {
+export function traceKernels(fn: () => tf.Tensor | tf.Tensor[], inputs: Record<string, tf.Tensor>): KernelTrace {
   const engine = tf.engine() as unknown as { runKernel: RunKernel };
   const original = engine.runKernel;
-  const trace: KernelTrace = { inputs: new Map(), constants: new Map(), nodes: [], values: new Map(), output: -1 };
+  const trace: KernelTrace = { inputs: new Map(), constants: new Map(), nodes: [], values: new Map(), output: -1, outputs: [] };
   const dynamic = new Set<number>();
   for (const [name, t] of Object.entries(inputs)) {
     trace.inputs.set(name, { id: t.id, shape: [...t.shape], dtype: t.dtype });
@@ -67,9 +72,25 @@ export function traceKernels(fn: () => tf.Tensor, inputs: Record<string, tf.Tens
     if (!trace.constants.has(t.id)) trace.constants.set(t.id, { shape: [...t.shape], dtype: t.dtype, values: readValues(t).slice() });
   };
 
+  const record = (name: string, named: [string, tf.Tensor][], attrs: Record<string, unknown> | undefined, outs: tf.Tensor[]): void => {
+    for (const t of outs) {
+      dynamic.add(t.id);
+      trace.values.set(t.id, { shape: [...t.shape], dtype: t.dtype });
+    }
+    trace.nodes.push({ kernel: name, inputs: named.map(([k, t]) => [k, t.id]), attrs: structuredClone(attrs ?? {}), outputs: outs.map((t) => t.id) });
+  };
+
   let depth = 0;
+  // Identity calls made inside a kernel: the engine's clones of the tensors it saves for the
+  // backward pass (inputs and outputs), which the gradient kernels later read. Whether a clone
+  // is dynamic is known once the kernel has returned (its outputs are then dynamic).
+  let clones: [tf.Tensor, tf.Tensor][] = [];
   engine.runKernel = function (this: unknown, name, kernelInputs, attrs) {
-    if (depth > 0) return original.call(this, name, kernelInputs, attrs);
+    if (depth > 0) {
+      const result = original.call(this, name, kernelInputs, attrs);
+      if (name === 'Identity') clones.push([kernelInputs.x as tf.Tensor, result as tf.Tensor]);
+      return result;
+    }
     const named = Object.entries(kernelInputs).filter((e): e is [string, tf.Tensor] => e[1] != null);
     const isDynamic = named.some(([, t]) => dynamic.has(t.id));
     if (isDynamic) for (const [, t] of named) if (!dynamic.has(t.id)) keepConstant(t);
@@ -81,28 +102,21 @@ export function traceKernels(fn: () => tf.Tensor, inputs: Record<string, tf.Tens
       depth--;
     }
     const outs = Array.isArray(result) ? result : [result];
-    if (!isDynamic) {
-      for (const t of outs) keepConstant(t);
-      return result;
-    }
-    for (const t of outs) {
-      dynamic.add(t.id);
-      trace.values.set(t.id, { shape: [...t.shape], dtype: t.dtype });
-    }
-    trace.nodes.push({
-      kernel: name,
-      inputs: named.map(([k, t]) => [k, t.id]),
-      attrs: structuredClone(attrs ?? {}),
-      outputs: outs.map((t) => t.id),
-    });
+    if (isDynamic) record(name, named, attrs, outs);
+    else for (const t of outs) keepConstant(t);
+    for (const [x, y] of clones) if (dynamic.has(x.id)) record('Identity', [['x', x]], {}, [y]);
+    clones = [];
     return result;
   };
 
   try {
     tf.tidy(() => {
-      const y = fn();
-      if (!dynamic.has(y.id)) throw new Error('traceKernels: the result does not depend on the inputs (nothing to export)');
-      trace.output = y.id;
+      const ys = fn();
+      trace.outputs = (Array.isArray(ys) ? ys : [ys]).map((y, i) => {
+        if (!dynamic.has(y.id)) throw new Error(`traceKernels: result ${i} does not depend on the inputs (nothing to export)`);
+        return y.id;
+      });
+      trace.output = trace.outputs[0];
       return undefined;
     });
   } finally {

@@ -11,44 +11,39 @@ import * as tf from '@tensorflow/tfjs';
 import type { UNetConfig } from '../unet/config.js';
 import type { ContextCache, UNet2DCondition } from '../unet/unet2d-condition.js';
 import { traceToOnnx } from './export.js';
-import { type HostArray, OnnxSession, type OnnxSessionOptions, defaultOnnxThreads, onnxRuntimeProblem, toHostArray } from './runtime.js';
+import {
+  type HostArray,
+  OnnxSession,
+  type OnnxSessionOptions,
+  RUNTIMES,
+  RUNTIME_CHOICES,
+  type Runtime,
+  type RuntimeChoice,
+  defaultOnnxThreads,
+  parseRuntimeName,
+  resolveRuntime,
+  toHostArray,
+} from './runtime.js';
 import { traceKernels } from './trace.js';
 
 /** Which runtime computes the U-Net while sampling (`txt2img --runtime`). */
-export const UNET_RUNTIMES = ['tfjs', 'onnx'] as const;
-export type UNetRuntime = (typeof UNET_RUNTIMES)[number];
-
-/** `value` (trimmed, any case) as one of `allowed`, else an error naming it and the allowed ones. */
-function parseRuntimeName<T extends string>(allowed: readonly T[], value: string, source: string): T {
-  const v = value.trim().toLowerCase();
-  if ((allowed as readonly string[]).includes(v)) return v as T;
-  throw new Error(`${source}: unknown U-Net runtime '${value}'; allowed: ${allowed.join(', ')}`);
-}
+export const UNET_RUNTIMES = RUNTIMES;
+export type UNetRuntime = Runtime;
 
 export function parseUNetRuntime(value: string, source: string): UNetRuntime {
-  return parseRuntimeName(UNET_RUNTIMES, value, source);
+  return parseRuntimeName(UNET_RUNTIMES, value, source, 'U-Net runtime');
 }
 
 /** What a user may ask for: a runtime, or `auto` (resolveUNetRuntime). */
-export const UNET_RUNTIME_CHOICES = ['auto', ...UNET_RUNTIMES] as const;
-export type UNetRuntimeChoice = (typeof UNET_RUNTIME_CHOICES)[number];
+export const UNET_RUNTIME_CHOICES = RUNTIME_CHOICES;
+export type UNetRuntimeChoice = RuntimeChoice;
 
 export function parseUNetRuntimeChoice(value: string, source: string): UNetRuntimeChoice {
-  return parseRuntimeName(UNET_RUNTIME_CHOICES, value, source);
+  return parseRuntimeName(UNET_RUNTIME_CHOICES, value, source, 'U-Net runtime');
 }
 
-/**
- * `auto`: onnxruntime-node where the tfjs backend computes on the CPU and onnxruntime-node loads
- * (2-6x the images/s of tfjs-wasm measured here, README), tfjs otherwise (a GPU backend, or no
- * onnxruntime). Returns the runtime and, for `auto`, why.
- */
-export async function resolveUNetRuntime(choice: UNetRuntimeChoice, backend: { gpu: boolean; name: string }): Promise<{ runtime: UNetRuntime; why?: string }> {
-  if (choice !== 'auto') return { runtime: choice };
-  if (backend.gpu) return { runtime: 'tfjs', why: `auto: the ${backend.name} backend computes on the GPU` };
-  const problem = await onnxRuntimeProblem();
-  if (problem) return { runtime: 'tfjs', why: `auto: onnxruntime-node is unavailable (${problem})` };
-  return { runtime: 'onnx', why: `auto: faster than the ${backend.name} backend on a CPU; --runtime tfjs for tfjs` };
-}
+/** `auto` for sampling: see resolveRuntime (2-6x the images/s of tfjs-wasm measured here, README). */
+export const resolveUNetRuntime = resolveRuntime;
 
 /** The start-up line saying what computes the U-Net (onnxruntime here is CPU only). */
 export function describeUNetRuntime(runtime: UNetRuntime, threads = defaultOnnxThreads()): string {

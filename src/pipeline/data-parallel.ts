@@ -44,18 +44,27 @@ export interface Replica<B> {
   dispose(): void;
 }
 
+/** Something other than this thread's tfjs tape that computes a batch's gradients. */
+export interface GradientSource<B> {
+  /** Takes the store's current weights; called after every optimizer update. */
+  syncWeights(): void;
+  gradients(batch: B, rng: Generator): Promise<{ loss: number; grads: Map<string, tf.Tensor> }>;
+  close(): Promise<void>;
+}
+
 /**
- * Loss and gradients of one batch: data-parallel through `pool` when there is one, else in this
- * thread. The caller owns the gradients (and, with a pool, has published the weights).
+ * Loss and gradients of one batch: through `source` when there is one (data-parallel workers,
+ * onnxruntime), else by tfjs in this thread. The caller owns the gradients (and, with a source,
+ * has synced the weights).
  */
 export async function batchGradients<B>(
   store: ParamStore,
   loss: (batch: B, rng: Generator) => tf.Scalar,
   batch: B,
   rng: Generator,
-  pool?: DataParallel<B & object>,
+  source?: GradientSource<B>,
 ): Promise<{ loss: number; grads: Map<string, tf.Tensor> }> {
-  if (pool) return pool.gradients(batch as B & object, rng);
+  if (source) return source.gradients(batch, rng);
   const r = computeGradients(store, () => loss(batch, rng));
   const value = (await r.loss.data())[0];
   r.loss.dispose();
@@ -241,7 +250,7 @@ export interface DataParallelOptions<B> {
   log?: (line: string) => void;
 }
 
-export class DataParallel<B extends object> {
+export class DataParallel<B extends object> implements GradientSource<B> {
   private readonly layout: ParamLayout;
   private readonly weights: SharedParams;
   private weightsStamp = 0;

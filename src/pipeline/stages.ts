@@ -21,7 +21,7 @@ import { EncoderCache, fingerprint, hashArrays } from '../data/cache.js';
 import { type ImageSet, type IndexBatch, IndexBatcher, gatherRows, imageBatch } from '../data/in-memory.js';
 import { tensorToBatch, writePng } from '../image/convert.js';
 import { makeGrid } from '../image/grid.js';
-import { type NamedArray, ParamStore } from '../nn/params.js';
+import { type NamedArray, ParamStore, type StagedLoss, stagedLossFn } from '../nn/params.js';
 import type { EMA } from '../optim/ema.js';
 import type { LrSchedule } from '../optim/lr.js';
 import { Generator } from '../random/generator.js';
@@ -30,6 +30,8 @@ import type { ClipTextEncoder } from '../text/clip.js';
 import { LabelEncoder, type LabelEncoderConfig } from '../text/label.js';
 import type { ConditionEncoder } from '../text/types.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
+import { currentBackend } from '../backend/index.js';
+import { type RuntimeChoice, defaultOnnxThreads, resolveRuntime } from '../onnx/runtime.js';
 import type { UNetConfig } from '../unet/config.js';
 import { AutoencoderKL, measureScalingFactor } from '../vae/autoencoder-kl.js';
 import type { VaeConfig } from '../vae/config.js';
@@ -52,6 +54,8 @@ export interface StageTraining {
   checkpointEvery: number;
   /** Data-parallel shards per micro-batch (default 1 = off; see data-parallel.ts). */
   workers?: number;
+  /** What computes the gradients (default auto: onnxruntime on a CPU backend where it loads). */
+  runtime?: RuntimeChoice;
 }
 
 export interface StageCommon {
@@ -78,6 +82,24 @@ function trainerSettings(t: StageTraining) {
     emaDecay: t.emaDecay || undefined,
     checkpointEvery: t.checkpointEvery,
   };
+}
+
+/**
+ * The trainer's `onnx` option when the stage's runtime resolves to onnxruntime; logs what
+ * computes the gradients either way. Data-parallel workers run tfjs.
+ */
+async function gradientRuntime<B>(stage: string, t: StageTraining, loss: StagedLoss<B>, log: (line: string) => void): Promise<{ loss: StagedLoss<B> } | undefined> {
+  const choice = t.runtime ?? 'auto';
+  const workers = t.workers ?? 1;
+  if (workers > 1) {
+    if (choice === 'onnx') throw new Error(`${stage}Training: runtime 'onnx' and ${workers} data-parallel workers cannot be combined (onnxruntime uses the cores itself); use one of them`);
+    log(`${stage} gradients: tfjs, data-parallel over ${workers} workers`);
+    return undefined;
+  }
+  const { runtime, why } = await resolveRuntime(choice, currentBackend() ?? { gpu: false, name: 'tfjs' });
+  const how = runtime === 'onnx' ? `onnxruntime-node on the CPU (${defaultOnnxThreads()} threads), loss and backward pass traced from tfjs` : 'tfjs (the backend above)';
+  log(`${stage} gradients: ${how}${why ? ` (${why})` : ''}`);
+  return runtime === 'onnx' ? { loss } : undefined;
 }
 
 /** Runs `fn` with the EMA weights swapped into `store`, restoring the live weights afterwards. */
@@ -108,8 +130,18 @@ export interface VaeShardTask {
 }
 
 /** Reconstruction + beta * KL of a batch of training images (indices and flips). */
+export function vaeStagedLoss(task: VaeShardTask, vae: AutoencoderKL): StagedLoss<IndexBatch> {
+  return {
+    inputs: (b, rng) => {
+      const images = imageBatch(task.data, b); // [B, H, W, C]
+      return { images, eps: rng.randn(vae.latentShape(images.shape)) }; // eps: [B, h, w, zc]
+    },
+    graph: (i) => vae.lossFromNoise(i.images as tf.Tensor4D, i.eps as tf.Tensor4D).loss,
+  };
+}
+
 export function vaeShardLoss(task: VaeShardTask, vae: AutoencoderKL): (b: IndexBatch, rng: Generator) => tf.Scalar {
-  return (b, rng) => vae.lossFn(imageBatch(task.data, b), rng).loss;
+  return stagedLossFn(vaeStagedLoss(task, vae));
 }
 
 export function vaeReplica(task: VaeShardTask): Replica<IndexBatch> {
@@ -133,14 +165,16 @@ export async function trainVaeStage(o: VaeStageOptions): Promise<AutoencoderKL |
   const batcher = new IndexBatcher(o.data, o.training.batchSize, o.seed + 1, o.flip);
   const stageDir = path.join(o.runDir, 'vae-stage');
   const task: VaeShardTask = { kind: 'vae', vae: vae.config, data: { images: o.data.images, shape: o.data.shape } };
+  const staged = vaeStagedLoss(task, vae);
   let result: TrainResult;
   try {
     result = await train<IndexBatch>({
       runDir: stageDir,
       store: vae.store,
       data: { next: () => batcher.next(), position: () => batcher.position(), restore: (p) => batcher.restore(p) },
-      loss: vaeShardLoss(task, vae),
+      loss: stagedLossFn(staged),
       parallel: { workers: o.training.workers ?? 1, task },
+      onnx: await gradientRuntime('vae', o.training, staged, o.log ?? ((l) => console.error(l))),
       log: o.log,
       seed: o.seed + 2,
       resume: o.resume,
@@ -222,34 +256,43 @@ function unetTrainedStore(unet: UNet2DCondition, labelEncoder: LabelEncoder | un
 }
 
 /** The DDPM loss of a batch of latents, with conditioning dropout. */
-export function unetShardLoss(task: UnetShardTask, unet: UNet2DCondition, labelEncoder: LabelEncoder | undefined): (b: UnetShardBatch, rng: Generator) => tf.Scalar {
+export function unetStagedLoss(task: UnetShardTask, unet: UNet2DCondition, labelEncoder: LabelEncoder | undefined): StagedLoss<UnetShardBatch> {
   const scheduler = createScheduler({ ...task.scheduler, type: 'ddpm' });
   const T = scheduler.numTrainTimesteps;
   const { latents, captions } = task;
-  return (b, rng) => {
-    const B = b.indices.length;
-    // Draw every random number first, in a fixed order: timesteps, noise, dropout.
-    const ts = sampleTimesteps(rng, B, T);
-    const noise = rng.randn([B, ...latents.shape.slice(1)]);
-    const drop = Array.from({ length: B }, () => rng.uniform() < task.conditioningDropout);
-    return tf.tidy(() => {
-      const lat = gatherRows(latents.data, latents.shape, b.indices); // [B, h, w, c]
-      const { noisy, target, weights } = trainingTargets(scheduler, lat, noise, ts, task.lossWeighting);
-      let context: tf.Tensor3D;
-      if (labelEncoder) {
-        const ids = tf.tensor1d(b.labels!.map((l, i) => (drop[i] ? labelEncoder.nullClass : l)), 'int32');
-        context = labelEncoder.embed(ids);
-      } else {
-        const [, tl, d] = captions!.table.shape;
-        const keep = tf.tensor3d(drop.map((x) => (x ? 0 : 1)), [B, 1, 1]);
-        const uncond = tf.tensor3d(captions!.uncond, [1, tl, d]);
-        const cond = gatherRows(captions!.table.data, captions!.table.shape, b.rows!); // [B, T, D]
-        context = tf.add(tf.mul(cond, keep), tf.mul(uncond, tf.sub(1, keep))) as tf.Tensor3D;
-      }
-      const pred = unet.apply(noisy as tf.Tensor4D, tf.tensor1d(Array.from(ts), 'float32'), context);
-      return weightedMse(pred, target, weights);
-    });
+  return {
+    inputs: (b, rng) =>
+      tf.tidy(() => {
+        const B = b.indices.length;
+        // Draw every random number first, in a fixed order: timesteps, noise, dropout.
+        const ts = sampleTimesteps(rng, B, T);
+        const noise = rng.randn([B, ...latents.shape.slice(1)]);
+        const drop = Array.from({ length: B }, () => rng.uniform() < task.conditioningDropout);
+        const lat = gatherRows(latents.data, latents.shape, b.indices); // [B, h, w, c]
+        const { noisy, target, weights } = trainingTargets(scheduler, lat, noise, ts, task.lossWeighting);
+        const out: Record<string, tf.Tensor> = { noisy, target, weights, timesteps: tf.tensor1d(Array.from(ts), 'float32') }; // weights, timesteps: [B]
+        if (labelEncoder) {
+          out.labels = tf.tensor1d(b.labels!.map((l, i) => (drop[i] ? labelEncoder.nullClass : l)), 'int32');
+        } else {
+          const [, tl, d] = captions!.table.shape;
+          const keep = tf.tensor3d(drop.map((x) => (x ? 0 : 1)), [B, 1, 1]);
+          const uncond = tf.tensor3d(captions!.uncond, [1, tl, d]);
+          const cond = gatherRows(captions!.table.data, captions!.table.shape, b.rows!); // [B, T, D]
+          out.context = tf.add(tf.mul(cond, keep), tf.mul(uncond, tf.sub(1, keep)));
+        }
+        return out;
+      }),
+    graph: (i) => {
+      // The label table trains with the U-Net, so its lookup is part of the graph.
+      const context = labelEncoder ? labelEncoder.embed(i.labels as tf.Tensor1D) : (i.context as tf.Tensor3D);
+      const pred = unet.apply(i.noisy as tf.Tensor4D, i.timesteps as tf.Tensor1D, context);
+      return weightedMse(pred, i.target, i.weights as tf.Tensor1D);
+    },
   };
+}
+
+export function unetShardLoss(task: UnetShardTask, unet: UNet2DCondition, labelEncoder: LabelEncoder | undefined): (b: UnetShardBatch, rng: Generator) => tf.Scalar {
+  return stagedLossFn(unetStagedLoss(task, unet, labelEncoder));
 }
 
 export function unetReplica(task: UnetShardTask): Replica<UnetShardBatch> {
@@ -360,6 +403,7 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
     latents,
     captions: captions && { table: captions.table, uncond: uncondRow! },
   };
+  const staged = unetStagedLoss(task, unet, labelEncoder);
   const batcher = new IndexBatcher(o.data, o.training.batchSize, o.seed + 4, false);
   const stageDir = path.join(o.runDir, 'unet-stage');
   const pipelineDir = path.join(o.runDir, 'pipeline');
@@ -407,8 +451,9 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
         position: () => batcher.position(),
         restore: (p) => batcher.restore(p),
       },
-      loss: unetShardLoss(task, unet, labelEncoder),
+      loss: stagedLossFn(staged),
       parallel: { workers: o.training.workers ?? 1, task },
+      onnx: await gradientRuntime('unet', o.training, staged, log),
       log,
       seed: o.seed + 5,
       resume: o.resume,

@@ -3,6 +3,7 @@
  * the noise schedule and both training stages. CLI overrides are applied as `--set a.b=value`;
  * the resolved config is written to `<run>/config.json`.
  */
+import { RUNTIME_CHOICES, parseRuntimeName } from '../onnx/runtime.js';
 import { readFileSync } from 'node:fs';
 import type { SchedulerConfig } from '../schedulers/index.js';
 import { parseSchedulerConfig } from '../schedulers/index.js';
@@ -37,7 +38,7 @@ export interface TrainConfig {
   notes?: string[];
 }
 
-const STAGE_KEYS: (keyof StageTraining)[] = ['steps', 'batchSize', 'lr', 'lrSchedule', 'warmupSteps', 'weightDecay', 'clipGradNorm', 'emaDecay', 'accumulate', 'checkpointEvery', 'workers'];
+const STAGE_KEYS: (keyof StageTraining)[] = ['steps', 'batchSize', 'lr', 'lrSchedule', 'warmupSteps', 'weightDecay', 'clipGradNorm', 'emaDecay', 'accumulate', 'checkpointEvery', 'workers', 'runtime'];
 
 function fail(key: string, value: unknown, allowed: string): never {
   throw new Error(`training config: ${key} must be ${allowed}, got ${JSON.stringify(value)}`);
@@ -75,6 +76,7 @@ export function validateStageTraining(v: unknown, where: string): StageTraining 
     accumulate: int('accumulate', 1),
     checkpointEvery: int('checkpointEvery', 1),
     ...(o.workers === undefined ? {} : { workers: checkWorkers(o.workers, `${where}.workers`) }),
+    ...(o.runtime === undefined ? {} : { runtime: parseRuntimeName(RUNTIME_CHOICES, String(o.runtime), `${where}.runtime`) }),
   };
 }
 

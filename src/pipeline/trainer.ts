@@ -18,12 +18,13 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readJson, readSafetensors, replaceDirAtomic, writeFileAtomic, writeJsonAtomic, writeSafetensors } from '../checkpoint/io.js';
-import { type ParamStore, disposeGrads } from '../nn/params.js';
+import { type ParamStore, type StagedLoss, disposeGrads } from '../nn/params.js';
 import { AdamW, type AdamWConfig, accumulateGrads, clipGradNorm } from '../optim/adamw.js';
 import { EMA } from '../optim/ema.js';
 import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
 import { Generator, type GeneratorState } from '../random/generator.js';
-import { DataParallel, type ShardTask, batchGradients, checkWorkers } from './data-parallel.js';
+import { OnnxGradients } from '../onnx/gradients.js';
+import { DataParallel, type GradientSource, type ShardTask, batchGradients, checkWorkers } from './data-parallel.js';
 
 /** A source of batches whose position can be saved and restored (for exact resume). */
 export interface BatchSource<B> {
@@ -70,6 +71,11 @@ export interface TrainerOptions<B> {
    * from `task`, whose loss must be `loss`. Batches must then be objects of per-sample arrays.
    */
   parallel?: { workers: number; task: ShardTask };
+  /**
+   * Gradients by onnxruntime (src/onnx/gradients.ts) from this staged form of `loss` (the same
+   * loss: same inputs, same noise). Not with `parallel.workers` > 1.
+   */
+  onnx?: { loss: StagedLoss<B>; threads?: number };
   /** Start-up lines (default console.error). */
   log?: (line: string) => void;
 }
@@ -140,6 +146,9 @@ export function validateTrainerOptions<B>(o: TrainerOptions<B>): void {
   int('sample-every', o.sampleEvery, 1);
   int('seed', o.seed, 0);
   if (o.parallel) checkWorkers(o.parallel.workers);
+  if (o.onnx && (o.parallel?.workers ?? 1) > 1) {
+    throw new Error(`onnxruntime gradients and ${o.parallel!.workers} data-parallel workers cannot be combined: use --runtime onnx (one process, its own threads) or --runtime tfjs with --workers`);
+  }
   if (o.clipGradNorm !== undefined && !(o.clipGradNorm >= 0)) throw new Error(`clip-grad-norm must be >= 0 (0 = off), got ${o.clipGradNorm}`);
   if (o.emaDecay !== undefined && !(o.emaDecay >= 0 && o.emaDecay < 1)) throw new Error(`ema-decay must be in [0, 1) (0 = off), got ${o.emaDecay}`);
   validateLrSchedule(o.lr);
@@ -149,18 +158,19 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
   validateTrainerOptions(o);
   mkdirSync(path.join(o.runDir, CHECKPOINTS_DIR), { recursive: true });
   const workers = o.parallel?.workers ?? 1;
-  const pool =
-    workers > 1
-      ? await DataParallel.start({ workers, task: o.parallel!.task, store: o.store, loss: o.loss as (b: object, rng: Generator) => tf.Scalar, log: o.log })
+  const source: GradientSource<B> | undefined = o.onnx
+    ? new OnnxGradients(o.store, o.onnx.loss, { threads: o.onnx.threads })
+    : workers > 1
+      ? ((await DataParallel.start({ workers, task: o.parallel!.task, store: o.store, loss: o.loss as (b: object, rng: Generator) => tf.Scalar, log: o.log })) as unknown as GradientSource<B>)
       : undefined;
   try {
-    return await trainLoop(o, pool);
+    return await trainLoop(o, source);
   } finally {
-    await pool?.close();
+    await source?.close();
   }
 }
 
-async function trainLoop<B>(o: TrainerOptions<B>, pool: DataParallel<object> | undefined): Promise<TrainResult> {
+async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | undefined): Promise<TrainResult> {
   const accumulate = o.accumulate ?? 1;
   const checkpointEvery = o.checkpointEvery ?? o.totalSteps;
   const keep = o.keepCheckpoints ?? 2;

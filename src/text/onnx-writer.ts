@@ -190,7 +190,10 @@ function attributeProto(name: string, value: AttrValue): ProtoWriter {
     if (!Number.isInteger(value)) throw new Error(`ONNX attribute '${name}': ${value} is not an integer; wrap floats with float()`);
     w.varint(3, value).varint(20, AttrType.INT);
   } else if (Array.isArray(value)) {
-    for (const v of value) w.varint(8, v);
+    for (const v of value) {
+      if (!Number.isInteger(v)) throw new Error(`ONNX attribute '${name}': ${JSON.stringify(value)} is not a list of integers`);
+      w.varint(8, v);
+    }
     w.varint(20, AttrType.INTS);
   } else if (typeof value === 'string') {
     w.string(4, value).varint(20, AttrType.STRING);

@@ -41,10 +41,12 @@ export class DiagonalGaussian {
 
   /** z = mean + exp(logvar / 2) * eps, eps ~ N(0, I) drawn from rng. [B, h, w, zc] */
   sample(rng: Generator): tf.Tensor4D {
-    return tf.tidy(() => {
-      const eps = rng.randn(this.mean.shape);
-      return tf.add(this.mean, tf.mul(tf.exp(tf.mul(this.logvar, 0.5)), eps)) as tf.Tensor4D;
-    });
+    return tf.tidy(() => this.sampleWith(rng.randn(this.mean.shape) as tf.Tensor4D));
+  }
+
+  /** mean + std * eps (the reparameterisation trick, Kingma & Welling 2014, eq. 10). */
+  sampleWith(eps: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => tf.add(this.mean, tf.mul(tf.exp(tf.mul(this.logvar, 0.5)), eps)) as tf.Tensor4D);
   }
 
   /** The most likely latent: the mean (a copy). [B, h, w, zc] */
@@ -255,9 +257,26 @@ export class AutoencoderKL {
    * recon and kl afterwards, tf.keep them inside the closure (and dispose them later).
    */
   lossFn(images: tf.Tensor4D, rng: Generator): VaeLoss {
+    const eps = rng.randn(this.latentShape(images.shape)) as tf.Tensor4D;
+    try {
+      return this.lossFromNoise(images, eps);
+    } finally {
+      eps.dispose();
+    }
+  }
+
+  /** The latent shape of a batch of images [B, H, W, C]: [B, H/f, W/f, zc]. */
+  latentShape(imageShape: readonly number[]): [number, number, number, number] {
+    const [b, h, w] = imageShape;
+    const f = this.cfg.downsampleFactor;
+    return [b, h / f, w / f, this.cfg.latentChannels];
+  }
+
+  /** lossFn with the posterior's noise given: z = mean + std * eps (eps [B, h, w, zc]). */
+  lossFromNoise(images: tf.Tensor4D, eps: tf.Tensor4D): VaeLoss {
     return tf.tidy(() => {
       const post = this.encode(images);
-      const z = post.sample(rng);
+      const z = post.sampleWith(eps);
       const out = this.decode(z);
       const diff = tf.sub(out, images);
       const recon = (this.cfg.reconLoss === 'mse' ? tf.mean(tf.square(diff)) : tf.mean(tf.abs(diff))) as tf.Scalar;

@@ -70,16 +70,22 @@ describe('runBench', () => {
     expect(formatBench(r)).toMatch(/unet_train_step_ms +[\d.]+ ms/);
   });
 
-  it('runs the sampling figures on the ONNX Runtime U-Net when asked', async () => {
+  it('runs every figure on onnxruntime when asked (training gradients and the sampling U-Net)', async () => {
     const spec = loadBenchSpec(tinySpecFile());
     const before = tf.memory().numTensors;
-    const r = await runBench({ spec, backend, repeat: 1, warmup: 1, only: ['unet_forward_ms', 'sample_images_per_s'], unetRuntime: 'onnx', log: () => {} });
+    const r = await runBench({ spec, backend, repeat: 1, warmup: 1, runtime: 'onnx', log: () => {} });
     expect(tf.memory().numTensors).toBe(before);
     expect(r.unetRuntime).toBe('onnx');
+    expect(r.trainRuntime).toBe('onnx');
+    for (const f of Object.values(r.figures)) expect(f!.error).toBeUndefined();
+    expect(r.figures.unet_train_step_ms!.value).toBeGreaterThan(0);
     expect(r.figures.sample_images_per_s!.value).toBeGreaterThan(0);
     expect(r.extra.unet_forward_cached_ms).toBeGreaterThan(0);
-    expect(formatBench(r)).toMatch(/U-Net of unet_forward \(raw and K\/V cached\) and sampling: onnxruntime-node on the CPU/);
-  });
+    const text = formatBench(r);
+    expect(text).toMatch(/U-Net of unet_forward \(raw and K\/V cached\) and sampling: onnxruntime-node on the CPU/);
+    expect(text).toMatch(/training figures: gradients by onnxruntime-node/);
+    await expect(runBench({ spec, backend, runtime: 'onnx', workers: 2, log: () => {} })).rejects.toThrow(/runtime 'onnx' and 2 data-parallel workers cannot be combined/);
+  }, 60_000);
 
   it('times the training figures data-parallel over worker threads when asked', async () => {
     const spec = loadBenchSpec(tinySpecFile());

@@ -28,6 +28,8 @@ describe('training configs', () => {
     expect(bad(['conditioning.classNames=["0","1"]'])).toThrow(/classNames/);
     expect(bad(['unetTraining.workers=0'])).toThrow(/unetTraining.workers must be an integer from 1 to 64 \(1 = no data parallelism\), got 0/);
     expect(validateTrainConfig(applyOverrides(base, ['vaeTraining.workers=2'])).vaeTraining.workers).toBe(2);
+    expect(bad(['unetTraining.runtime=gpu'])).toThrow("unetTraining.runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx");
+    expect(validateTrainConfig(applyOverrides(base, ['vaeTraining.runtime=onnx'])).vaeTraining.runtime).toBe('onnx');
     expect(bad(['lossWeighting="l2"'])).toThrow(/lossWeighting must be 'mse' or 'min-snr', got "l2"/);
   });
 });

@@ -1,0 +1,204 @@
+/**
+ * Training gradients on onnxruntime (src/onnx/gradients.ts) against tfjs' own gradient tape:
+ * the conv gradient translations one by one (strides, 'same' / 'valid' / explicit pads, odd
+ * sizes), then the VAE and U-Net stage losses (CLIP context and label table) on a batch other
+ * than the traced one, the trainer with the onnx option against the tfjs trainer, and no leaks.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/backend/index.js';
+import { ParamStore, type StagedLoss, computeGradients, disposeGrads, stagedLossFn } from '../../src/nn/params.js';
+import { traceToOnnx } from '../../src/onnx/export.js';
+import { OnnxGradients } from '../../src/onnx/gradients.js';
+import { OnnxSession } from '../../src/onnx/runtime.js';
+import { traceKernels } from '../../src/onnx/trace.js';
+import { type UnetShardBatch, type UnetShardTask, type VaeShardTask, unetStagedLoss, vaeStagedLoss } from '../../src/pipeline/stages.js';
+import { train } from '../../src/pipeline/trainer.js';
+import { Generator } from '../../src/random/generator.js';
+import { DEFAULT_SCHEDULER_CONFIG } from '../../src/schedulers/config.js';
+import { LabelEncoder } from '../../src/text/label.js';
+import { UNet2DCondition } from '../../src/unet/unet2d-condition.js';
+import { AutoencoderKL } from '../../src/vae/autoencoder-kl.js';
+import { parseVaeConfig } from '../../src/vae/config.js';
+import type { IndexBatch } from '../../src/data/in-memory.js';
+import { PEER_UNET_CONFIG, perturbParams } from '../unet/peer-fixture.js';
+
+beforeAll(async () => {
+  await initBackend({ backend: 'wasm', threads: 1, quiet: true });
+});
+
+/** max |a - b| / max |a| over every gradient, and the name of the worst. */
+function worstRelative(want: Map<string, tf.Tensor>, got: Map<string, tf.Tensor>): { rel: number; name: string } {
+  let worst = { rel: 0, name: '' };
+  for (const [name, w] of want) {
+    const g = got.get(name);
+    if (!g) return { rel: Infinity, name: `${name} (missing)` };
+    expect(g.shape).toEqual(w.shape);
+    const a = w.dataSync();
+    const b = g.dataSync();
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < a.length; i++) {
+      num = Math.max(num, Math.abs(a[i] - b[i]));
+      den = Math.max(den, Math.abs(a[i]));
+    }
+    const rel = num / (den || 1);
+    if (rel > worst.rel) worst = { rel, name };
+  }
+  return worst;
+}
+
+/** tfjs' gradients and onnxruntime's for one batch (same rng state for both). */
+async function bothGradients<B>(store: ParamStore, staged: StagedLoss<B>, source: OnnxGradients<B>, batch: B, seed: number) {
+  const want = computeGradients(store, () => stagedLossFn(staged)(batch, new Generator(seed)));
+  const got = await source.gradients(batch, new Generator(seed));
+  return { want, got };
+}
+
+describe('ONNX export of the conv gradients', () => {
+  const cases: { name: string; x: number[]; k: number; cout: number; stride: number; pad: number | 'same' | 'valid' }[] = [
+    { name: '3x3 stride 1 pad 1', x: [2, 6, 6, 3], k: 3, cout: 4, stride: 1, pad: 1 },
+    { name: '3x3 stride 2 pad 1', x: [2, 8, 8, 3], k: 3, cout: 4, stride: 2, pad: 1 },
+    { name: '3x3 stride 2 same, odd size', x: [1, 7, 5, 2], k: 3, cout: 3, stride: 2, pad: 'same' },
+    { name: '3x3 stride 2 valid, odd size', x: [1, 7, 7, 2], k: 3, cout: 3, stride: 2, pad: 'valid' },
+    { name: '1x1', x: [2, 4, 4, 5], k: 1, cout: 2, stride: 1, pad: 0 },
+  ];
+  for (const c of cases) {
+    it(`matches tf.grads for a conv ${c.name}`, async () => {
+      const rng = new Generator(11);
+      const x = rng.randn(c.x);
+      const w = rng.randn([c.k, c.k, c.x[3], c.cout]);
+      const f = (a: tf.Tensor, b: tf.Tensor) => {
+        const y = tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.stride, c.pad);
+        return tf.sum(tf.mul(y, tf.sin(y))); // a non-constant dy
+      };
+      const g = tf.grads(f);
+      const [wantX, wantW] = g([x, w]);
+      const trace = traceKernels(() => g([x, w]), { x, w });
+      const kernels = new Set(trace.nodes.map((n) => n.kernel));
+      expect(kernels.has('Conv2DBackpropInput') && kernels.has('Conv2DBackpropFilter')).toBe(true);
+      const session = await OnnxSession.create(traceToOnnx(trace, { outputNames: ['dx', 'dw'] }), { threads: 1 });
+      const out = await session.run({ x, w });
+      expect(worstRelative(new Map([['dx', wantX], ['dw', wantW]]), new Map([['dx', out.dx], ['dw', out.dw]])).rel).toBeLessThan(1e-5);
+      session.dispose();
+      tf.dispose([x, w, wantX, wantW, ...Object.values(out)]);
+    });
+  }
+});
+
+describe('OnnxGradients', () => {
+  it('gives the VAE stage loss and its gradients, on batches other than the traced one, and leaks nothing', async () => {
+    const rng = new Generator(3);
+    const n = 6;
+    const config = parseVaeConfig({ imageChannels: 1, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 2, downsampleFactor: 4, groupNormGroups: 2 });
+    const task: VaeShardTask = { kind: 'vae', vae: config, data: { images: Float32Array.from({ length: n * 8 * 8 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 1] } };
+    const vae = new AutoencoderKL(config, new Generator(1));
+    perturbParams(vae.store, 4);
+    const staged = vaeStagedLoss(task, vae);
+    const source = new OnnxGradients(vae.store, staged, { threads: 1 });
+    const batch = (indices: number[]): IndexBatch => ({ indices, flips: indices.map((i) => i % 2 === 0), captionChoice: indices.map(() => 0) });
+    await source.gradients(batch([0, 1, 2]), new Generator(9)).then((r) => disposeGrads(r.grads)); // traces
+    const before = tf.memory().numTensors;
+    for (const [indices, seed] of [[[3, 4, 5], 20], [[5, 0, 2], 21]] as const) {
+      const { want, got } = await bothGradients(vae.store, staged, source, batch([...indices]), seed);
+      expect(got.loss).toBeCloseTo(want.loss.dataSync()[0], 5);
+      const worst = worstRelative(want.grads, got.grads);
+      expect(worst.rel, worst.name).toBeLessThan(1e-4);
+      want.loss.dispose();
+      disposeGrads(want.grads);
+      disposeGrads(got.grads);
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    await source.close();
+    await expect(source.gradients(batch([0]), new Generator(1))).rejects.toThrow(/closed/);
+    vae.dispose();
+  });
+
+  const unetTask = (labels: boolean): UnetShardTask => {
+    const rng = new Generator(5);
+    const n = 5;
+    const { contextLength: T, contextDim: D } = { contextLength: 5, contextDim: 12 }; // PEER_UNET_CONFIG's
+    return {
+      kind: 'unet',
+      unet: new UNet2DCondition(PEER_UNET_CONFIG, new Generator(0)).config,
+      labelEncoder: labels ? { kind: 'label', numClasses: 3, contextDim: D } : undefined,
+      scheduler: DEFAULT_SCHEDULER_CONFIG,
+      lossWeighting: { kind: 'min-snr', gamma: 5 },
+      conditioningDropout: 0.3,
+      latents: { shape: [n, 8, 8, 4], data: rng.normalArray(n * 8 * 8 * 4) },
+      captions: labels ? undefined : { table: { shape: [n, T, D], data: rng.normalArray(n * T * D) }, uncond: rng.normalArray(T * D) },
+    };
+  };
+
+  for (const labels of [false, true]) {
+    it(`gives the U-Net stage loss and its gradients (${labels ? 'label table trained alongside' : 'CLIP context'}), batch after batch`, async () => {
+      const task = unetTask(labels);
+      const unet = new UNet2DCondition(task.unet, new Generator(1));
+      perturbParams(unet.store, 2); // zero-initialised output convs would hide mistakes
+      const labelEncoder = task.labelEncoder ? new LabelEncoder(task.labelEncoder, new Generator(2)) : undefined;
+      const store = labelEncoder ? ParamStore.union({ unet: unet.store, label_encoder: labelEncoder.params }) : unet.store;
+      const staged = unetStagedLoss(task, unet, labelEncoder);
+      const source = new OnnxGradients(store, staged, { threads: 1 });
+      const batch = (indices: number[]): UnetShardBatch => (labels ? { indices, labels: indices.map((i) => i % 3) } : { indices, rows: indices });
+      for (const [indices, seed] of [[[0, 1, 2, 3], 30], [[4, 2, 0, 1], 31]] as const) {
+        const { want, got } = await bothGradients(store, staged, source, batch([...indices]), seed);
+        expect(got.loss).toBeCloseTo(want.loss.dataSync()[0], 5);
+        expect([...got.grads.keys()].sort()).toEqual([...want.grads.keys()].sort());
+        if (labels) expect(got.grads.has('label_encoder.embedding.weight')).toBe(true);
+        const worst = worstRelative(want.grads, got.grads);
+        expect(worst.rel, worst.name).toBeLessThan(1e-4);
+        want.loss.dispose();
+        disposeGrads(want.grads);
+        disposeGrads(got.grads);
+      }
+      // New weights reach the graph only through syncWeights (the trainer calls it every step).
+      const first = await source.gradients(batch([0, 1, 2, 3]), new Generator(40));
+      perturbParams(unet.store, 3);
+      const stale = await source.gradients(batch([0, 1, 2, 3]), new Generator(40));
+      source.syncWeights();
+      const fresh = await source.gradients(batch([0, 1, 2, 3]), new Generator(40));
+      expect(stale.loss).toBe(first.loss);
+      expect(fresh.loss).not.toBe(first.loss);
+      for (const r of [first, stale, fresh]) disposeGrads(r.grads);
+      await source.close();
+      if (store !== unet.store) store.dispose();
+      unet.dispose();
+      labelEncoder?.dispose();
+    }, 30_000);
+  }
+
+  it('trains like the tfjs trainer (same noise, same data; weights agree to rounding)', async () => {
+    const task = unetTask(false);
+    const runs: Float32Array[] = [];
+    for (const onnx of [false, true]) {
+      const unet = new UNet2DCondition(task.unet, new Generator(1));
+      perturbParams(unet.store, 2);
+      const staged = unetStagedLoss(task, unet, undefined);
+      let i = 0;
+      const r = await train<UnetShardBatch>({
+        runDir: mkdtempSync(path.join(os.tmpdir(), 'onnx-train-')),
+        store: unet.store,
+        data: { next: () => ({ indices: [i % 5, (i + 1) % 5], rows: [i % 5, (i++ + 1) % 5] }), position: () => i, restore: (p) => (i = p as number) },
+        loss: stagedLossFn(staged),
+        onnx: onnx ? { loss: staged, threads: 1 } : undefined,
+        totalSteps: 4,
+        seed: 7,
+        lr: { kind: 'constant', base: 1e-3, warmupSteps: 0, totalSteps: 4 },
+        log: () => {},
+      });
+      runs.push(Float32Array.from(await unet.store.get('conv_out.weight').data()));
+      r.optimizer.dispose();
+      unet.dispose();
+    }
+    let d = 0;
+    for (let k = 0; k < runs[0].length; k++) d = Math.max(d, Math.abs(runs[0][k] - runs[1][k]));
+    expect(d).toBeGreaterThan(0); // rounding differs (onnxruntime's kernels are not tfjs')
+    expect(d).toBeLessThan(1e-4);
+    await expect(
+      train({ runDir: '/nonexistent', store: new ParamStore(), data: { next: () => 0, position: () => 0, restore: () => {} }, loss: () => tf.scalar(0), onnx: { loss: {} as never }, parallel: { workers: 2, task: {} as never }, totalSteps: 1, seed: 0, lr: { kind: 'constant', base: 1, warmupSteps: 0, totalSteps: 1 } }),
+    ).rejects.toThrow(/onnxruntime gradients and 2 data-parallel workers cannot be combined/);
+  }, 30_000);
+});
