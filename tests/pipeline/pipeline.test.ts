@@ -199,6 +199,8 @@ describe('bad data and a label-conditioned MNIST model', () => {
     const report = lines.join('\n');
     for (const b of fixture.bad) expect(report).toContain(b.file);
     expect(report).toMatch(new RegExp(`${fixture.good.length} images used, ${fixture.bad.length} skipped`));
+    // The default runtime (auto) on wasm: gradients by onnxruntime, and the log says so.
+    expect(report).toMatch(/vae gradients: onnxruntime-node on the CPU \(\d+ threads?\), loss and backward pass traced from tfjs \(auto: /);
   });
 
   it('trains the text-conditioned U-Net data-parallel over worker threads', async () => {
@@ -208,6 +210,7 @@ describe('bad data and a label-conditioned MNIST model', () => {
     const lines: string[] = [];
     const pipeDir = (await runTraining({ config, runDir: dir, stage: 'unet', resume: false, quiet: true, log: (l) => lines.push(l) }))!;
     expect(lines.join('\n')).toMatch(/data-parallel: 3 workers x 1 /);
+    expect(lines.join('\n')).toMatch(/unet gradients: tfjs, data-parallel over 3 workers/);
     expect(readFileSync(path.join(dir, 'unet-stage', 'loss.jsonl'), 'utf8').trim().split('\n')).toHaveLength(2);
     expect(existsSync(path.join(pipeDir, 'unet', 'diffusion_pytorch_model.safetensors'))).toBe(true);
   });

@@ -69,6 +69,8 @@ describe('train CLI input errors', () => {
     expect(r2.stderr).toMatch(/--stage must be one of vae, unet, all, got 'both'/);
     const r3 = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--workers', '0']);
     expect(r3.stderr).toMatch(/--workers must be an integer from 1 to 64, got '0'/);
+    const r4 = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--runtime', 'gpu']);
+    expect(r4.stderr).toMatch(/--runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx/);
   });
 });
 
