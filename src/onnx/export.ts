@@ -232,6 +232,11 @@ const TRANSLATIONS: Record<string, Translate> = {
     };
     return [e.g.op('MatMul', [operand('a', n.attrs.transposeA), operand('b', n.attrs.transposeB)])];
   },
+  Step: (e, n) => {
+    // x > 0 ? 1 : alpha (NaN stays NaN in tfjs; here it gives alpha).
+    const x = e.name(input(n, 'x'));
+    return [e.g.op('Where', [e.g.op('Greater', [x, e.scalar(0)]), e.scalar(1), e.scalar(n.attrs.alpha as number)])];
+  },
   ClipByValue: (e, n) => [e.g.op('Clip', [e.name(input(n, 'x')), e.scalar(n.attrs.clipValueMin as number), e.scalar(n.attrs.clipValueMax as number)])],
   GreaterEqual: binary('GreaterOrEqual'),
   LessEqual: binary('LessOrEqual'),

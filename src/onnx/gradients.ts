@@ -20,8 +20,18 @@ import { traceKernels } from './trace.js';
 const PARAM = 'param:';
 const GRAD = 'grad:';
 
+export interface OnnxGradientsOptions extends OnnxSessionOptions {
+  /**
+   * When given, a loss that cannot be exported (a tfjs kernel without an ONNX translation) is
+   * computed by tfjs instead, and this is called once with the reason; else that is an error.
+   */
+  onFallback?: (why: string) => void;
+}
+
+type Loaded = { session: OnnxSession; params: string[] } | { fallback: string };
+
 export class OnnxGradients<B> {
-  private readonly sessions = new Map<string, Promise<{ session: OnnxSession; params: string[] }>>();
+  private readonly sessions = new Map<string, Promise<Loaded>>();
   private weights: Record<string, HostArray> | undefined;
   private closed = false;
 
@@ -29,7 +39,7 @@ export class OnnxGradients<B> {
     /** The trained parameters (read, never written). */
     readonly store: ParamStore,
     readonly loss: StagedLoss<B>,
-    readonly options: OnnxSessionOptions = {},
+    readonly options: OnnxGradientsOptions = {},
   ) {}
 
   /** Reads the store's current weights to the host; call after every optimizer update. */
@@ -52,7 +62,14 @@ export class OnnxGradients<B> {
         this.sessions.set(key, entry);
         entry.catch(() => this.sessions.delete(key));
       }
-      const { session, params } = await entry;
+      const loaded = await entry;
+      if ('fallback' in loaded) {
+        const r = computeGradients(this.store, () => this.loss.graph(inputs));
+        const loss = (await r.loss.data())[0];
+        r.loss.dispose();
+        return { loss, grads: r.grads };
+      }
+      const { session, params } = loaded;
       if (!this.weights) this.syncWeights();
       const out = await session.run({ ...this.weights!, ...inputs });
       const loss = out.loss.dataSync()[0];
@@ -64,7 +81,7 @@ export class OnnxGradients<B> {
   }
 
   /** Traces loss + gradients for this input signature and loads the graph. */
-  private async load(inputs: Record<string, tf.Tensor>): Promise<{ session: OnnxSession; params: string[] }> {
+  private async load(inputs: Record<string, tf.Tensor>): Promise<Loaded> {
     for (const name of Object.keys(inputs)) {
       if (name.startsWith(PARAM) || name.startsWith(GRAD) || name === 'loss') throw new Error(`OnnxGradients: a loss input may not be named '${name}'`);
     }
@@ -76,11 +93,19 @@ export class OnnxGradients<B> {
       params = [...r.grads.keys()];
       return [r.loss, ...r.grads.values()];
     }, traced);
-    const model = traceToOnnx(trace, {
-      name: 'loss_and_gradients',
-      outputNames: ['loss', ...params.map((p) => GRAD + p)],
-      docString: 'a training loss and its gradients, traced from tfjs',
-    });
+    let model: Uint8Array;
+    try {
+      model = traceToOnnx(trace, {
+        name: 'loss_and_gradients',
+        outputNames: ['loss', ...params.map((p) => GRAD + p)],
+        docString: 'a training loss and its gradients, traced from tfjs',
+      });
+    } catch (e) {
+      if (!this.options.onFallback) throw e;
+      const why = (e as Error).message;
+      this.options.onFallback(why);
+      return { fallback: why };
+    }
     return { session: await OnnxSession.create(model, this.options), params };
   }
 
@@ -90,6 +115,9 @@ export class OnnxGradients<B> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
     this.weights = undefined;
-    for (const s of all) (await s.catch(() => undefined))?.session.dispose();
+    for (const s of all) {
+      const loaded = await s.catch(() => undefined);
+      if (loaded && 'session' in loaded) loaded.session.dispose();
+    }
   }
 }

@@ -88,7 +88,7 @@ function trainerSettings(t: StageTraining) {
  * The trainer's `onnx` option when the stage's runtime resolves to onnxruntime; logs what
  * computes the gradients either way. Data-parallel workers run tfjs.
  */
-async function gradientRuntime<B>(stage: string, t: StageTraining, loss: StagedLoss<B>, log: (line: string) => void): Promise<{ loss: StagedLoss<B> } | undefined> {
+async function gradientRuntime<B>(stage: string, t: StageTraining, loss: StagedLoss<B>, log: (line: string) => void): Promise<{ loss: StagedLoss<B>; fallback: boolean } | undefined> {
   const choice = t.runtime ?? 'auto';
   const workers = t.workers ?? 1;
   if (workers > 1) {
@@ -99,7 +99,8 @@ async function gradientRuntime<B>(stage: string, t: StageTraining, loss: StagedL
   const { runtime, why } = await resolveRuntime(choice, currentBackend() ?? { gpu: false, name: 'tfjs' });
   const how = runtime === 'onnx' ? `onnxruntime-node on the CPU (${defaultOnnxThreads()} threads), loss and backward pass traced from tfjs` : 'tfjs (the backend above)';
   log(`${stage} gradients: ${how}${why ? ` (${why})` : ''}`);
-  return runtime === 'onnx' ? { loss } : undefined;
+  // Asked for by auto only: a loss the exporter cannot translate then trains on tfjs.
+  return runtime === 'onnx' ? { loss, fallback: choice === 'auto' } : undefined;
 }
 
 /** Runs `fn` with the EMA weights swapped into `store`, restoring the live weights afterwards. */

@@ -75,7 +75,12 @@ export interface TrainerOptions<B> {
    * Gradients by onnxruntime (src/onnx/gradients.ts) from this staged form of `loss` (the same
    * loss: same inputs, same noise). Not with `parallel.workers` > 1.
    */
-  onnx?: { loss: StagedLoss<B>; threads?: number };
+  onnx?: {
+    loss: StagedLoss<B>;
+    threads?: number;
+    /** A loss that cannot be exported trains on tfjs instead (with a log line) rather than stopping the run. */
+    fallback?: boolean;
+  };
   /** Start-up lines (default console.error). */
   log?: (line: string) => void;
 }
@@ -159,7 +164,10 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
   mkdirSync(path.join(o.runDir, CHECKPOINTS_DIR), { recursive: true });
   const workers = o.parallel?.workers ?? 1;
   const source: GradientSource<B> | undefined = o.onnx
-    ? new OnnxGradients(o.store, o.onnx.loss, { threads: o.onnx.threads })
+    ? new OnnxGradients(o.store, o.onnx.loss, {
+        threads: o.onnx.threads,
+        onFallback: o.onnx.fallback ? (why) => (o.log ?? ((l: string) => console.error(l)))(`gradients: tfjs instead of onnxruntime: ${why.split('; supported:')[0]}`) : undefined,
+      })
     : workers > 1
       ? ((await DataParallel.start({ workers, task: o.parallel!.task, store: o.store, loss: o.loss as (b: object, rng: Generator) => tf.Scalar, log: o.log })) as unknown as GradientSource<B>)
       : undefined;

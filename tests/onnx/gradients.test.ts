@@ -93,7 +93,8 @@ describe('OnnxGradients', () => {
   it('gives the VAE stage loss and its gradients, on batches other than the traced one, and leaks nothing', async () => {
     const rng = new Generator(3);
     const n = 6;
-    const config = parseVaeConfig({ imageChannels: 1, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 2, downsampleFactor: 4, groupNormGroups: 2 });
+    // L1 reconstruction (the default model's): its gradient is tfjs' Step kernel.
+    const config = parseVaeConfig({ imageChannels: 1, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 2, downsampleFactor: 4, groupNormGroups: 2, reconLoss: 'l1' });
     const task: VaeShardTask = { kind: 'vae', vae: config, data: { images: Float32Array.from({ length: n * 8 * 8 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 1] } };
     const vae = new AutoencoderKL(config, new Generator(1));
     perturbParams(vae.store, 4);
@@ -169,6 +170,33 @@ describe('OnnxGradients', () => {
       labelEncoder?.dispose();
     }, 30_000);
   }
+
+  it('a loss with an untranslated kernel is an error naming it, or computed by tfjs when a fallback is asked for', async () => {
+    const store = new ParamStore();
+    const w = store.add('w', [3], { kind: 'normal', std: 1 }, new Generator(1));
+    const staged: StagedLoss<number> = {
+      inputs: (b) => ({ x: tf.fill([3], b) }),
+      graph: (i) => tf.sum(tf.atan(tf.mul(w, i.x))) as tf.Scalar,
+    };
+    const strict = new OnnxGradients(store, staged, { threads: 1 });
+    await expect(strict.gradients(2, new Generator(0))).rejects.toThrow(/no translation for tfjs kernel\(s\) 'Atan'/);
+    await strict.close();
+    const reasons: string[] = [];
+    const lenient = new OnnxGradients(store, staged, { threads: 1, onFallback: (why) => reasons.push(why) });
+    for (let k = 0; k < 2; k++) {
+      const got = await lenient.gradients(2, new Generator(0));
+      const want = computeGradients(store, () => stagedLossFn(staged)(2, new Generator(0)));
+      expect(got.loss).toBeCloseTo(want.loss.dataSync()[0], 6);
+      expect(worstRelative(want.grads, got.grads).rel).toBe(0);
+      want.loss.dispose();
+      disposeGrads(want.grads);
+      disposeGrads(got.grads);
+    }
+    expect(reasons).toHaveLength(1);
+    expect(reasons[0]).toMatch(/'Atan'/);
+    await lenient.close();
+    store.dispose();
+  });
 
   it('trains like the tfjs trainer (same noise, same data; weights agree to rounding)', async () => {
     const task = unetTask(false);
