@@ -4,6 +4,7 @@
  * training checkpoints can save it and a resumed run continues exactly.
  */
 import * as tf from '@tensorflow/tfjs';
+import { ADAMW_KERNEL } from '../backend/wasm-kernels.js';
 import type { NamedArray, ParamStore } from '../nn/params.js';
 
 export interface AdamWConfig {
@@ -56,10 +57,20 @@ export class AdamW {
     this.stepCount++;
     const bc1 = 1 - beta1 ** this.stepCount;
     const bc2 = 1 - beta2 ** this.stepCount;
+    const fused = tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined;
     for (const [name, g] of grads) {
       const p = this.store.get(name);
       const m = this.slot(this.m, name, p);
       const v = this.slot(this.v, name, p);
+      if (fused && g.dtype === 'float32') {
+        const attrs = { beta1, beta2, bc1, bc2, eps, lr, decay: 1 - lr * weightDecay };
+        const [pNew, mNew, vNew] = tf.engine().runKernel(ADAMW_KERNEL, { p, g, m, v }, attrs) as tf.Tensor[];
+        m.assign(mNew);
+        v.assign(vNew);
+        p.assign(pNew);
+        tf.dispose([pNew, mNew, vNew]);
+        continue;
+      }
       tf.tidy(() => {
         const mNew = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
         const vNew = tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2));

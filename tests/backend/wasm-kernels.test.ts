@@ -447,3 +447,46 @@ describe('a small network', () => {
     tf.dispose([...vars, x, tgt]);
   });
 });
+
+describe('fused AdamW', () => {
+  it('matches a float64 reference of Loshchilov & Hutter Algorithm 2 and writes new buffers', async () => {
+    const { ParamStore } = await import('../../src/nn/params.js');
+    const { AdamW } = await import('../../src/optim/adamw.js');
+    const n = 1000;
+    const p0 = gen.normalArray(n);
+    const cfg = { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 };
+    const store = new ParamStore();
+    const v = store.add('p', [n], { kind: 'zeros' }, new Generator(0));
+    tf.tidy(() => v.assign(tf.tensor1d(p0)));
+    const opt = new AdamW(store, cfg);
+    const p = Float64Array.from(p0);
+    const m = new Float64Array(n);
+    const s = new Float64Array(n);
+    let before = 0;
+    for (let t = 1; t <= 3; t++) {
+      if (t === 2) before = tf.memory().numTensors; // after the first step made the m and v slots
+      const g = gen.normalArray(n);
+      for (let i = 0; i < n; i++) {
+        m[i] = cfg.beta1 * m[i] + (1 - cfg.beta1) * g[i];
+        s[i] = cfg.beta2 * s[i] + (1 - cfg.beta2) * g[i] ** 2;
+        const mh = m[i] / (1 - cfg.beta1 ** t);
+        const vh = s[i] / (1 - cfg.beta2 ** t);
+        p[i] = p[i] - cfg.lr * (mh / (Math.sqrt(vh) + cfg.eps) + cfg.weightDecay * p[i]);
+      }
+      const held = tf.clone(v); // shares v's buffer (our Identity): the update must not write into it
+      const heldValues = held.dataSync().slice();
+      const grads = new Map([['p', tf.tensor1d(g)]]);
+      opt.step(grads);
+      grads.get('p')!.dispose();
+      expect(held.dataSync()).toEqual(heldValues);
+      held.dispose();
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    const got = v.dataSync();
+    let worst = 0;
+    for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(got[i] - p[i]));
+    expect(worst).toBeLessThan(1e-6);
+    opt.dispose();
+    store.dispose();
+  });
+});
