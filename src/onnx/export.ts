@@ -3,10 +3,13 @@
  * protobuf writer. Shapes are the trace's: a model is exported per input shape (batch included),
  * because tfjs ops bake sizes into Reshape targets.
  *
- * Layout stays NHWC as in tfjs; each Conv2D becomes Transpose -> Conv (NCHW, weights OIHW) ->
- * Transpose. The weight transposes act on initializers, so onnxruntime constant-folds them when
- * the session is created; the activation transposes stay wherever a GroupNorm's reshape separates
- * two convolutions. A kernel with no translation is an error naming it.
+ * Layout. tfjs is NHWC, onnxruntime's convolutions are NCHW. Rather than wrapping each conv in
+ * two activation transposes, a value may live *permuted*: stored as Transpose(logical, perm)
+ * (a conv's output is NCHW, perm [0, 3, 1, 2]). Elementwise ops, reductions, reshapes that only
+ * split or merge axes (GroupNorm's), slices, pads, concats and softmax work on the permuted data
+ * with their axes remapped, so a chain conv -> GroupNorm -> SiLU -> conv, and its backward pass,
+ * runs without transposes; a value is transposed back (once, cached) only where a kernel needs
+ * the tfjs layout (a MatMul, a graph output). A kernel with no translation is an error naming it.
  */
 import type * as tf from '@tensorflow/tfjs';
 import { type AttrValue, OnnxGraphBuilder, type OnnxDataTypeName } from '../text/onnx-writer.js';
@@ -15,12 +18,39 @@ import type { KernelTrace, TracedNode, TracedValue } from './trace.js';
 export const ONNX_OPSET = 13;
 
 /** The graph being written: value names, shapes and small helpers for the translators. */
+/** A value stored permuted: `name` holds Transpose(logical value, perm). */
+interface Permuted {
+  name: string;
+  perm: number[];
+}
+
+/** A translator's result for one output: a name in tfjs layout, or a permuted value. */
+type Out = string | Permuted;
+
+const NCHW = [0, 3, 1, 2];
+const isIdentity = (perm: readonly number[]): boolean => perm.every((p, i) => p === i);
+const invert = (perm: readonly number[]): number[] => {
+  const inv = new Array<number>(perm.length);
+  perm.forEach((p, i) => (inv[p] = i));
+  return inv;
+};
+const sameList = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+
 class Emitter {
   readonly g: OnnxGraphBuilder;
   private readonly names = new Map<number, string>();
+  private readonly permuted = new Map<number, Permuted>();
+  /** Transposes made for a (value, layout) pair, reused by every consumer. */
+  private readonly transposes = new Map<string, string>();
+  private readonly uniforms = new Map<number, string | undefined>();
   private counter = 0;
 
-  constructor(readonly trace: KernelTrace, name: string) {
+  constructor(
+    readonly trace: KernelTrace,
+    name: string,
+    /** false: every value is kept in tfjs layout (each conv transposes its input and output). */
+    readonly propagate = true,
+  ) {
     this.g = new OnnxGraphBuilder(name);
     for (const [inputName, v] of trace.inputs) {
       this.g.input({ name: inputName, dataType: onnxType(v.dtype, `input '${inputName}'`), shape: v.shape });
@@ -28,10 +58,16 @@ class Emitter {
     }
   }
 
-  /** The ONNX name of a traced tensor; constants become initializers on first use. */
+  /** The ONNX name of a traced tensor in tfjs layout; constants become initializers on first use. */
   name(id: number): string {
     const known = this.names.get(id);
     if (known !== undefined) return known;
+    const p = this.permuted.get(id);
+    if (p) {
+      const back = this.g.op('Transpose', [p.name], { perm: invert(p.perm) });
+      this.names.set(id, back);
+      return back;
+    }
     const c = this.trace.constants.get(id);
     if (!c) throw new Error(`ONNX export: tensor ${id} is used before it is computed`);
     const name = `const_${id}`;
@@ -70,8 +106,50 @@ class Emitter {
     return this.g.floats(`scalar_${this.counter++}`, [], [value]);
   }
 
-  bind(id: number, name: string): void {
-    this.names.set(id, name);
+  /** The layout a value lives in when it is stored permuted (and layouts propagate). */
+  layout(id: number): number[] | undefined {
+    return this.propagate ? this.permuted.get(id)?.perm : undefined;
+  }
+
+  /** The value stored as Transpose(logical, perm): free when it lives so, else one cached transpose. */
+  as(id: number, perm: number[]): string {
+    const p = this.permuted.get(id);
+    if (p && sameList(p.perm, perm)) return p.name;
+    if (isIdentity(perm)) return this.name(id);
+    const key = `${id}:${perm.join(',')}`;
+    const cached = this.transposes.get(key);
+    if (cached) return cached;
+    // From whichever form exists (the permuted one first: the logical may not be made yet).
+    const src = p && !this.names.has(id) ? p : { name: this.name(id), perm: perm.map((_, i) => i) };
+    const inv = invert(src.perm);
+    const t = this.g.op('Transpose', [src.name], { perm: perm.map((a) => inv[a]) });
+    this.transposes.set(key, t);
+    return t;
+  }
+
+  /** A filled constant's single value as a scalar initializer, else undefined. */
+  uniform(id: number): string | undefined {
+    if (this.uniforms.has(id)) return this.uniforms.get(id);
+    const name = this.makeUniform(id);
+    this.uniforms.set(id, name);
+    return name;
+  }
+
+  private makeUniform(id: number): string | undefined {
+    const c = this.trace.constants.get(id);
+    if (!c || (c.dtype !== 'float32' && c.dtype !== 'int32') || c.values.length === 0) return undefined;
+    const v0 = c.values[0];
+    for (let i = 1; i < c.values.length; i++) if (c.values[i] !== v0) return undefined;
+    const name = `uniform_${id}`;
+    if (c.dtype === 'float32') this.g.floats(name, [], [v0]);
+    else this.g.initializer({ name, dataType: 'INT32', dims: [], data: Int32Array.of(v0) });
+    return name;
+  }
+
+  bind(id: number, out: Out): void {
+    if (typeof out === 'string') this.names.set(id, out);
+    else if (isIdentity(out.perm)) this.names.set(id, out.name);
+    else this.permuted.set(id, out);
   }
 }
 
@@ -114,25 +192,107 @@ function convPads(pad: unknown, inHW: number[], outHW: number[], kernel: number[
 
 const pair = (v: unknown): number[] => (Array.isArray(v) ? (v as number[]) : [v as number, v as number]);
 
-type Translate = (e: Emitter, n: TracedNode) => string[];
+type Translate = (e: Emitter, n: TracedNode) => Out[];
 
-const unary = (op: string): Translate => (e, n) => [e.g.op(op, [e.name(input(n, 'x'))])];
-const binary = (op: string): Translate => (e, n) => [e.g.op(op, [e.name(input(n, 'a')), e.name(input(n, 'b'))])];
+/**
+ * An elementwise op over `ids` (numpy broadcasting). When one operand of the output's rank lives
+ * permuted, the op runs in that layout (the other operands brought to it; lower-rank ones padded
+ * with leading 1s first) and so does its output. A filled constant that does not set the output
+ * shape is passed as its scalar.
+ */
+function elementwise(e: Emitter, n: TracedNode, ids: number[], build: (names: string[]) => string): Out {
+  const outShape = e.shape(n.outputs[0]);
+  const R = outShape.length;
+  const perm = ids.map((id) => (e.shape(id).length === R ? e.layout(id) : undefined)).find((p) => p !== undefined);
+  const names = ids.map((id) => {
+    const u = ids.some((o) => o !== id && sameList(e.shape(o), outShape)) ? e.uniform(id) : undefined;
+    if (u !== undefined) return u;
+    if (!perm) return e.name(id);
+    const shape = e.shape(id);
+    if (shape.length === R) return e.as(id, perm);
+    if (shape.every((d) => d === 1)) return e.name(id); // broadcasts along any axis
+    const padded = e.g.op('Reshape', [e.name(id), e.ints([...new Array<number>(R - shape.length).fill(1), ...shape])]);
+    return e.g.op('Transpose', [padded], { perm });
+  });
+  const y = build(names);
+  return perm ? { name: y, perm } : y;
+}
+
+const unary = (op: string, attrs: Record<string, AttrValue> = {}): Translate => (e, n) => [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op(op, [x], attrs))];
+const binary = (op: string): Translate => (e, n) => [elementwise(e, n, [input(n, 'a'), input(n, 'b')], ([a, b]) => e.g.op(op, [a, b]))];
+
+/**
+ * A reshape of a value stored permuted by `perm`, done on the stored data: possible when each
+ * group of input axes that merges or splits into output axes is contiguous and in order in the
+ * stored layout (GroupNorm's [B, H, W, C] -> [B, HW, G, C/G] on NCHW data is). Returns the
+ * output's layout and stored shape, or undefined.
+ */
+function reshapePermuted(from: number[], to: number[], perm: number[]): { perm: number[]; stored: number[] } | undefined {
+  const groups: [number[], number[]][] = [];
+  let i = 0;
+  let j = 0;
+  while (i < from.length && j < to.length) {
+    const gi = [i];
+    const gj = [j];
+    let a = from[i++];
+    let b = to[j++];
+    while (a !== b) {
+      if (a < b) {
+        if (i >= from.length) return undefined;
+        a *= from[i];
+        gi.push(i++);
+      } else {
+        if (j >= to.length) return undefined;
+        b *= to[j];
+        gj.push(j++);
+      }
+    }
+    groups.push([gi, gj]);
+  }
+  if (i !== from.length || j !== to.length) return undefined;
+  const groupOf = new Map<number, number>();
+  groups.forEach(([gi], k) => gi.forEach((ax) => groupOf.set(ax, k)));
+  const out: number[] = [];
+  for (let pos = 0; pos < perm.length; ) {
+    const [gi, gj] = groups[groupOf.get(perm[pos])!];
+    if (gi.some((ax, q) => perm[pos + q] !== ax)) return undefined;
+    out.push(...gj);
+    pos += gi.length;
+  }
+  return { perm: out, stored: out.map((ax) => to[ax]) };
+}
+
 /** Kernels that only change the shape: a Reshape to the traced output shape. */
-const reshape: Translate = (e, n) => [e.g.op('Reshape', [e.name(n.inputs[0][1]), e.ints(e.shape(n.outputs[0]))])]; // 'x' or 'input'
+const reshape: Translate = (e, n) => {
+  const x = n.inputs[0][1]; // 'x' or 'input'
+  const to = e.shape(n.outputs[0]);
+  const perm = e.layout(x);
+  const mapped = perm && reshapePermuted(e.shape(x), to, perm);
+  if (mapped) return [{ name: e.g.op('Reshape', [e.as(x, perm!), e.ints(mapped.stored)]), perm: mapped.perm }];
+  return [e.g.op('Reshape', [e.name(x), e.ints(to)])];
+};
+
 const reduce = (op: string): Translate => (e, n) => {
   const x = input(n, 'x');
   // Mean/Sum name the axes `axis`, Max/Min `reductionIndices`.
   const rank = e.shape(x).length;
   const given = n.attrs.axis ?? n.attrs.reductionIndices;
-  const all = [...Array(rank).keys()]; // no axis: reduce over every axis
-  const attrs: Record<string, AttrValue> = { axes: given == null ? all : axes(given, rank), keepdims: n.attrs.keepDims ? 1 : 0 };
+  const logical = given == null ? [...Array(rank).keys()] : axes(given, rank); // no axis: every axis
+  const keep = Boolean(n.attrs.keepDims);
+  const perm = e.layout(x);
+  const axesHere = perm ? logical.map((a) => perm.indexOf(a)).sort((p, q) => p - q) : logical;
+  const src = perm ? e.as(x, perm) : e.name(x);
   // Opset 13 moved ReduceSum's axes to an input; the other reductions keep the attribute.
-  if (op === 'ReduceSum') {
-    const { axes: ax, ...rest } = attrs;
-    return [e.g.op(op, [e.name(x), e.ints(ax as number[])], rest)];
-  }
-  return [e.g.op(op, [e.name(x)], attrs)];
+  const y =
+    op === 'ReduceSum'
+      ? e.g.op(op, [src, e.ints(axesHere)], { keepdims: keep ? 1 : 0 })
+      : e.g.op(op, [src], { axes: axesHere, keepdims: keep ? 1 : 0 });
+  if (!perm) return [y];
+  if (keep) return [{ name: y, perm }];
+  // The kept axes stay in stored order; renumber them as the output's logical axes.
+  const left = perm.filter((a) => !logical.includes(a));
+  const sorted = [...left].sort((p, q) => p - q);
+  return [{ name: y, perm: left.map((a) => sorted.indexOf(a)) }];
 };
 
 function checkConvAttrs(n: TracedNode): void {
@@ -157,11 +317,8 @@ const TRANSLATIONS: Record<string, Translate> = {
   Abs: unary('Abs'),
   Relu: unary('Relu'),
   Reciprocal: unary('Reciprocal'),
-  Rsqrt: (e, n) => [e.g.op('Reciprocal', [e.g.op('Sqrt', [e.name(input(n, 'x'))])])],
-  Square: (e, n) => {
-    const x = e.name(input(n, 'x'));
-    return [e.g.op('Mul', [x, x])];
-  },
+  Rsqrt: (e, n) => [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op('Reciprocal', [e.g.op('Sqrt', [x])]))],
+  Square: (e, n) => [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op('Mul', [x, x]))],
   Add: binary('Add'),
   Sub: binary('Sub'),
   Multiply: binary('Mul'),
@@ -169,48 +326,69 @@ const TRANSLATIONS: Record<string, Translate> = {
   Maximum: binary('Max'),
   Minimum: binary('Min'),
   Pow: binary('Pow'),
-  SquaredDifference: (e, n) => {
-    const d = e.g.op('Sub', [e.name(input(n, 'a')), e.name(input(n, 'b'))]);
-    return [e.g.op('Mul', [d, d])];
-  },
-  AddN: (e, n) => [e.g.op('Sum', n.inputs.map(([, id]) => e.name(id)))],
+  SquaredDifference: (e, n) =>
+    [elementwise(e, n, [input(n, 'a'), input(n, 'b')], ([a, b]) => {
+      const d = e.g.op('Sub', [a, b]);
+      return e.g.op('Mul', [d, d]);
+    })],
+  AddN: (e, n) => [elementwise(e, n, n.inputs.map(([, id]) => id), (xs) => e.g.op('Sum', xs))],
   Cast: (e, n) => {
     const to = CAST_TO[n.attrs.dtype as tf.DataType];
     if (to === undefined) throw new Error(`ONNX export: Cast to ${String(n.attrs.dtype)} is not supported`);
-    return [e.g.op('Cast', [e.name(input(n, 'x'))], { to })];
+    return unary('Cast', { to })(e, n);
   },
   Reshape: reshape,
   ExpandDims: reshape,
   Squeeze: reshape,
-  Transpose: (e, n) => [e.g.op('Transpose', [e.name(input(n, 'x'))], { perm: n.attrs.perm as number[] })],
+  Transpose: (e, n) => {
+    const x = input(n, 'x');
+    const q = n.attrs.perm as number[];
+    const perm = e.layout(x);
+    // Stored data unchanged: output axis k is input axis q[k], so the stored layout is renamed.
+    if (perm) {
+      const qInv = invert(q);
+      return [{ name: e.as(x, perm), perm: perm.map((a) => qInv[a]) }];
+    }
+    return [e.g.op('Transpose', [e.name(x)], { perm: q })];
+  },
   Concat: (e, n) => {
-    const first = n.inputs[0][1];
-    return [e.g.op('Concat', n.inputs.map(([, id]) => e.name(id)), { axis: axes(n.attrs.axis, e.shape(first).length)[0] })];
+    const ids = n.inputs.map(([, id]) => id);
+    const axis = axes(n.attrs.axis, e.shape(ids[0]).length)[0];
+    const perm = ids.map((id) => e.layout(id)).find((p) => p !== undefined);
+    if (perm) return [{ name: e.g.op('Concat', ids.map((id) => e.as(id, perm)), { axis: perm.indexOf(axis) }), perm }];
+    return [e.g.op('Concat', ids.map((id) => e.name(id)), { axis })];
   },
   SplitV: (e, n) => {
     // One Slice per part (the graph builder makes single-output nodes); bounds from traced shapes.
     const x = input(n, 'x');
     const axis = axes(n.attrs.axis, e.shape(x).length)[0];
+    const perm = e.layout(x);
+    const src = perm ? e.as(x, perm) : e.name(x);
     let start = 0;
     return n.outputs.map((id) => {
       const size = e.shape(id)[axis];
-      const out = e.g.op('Slice', [e.name(x), e.ints([start]), e.ints([start + size]), e.ints([axis])]);
+      const out = e.g.op('Slice', [src, e.ints([start]), e.ints([start + size]), e.ints([perm ? perm.indexOf(axis) : axis])]);
       start += size;
-      return out;
+      return perm ? { name: out, perm } : out;
     });
   },
   Slice: (e, n) => {
+    const x = input(n, 'x');
     const begin = n.attrs.begin as number[];
     const size = e.shape(n.outputs[0]);
-    const dims = begin.map((_, i) => i);
-    return [e.g.op('Slice', [e.name(input(n, 'x')), e.ints(begin), e.ints(begin.map((b, i) => b + size[i])), e.ints(dims)])];
+    const perm = e.layout(x) ?? begin.map((_, i) => i);
+    const b = perm.map((a) => begin[a]);
+    const y = e.g.op('Slice', [e.as(x, perm), e.ints(b), e.ints(perm.map((a, i) => b[i] + size[a])), e.ints(perm.map((_, i) => i))]);
+    return [{ name: y, perm }];
   },
   Tile: (e, n) => [e.g.op('Tile', [e.name(input(n, 'x')), e.ints(n.attrs.reps as number[])])],
   BroadcastTo: (e, n) => [e.g.op('Expand', [e.name(input(n, 'x')), e.ints(e.shape(n.outputs[0]))])],
   PadV2: (e, n) => {
+    const x = input(n, 'x');
     const p = n.attrs.paddings as [number, number][];
-    const pads = [...p.map((q) => q[0]), ...p.map((q) => q[1])];
-    return [e.g.op('Pad', [e.name(input(n, 'x')), e.ints(pads), e.scalar(n.attrs.constantValue as number)], { mode: 'constant' })];
+    const perm = e.layout(x) ?? p.map((_, i) => i);
+    const pads = [...perm.map((a) => p[a][0]), ...perm.map((a) => p[a][1])];
+    return [{ name: e.g.op('Pad', [e.as(x, perm), e.ints(pads), e.scalar(n.attrs.constantValue as number)], { mode: 'constant' }), perm }];
   },
   Mean: reduce('ReduceMean'),
   Sum: reduce('ReduceSum'),
@@ -218,7 +396,10 @@ const TRANSLATIONS: Record<string, Translate> = {
   Min: reduce('ReduceMin'),
   Softmax: (e, n) => {
     const x = input(n, 'logits');
-    return [e.g.op('Softmax', [e.name(x)], { axis: axes(n.attrs.dim, e.shape(x).length)[0] })];
+    const axis = axes(n.attrs.dim, e.shape(x).length)[0];
+    const perm = e.layout(x);
+    if (perm) return [{ name: e.g.op('Softmax', [e.as(x, perm)], { axis: perm.indexOf(axis) }), perm }];
+    return [e.g.op('Softmax', [e.name(x)], { axis })];
   },
   BatchMatMul: (e, n) => {
     // tfjs transposes the last two axes of a and/or b; ONNX MatMul broadcasts batch axes alike.
@@ -232,16 +413,15 @@ const TRANSLATIONS: Record<string, Translate> = {
     };
     return [e.g.op('MatMul', [operand('a', n.attrs.transposeA), operand('b', n.attrs.transposeB)])];
   },
-  Step: (e, n) => {
+  Step: (e, n) =>
     // x > 0 ? 1 : alpha (NaN stays NaN in tfjs; here it gives alpha).
-    const x = e.name(input(n, 'x'));
-    return [e.g.op('Where', [e.g.op('Greater', [x, e.scalar(0)]), e.scalar(1), e.scalar(n.attrs.alpha as number)])];
-  },
-  ClipByValue: (e, n) => [e.g.op('Clip', [e.name(input(n, 'x')), e.scalar(n.attrs.clipValueMin as number), e.scalar(n.attrs.clipValueMax as number)])],
+    [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op('Where', [e.g.op('Greater', [x, e.scalar(0)]), e.scalar(1), e.scalar(n.attrs.alpha as number)]))],
+  ClipByValue: (e, n) =>
+    [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op('Clip', [x, e.scalar(n.attrs.clipValueMin as number), e.scalar(n.attrs.clipValueMax as number)]))],
   GreaterEqual: binary('GreaterOrEqual'),
   LessEqual: binary('LessOrEqual'),
   LogicalAnd: binary('And'),
-  Select: (e, n) => [e.g.op('Where', [e.name(input(n, 'condition')), e.name(input(n, 't')), e.name(input(n, 'e'))])],
+  Select: (e, n) => [elementwise(e, n, [input(n, 'condition'), input(n, 't'), input(n, 'e')], (xs) => e.g.op('Where', xs))],
   ZerosLike: (e, n) => [e.g.op('Expand', [e.scalar(0), e.ints(e.shape(n.outputs[0]))])],
   OneHot: (e, n) => {
     const id = n.outputs[0];
@@ -264,16 +444,14 @@ const TRANSLATIONS: Record<string, Translate> = {
     const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
     // ConvTranspose size: s * (o - 1) + k - pads + output_padding must give the forward input size.
     const outputPadding = [0, 1].map((i) => [ih, iw][i] - (strides[i] * ([oh, ow][i] - 1) + [kh, kw][i] - pads[i] - pads[i + 2]));
-    const dyNchw = e.g.op('Transpose', [e.name(dy)], { perm: [0, 3, 1, 2] });
     const wOihw = e.g.op('Transpose', [e.name(w)], { perm: [3, 2, 0, 1] });
-    const dx = e.g.op('ConvTranspose', [dyNchw, wOihw], { kernel_shape: [kh, kw], strides, pads, output_padding: outputPadding });
-    return [e.g.op('Transpose', [dx], { perm: [0, 2, 3, 1] })];
+    const dx = e.g.op('ConvTranspose', [e.as(dy, NCHW), wOihw], { kernel_shape: [kh, kw], strides, pads, output_padding: outputPadding });
+    return [{ name: dx, perm: NCHW }];
   },
   Conv2DBackpropFilter: (e, n) => {
-    // dW[i, j, :, :] = sum over b, y, x of xpad[b, s*y + i, s*x + j, :]^T dy[b, y, x, :]: the
+    // dW[i, j, c, o] = sum over b, y, x of xpad[b, s*y + i, s*x + j, c] dy[b, y, x, o]: the
     // kh*kw shifted (strided) windows of x side by side on the channel axis form the im2col
-    // matrix [B*oh*ow, kh*kw*Cin], and one GEMM with dy [B*oh*ow, Cout] gives the filter in
-    // tfjs's [kh, kw, Cin, Cout] order.
+    // matrix, whose product with dy gives the filter in tfjs's [kh, kw, Cin, Cout] order.
     checkConvAttrs(n);
     const x = input(n, 'x');
     const dy = input(n, 'dy');
@@ -282,37 +460,48 @@ const TRANSLATIONS: Record<string, Translate> = {
     const [kh, kw] = n.attrs.filterShape as number[];
     const strides = pair(n.attrs.strides);
     const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
-    let xp = e.name(x);
-    if (pads.some((p) => p !== 0)) xp = e.g.op('Pad', [xp, e.ints([0, pads[0], pads[1], 0, 0, pads[2], pads[3], 0]), e.scalar(0)], { mode: 'constant' });
+    const P = oh * ow;
+    // Large images: on NCHW data (as the convs leave it), one product per image, summed over the
+    // batch. Small ones (the U-Net's 8x8): one GEMM over K = B*oh*ow in tfjs layout, whose long K
+    // beats B short products.
+    const nchw = e.propagate && P >= 256;
+    const [hAxis, cAxis] = nchw ? [2, 1] : [1, 3];
+    let xp = nchw ? e.as(x, NCHW) : e.name(x);
+    if (pads.some((p) => p !== 0)) {
+      const at = (top: number, left: number) => (nchw ? [0, 0, top, left] : [0, top, left, 0]);
+      xp = e.g.op('Pad', [xp, e.ints([...at(pads[0], pads[1]), ...at(pads[2], pads[3])]), e.scalar(0)], { mode: 'constant' });
+    }
     const windows: string[] = [];
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++) {
-        const start = [i, j];
         const end = [i + strides[0] * (oh - 1) + 1, j + strides[1] * (ow - 1) + 1];
-        windows.push(e.g.op('Slice', [xp, e.ints(start), e.ints(end), e.ints([1, 2]), e.ints(strides)])); // [B, oh, ow, Cin]
+        windows.push(e.g.op('Slice', [xp, e.ints([i, j]), e.ints(end), e.ints([hAxis, hAxis + 1]), e.ints(strides)]));
       }
     }
-    const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: 3 }); // [B, oh, ow, kh*kw*Cin]
-    const a = e.g.op('Reshape', [cols, e.ints([B * oh * ow, kh * kw * cin])]);
-    const b = e.g.op('Reshape', [e.name(dy), e.ints([B * oh * ow, cout])]);
-    const dw = e.g.op('Gemm', [a, b], { transA: 1 }); // [kh*kw*Cin, Cout]
+    const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: cAxis });
+    let dw: string;
+    if (nchw) {
+      const a = e.g.op('Reshape', [cols, e.ints([B, kh * kw * cin, P])]); // [B, kh*kw*Cin, P]
+      const dyT = e.g.op('Transpose', [e.g.op('Reshape', [e.as(dy, NCHW), e.ints([B, cout, P])])], { perm: [0, 2, 1] }); // [B, P, Cout]
+      dw = e.g.op('ReduceSum', [e.g.op('MatMul', [a, dyT]), e.ints([0])], { keepdims: 0 }); // [kh*kw*Cin, Cout]
+    } else {
+      const a = e.g.op('Reshape', [cols, e.ints([B * P, kh * kw * cin])]);
+      const b = e.g.op('Reshape', [e.name(dy), e.ints([B * P, cout])]);
+      dw = e.g.op('Gemm', [a, b], { transA: 1 }); // [kh*kw*Cin, Cout]
+    }
     return [e.g.op('Reshape', [dw, e.ints([kh, kw, cin, cout])])];
   },
   Conv2D: (e, n) => {
-    if (n.attrs.dataFormat !== 'NHWC') throw new Error(`ONNX export: Conv2D dataFormat ${String(n.attrs.dataFormat)} is not supported (NHWC only)`);
-    if (n.attrs.dimRoundingMode != null) throw new Error('ONNX export: Conv2D dimRoundingMode is not supported');
+    checkConvAttrs(n);
     const x = input(n, 'x');
     const w = input(n, 'filter');
     const [, ih, iw] = e.shape(x); // [B, H, W, Cin]
     const [kh, kw] = e.shape(w); // [kh, kw, Cin, Cout]
     const [, oh, ow] = e.shape(n.outputs[0]);
     const strides = pair(n.attrs.strides);
-    const dilations = pair(n.attrs.dilations ?? 1);
-    const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, dilations);
-    const xNchw = e.g.op('Transpose', [e.name(x)], { perm: [0, 3, 1, 2] });
+    const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
     const wOihw = e.g.op('Transpose', [e.name(w)], { perm: [3, 2, 0, 1] });
-    const y = e.g.op('Conv', [xNchw, wOihw], { kernel_shape: [kh, kw], strides, dilations, pads });
-    return [e.g.op('Transpose', [y], { perm: [0, 2, 3, 1] })];
+    return [{ name: e.g.op('Conv', [e.as(x, NCHW), wOihw], { kernel_shape: [kh, kw], strides, pads }), perm: NCHW }];
   },
 };
 
@@ -326,6 +515,8 @@ export interface ExportOptions {
   outputName?: string;
   outputNames?: string[];
   docString?: string;
+  /** Let values live permuted (see the file comment); false keeps tfjs layout everywhere. Default true. */
+  propagateLayout?: boolean;
 }
 
 /** Serialises a trace as an ONNX model (opset 13, IR 7); the inputs keep their trace names. */
@@ -334,7 +525,7 @@ export function traceToOnnx(trace: KernelTrace, opts: ExportOptions = {}): Uint8
   if (unsupported.length > 0) {
     throw new Error(`ONNX export: no translation for tfjs kernel(s) ${unsupported.map((k) => `'${k}'`).join(', ')}; supported: ${SUPPORTED_KERNELS.join(', ')}`);
   }
-  const e = new Emitter(trace, opts.name ?? 'traced');
+  const e = new Emitter(trace, opts.name ?? 'traced', opts.propagateLayout ?? true);
   for (const n of trace.nodes) {
     const outs = TRANSLATIONS[n.kernel](e, n);
     n.outputs.forEach((id, i) => e.bind(id, outs[i]));
