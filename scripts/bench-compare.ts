@@ -4,6 +4,7 @@
  *
  *   npm run bench:compare
  *   npm run bench:compare -- --repeat 3 --threads 2
+ *   npm run bench:compare -- --runtime tfjs          (everything in tfjs)
  *   npm run bench:compare -- --workers 2 --runtime onnx
  */
 import { spawn } from 'node:child_process';
@@ -12,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type BenchResult, FIGURE_NAMES, type FigureName } from '../src/eval/bench.js';
 import { PYTHON, type PeerResult, checkPython, formatComparison, mergeBenchResults } from '../src/eval/compare.js';
-import { UNET_RUNTIMES, parseUNetRuntime } from '../src/onnx/unet.js';
+import { RUNTIME_CHOICES, parseRuntimeName } from '../src/onnx/runtime.js';
 import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
 import { cliArgs, integer, parseStrict, runCli } from './cli.js';
 
@@ -60,7 +61,7 @@ await runCli(async () => {
     .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure, both sides' })
     .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
     .option('workers', { type: 'string', default: '1', describe: 'ours: data-parallel workers of the training figures (N > 1: a separate run at 1 thread per worker; sampling keeps --threads)' })
-    .option('runtime', { type: 'string', default: 'tfjs', describe: `ours: what computes the training gradients and the sampling U-Net: ${UNET_RUNTIMES.join(' | ')} (with --workers > 1 the training run stays tfjs)` })
+    .option('runtime', { type: 'string', default: 'auto', describe: `ours: what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (auto: onnxruntime-node on a CPU backend where it loads; with --workers > 1 the training run stays tfjs)` })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object { ours, peer, table }' })
   );
 
@@ -74,7 +75,7 @@ await runCli(async () => {
   // 1. ours, in a child process so that nothing of it (wasm threads, heap) overlaps the peer; with
   // --workers the training figures come from a second run at 1 thread per worker.
   const workers = integer(argv.workers, '--workers', 1, MAX_WORKERS);
-  const runtime = parseUNetRuntime(argv.runtime, '--runtime');
+  const runtime = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime');
   const base = ['--import', 'tsx', path.join(repoRoot, 'scripts', 'bench.ts'), '--json', '--config', config, '--repeat', String(repeat)];
   if (argv.backend) base.push('--backend', argv.backend);
   const runs: string[][] = workers > 1
@@ -101,7 +102,7 @@ await runCli(async () => {
   const rss = /peer_peak_rss_kib=(\d+)/.exec(p.stderr);
   if (rss) peer.peakRssBytes = Number(rss[1]) * 1024;
 
-  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${workers > 1 ? ` --workers ${workers}` : ''}${runtime !== 'tfjs' ? ` --runtime ${runtime}` : ''}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
+  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${workers > 1 ? ` --workers ${workers}` : ''}${runtime !== 'auto' ? ` --runtime ${runtime}` : ''}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
   const table = formatComparison(ours, peer, { loadBeforeOurs, loadBeforePeer, command });
   if (argv.json) console.log(JSON.stringify({ ours, peer, loadBeforeOurs, loadBeforePeer, table }));
   else console.log(table);

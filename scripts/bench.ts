@@ -6,12 +6,13 @@
  *   npm run bench -- --repeat 3 --json
  *   npx tsx scripts/bench.ts --backend wasm --train-batch 128 --only unet_train_step_ms
  *   npm run bench -- --only vae_train_step_ms,unet_train_step_ms --workers 2
+ *   npm run bench -- --runtime tfjs      (default auto: onnxruntime-node on a CPU backend)
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/backend/index.js';
 import { FIGURE_NAMES, type FigureName, formatBench, loadBenchSpec, runBench } from '../src/eval/bench.js';
-import { UNET_RUNTIMES, parseUNetRuntime } from '../src/onnx/unet.js';
+import { RUNTIME_CHOICES, parseRuntimeName, resolveRuntime } from '../src/onnx/runtime.js';
 import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
 import { cliArgs, integer, parseStrict, runCli, workerThreads } from './cli.js';
 
@@ -28,7 +29,7 @@ await runCli(async () => {
     .option('train-batch', { type: 'string', describe: 'override measure.trainBatch (heap probe)' })
     .option('sample-batch', { type: 'string', describe: 'override measure.sampleBatch' })
     .option('only', { type: 'string', describe: `comma-separated figures: ${FIGURE_NAMES.join(', ')}` })
-    .option('runtime', { type: 'string', default: 'tfjs', describe: `what computes the training gradients and the sampling U-Net: ${UNET_RUNTIMES.join(' | ')} (onnx: onnxruntime-node; not with --workers > 1)` })
+    .option('runtime', { type: 'string', default: 'auto', describe: `what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node, not with --workers > 1; auto: as train and txt2img choose)` })
     .option('workers', { type: 'string', default: '1', describe: 'data-parallel workers of the training figures (N > 1: the main thread uses 1 wasm thread unless --threads or TXT2IMG_THREADS says otherwise)' })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
   );
@@ -39,7 +40,11 @@ await runCli(async () => {
   for (const f of only ?? []) if (!(FIGURE_NAMES as readonly string[]).includes(f)) throw new Error(`--only: unknown figure '${f}'; allowed: ${FIGURE_NAMES.join(', ')}`);
   const opt = (v: string | undefined, flag: string, min: number) => (v === undefined ? undefined : integer(v, flag, min));
   const workers = integer(argv.workers, '--workers', 1, MAX_WORKERS);
+  const choice = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime');
   const backend = await initBackend({ backend: argv.backend, threads: opt(argv.threads, '--threads', 1) ?? workerThreads(workers), quiet: true });
+  // --workers N > 1 is a tfjs set-up (onnxruntime uses the cores itself), as in train.
+  const { runtime, why } = choice === 'auto' && workers > 1 ? { runtime: 'tfjs' as const, why: `auto: --workers ${workers} trains on tfjs` } : await resolveRuntime(choice, backend);
+  if (why) console.error(`runtime ${runtime} (${why})`);
   const result = await runBench({
     spec,
     backend,
@@ -49,7 +54,7 @@ await runCli(async () => {
     trainBatch: opt(argv['train-batch'], '--train-batch', 1),
     sampleBatch: opt(argv['sample-batch'], '--sample-batch', 1),
     only: only as FigureName[] | undefined,
-    runtime: parseUNetRuntime(argv.runtime, '--runtime'),
+    runtime,
     workers,
   });
   if (argv.json) console.log(JSON.stringify(result));

@@ -277,7 +277,7 @@ export interface BenchOptions {
   only?: FigureName[];
   /**
    * What computes the gradients of the training figures and the U-Net of unet_forward_ms,
-   * unet_forward_cached_ms and sampling (default 'tfjs'; src/onnx). 'onnx' and workers > 1 exclude each other.
+   * unet_forward_cached_ms and sampling (default 'tfjs'; the CLIs resolve 'auto'; src/onnx). 'onnx' and workers > 1 exclude each other.
    */
   runtime?: Runtime;
   /** Data-parallel shards of the training figures (default 1; src/pipeline/data-parallel.ts). */
@@ -374,7 +374,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     notes,
   };
   log(`${o.backend.description}; tfjs ${tf.version.tfjs}; config ${spec.file}`);
-  // Training figures always run tfjs; only the sampling-side U-Net calls switch runtime.
   const onnxUNet = runtime === 'onnx' ? new OnnxUNet(unet) : undefined;
   if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_ms, unet_forward_cached_ms, sample_images_per_s); training gradients: onnxruntime-node too`);
   if (workers > 1) log(`training figures: data-parallel over ${workers} workers (1 wasm thread each)`);
@@ -434,7 +433,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const body = async () => {
         if (runtime === 'onnx') source = new OnnxGradients(store, staged);
         else if (workers > 1) source = await DataParallel.start({ workers, task, store, loss, log });
-        return timed(step, repeat, warmup);
+        // onnxruntime's first runs of a new session grow its memory arena (1-2 s each at batch
+        // 64, up to four runs after another figure's session): warm up longer.
+        return timed(step, repeat, runtime === 'onnx' ? Math.max(warmup, 4) : warmup);
       };
       return await run(name, 'ms', body, (s) => 1000 * s);
     } finally {

@@ -444,6 +444,15 @@ const TRANSLATIONS: Record<string, Translate> = {
     const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
     // ConvTranspose size: s * (o - 1) + k - pads + output_padding must give the forward input size.
     const outputPadding = [0, 1].map((i) => [ih, iw][i] - (strides[i] * ([oh, ow][i] - 1) + [kh, kw][i] - pads[i] - pads[i + 2]));
+    // Stride 1: the same gradient as a plain Conv of dy with the filter flipped in space and its
+    // channel axes swapped, padded k - 1 - p: onnxruntime's Conv runs it ~1.6x faster than its
+    // ConvTranspose (GEMM, then a col2im scatter).
+    const flippedPads = [kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2], kw - 1 - pads[3]];
+    if (strides[0] === 1 && strides[1] === 1 && flippedPads.every((p) => p >= 0) && outputPadding.every((p) => p === 0)) {
+      const wIohw = e.g.op('Transpose', [e.name(w)], { perm: [2, 3, 0, 1] }); // [Cin, Cout, kh, kw]
+      const flipped = e.g.op('Slice', [wIohw, e.ints([kh - 1, kw - 1]), e.ints([-(kh + 1), -(kw + 1)]), e.ints([2, 3]), e.ints([-1, -1])]);
+      return [{ name: e.g.op('Conv', [e.as(dy, NCHW), flipped], { kernel_shape: [kh, kw], strides, pads: flippedPads }), perm: NCHW }];
+    }
     const wOihw = e.g.op('Transpose', [e.name(w)], { perm: [3, 2, 0, 1] });
     const dx = e.g.op('ConvTranspose', [e.as(dy, NCHW), wOihw], { kernel_shape: [kh, kw], strides, pads, output_padding: outputPadding });
     return [{ name: dx, perm: NCHW }];
@@ -478,13 +487,16 @@ const TRANSLATIONS: Record<string, Translate> = {
         windows.push(e.g.op('Slice', [xp, e.ints([i, j]), e.ints(end), e.ints([hAxis, hAxis + 1]), e.ints(strides)]));
       }
     }
-    const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: cAxis });
     let dw: string;
     if (nchw) {
-      const a = e.g.op('Reshape', [cols, e.ints([B, kh * kw * cin, P])]); // [B, kh*kw*Cin, P]
+      // One product per window ([B, Cin, P] x [B, P, Cout]) and a Concat of the small results:
+      // concatenating the windows themselves (the im2col matrix) cost more than the products.
       const dyT = e.g.op('Transpose', [e.g.op('Reshape', [e.as(dy, NCHW), e.ints([B, cout, P])])], { perm: [0, 2, 1] }); // [B, P, Cout]
-      dw = e.g.op('ReduceSum', [e.g.op('MatMul', [a, dyT]), e.ints([0])], { keepdims: 0 }); // [kh*kw*Cin, Cout]
+      const parts = windows.map((win) => e.g.op('MatMul', [e.g.op('Reshape', [win, e.ints([B, cin, P])]), dyT])); // kh*kw x [B, Cin, Cout]
+      const perImage = parts.length === 1 ? parts[0] : e.g.op('Concat', parts, { axis: 1 }); // [B, kh*kw*Cin, Cout]
+      dw = e.g.op('ReduceSum', [perImage, e.ints([0])], { keepdims: 0 }); // [kh*kw*Cin, Cout]
     } else {
+      const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: cAxis });
       const a = e.g.op('Reshape', [cols, e.ints([B * P, kh * kw * cin])]);
       const b = e.g.op('Reshape', [e.name(dy), e.ints([B * P, cout])]);
       dw = e.g.op('Gemm', [a, b], { transA: 1 }); // [kh*kw*Cin, Cout]

@@ -13,6 +13,8 @@
  * (data-parallel.ts): N shards, shard 0 here and the others in worker threads, the gradient
  * averaged by shard size; clipping, AdamW, EMA and checkpoints stay here. Each shard's noise
  * comes from a Generator spawned from the trainer's, so such a run, and its resume, is exact too.
+ * `onnx: { loss }` computes every micro-batch's gradients with onnxruntime instead
+ * (src/onnx/gradients.ts), from the staged form of the same loss: same noise, same data.
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random/generator.js';
 import { ParamStore, computeGradients, disposeGrads } from '../../src/nn/params.js';
-import { Conv2d, GroupNorm, LayerNorm, Linear, attention, gelu, silu, timestepEmbedding, upsampleNearest2x } from '../../src/nn/layers.js';
+import { Conv2d, GroupNorm, LayerNorm, Linear, attention, gelu, groupNorm, layerNorm, silu, timestepEmbedding, upsampleNearest2x } from '../../src/nn/layers.js';
 import { maxAbsDiff } from '../helpers.js';
 
 beforeAll(async () => {
@@ -109,6 +109,43 @@ describe('layers (reference values computed with plain loops)', () => {
       expect(s[i]).toBeCloseTo(x / (1 + Math.exp(-x)), 5);
       expect(g[i]).toBeCloseTo(0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))), 5);
     });
+  });
+
+  it('GroupNorm, LayerNorm, SiLU and GELU closed-form gradients equal the autodiff of their plain formulas', () => {
+    // The forward formulas as written before the custom gradients, differentiated by tfjs.
+    const plainNorm = (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, statsShape: number[], axes: number[]) => {
+      const xr = x.reshape(statsShape);
+      const d = tf.sub(xr, tf.mean(xr, axes, true));
+      const normed = tf.mul(d, tf.rsqrt(tf.add(tf.mean(tf.square(d), axes, true), 1e-5))).reshape(x.shape);
+      return tf.add(tf.mul(normed, gamma), beta);
+    };
+    const plainSilu = (t: tf.Tensor) => tf.mul(t, tf.sigmoid(t));
+    const a = 2 * Math.sqrt(2 / Math.PI);
+    const plainGelu = (t: tf.Tensor) => tf.mul(t, tf.sigmoid(tf.mul(t, tf.add(a, tf.mul(a * 0.044715, tf.square(t))))));
+    const cases = [
+      { name: 'GroupNorm + SiLU', shape: [2, 3, 5, 6], ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => silu(groupNorm(x as tf.Tensor4D, g, b, 3, 1e-5)), plain: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => plainSilu(plainNorm(x, g, b, [2, 15, 3, 2], [1, 3])) },
+      { name: 'LayerNorm + GELU', shape: [2, 7, 6], ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => gelu(layerNorm(x, g, b, 1e-5)), plain: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => plainGelu(plainNorm(x, g, b, [2, 7, 6], [2])) },
+    ];
+    const rng = new Generator(9);
+    for (const c of cases) {
+      const x = tf.add(tf.mul(rng.randn(c.shape), 2), 1);
+      const gamma = tf.add(rng.randn([6]), 1);
+      const beta = rng.randn([6]);
+      const target = rng.randn(c.shape);
+      // A loss whose upstream gradient is not uniform.
+      const lossOf = (f: typeof c.plain) => (xx: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => tf.mean(tf.square(tf.sub(f(xx, gg, bb), target))) as tf.Scalar;
+      const before = tf.memory().numTensors;
+      const ours = tf.grads(lossOf(c.ours))([x, gamma, beta]);
+      const plain = tf.grads(lossOf(c.plain))([x, gamma, beta]);
+      ours.forEach((g, i) => {
+        expect(g.shape, c.name).toEqual(plain[i].shape);
+        expect(maxAbsDiff(g.dataSync(), plain[i].dataSync()), `${c.name} gradient ${i}`).toBeLessThan(1e-6);
+        expect(Math.max(...Array.from(g.dataSync(), Math.abs))).toBeGreaterThan(1e-3);
+      });
+      tf.dispose([...ours, ...plain]);
+      expect(tf.memory().numTensors, c.name).toBe(before);
+      tf.dispose([x, gamma, beta, target]);
+    }
   });
 
   it('gradients match finite differences and leak no tensors', () => {

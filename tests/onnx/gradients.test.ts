@@ -65,6 +65,8 @@ describe('ONNX export of the conv gradients', () => {
     { name: '3x3 stride 2 same, odd size', x: [1, 7, 5, 2], k: 3, cout: 3, stride: 2, pad: 'same' },
     { name: '3x3 stride 2 valid, odd size', x: [1, 7, 7, 2], k: 3, cout: 3, stride: 2, pad: 'valid' },
     { name: '1x1', x: [2, 4, 4, 5], k: 1, cout: 2, stride: 1, pad: 0 },
+    { name: '3x3 stride 1 valid', x: [2, 6, 5, 3], k: 3, cout: 2, stride: 1, pad: 'valid' },
+    { name: '5x5 stride 1 same', x: [1, 7, 6, 2], k: 5, cout: 3, stride: 1, pad: 'same' },
     // 16x16 and larger outputs take the per-image product on NCHW data.
     { name: '3x3 stride 1 pad 1, 16x16', x: [2, 16, 16, 3], k: 3, cout: 4, stride: 1, pad: 1 },
     { name: '3x3 stride 2 same, 35x33', x: [1, 35, 33, 2], k: 3, cout: 3, stride: 2, pad: 'same' },

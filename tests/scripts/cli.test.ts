@@ -74,6 +74,16 @@ describe('train CLI input errors', () => {
   });
 });
 
+describe('bench CLI input errors', () => {
+  it('names the bad figure or runtime with what is allowed', () => {
+    const r = cli('bench.ts', ['--only', 'fid']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/--only: unknown figure 'fid'; allowed: vae_train_step_ms, unet_train_step_ms, unet_forward_ms, sample_images_per_s/);
+    const r2 = cli('bench.ts', ['--runtime', 'gpu']);
+    expect(r2.stderr).toMatch(/--runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx/);
+  });
+});
+
 describe('evaluate CLI', () => {
   it('--no-vae is accepted (the next error is the missing model, not an unknown flag)', () => {
     const r = cli('evaluate.ts', ['--model', path.join(tempDir('eval-cli'), 'nope'), '--classifier', 'runs/none', '--no-vae']);
