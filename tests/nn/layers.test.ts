@@ -135,6 +135,8 @@ describe('layers (reference values computed with plain loops)', () => {
       // A loss whose upstream gradient is not uniform.
       const lossOf = (f: typeof c.plain) => (xx: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => tf.mean(tf.square(tf.sub(f(xx, gg, bb), target))) as tf.Scalar;
       const before = tf.memory().numTensors;
+      const forwardDiff = tf.tidy(() => maxAbsDiff(c.ours(x, gamma, beta).dataSync(), c.plain(x, gamma, beta).dataSync()));
+      expect(forwardDiff, `${c.name} forward`).toBeLessThan(1e-5);
       const ours = tf.grads(lossOf(c.ours))([x, gamma, beta]);
       const plain = tf.grads(lossOf(c.plain))([x, gamma, beta]);
       ours.forEach((g, i) => {
