@@ -302,6 +302,48 @@ function checkConvAttrs(n: TracedNode): void {
   if (d[0] !== 1 || d[1] !== 1) throw new Error(`ONNX export: ${n.kernel} with dilations ${d.join('x')} is not supported (1 only)`);
 }
 
+/**
+ * Convs whose output has at most this many pixels and whose filter is a graph input (a training
+ * graph) run as one im2col product over the whole batch in tfjs layout: onnxruntime's Conv runs
+ * one GEMM per image, [Cout, kh*kw*Cin] x [kh*kw*Cin, P], and P = 16 columns (the U-Net's 4x4
+ * level) ran at ~70 GFLOP/s vs ~190 for the batched product (ldm-small U-Net gradient graph
+ * 826 -> 788 ms). A constant filter is prepacked by onnxruntime (NCHWc), and there its Conv stays
+ * faster (the sampling graph was 5% slower with im2col).
+ */
+const IM2COL_MAX_PIXELS = 16;
+const useIm2col = (e: Emitter, filter: number, outPixels: number): boolean => outPixels <= IM2COL_MAX_PIXELS && !e.trace.constants.has(filter);
+
+/** x zero-padded by [top, left, bottom, right] on its spatial axes (hAxis, hAxis + 1). */
+function padSpatial(e: Emitter, x: string, pads: number[], hAxis: number, rank: number): string {
+  if (pads.every((p) => p === 0)) return x;
+  const at = (top: number, left: number) => Array.from({ length: rank }, (_, a) => (a === hAxis ? top : a === hAxis + 1 ? left : 0));
+  return e.g.op('Pad', [x, e.ints([...at(pads[0], pads[1]), ...at(pads[2], pads[3])]), e.scalar(0)], { mode: 'constant' });
+}
+
+/** The kh*kw (strided) windows of padded x that a conv's [oh, ow] outputs read, in (i, j) order. */
+function convWindows(e: Emitter, xp: string, hAxis: number, [kh, kw]: number[], strides: number[], [oh, ow]: number[]): string[] {
+  const windows: string[] = [];
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) {
+      const end = [i + strides[0] * (oh - 1) + 1, j + strides[1] * (ow - 1) + 1];
+      windows.push(e.g.op('Slice', [xp, e.ints([i, j]), e.ints(end), e.ints([hAxis, hAxis + 1]), e.ints(strides)]));
+    }
+  }
+  return windows;
+}
+
+/**
+ * x: [B, H, W, C] (tfjs layout) convolved with a [kh*kw*C, Cout] filter matrix (rows in the
+ * tfjs filter's [kh, kw, C] order) as im2col and one MatMul -> [B, oh, ow, Cout].
+ */
+function im2colConv(e: Emitter, x: string, c: number, kernel: number[], strides: number[], pads: number[], out: number[], wMatrix: string): string {
+  const [B, oh, ow, cout] = out;
+  const windows = convWindows(e, padSpatial(e, x, pads, 1, 4), 1, kernel, strides, [oh, ow]);
+  const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: 3 }); // [B, oh, ow, kh*kw*C]
+  const y = e.g.op('MatMul', [e.g.op('Reshape', [cols, e.ints([B * oh * ow, kernel[0] * kernel[1] * c])]), wMatrix]); // [B*oh*ow, Cout]
+  return e.g.op('Reshape', [y, e.ints([B, oh, ow, cout])]);
+}
+
 /** tfjs kernel name -> ONNX nodes. */
 const TRANSLATIONS: Record<string, Translate> = {
   Identity: unary('Identity'),
@@ -449,8 +491,14 @@ const TRANSLATIONS: Record<string, Translate> = {
     // ConvTranspose (GEMM, then a col2im scatter).
     const flippedPads = [kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2], kw - 1 - pads[3]];
     if (strides[0] === 1 && strides[1] === 1 && flippedPads.every((p) => p >= 0) && outputPadding.every((p) => p === 0)) {
-      const wIohw = e.g.op('Transpose', [e.name(w)], { perm: [2, 3, 0, 1] }); // [Cin, Cout, kh, kw]
-      const flipped = e.g.op('Slice', [wIohw, e.ints([kh - 1, kw - 1]), e.ints([-(kh + 1), -(kw + 1)]), e.ints([2, 3]), e.ints([-1, -1])]);
+      const flip = (t: string, hAxis: number) => e.g.op('Slice', [t, e.ints([kh - 1, kw - 1]), e.ints([-(kh + 1), -(kw + 1)]), e.ints([hAxis, hAxis + 1]), e.ints([-1, -1])]);
+      const cout = e.shape(dy)[3];
+      if (useIm2col(e, w, ih * iw)) {
+        const wFlipped = flip(e.g.op('Transpose', [e.name(w)], { perm: [0, 1, 3, 2] }), 0); // [kh, kw, Cout, Cin]
+        const wMatrix = e.g.op('Reshape', [wFlipped, e.ints([kh * kw * cout, e.shape(w)[2]])]);
+        return [im2colConv(e, e.name(dy), cout, [kh, kw], strides, flippedPads, e.shape(n.outputs[0]), wMatrix)];
+      }
+      const flipped = flip(e.g.op('Transpose', [e.name(w)], { perm: [2, 3, 0, 1] }), 2); // [Cin, Cout, kh, kw]
       return [{ name: e.g.op('Conv', [e.as(dy, NCHW), flipped], { kernel_shape: [kh, kw], strides, pads: flippedPads }), perm: NCHW }];
     }
     const wOihw = e.g.op('Transpose', [e.name(w)], { perm: [3, 2, 0, 1] });
@@ -474,29 +522,43 @@ const TRANSLATIONS: Record<string, Translate> = {
     // batch. Small ones (the U-Net's 8x8): one GEMM over K = B*oh*ow in tfjs layout, whose long K
     // beats B short products.
     const nchw = e.propagate && P >= 256;
-    const [hAxis, cAxis] = nchw ? [2, 1] : [1, 3];
-    let xp = nchw ? e.as(x, NCHW) : e.name(x);
-    if (pads.some((p) => p !== 0)) {
-      const at = (top: number, left: number) => (nchw ? [0, 0, top, left] : [0, top, left, 0]);
-      xp = e.g.op('Pad', [xp, e.ints([...at(pads[0], pads[1]), ...at(pads[2], pads[3])]), e.scalar(0)], { mode: 'constant' });
-    }
-    const windows: string[] = [];
-    for (let i = 0; i < kh; i++) {
-      for (let j = 0; j < kw; j++) {
-        const end = [i + strides[0] * (oh - 1) + 1, j + strides[1] * (ow - 1) + 1];
-        windows.push(e.g.op('Slice', [xp, e.ints([i, j]), e.ints(end), e.ints([hAxis, hAxis + 1]), e.ints(strides)]));
-      }
-    }
     let dw: string;
     if (nchw) {
-      // One product per window ([B, Cin, P] x [B, P, Cout]) and a Concat of the small results:
+      // One product per window ([B, Cin, L] x [B, L, Cout]) and a Concat of the small results:
       // concatenating the windows themselves (the im2col matrix) cost more than the products.
-      const dyT = e.g.op('Transpose', [e.g.op('Reshape', [e.as(dy, NCHW), e.ints([B, cout, P])])], { perm: [0, 2, 1] }); // [B, P, Cout]
-      const parts = windows.map((win) => e.g.op('MatMul', [e.g.op('Reshape', [win, e.ints([B, cin, P])]), dyT])); // kh*kw x [B, Cin, Cout]
+      let windows: string[];
+      let dyNchw = e.as(dy, NCHW);
+      let L = P;
+      if (strides[0] === 1 && strides[1] === 1) {
+        // Stride 1: with the padded image flattened row by row (one spare row at the bottom),
+        // window (i, j) is the contiguous run of oh*Wp values from i*Wp + j, and dy padded to Wp
+        // columns with zeros cancels the wrapped columns. One long copy per (b, c) plane instead
+        // of oh rows of ow: the windows' Slices of an ldm-small VAE gradient 87 -> 62 ms, for
+        // Wp / ow more product work and a Pad of dy (+5 ms).
+        const wp = iw + pads[1] + pads[3]; // ow + kw - 1
+        const spare = kw > 1 ? 1 : 0;
+        const hp = ih + pads[0] + pads[2] + spare;
+        const flat = e.g.op('Reshape', [padSpatial(e, e.as(x, NCHW), [pads[0], pads[1], pads[2] + spare, pads[3]], 2, 4), e.ints([B, cin, hp * wp])]); // [B, Cin, hp*Wp]
+        L = oh * wp;
+        windows = [];
+        for (let i = 0; i < kh; i++) {
+          for (let j = 0; j < kw; j++) {
+            const off = i * wp + j;
+            windows.push(off === 0 && L === hp * wp ? flat : e.g.op('Slice', [flat, e.ints([off]), e.ints([off + L]), e.ints([2])]));
+          }
+        }
+        if (wp > ow) dyNchw = e.g.op('Pad', [dyNchw, e.ints([0, 0, 0, 0, 0, 0, 0, wp - ow]), e.scalar(0)], { mode: 'constant' });
+      } else {
+        const xp = padSpatial(e, e.as(x, NCHW), pads, 2, 4);
+        windows = convWindows(e, xp, 2, [kh, kw], strides, [oh, ow]).map((win) => e.g.op('Reshape', [win, e.ints([B, cin, P])]));
+      }
+      const dyT = e.g.op('Transpose', [e.g.op('Reshape', [dyNchw, e.ints([B, cout, L])])], { perm: [0, 2, 1] }); // [B, L, Cout]
+      const parts = windows.map((win) => e.g.op('MatMul', [win, dyT])); // kh*kw x [B, Cin, Cout]
       const perImage = parts.length === 1 ? parts[0] : e.g.op('Concat', parts, { axis: 1 }); // [B, kh*kw*Cin, Cout]
       dw = e.g.op('ReduceSum', [perImage, e.ints([0])], { keepdims: 0 }); // [kh*kw*Cin, Cout]
     } else {
-      const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: cAxis });
+      const windows = convWindows(e, padSpatial(e, e.name(x), pads, 1, 4), 1, [kh, kw], strides, [oh, ow]);
+      const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: 3 });
       const a = e.g.op('Reshape', [cols, e.ints([B * P, kh * kw * cin])]);
       const b = e.g.op('Reshape', [e.name(dy), e.ints([B * P, cout])]);
       dw = e.g.op('Gemm', [a, b], { transA: 1 }); // [kh*kw*Cin, Cout]
@@ -512,6 +574,11 @@ const TRANSLATIONS: Record<string, Translate> = {
     const [, oh, ow] = e.shape(n.outputs[0]);
     const strides = pair(n.attrs.strides);
     const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
+    if (useIm2col(e, w, oh * ow)) {
+      const [, , cin, cout] = e.shape(w);
+      const wMatrix = e.g.op('Reshape', [e.name(w), e.ints([kh * kw * cin, cout])]);
+      return [im2colConv(e, e.name(x), cin, [kh, kw], strides, pads, e.shape(n.outputs[0]), wMatrix)];
+    }
     const wOihw = e.g.op('Transpose', [e.name(w)], { perm: [3, 2, 0, 1] });
     return [{ name: e.g.op('Conv', [e.as(x, NCHW), wOihw], { kernel_shape: [kh, kw], strides, pads }), perm: NCHW }];
   },

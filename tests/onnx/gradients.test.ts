@@ -67,8 +67,15 @@ describe('ONNX export of the conv gradients', () => {
     { name: '1x1', x: [2, 4, 4, 5], k: 1, cout: 2, stride: 1, pad: 0 },
     { name: '3x3 stride 1 valid', x: [2, 6, 5, 3], k: 3, cout: 2, stride: 1, pad: 'valid' },
     { name: '5x5 stride 1 same', x: [1, 7, 6, 2], k: 5, cout: 3, stride: 1, pad: 'same' },
+    // Outputs of at most 16 pixels (forward and input gradient) run as one batched im2col product.
+    { name: '3x3 stride 1 pad 1, 4x4', x: [2, 4, 4, 3], k: 3, cout: 4, stride: 1, pad: 1 },
+    { name: '3x3 stride 1 valid, 5x4', x: [2, 5, 4, 3], k: 3, cout: 2, stride: 1, pad: 'valid' },
+    { name: '5x5 stride 1 same, 3x4', x: [1, 3, 4, 2], k: 5, cout: 3, stride: 1, pad: 'same' },
     // 16x16 and larger outputs take the per-image product on NCHW data.
     { name: '3x3 stride 1 pad 1, 16x16', x: [2, 16, 16, 3], k: 3, cout: 4, stride: 1, pad: 1 },
+    { name: '3x3 stride 1 valid, 18x19', x: [1, 18, 19, 2], k: 3, cout: 3, stride: 1, pad: 'valid' },
+    { name: '5x5 stride 1 same, 17x16', x: [1, 17, 16, 2], k: 5, cout: 3, stride: 1, pad: 'same' },
+    { name: '1x1, 16x16', x: [2, 16, 16, 3], k: 1, cout: 2, stride: 1, pad: 0 },
     { name: '3x3 stride 2 same, 35x33', x: [1, 35, 33, 2], k: 3, cout: 3, stride: 2, pad: 'same' },
   ];
   for (const c of cases) {
