@@ -109,7 +109,7 @@ export class GroupNorm {
 
 /**
  * Group normalisation (Wu & He 2018, eq. 1-3) of x: [B, H, W, C], per (sample, group), with its
- * gradient in closed form (see normalizeAffine) rearranged so that no full-size x̂ is formed:
+ * gradient in closed form (see layerNorm) rearranged so that no full-size x̂ is formed:
  * with per-(sample, channel) sums S1 = sum_hw dy and S2 = sum_hw dy x, and per-group statistics
  * mu, r = 1 / sigma over N = H W C/G values,
  *   sum_hw dy x̂ = (S2 - mu S1) r,   m1 = mean_group(gamma dy),   m2 = mean_group(gamma dy x̂),
@@ -151,36 +151,28 @@ export function groupNorm(x: tf.Tensor4D, gamma: tf.Tensor, beta: tf.Tensor, gro
   return tf.tidy(() => op(x, gamma, beta)) as tf.Tensor4D;
 }
 
-/** Layer normalisation (Ba et al. 2016, eq. 3-4) of x: [..., C] over its last axis. */
-export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
-  return normalizeAffine(x, gamma, beta, x.shape, [x.rank - 1], eps);
-}
-
 /**
- * (x - mean) / sqrt(var + eps) * gamma + beta, the statistics over `axes` of x viewed as
- * `statsShape`, gamma and beta over x's last axis; with its gradient in closed form: for
- * x̂ = (x - mean) / sigma over N values and g = dy * gamma,
+ * Layer normalisation (Ba et al. 2016, eq. 3-4) of x: [..., C] over its last axis, with its
+ * gradient in closed form: for x̂ = (x - mean) / sigma over the C values of a row and g = dy * gamma,
  *   dx = (g - mean(g) - x̂ mean(g x̂)) / sigma,   dgamma = sum(dy x̂),   dbeta = sum(dy)
- * (the batch-norm derivation of Ioffe & Szegedy 2015, sec. 3, over a group or a row instead of a
- * batch). tfjs' autodiff of the forward formula runs about twice as many full-size ops (each
- * mean's gradient broadcasts through a ones tensor). Layer norm's; groupNorm rearranges it.
+ * (the batch-norm derivation of Ioffe & Szegedy 2015, sec. 3, over a row instead of a batch).
+ * tfjs' autodiff of the forward formula runs about twice as many full-size ops (each mean's
+ * gradient broadcasts through a ones tensor).
  */
-function normalizeAffine(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, statsShape: number[], axes: number[], eps: number): tf.Tensor {
-  const shape = x.shape;
-  const outer = shape.slice(0, -1).map((_, i) => i); // every axis but the channels
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  const axis = [x.rank - 1];
+  const outer = x.shape.slice(0, -1).map((_, i) => i); // every axis but the channels
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xIn, gammaIn, betaIn, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const xr = xIn.reshape(statsShape);
-    const d = tf.sub(xr, tf.mean(xr, axes, true));
-    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(d), axes, true), eps));
-    const xhat = tf.mul(d, rstd).reshape(shape);
+    const d = tf.sub(xIn, tf.mean(xIn, axis, true));
+    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(d), axis, true), eps));
+    const xhat = tf.mul(d, rstd);
     save([xhat, rstd, gammaIn]);
     const value = tf.add(tf.mul(xhat, gammaIn), betaIn);
     const gradFunc = (dy: tf.Tensor, [xh, r, gm]: tf.Tensor[]): tf.Tensor[] => {
-      const g = tf.mul(dy, gm).reshape(statsShape);
-      const xs = xh.reshape(statsShape);
-      const dx = tf.mul(tf.sub(tf.sub(g, tf.mean(g, axes, true)), tf.mul(xs, tf.mean(tf.mul(g, xs), axes, true))), r);
-      return [dx.reshape(shape), tf.sum(tf.mul(dy, xh), outer), tf.sum(dy, outer)];
+      const g = tf.mul(dy, gm);
+      const dx = tf.mul(tf.sub(tf.sub(g, tf.mean(g, axis, true)), tf.mul(xh, tf.mean(tf.mul(g, xh), axis, true))), r);
+      return [dx, tf.sum(tf.mul(dy, xh), outer), tf.sum(dy, outer)];
     };
     return { value, gradFunc };
   });

@@ -333,15 +333,19 @@ function convWindows(e: Emitter, xp: string, hAxis: number, [kh, kw]: number[], 
 }
 
 /**
- * x: [B, H, W, C] (tfjs layout) convolved with a [kh*kw*C, Cout] filter matrix (rows in the
- * tfjs filter's [kh, kw, C] order) as im2col and one MatMul -> [B, oh, ow, Cout].
+ * The im2col matrix [B*oh*ow, kh*kw*C] of x: [B, H, W, C] (tfjs layout): the windows side by side
+ * on the channel axis, rows in the tfjs filter's [kh, kw, C] order.
  */
-function im2colConv(e: Emitter, x: string, c: number, kernel: number[], strides: number[], pads: number[], out: number[], wMatrix: string): string {
-  const [B, oh, ow, cout] = out;
+function im2col(e: Emitter, x: string, c: number, kernel: number[], strides: number[], pads: number[], [B, oh, ow]: number[]): string {
   const windows = convWindows(e, padSpatial(e, x, pads, 1, 4), 1, kernel, strides, [oh, ow]);
   const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: 3 }); // [B, oh, ow, kh*kw*C]
-  const y = e.g.op('MatMul', [e.g.op('Reshape', [cols, e.ints([B * oh * ow, kernel[0] * kernel[1] * c])]), wMatrix]); // [B*oh*ow, Cout]
-  return e.g.op('Reshape', [y, e.ints([B, oh, ow, cout])]);
+  return e.g.op('Reshape', [cols, e.ints([B * oh * ow, kernel[0] * kernel[1] * c])]);
+}
+
+/** x: [B, H, W, C] (tfjs layout) convolved with a [kh*kw*C, Cout] filter matrix as im2col and one MatMul -> [B, oh, ow, Cout]. */
+function im2colConv(e: Emitter, x: string, c: number, kernel: number[], strides: number[], pads: number[], out: number[], wMatrix: string): string {
+  const y = e.g.op('MatMul', [im2col(e, x, c, kernel, strides, pads, out), wMatrix]); // [B*oh*ow, Cout]
+  return e.g.op('Reshape', [y, e.ints(out)]);
 }
 
 /** tfjs kernel name -> ONNX nodes. */
@@ -492,10 +496,10 @@ const TRANSLATIONS: Record<string, Translate> = {
     const flippedPads = [kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2], kw - 1 - pads[3]];
     if (strides[0] === 1 && strides[1] === 1 && flippedPads.every((p) => p >= 0) && outputPadding.every((p) => p === 0)) {
       const flip = (t: string, hAxis: number) => e.g.op('Slice', [t, e.ints([kh - 1, kw - 1]), e.ints([-(kh + 1), -(kw + 1)]), e.ints([hAxis, hAxis + 1]), e.ints([-1, -1])]);
-      const cout = e.shape(dy)[3];
       if (useIm2col(e, w, ih * iw)) {
+        const [, , cin, cout] = e.shape(w);
         const wFlipped = flip(e.g.op('Transpose', [e.name(w)], { perm: [0, 1, 3, 2] }), 0); // [kh, kw, Cout, Cin]
-        const wMatrix = e.g.op('Reshape', [wFlipped, e.ints([kh * kw * cout, e.shape(w)[2]])]);
+        const wMatrix = e.g.op('Reshape', [wFlipped, e.ints([kh * kw * cout, cin])]);
         return [im2colConv(e, e.name(dy), cout, [kh, kw], strides, flippedPads, e.shape(n.outputs[0]), wMatrix)];
       }
       const flipped = flip(e.g.op('Transpose', [e.name(w)], { perm: [2, 3, 0, 1] }), 2); // [Cin, Cout, kh, kw]
@@ -557,9 +561,7 @@ const TRANSLATIONS: Record<string, Translate> = {
       const perImage = parts.length === 1 ? parts[0] : e.g.op('Concat', parts, { axis: 1 }); // [B, kh*kw*Cin, Cout]
       dw = e.g.op('ReduceSum', [perImage, e.ints([0])], { keepdims: 0 }); // [kh*kw*Cin, Cout]
     } else {
-      const windows = convWindows(e, padSpatial(e, e.name(x), pads, 1, 4), 1, [kh, kw], strides, [oh, ow]);
-      const cols = windows.length === 1 ? windows[0] : e.g.op('Concat', windows, { axis: 3 });
-      const a = e.g.op('Reshape', [cols, e.ints([B * P, kh * kw * cin])]);
+      const a = im2col(e, e.name(x), cin, [kh, kw], strides, pads, [B, oh, ow]);
       const b = e.g.op('Reshape', [e.name(dy), e.ints([B * P, cout])]);
       dw = e.g.op('Gemm', [a, b], { transA: 1 }); // [kh*kw*Cin, Cout]
     }
