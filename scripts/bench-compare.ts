@@ -5,7 +5,7 @@
  *   npm run bench:compare
  *   npm run bench:compare -- --repeat 3 --threads 2
  *   npm run bench:compare -- --runtime tfjs          (everything in tfjs)
- *   npm run bench:compare -- --workers 2 --runtime onnx
+ *   npm run bench:compare -- --workers 2 --runtime tfjs   (tfjs, data-parallel)
  */
 import { spawn } from 'node:child_process';
 import os from 'node:os';
@@ -60,8 +60,8 @@ await runCli(async () => {
     .option('peer', { type: 'string', default: '../shared/bench/peer_torch.py', describe: 'the PyTorch peer script' })
     .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure, both sides' })
     .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
-    .option('workers', { type: 'string', default: '1', describe: 'ours: data-parallel workers of the training figures (N > 1: a separate run at 1 thread per worker; sampling keeps --threads)' })
-    .option('runtime', { type: 'string', default: 'auto', describe: `ours: what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (auto: onnxruntime-node on a CPU backend where it loads; with --workers > 1 the training run stays tfjs)` })
+    .option('workers', { type: 'string', describe: 'ours: data-parallel shards of the training figures, 1 thread each (default as train: one per thread with the onnx runtime, else 1; with --runtime tfjs and N > 1: a separate training run at 1 wasm thread per worker, sampling keeps --threads)' })
+    .option('runtime', { type: 'string', default: 'auto', describe: `ours: what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (auto: onnxruntime-node on a CPU backend where it loads)` })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object { ours, peer, table }' })
   );
 
@@ -73,14 +73,15 @@ await runCli(async () => {
   if (missing) throw new Error(missing);
 
   // 1. ours, in a child process so that nothing of it (wasm threads, heap) overlaps the peer; with
-  // --workers the training figures come from a second run at 1 thread per worker.
-  const workers = integer(argv.workers, '--workers', 1, MAX_WORKERS);
+  // tfjs workers the training figures come from a second run at 1 wasm thread per worker.
+  const workers = argv.workers === undefined ? undefined : integer(argv.workers, '--workers', 1, MAX_WORKERS);
   const runtime = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime');
   const base = ['--import', 'tsx', path.join(repoRoot, 'scripts', 'bench.ts'), '--json', '--config', config, '--repeat', String(repeat)];
   if (argv.backend) base.push('--backend', argv.backend);
-  const runs: string[][] = workers > 1
-    ? [[...base, '--threads', '1', '--workers', String(workers), '--only', TRAIN_FIGURES.join(',')], [...base, '--threads', String(threads), '--runtime', runtime, '--only', FIGURE_NAMES.filter((f) => !TRAIN_FIGURES.includes(f)).join(',')]]
-    : [[...base, '--threads', String(threads), '--runtime', runtime]];
+  const runs: string[][] =
+    workers !== undefined && workers > 1 && runtime === 'tfjs'
+      ? [[...base, '--threads', '1', '--runtime', runtime, '--workers', String(workers), '--only', TRAIN_FIGURES.join(',')], [...base, '--threads', String(threads), '--runtime', runtime, '--only', FIGURE_NAMES.filter((f) => !TRAIN_FIGURES.includes(f)).join(',')]]
+      : [[...base, '--threads', String(threads), '--runtime', runtime, ...(workers === undefined ? [] : ['--workers', String(workers)])]];
   const loadBeforeOurs = os.loadavg();
   const results: BenchResult[] = [];
   let oursFailed = false;
@@ -102,7 +103,7 @@ await runCli(async () => {
   const rss = /peer_peak_rss_kib=(\d+)/.exec(p.stderr);
   if (rss) peer.peakRssBytes = Number(rss[1]) * 1024;
 
-  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${workers > 1 ? ` --workers ${workers}` : ''}${runtime !== 'auto' ? ` --runtime ${runtime}` : ''}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
+  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${workers !== undefined ? ` --workers ${workers}` : ''}${runtime !== 'auto' ? ` --runtime ${runtime}` : ''}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
   const table = formatComparison(ours, peer, { loadBeforeOurs, loadBeforePeer, command });
   if (argv.json) console.log(JSON.stringify({ ours, peer, loadBeforeOurs, loadBeforePeer, table }));
   else console.log(table);

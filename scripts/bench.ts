@@ -5,7 +5,7 @@
  *   npm run bench
  *   npm run bench -- --repeat 3 --json
  *   npx tsx scripts/bench.ts --backend wasm --train-batch 128 --only unet_train_step_ms
- *   npm run bench -- --only vae_train_step_ms,unet_train_step_ms --workers 2
+ *   npm run bench -- --only vae_train_step_ms,unet_train_step_ms --workers 1
  *   npm run bench -- --runtime tfjs      (default auto: onnxruntime-node on a CPU backend)
  */
 import path from 'node:path';
@@ -29,8 +29,8 @@ await runCli(async () => {
     .option('train-batch', { type: 'string', describe: 'override measure.trainBatch (heap probe)' })
     .option('sample-batch', { type: 'string', describe: 'override measure.sampleBatch' })
     .option('only', { type: 'string', describe: `comma-separated figures: ${FIGURE_NAMES.join(', ')}` })
-    .option('runtime', { type: 'string', default: 'auto', describe: `what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node, not with --workers > 1; auto: as train and txt2img choose)` })
-    .option('workers', { type: 'string', default: '1', describe: 'data-parallel workers of the training figures (N > 1: the main thread uses 1 wasm thread unless --threads or TXT2IMG_THREADS says otherwise)' })
+    .option('runtime', { type: 'string', default: 'auto', describe: `what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node; auto: as train and txt2img choose)` })
+    .option('workers', { type: 'string', describe: 'data-parallel shards of the training figures, 1 thread each (default as train: one per thread with the onnx runtime, else 1; N > 1 with tfjs: the main thread uses 1 wasm thread unless --threads or TXT2IMG_THREADS says otherwise)' })
     .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
   );
 
@@ -39,12 +39,13 @@ await runCli(async () => {
   const only = argv.only?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const f of only ?? []) if (!(FIGURE_NAMES as readonly string[]).includes(f)) throw new Error(`--only: unknown figure '${f}'; allowed: ${FIGURE_NAMES.join(', ')}`);
   const opt = (v: string | undefined, flag: string, min: number) => (v === undefined ? undefined : integer(v, flag, min));
-  const workers = integer(argv.workers, '--workers', 1, MAX_WORKERS);
+  const asked = argv.workers === undefined ? undefined : integer(argv.workers, '--workers', 1, MAX_WORKERS);
   const choice = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime');
-  const backend = await initBackend({ backend: argv.backend, threads: opt(argv.threads, '--threads', 1) ?? workerThreads(workers), quiet: true });
-  // --workers N > 1 is a tfjs set-up (onnxruntime uses the cores itself), as in train.
-  const { runtime, why } = choice === 'auto' && workers > 1 ? { runtime: 'tfjs' as const, why: `auto: --workers ${workers} trains on tfjs` } : await resolveRuntime(choice, backend);
+  const backend = await initBackend({ backend: argv.backend, threads: opt(argv.threads, '--threads', 1) ?? workerThreads(asked ?? 1), quiet: true });
+  const { runtime, why } = await resolveRuntime(choice, backend);
   if (why) console.error(`runtime ${runtime} (${why})`);
+  // As train chooses: one 1-thread onnxruntime shard per thread (src/pipeline/stages.ts).
+  const workers = asked ?? (runtime === 'onnx' ? backend.threads : 1);
   const result = await runBench({
     spec,
     backend,

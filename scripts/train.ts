@@ -24,7 +24,7 @@ await runCli(async () => {
     .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' })
     .option('runtime', { type: 'string', describe: `what computes the gradients, both stages: ${RUNTIME_CHOICES.join(' | ')} (default auto: onnxruntime-node on a CPU backend where it loads, tfjs otherwise; sets vaeTraining.runtime and unetTraining.runtime)` })
-    .option('workers', { type: 'string', describe: `data-parallel worker threads per step for both stages (default 1; sets vaeTraining.workers and unetTraining.workers; with N > 1 the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)` })
+    .option('workers', { type: 'string', describe: `data-parallel shards per step for both stages, 1 thread each (default: one per core with the onnx runtime, 1 with tfjs; sets vaeTraining.workers and unetTraining.workers; with N > 1 the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)` })
   );
 
   if (!(STAGES as readonly string[]).includes(argv.stage)) throw new Error(`--stage must be one of ${STAGES.join(', ')}, got '${argv.stage}'`);

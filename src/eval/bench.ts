@@ -277,7 +277,8 @@ export interface BenchOptions {
   only?: FigureName[];
   /**
    * What computes the gradients of the training figures and the U-Net of unet_forward_ms,
-   * unet_forward_cached_ms and sampling (default 'tfjs'; the CLIs resolve 'auto'; src/onnx). 'onnx' and workers > 1 exclude each other.
+   * unet_forward_cached_ms and sampling (default 'tfjs'; the CLIs resolve 'auto'; src/onnx). With
+   * workers > 1 every training shard runs the runtime on 1 thread.
    */
   runtime?: Runtime;
   /** Data-parallel shards of the training figures (default 1; src/pipeline/data-parallel.ts). */
@@ -341,7 +342,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const figures = spec.figures.filter((f) => !o.only || o.only.includes(f));
   const workers = checkWorkers(o.workers ?? 1);
   const runtime = o.runtime ?? 'tfjs';
-  if (runtime === 'onnx' && workers > 1) throw new Error(`runtime 'onnx' and ${workers} data-parallel workers cannot be combined: the training figures run one or the other`);
   const rng = new Generator(o.seed ?? 0);
   const guarded = guardWasmMalloc();
   const notes: string[] = [];
@@ -376,7 +376,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   log(`${o.backend.description}; tfjs ${tf.version.tfjs}; config ${spec.file}`);
   const onnxUNet = runtime === 'onnx' ? new OnnxUNet(unet) : undefined;
   if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_ms, unet_forward_cached_ms, sample_images_per_s); training gradients: onnxruntime-node too`);
-  if (workers > 1) log(`training figures: data-parallel over ${workers} workers (1 wasm thread each)`);
+  if (workers > 1) log(`training figures: data-parallel over ${workers} workers (${describeShards(runtime)})`);
   log(`vae params: ${result.vaeParams.toLocaleString('en-US')}   unet params: ${result.unetParams.toLocaleString('en-US')}   trainBatch ${B}, sampleBatch ${S}`);
 
   const run = async (name: FigureName | 'unet_forward_cached_ms', unit: FigureResult['unit'], body: () => Promise<{ median: number; times: number[] }>, toFigure: (s: number) => number) => {
@@ -414,8 +414,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   }
 
   /**
-   * One optimizer step per timed run: gradients (onnxruntime with runtime 'onnx', else tfjs,
-   * data-parallel over `workers`) + AdamW. The warm-up runs trace and load the ONNX graph.
+   * One optimizer step per timed run: gradients (onnxruntime with runtime 'onnx', else tfjs;
+   * data-parallel over `workers`, 1 thread each) + AdamW. The warm-up runs trace and load the ONNX graph.
    */
   async function trainStepFigure<Bt extends object>(name: FigureName, store: ParamStore, task: ShardTask, staged: StagedLoss<Bt>, batch: Bt): Promise<FigureResult> {
     const opt = new AdamW(store, { lr: m.learningRate });
@@ -431,8 +431,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     };
     try {
       const body = async () => {
-        if (runtime === 'onnx') source = new OnnxGradients(store, staged);
-        else if (workers > 1) source = await DataParallel.start({ workers, task, store, loss, log });
+        if (workers > 1) source = await DataParallel.start({ workers, task, store, loss, onnx: runtime === 'onnx' ? { loss: staged, fallback: false } : undefined, log });
+        else if (runtime === 'onnx') source = new OnnxGradients(store, staged);
         // onnxruntime's first runs of a new session grow its memory arena (1-2 s each at batch
         // 64, up to four runs after another figure's session): warm up longer.
         return timed(step, repeat, runtime === 'onnx' ? Math.max(warmup, 4) : warmup);
@@ -532,12 +532,16 @@ function round3(x: number): number {
 }
 
 /** Human-readable report (the figures in the file's order, then memory). */
+function describeShards(runtime: Runtime): string {
+  return runtime === 'onnx' ? '1 onnxruntime thread each' : '1 wasm thread each';
+}
+
 export function formatBench(r: BenchResult): string {
   const lines: string[] = [];
   lines.push(`ldm-small benchmark: backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}), tfjs ${r.tfjs}, median of ${r.repeat} (sampling: ${r.sampleRepeat}) after warm-up`);
   if (r.unetRuntime === 'onnx') lines.push('  U-Net of unet_forward (raw and K/V cached) and sampling: onnxruntime-node on the CPU');
   if (r.trainRuntime === 'onnx') lines.push('  training figures: gradients by onnxruntime-node on the CPU (traced from tfjs), AdamW by tfjs');
-  if ((r.trainWorkers ?? 1) > 1) lines.push(`  training figures: data-parallel over ${r.trainWorkers} workers (1 wasm thread each)`);
+  if ((r.trainWorkers ?? 1) > 1) lines.push(`  training figures: data-parallel over ${r.trainWorkers} workers (${describeShards(r.trainRuntime ?? 'tfjs')})`);
   lines.push(`  vae params ${r.vaeParams.toLocaleString('en-US')}, unet params ${r.unetParams.toLocaleString('en-US')}, trainBatch ${r.trainBatch}, sampleBatch ${r.sampleBatch}`);
   for (const [name, f] of Object.entries(r.figures)) {
     if (!f) continue;

@@ -96,7 +96,7 @@ export function mergeBenchResults(train: BenchResult, sample: BenchResult): Benc
 /** "backend wasm (2 threads), training figures data-parallel over 2 x 1-thread workers, sampling U-Net onnx". */
 export function describeOurSetup(r: BenchResult): string {
   const parts = [`backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}${r.trainThreads !== undefined && r.trainThreads !== r.threads ? `; training figures ${r.trainThreads}` : ''})`];
-  if ((r.trainWorkers ?? 1) > 1) parts.push(`training figures data-parallel over ${r.trainWorkers} workers`);
+  if ((r.trainWorkers ?? 1) > 1) parts.push(`training figures data-parallel over ${r.trainWorkers} x 1-thread shards`);
   if (r.trainRuntime === 'onnx' && r.unetRuntime === 'onnx') parts.push('training gradients, U-Net forward and sampling on onnxruntime-node');
   else if (r.unetRuntime === 'onnx') parts.push('U-Net forward and sampling on onnxruntime-node');
   return parts.join(', ');

@@ -33,6 +33,8 @@ type Loaded = { session: OnnxSession; params: string[] } | { fallback: string };
 export class OnnxGradients<B> {
   private readonly sessions = new Map<string, Promise<Loaded>>();
   private weights: Record<string, HostArray> | undefined;
+  /** Weights given by setWeights that the store does not hold yet. */
+  private storeBehind: Map<string, Float32Array> | undefined;
   private closed = false;
 
   constructor(
@@ -45,10 +47,46 @@ export class OnnxGradients<B> {
   /** Reads the store's current weights to the host; call after every optimizer update. */
   syncWeights(): void {
     this.weights = Object.fromEntries(this.store.entries().map(([name, v]) => [PARAM + name, toHostArray(v)]));
+    this.storeBehind = undefined;
+  }
+
+  /**
+   * Takes the current weights as host arrays (every parameter of the store, by name, its size)
+   * instead of reading the store, e.g. from a data-parallel worker's shared buffer. The store
+   * itself is brought up to date only if tfjs has to compute (a loss that did not export).
+   */
+  setWeights(arrays: Map<string, Float32Array>): void {
+    const weights: Record<string, HostArray> = {};
+    for (const [name, v] of this.store.entries()) {
+      const data = arrays.get(name);
+      if (!data) throw new Error(`OnnxGradients.setWeights: no values for parameter '${name}'`);
+      if (data.length !== v.size) throw new Error(`OnnxGradients.setWeights: '${name}' has ${data.length} values, its shape [${v.shape.join(', ')}] needs ${v.size}`);
+      weights[PARAM + name] = { data, dims: [...v.shape] };
+    }
+    this.weights = weights;
+    this.storeBehind = arrays;
   }
 
   /** Mean loss and gradients (tf tensors the caller owns, by parameter name) of one batch. */
   async gradients(batch: B, rng: Generator): Promise<{ loss: number; grads: Map<string, tf.Tensor> }> {
+    const r = await this.compute(batch, rng);
+    if (!r.host) return r;
+    return { loss: r.loss, grads: new Map([...r.grads].map(([name, g]) => [name, tf.tensor(g.data, g.dims, 'float32')])) };
+  }
+
+  /** As gradients, with the gradients as host arrays (by parameter name). */
+  async hostGradients(batch: B, rng: Generator): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+    const r = await this.compute(batch, rng);
+    if (r.host) return { loss: r.loss, grads: new Map([...r.grads].map(([name, g]) => [name, g.data])) };
+    const grads = new Map([...r.grads].map(([name, g]) => [name, g.dataSync() as Float32Array]));
+    tf.dispose([...r.grads.values()]);
+    return { loss: r.loss, grads };
+  }
+
+  private async compute(
+    batch: B,
+    rng: Generator,
+  ): Promise<{ host: false; loss: number; grads: Map<string, tf.Tensor> } | { host: true; loss: number; grads: Map<string, { data: Float32Array; dims: number[] }> }> {
     if (this.closed) throw new Error('OnnxGradients: closed');
     const inputs = this.loss.inputs(batch, rng);
     try {
@@ -64,17 +102,19 @@ export class OnnxGradients<B> {
       }
       const loaded = await entry;
       if ('fallback' in loaded) {
+        if (this.storeBehind) {
+          for (const [name, v] of this.store.entries()) tf.tidy(() => v.assign(tf.tensor(this.storeBehind!.get(name)!, v.shape, 'float32')));
+          this.storeBehind = undefined;
+        }
         const r = computeGradients(this.store, () => this.loss.graph(inputs));
         const loss = (await r.loss.data())[0];
         r.loss.dispose();
-        return { loss, grads: r.grads };
+        return { host: false, loss, grads: r.grads };
       }
       const { session, params } = loaded;
       if (!this.weights) this.syncWeights();
-      const out = await session.run({ ...this.weights!, ...inputs });
-      const loss = out.loss.dataSync()[0];
-      out.loss.dispose();
-      return { loss, grads: new Map(params.map((name) => [name, out[GRAD + name]])) };
+      const out = await session.runHost({ ...this.weights!, ...inputs });
+      return { host: true, loss: out.loss.data[0], grads: new Map(params.map((name) => [name, out[GRAD + name]])) };
     } finally {
       tf.dispose(Object.values(inputs));
     }
@@ -115,6 +155,7 @@ export class OnnxGradients<B> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
     this.weights = undefined;
+    this.storeBehind = undefined;
     for (const s of all) {
       const loaded = await s.catch(() => undefined);
       if (loaded && 'session' in loaded) loaded.session.dispose();

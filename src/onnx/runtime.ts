@@ -3,7 +3,9 @@
  * transformers.js already installs; no network, no GPU). The native module is loaded on first
  * use, so importing this file costs nothing when the tfjs runtime is chosen.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type Ort from 'onnxruntime-node';
 import { currentBackend } from '../backend/index.js';
@@ -93,13 +95,24 @@ export class OnnxSession {
     const threads = opts.threads ?? defaultOnnxThreads();
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`onnxruntime threads must be a positive integer, got ${threads}`);
     const ort = await loadOrt();
-    const session = await ort.InferenceSession.create(model, {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionProviders: ['cpu'],
-      graphOptimizationLevel: 'all',
-    });
-    return new OnnxSession(ort, session, threads);
+    // From a file, not the bytes: onnxruntime-node 1.14 ignores the session options of a model
+    // given as a buffer (its intra-op pool then has one thread per core whatever `threads` says;
+    // measured by the threads the process holds), and 1-thread sessions side by side
+    // (data-parallel shards) would each spin a second thread.
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'txt2img-onnx-'));
+    try {
+      const file = path.join(dir, 'model.onnx');
+      writeFileSync(file, model);
+      const session = await ort.InferenceSession.create(file, {
+        intraOpNumThreads: threads,
+        interOpNumThreads: 1,
+        executionProviders: ['cpu'],
+        graphOptimizationLevel: 'all',
+      });
+      return new OnnxSession(ort, session, threads);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   /**
@@ -107,6 +120,13 @@ export class OnnxSession {
    * reuse across calls); each output comes back as a tf tensor.
    */
   async run(feeds: Record<string, tf.Tensor | HostArray>): Promise<Record<string, tf.Tensor>> {
+    const out: Record<string, tf.Tensor> = {};
+    for (const [name, r] of Object.entries(await this.runHost(feeds))) out[name] = tf.tensor(r.data, r.dims, 'float32');
+    return out;
+  }
+
+  /** As run, with the outputs left on the host (float32). */
+  async runHost(feeds: Record<string, tf.Tensor | HostArray>): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
     if (!this.session) throw new Error('OnnxSession: the session has been disposed');
     const ortFeeds: Record<string, Ort.Tensor> = {};
     for (const [name, f] of Object.entries(feeds)) {
@@ -114,10 +134,10 @@ export class OnnxSession {
       ortFeeds[name] = data instanceof Float32Array ? new this.ort.Tensor('float32', data, dims) : new this.ort.Tensor('int32', data, dims);
     }
     const results = await this.session.run(ortFeeds);
-    const out: Record<string, tf.Tensor> = {};
+    const out: Record<string, { data: Float32Array; dims: number[] }> = {};
     for (const [name, r] of Object.entries(results)) {
       if (r.type !== 'float32') throw new Error(`OnnxSession: output '${name}' is ${r.type}; only float32 outputs are read`);
-      out[name] = tf.tensor(r.data as Float32Array, r.dims as number[], 'float32');
+      out[name] = { data: r.data as Float32Array, dims: r.dims as number[] };
     }
     return out;
   }

@@ -1,13 +1,16 @@
 /**
  * A data-parallel training worker (started by data-parallel.ts): initialises its own backend,
  * rebuilds the model and the loss from the task, then answers shard requests with the shard's
- * loss and gradients (through shared memory). An error ends the worker; the main thread reports it.
+ * loss and gradients (through shared memory), computed by tfjs or, for an onnx runtime, by
+ * onnxruntime with 1 thread (the graph traced here, on this worker's backend, at the shard's
+ * batch). An error ends the worker; the main thread reports it.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../backend/index.js';
-import { computeGradients, disposeGrads } from '../nn/params.js';
+import { disposeGrads } from '../nn/params.js';
+import { OnnxGradients } from '../onnx/gradients.js';
 import { Generator } from '../random/generator.js';
-import { type Replica, type ShardRequest, type ShardTask, type WorkerInit, type WorkerMessage, layoutProblems, readParams, writeGrads } from './data-parallel.js';
+import { type Replica, type ShardRequest, type ShardTask, type WorkerInit, type WorkerMessage, batchGradients, layoutProblems, readParamArrays, readParams, writeGrads } from './data-parallel.js';
 
 async function buildReplica(task: ShardTask): Promise<Replica<never>> {
   switch (task.kind) {
@@ -31,17 +34,32 @@ if (problems.length > 0) {
   throw new Error(`the ${init.task.kind} replica does not match the main thread's model (${problems.length} problem(s)): ${problems.slice(0, 5).join('; ')}`);
 }
 
+let onnx: OnnxGradients<never> | undefined;
+if (init.runtime.kind === 'onnx') {
+  if (!replica.staged) throw new Error(`the ${init.task.kind} loss has no staged form, so onnxruntime cannot compute its gradients`);
+  const onFallback = init.runtime.fallback ? (why: string) => port.postMessage({ type: 'fallback', why } satisfies WorkerMessage) : undefined;
+  onnx = new OnnxGradients(replica.store, replica.staged, { threads: 1, onFallback });
+}
+
 let loadedWeights = 0;
-port.on('message', (req: ShardRequest) => {
+// One request at a time (the main thread waits for each reply), so the async handler never overlaps itself.
+port.on('message', async (req: ShardRequest) => {
   if (req.weights !== loadedWeights) {
-    readParams(replica.store, init.layout, init.weights, req.weights);
+    // onnxruntime takes the weights as host arrays: the tfjs replica is only updated if it computes.
+    if (onnx) onnx.setWeights(readParamArrays(init.layout, init.weights, req.weights));
+    else readParams(replica.store, init.layout, init.weights, req.weights);
     loadedWeights = req.weights;
   }
-  const { loss, grads } = computeGradients(replica.store, () => replica.loss(req.batch as never, Generator.fromState(req.rng)));
-  const value = loss.dataSync()[0];
-  loss.dispose();
-  const written = writeGrads(grads, init.layout, init.grads, req.id);
-  disposeGrads(grads);
-  port.postMessage({ type: 'grads', id: req.id, loss: value, written } satisfies WorkerMessage);
+  const rng = Generator.fromState(req.rng);
+  let reply: { loss: number; written: number[] };
+  if (onnx) {
+    const { loss, grads } = await onnx.hostGradients(req.batch as never, rng);
+    reply = { loss, written: writeGrads(grads, init.layout, init.grads, req.id) };
+  } else {
+    const { loss, grads } = await batchGradients(replica.store, replica.loss, req.batch as never, rng);
+    reply = { loss, written: writeGrads(grads, init.layout, init.grads, req.id) };
+    disposeGrads(grads);
+  }
+  port.postMessage({ type: 'grads', id: req.id, ...reply } satisfies WorkerMessage);
 });
 port.postMessage({ type: 'ready', backend: backend.name, threads: backend.threads } satisfies WorkerMessage);

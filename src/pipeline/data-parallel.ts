@@ -10,6 +10,12 @@
  * step, while two 1-thread backends side by side each run at full speed. It also splits the
  * activation memory over several wasm heaps (each capped at 4 GB).
  *
+ * With `onnx` every shard's gradients come from onnxruntime instead (src/onnx/gradients.ts,
+ * the replica's staged loss, 1 intra-op thread per shard): onnxruntime parallelises a GEMM over
+ * its threads but many of its memory-bound kernels (Slice, Pad, Transpose, ReduceSum) run on
+ * one, so independent half batches on the 2 cores beat one session on 2 threads (ldm-small on
+ * 2 cores: VAE step ~20%, U-Net step ~15% faster; README "Speed").
+ *
  * A worker rebuilds the model and the loss from a serialisable task description (ShardTask: the
  * model config plus the arrays the loss reads, e.g. the training images); the main thread builds
  * its loss from the same description with the same function, so the loss code exists once.
@@ -24,7 +30,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { Worker } from 'node:worker_threads';
 import { type BackendName, currentBackend } from '../backend/index.js';
-import { type ParamStore, computeGradients, disposeGrads } from '../nn/params.js';
+import { type ParamStore, type StagedLoss, computeGradients, disposeGrads } from '../nn/params.js';
+import { OnnxGradients } from '../onnx/gradients.js';
 import type { Generator, GeneratorState } from '../random/generator.js';
 import type { ClassifierShardTask } from '../eval/classifier.js';
 import type { UnetShardTask, VaeShardTask } from './stages.js';
@@ -41,6 +48,8 @@ export interface Replica<B> {
   store: ParamStore;
   /** Mean loss over the batch's samples; draws all noise from rng. */
   loss: (batch: B, rng: Generator) => tf.Scalar;
+  /** The same loss staged for onnxruntime (inputs drawn, then the graph); absent: tfjs only. */
+  staged?: StagedLoss<B>;
   dispose(): void;
 }
 
@@ -147,10 +156,16 @@ function sharedParams(total: number): SharedParams {
   return { stamp: new Int32Array(new SharedArrayBuffer(4)), data: new Float32Array(new SharedArrayBuffer(total * 4)) };
 }
 
-/** Copies every parameter of the store into the buffer, then stamps it. */
-export function writeParams(store: ParamStore, layout: ParamLayout, to: SharedParams, stamp: number): void {
-  layout.names.forEach((n, i) => to.data.set(store.get(n).dataSync() as Float32Array, layout.offsets[i]));
+/** Copies every parameter of the store into the buffer, then stamps it; returns the values read. */
+export function writeParams(store: ParamStore, layout: ParamLayout, to: SharedParams, stamp: number): Map<string, Float32Array> {
+  const values = new Map<string, Float32Array>();
+  layout.names.forEach((n, i) => {
+    const v = store.get(n).dataSync() as Float32Array;
+    to.data.set(v, layout.offsets[i]);
+    values.set(n, v);
+  });
   Atomics.store(to.stamp, 0, stamp);
+  return values;
 }
 
 function checkStamp(from: SharedParams, stamp: number, what: string): void {
@@ -158,24 +173,31 @@ function checkStamp(from: SharedParams, stamp: number, what: string): void {
   if (got !== stamp) throw new Error(`data-parallel: ${what} buffer has stamp ${got}, expected ${stamp}`);
 }
 
-/** Assigns every parameter of the store from the buffer (which must carry `stamp`). */
-export function readParams(store: ParamStore, layout: ParamLayout, from: SharedParams, stamp: number): void {
+const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/**
+ * Every parameter's values from the buffer (which must carry `stamp`), by name. Copies: no
+ * backend or onnxruntime (which refuses shared memory) ever keeps a view of shared memory.
+ */
+export function readParamArrays(layout: ParamLayout, from: SharedParams, stamp: number): Map<string, Float32Array> {
   checkStamp(from, stamp, 'weights');
-  layout.names.forEach((n, i) => {
-    const v = store.get(n);
-    // slice: a private copy, so no backend ever keeps a view of shared memory
-    tf.tidy(() => v.assign(tf.tensor(from.data.slice(layout.offsets[i], layout.offsets[i] + v.size), layout.shapes[i], 'float32')));
-  });
+  return new Map(layout.names.map((n, i) => [n, from.data.slice(layout.offsets[i], layout.offsets[i] + sizeOf(layout.shapes[i]))]));
 }
 
-/** Writes gradients into the buffer and stamps it; returns the layout indices written. */
-export function writeGrads(grads: Map<string, tf.Tensor>, layout: ParamLayout, to: SharedParams, stamp: number): number[] {
+/** Assigns every parameter of the store from the buffer (which must carry `stamp`). */
+export function readParams(store: ParamStore, layout: ParamLayout, from: SharedParams, stamp: number): void {
+  const values = readParamArrays(layout, from, stamp);
+  layout.names.forEach((n, i) => tf.tidy(() => store.get(n).assign(tf.tensor(values.get(n)!, layout.shapes[i], 'float32'))));
+}
+
+/** Writes gradients (tensors or host arrays) into the buffer and stamps it; returns the layout indices written. */
+export function writeGrads(grads: Map<string, tf.Tensor | Float32Array>, layout: ParamLayout, to: SharedParams, stamp: number): number[] {
   const index = new Map(layout.names.map((n, i) => [n, i]));
   const written: number[] = [];
   for (const [name, g] of grads) {
     const i = index.get(name);
     if (i === undefined) throw new Error(`data-parallel: gradient of unknown parameter '${name}'`);
-    to.data.set(g.dataSync() as Float32Array, layout.offsets[i]);
+    to.data.set(g instanceof Float32Array ? g : (g.dataSync() as Float32Array), layout.offsets[i]);
     written.push(i);
   }
   Atomics.store(to.stamp, 0, stamp);
@@ -197,12 +219,16 @@ function shareArrays<T>(value: T): T {
   return value;
 }
 
+/** What computes a shard's gradients: tfjs (the backend), or onnxruntime with 1 thread. */
+export type ShardRuntime = { kind: 'tfjs' } | { kind: 'onnx'; /** export failure: tfjs instead (else an error) */ fallback: boolean };
+
 /** What a worker receives at start (workerData). */
 export interface WorkerInit {
   index: number;
   task: ShardTask;
   backend: BackendName;
   threads: number;
+  runtime: ShardRuntime;
   layout: ParamLayout;
   weights: SharedParams;
   grads: SharedParams;
@@ -218,7 +244,9 @@ export interface ShardRequest {
 
 export type WorkerMessage =
   | { type: 'ready'; backend: string; threads: number }
-  | { type: 'grads'; id: number; loss: number; written: number[] };
+  | { type: 'grads'; id: number; loss: number; written: number[] }
+  /** onnxruntime could not take the loss: this worker computes with tfjs from now on. */
+  | { type: 'fallback'; why: string };
 
 /** Our backend name for the backend this thread computes on. */
 function backendName(): BackendName {
@@ -247,6 +275,12 @@ export interface DataParallelOptions<B> {
   store: ParamStore;
   /** The main thread's loss: the same function the workers build from `task`. */
   loss: (batch: B, rng: Generator) => tf.Scalar;
+  /**
+   * Every shard's gradients by onnxruntime (1 thread each) from this staged form of `loss`
+   * (the workers use their replica's); `fallback`: a loss the exporter cannot translate is
+   * computed by tfjs (with a log line) instead of failing.
+   */
+  onnx?: { loss: StagedLoss<B>; fallback: boolean };
   log?: (line: string) => void;
 }
 
@@ -257,6 +291,8 @@ export class DataParallel<B extends object> implements GradientSource<B> {
   private nextId = 0;
   private closed = false;
   private readonly onSignal: (signal: NodeJS.Signals) => void;
+  /** Shard 0's gradients when onnxruntime computes them. */
+  private readonly onnx: OnnxGradients<B> | undefined;
 
   private constructor(
     private readonly o: DataParallelOptions<B>,
@@ -266,6 +302,7 @@ export class DataParallel<B extends object> implements GradientSource<B> {
   ) {
     this.layout = layout;
     this.weights = weights;
+    this.onnx = o.onnx && new OnnxGradients(o.store, o.onnx.loss, { threads: 1, onFallback: o.onnx.fallback ? (why) => this.logLine(fallbackLine(why, 'shard 0')) : undefined });
     // Ctrl-C: stop the workers, then let the signal end the process as it would have.
     this.onSignal = (signal) => {
       this.removeSignalHandlers();
@@ -284,25 +321,31 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     const weights = sharedParams(layout.total);
     const task = shareArrays(o.task);
     const backend = backendName();
+    const runtime: ShardRuntime = o.onnx ? { kind: 'onnx', fallback: o.onnx.fallback } : { kind: 'tfjs' };
+    const log = o.log ?? ((l: string) => console.error(l));
     const slots: WorkerSlot[] = [];
     const ready: Promise<{ backend: string; threads: number }>[] = [];
     for (let index = 1; index < workers; index++) {
       const grads = sharedParams(layout.total);
-      const init: WorkerInit = { index, task, backend, threads: 1, layout, weights, grads };
+      const init: WorkerInit = { index, task, backend, threads: 1, runtime, layout, weights, grads };
       // The .mjs entry registers tsx in the worker, then loads data-parallel-worker.ts.
       // execArgv []: the parent's flags (tsx's or vitest's loaders) do not apply to workers.
       const worker = new Worker(new URL('./data-parallel-worker.mjs', import.meta.url), { workerData: init, execArgv: [] });
       const slot: WorkerSlot = { worker, grads };
       slots.push(slot);
-      ready.push(watchWorker(slot, index, workers));
+      ready.push(watchWorker(slot, index, workers, (why) => log(fallbackLine(why, `worker ${index}`))));
     }
     const pool = new DataParallel(o, slots, layout, weights);
     try {
       const infos = await Promise.all(ready);
       const { backend: name, threads } = infos[0];
       const main = currentBackend();
-      const mainNote = main && main.threads !== threads ? ` (the main thread: ${main.threads} threads)` : '';
-      (o.log ?? ((l: string) => console.error(l)))(`data-parallel: ${workers} workers x ${threads} ${name} thread${threads === 1 ? '' : 's'}${mainNote}`);
+      if (o.onnx) {
+        log(`data-parallel: ${workers} shards x 1 onnxruntime-node thread (gradients; a ${name} backend in each worker for the first trace)`);
+      } else {
+        const mainNote = main && main.threads !== threads ? ` (the main thread: ${main.threads} threads)` : '';
+        log(`data-parallel: ${workers} workers x ${threads} ${name} thread${threads === 1 ? '' : 's'}${mainNote}`);
+      }
     } catch (e) {
       await pool.close();
       throw e;
@@ -310,10 +353,15 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     return pool;
   }
 
+  private logLine(line: string): void {
+    (this.o.log ?? ((l: string) => console.error(l)))(line);
+  }
+
   /** Publishes the store's current weights: the workers compute their next shards with them. */
   syncWeights(): void {
     this.weightsStamp++;
-    writeParams(this.o.store, this.layout, this.weights, this.weightsStamp);
+    const values = writeParams(this.o.store, this.layout, this.weights, this.weightsStamp);
+    this.onnx?.setWeights(values);
   }
 
   /**
@@ -331,47 +379,36 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     // Post the workers' shards first, so they compute while this thread does shard 0.
     const replies = Promise.all(shards.slice(1).map((s, k) => (s.size > 0 ? this.request(this.slots[k], s.batch, rngs[k + 1]) : undefined)));
     replies.catch(() => {}); // handled below; a failure while shard 0 runs must not be "unhandled"
-    const own = shards[0].size > 0 ? computeGradients(this.o.store, () => this.o.loss(shards[0].batch, rngs[0])) : undefined;
+    let own: { loss: number; grads: Map<string, Float32Array> } | undefined;
     let workerReplies: Awaited<typeof replies>;
     try {
+      if (shards[0].size > 0) own = this.onnx ? await this.onnx.hostGradients(shards[0].batch, rngs[0]) : ownOnHost(this.o.store, () => this.o.loss(shards[0].batch, rngs[0]));
       workerReplies = await replies;
     } catch (e) {
-      if (own) {
-        own.loss.dispose();
-        disposeGrads(own.grads);
-      }
+      await replies.catch(() => {}); // no worker may still write its gradients once this throws
       throw e;
     }
+    // Weighted by shard size, summed on the host; a parameter a shard's loss does not reach
+    // has gradient 0 there: it just has fewer parts.
     const w = shards.map((s) => s.size / total);
-    let loss = 0;
-    const parts = new Map<string, { g: tf.Tensor; w: number }[]>();
-    const add = (name: string, g: tf.Tensor, weight: number) => {
-      const list = parts.get(name) ?? [];
-      list.push({ g, w: weight });
-      parts.set(name, list);
-    };
-    if (own) {
-      loss += w[0] * own.loss.dataSync()[0];
-      own.loss.dispose();
-      for (const [name, g] of own.grads) add(name, g, w[0]);
-    }
-    workerReplies.forEach((r, k) => {
-      if (!r) return;
-      const slot = this.slots[k];
-      checkStamp(slot.grads, r.id, `worker ${k + 1} gradient`);
+    let loss = own ? w[0] * own.loss : 0;
+    const written = workerReplies.map((r, k) => {
+      if (!r) return new Set<number>();
+      checkStamp(this.slots[k].grads, r.id, `worker ${k + 1} gradient`);
       loss += w[k + 1] * r.loss;
-      for (const i of r.written) {
-        const off = this.layout.offsets[i];
-        const size = this.layout.shapes[i].reduce((a, b) => a * b, 1);
-        add(this.layout.names[i], tf.tensor(slot.grads.data.slice(off, off + size), this.layout.shapes[i], 'float32'), w[k + 1]);
-      }
+      return new Set(r.written);
     });
-    // A parameter a shard's loss does not reach has gradient 0 there: it just has fewer parts.
     const grads = new Map<string, tf.Tensor>();
-    for (const [name, list] of parts) {
-      grads.set(name, tf.tidy(() => list.map(({ g, w: weight }) => tf.mul(g, weight)).reduce((a, b) => tf.add(a, b))));
-      for (const { g } of list) g.dispose();
-    }
+    this.layout.names.forEach((name, i) => {
+      const size = sizeOf(this.layout.shapes[i]);
+      const off = this.layout.offsets[i];
+      const parts: [Float32Array, number][] = [];
+      const mine = own?.grads.get(name);
+      if (mine) parts.push([mine, w[0]]);
+      written.forEach((set, k) => set.has(i) && parts.push([this.slots[k].grads.data.subarray(off, off + size), w[k + 1]]));
+      if (parts.length === 0) return;
+      grads.set(name, tf.tensor(weightedSum(parts, size), this.layout.shapes[i], 'float32'));
+    });
     return { loss, grads };
   }
 
@@ -397,11 +434,40 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     this.closed = true;
     this.removeSignalHandlers();
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    await this.onnx?.close();
   }
 }
 
+/** Σ weight · values; the first two parts in one pass (the usual 2 shards: ~2x a pass per part). */
+function weightedSum(parts: [Float32Array, number][], size: number): Float32Array {
+  const sum = new Float32Array(size);
+  const [a, wa] = parts[0];
+  if (parts.length === 1) {
+    for (let j = 0; j < size; j++) sum[j] = wa * a[j];
+    return sum;
+  }
+  const [b, wb] = parts[1];
+  for (let j = 0; j < size; j++) sum[j] = wa * a[j] + wb * b[j];
+  for (const [g, w] of parts.slice(2)) for (let j = 0; j < size; j++) sum[j] += w * g[j];
+  return sum;
+}
+
+/** Loss and gradients of this thread's shard by tfjs, read to the host. */
+function ownOnHost(store: ParamStore, loss: () => tf.Scalar): { loss: number; grads: Map<string, Float32Array> } {
+  const r = computeGradients(store, loss);
+  const value = r.loss.dataSync()[0];
+  r.loss.dispose();
+  const grads = new Map([...r.grads].map(([name, g]) => [name, g.dataSync() as Float32Array]));
+  disposeGrads(r.grads);
+  return { loss: value, grads };
+}
+
+function fallbackLine(why: string, who: string): string {
+  return `gradients (${who}): tfjs instead of onnxruntime: ${why.split('; supported:')[0]}`;
+}
+
 /** Routes a worker's messages to its slot; resolves once it is ready, rejects if it fails first. */
-function watchWorker(slot: WorkerSlot, index: number, workers: number): Promise<{ backend: string; threads: number }> {
+function watchWorker(slot: WorkerSlot, index: number, workers: number, onFallback: (why: string) => void): Promise<{ backend: string; threads: number }> {
   return new Promise((resolve, reject) => {
     let started = false;
     const fail = (e: Error) => {
@@ -415,6 +481,8 @@ function watchWorker(slot: WorkerSlot, index: number, workers: number): Promise<
       if (m.type === 'ready') {
         started = true;
         resolve({ backend: m.backend, threads: m.threads });
+      } else if (m.type === 'fallback') {
+        onFallback(m.why);
       } else if (m.type === 'grads' && slot.pending?.id === m.id) {
         const p = slot.pending;
         slot.pending = undefined;

@@ -35,7 +35,7 @@ import { type RuntimeChoice, defaultOnnxThreads, resolveRuntime } from '../onnx/
 import type { UNetConfig } from '../unet/config.js';
 import { AutoencoderKL, measureScalingFactor } from '../vae/autoencoder-kl.js';
 import type { VaeConfig } from '../vae/config.js';
-import type { Replica } from './data-parallel.js';
+import type { Replica, ShardTask } from './data-parallel.js';
 import { Txt2ImgPipeline } from './pipeline.js';
 import { type StepLog, type TrainResult, train } from './trainer.js';
 
@@ -52,7 +52,10 @@ export interface StageTraining {
   emaDecay: number;
   accumulate: number;
   checkpointEvery: number;
-  /** Data-parallel shards per micro-batch (default 1 = off; see data-parallel.ts). */
+  /**
+   * Data-parallel shards per micro-batch (see data-parallel.ts; 1 = off). Default: one per core
+   * with the onnx runtime (each shard onnxruntime on 1 thread), 1 with tfjs.
+   */
   workers?: number;
   /** What computes the gradients (default auto: onnxruntime on a CPU backend where it loads). */
   runtime?: RuntimeChoice;
@@ -85,22 +88,29 @@ function trainerSettings(t: StageTraining) {
 }
 
 /**
- * The trainer's `onnx` option when the stage's runtime resolves to onnxruntime; logs what
- * computes the gradients either way. Data-parallel workers run tfjs.
+ * What computes a stage's gradients (the trainer's `onnx` and `parallel` options); logs which
+ * and why. Workers unset: one 1-thread onnxruntime shard per core when the runtime is onnx
+ * (independent half batches beat one session on both cores: data-parallel.ts), else 1.
  */
-async function gradientRuntime<B>(stage: string, t: StageTraining, loss: StagedLoss<B>, log: (line: string) => void): Promise<{ loss: StagedLoss<B>; fallback: boolean } | undefined> {
+async function gradientSetup<B>(
+  stage: string,
+  t: StageTraining,
+  loss: StagedLoss<B>,
+  task: ShardTask,
+  log: (line: string) => void,
+): Promise<{ onnx?: { loss: StagedLoss<B>; fallback: boolean }; parallel: { workers: number; task: ShardTask } }> {
   const choice = t.runtime ?? 'auto';
-  const workers = t.workers ?? 1;
-  if (workers > 1) {
-    if (choice === 'onnx') throw new Error(`${stage}Training: runtime 'onnx' and ${workers} data-parallel workers cannot be combined (onnxruntime uses the cores itself); use one of them`);
-    log(`${stage} gradients: tfjs, data-parallel over ${workers} workers`);
-    return undefined;
-  }
   const { runtime, why } = await resolveRuntime(choice, currentBackend() ?? { gpu: false, name: 'tfjs' });
-  const how = runtime === 'onnx' ? `onnxruntime-node on the CPU (${defaultOnnxThreads()} threads), loss and backward pass traced from tfjs` : 'tfjs (the backend above)';
+  const cores = defaultOnnxThreads();
+  const workers = t.workers ?? (runtime === 'onnx' ? cores : 1);
+  const auto = t.workers === undefined && workers > 1 ? ` (one per core; --workers 1: one session on ${cores} threads)` : '';
+  const how =
+    runtime === 'onnx'
+      ? `onnxruntime-node on the CPU${workers > 1 ? `, data-parallel over ${workers} shards of 1 thread${auto}` : ` (${cores} thread${cores === 1 ? '' : 's'})`}, loss and backward pass traced from tfjs`
+      : `tfjs (${workers > 1 ? `data-parallel over ${workers} workers` : 'the backend above'})`;
   log(`${stage} gradients: ${how}${why ? ` (${why})` : ''}`);
   // Asked for by auto only: a loss the exporter cannot translate then trains on tfjs.
-  return runtime === 'onnx' ? { loss, fallback: choice === 'auto' } : undefined;
+  return { onnx: runtime === 'onnx' ? { loss, fallback: choice === 'auto' } : undefined, parallel: { workers, task } };
 }
 
 /** Runs `fn` with the EMA weights swapped into `store`, restoring the live weights afterwards. */
@@ -147,7 +157,8 @@ export function vaeShardLoss(task: VaeShardTask, vae: AutoencoderKL): (b: IndexB
 
 export function vaeReplica(task: VaeShardTask): Replica<IndexBatch> {
   const vae = new AutoencoderKL(task.vae, new Generator(0)); // the weights come from the main thread
-  return { store: vae.store, loss: vaeShardLoss(task, vae), dispose: () => vae.dispose() };
+  const staged = vaeStagedLoss(task, vae);
+  return { store: vae.store, loss: stagedLossFn(staged), staged, dispose: () => vae.dispose() };
 }
 
 export interface VaeStageOptions extends StageCommon {
@@ -174,8 +185,7 @@ export async function trainVaeStage(o: VaeStageOptions): Promise<AutoencoderKL |
       store: vae.store,
       data: { next: () => batcher.next(), position: () => batcher.position(), restore: (p) => batcher.restore(p) },
       loss: stagedLossFn(staged),
-      parallel: { workers: o.training.workers ?? 1, task },
-      onnx: await gradientRuntime('vae', o.training, staged, o.log ?? ((l) => console.error(l))),
+      ...(await gradientSetup('vae', o.training, staged, task, o.log ?? ((l) => console.error(l)))),
       log: o.log,
       seed: o.seed + 2,
       resume: o.resume,
@@ -292,18 +302,16 @@ export function unetStagedLoss(task: UnetShardTask, unet: UNet2DCondition, label
   };
 }
 
-export function unetShardLoss(task: UnetShardTask, unet: UNet2DCondition, labelEncoder: LabelEncoder | undefined): (b: UnetShardBatch, rng: Generator) => tf.Scalar {
-  return stagedLossFn(unetStagedLoss(task, unet, labelEncoder));
-}
-
 export function unetReplica(task: UnetShardTask): Replica<UnetShardBatch> {
   // The weights come from the main thread.
   const unet = new UNet2DCondition(task.unet, new Generator(0));
   const labelEncoder = task.labelEncoder ? new LabelEncoder(task.labelEncoder, new Generator(0)) : undefined;
   const store = unetTrainedStore(unet, labelEncoder);
+  const staged = unetStagedLoss(task, unet, labelEncoder);
   return {
     store,
-    loss: unetShardLoss(task, unet, labelEncoder),
+    loss: stagedLossFn(staged),
+    staged,
     dispose: () => {
       if (store !== unet.store) store.dispose(); // the union view owns nothing
       unet.dispose();
@@ -453,8 +461,7 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
         restore: (p) => batcher.restore(p),
       },
       loss: stagedLossFn(staged),
-      parallel: { workers: o.training.workers ?? 1, task },
-      onnx: await gradientRuntime('unet', o.training, staged, log),
+      ...(await gradientSetup('unet', o.training, staged, task, log)),
       log,
       seed: o.seed + 5,
       resume: o.resume,

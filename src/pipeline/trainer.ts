@@ -14,7 +14,8 @@
  * averaged by shard size; clipping, AdamW, EMA and checkpoints stay here. Each shard's noise
  * comes from a Generator spawned from the trainer's, so such a run, and its resume, is exact too.
  * `onnx: { loss }` computes every micro-batch's gradients with onnxruntime instead
- * (src/onnx/gradients.ts), from the staged form of the same loss: same noise, same data.
+ * (src/onnx/gradients.ts), from the staged form of the same loss: same noise, same data; with
+ * both, every shard runs onnxruntime on 1 thread.
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -75,7 +76,8 @@ export interface TrainerOptions<B> {
   parallel?: { workers: number; task: ShardTask };
   /**
    * Gradients by onnxruntime (src/onnx/gradients.ts) from this staged form of `loss` (the same
-   * loss: same inputs, same noise). Not with `parallel.workers` > 1.
+   * loss: same inputs, same noise). With `parallel.workers` > 1 every shard runs onnxruntime
+   * with 1 thread (`threads` then does not apply).
    */
   onnx?: {
     loss: StagedLoss<B>;
@@ -153,9 +155,6 @@ export function validateTrainerOptions<B>(o: TrainerOptions<B>): void {
   int('sample-every', o.sampleEvery, 1);
   int('seed', o.seed, 0);
   if (o.parallel) checkWorkers(o.parallel.workers);
-  if (o.onnx && (o.parallel?.workers ?? 1) > 1) {
-    throw new Error(`onnxruntime gradients and ${o.parallel!.workers} data-parallel workers cannot be combined: use --runtime onnx (one process, its own threads) or --runtime tfjs with --workers`);
-  }
   if (o.clipGradNorm !== undefined && !(o.clipGradNorm >= 0)) throw new Error(`clip-grad-norm must be >= 0 (0 = off), got ${o.clipGradNorm}`);
   if (o.emaDecay !== undefined && !(o.emaDecay >= 0 && o.emaDecay < 1)) throw new Error(`ema-decay must be in [0, 1) (0 = off), got ${o.emaDecay}`);
   validateLrSchedule(o.lr);
@@ -165,14 +164,22 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
   validateTrainerOptions(o);
   mkdirSync(path.join(o.runDir, CHECKPOINTS_DIR), { recursive: true });
   const workers = o.parallel?.workers ?? 1;
-  const source: GradientSource<B> | undefined = o.onnx
-    ? new OnnxGradients(o.store, o.onnx.loss, {
-        threads: o.onnx.threads,
-        onFallback: o.onnx.fallback ? (why) => (o.log ?? ((l: string) => console.error(l)))(`gradients: tfjs instead of onnxruntime: ${why.split('; supported:')[0]}`) : undefined,
-      })
-    : workers > 1
-      ? ((await DataParallel.start({ workers, task: o.parallel!.task, store: o.store, loss: o.loss as (b: object, rng: Generator) => tf.Scalar, log: o.log })) as unknown as GradientSource<B>)
-      : undefined;
+  const source: GradientSource<B> | undefined =
+    workers > 1
+      ? ((await DataParallel.start({
+          workers,
+          task: o.parallel!.task,
+          store: o.store,
+          loss: o.loss as (b: object, rng: Generator) => tf.Scalar,
+          onnx: o.onnx && { loss: o.onnx.loss as StagedLoss<object>, fallback: o.onnx.fallback ?? false },
+          log: o.log,
+        })) as unknown as GradientSource<B>)
+      : o.onnx
+        ? new OnnxGradients(o.store, o.onnx.loss, {
+            threads: o.onnx.threads,
+            onFallback: o.onnx.fallback ? (why) => (o.log ?? ((l: string) => console.error(l)))(`gradients: tfjs instead of onnxruntime: ${why.split('; supported:')[0]}`) : undefined,
+          })
+        : undefined;
   try {
     return await trainLoop(o, source);
   } finally {

@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { IndexBatcher } from '../../src/data/in-memory.js';
 import { AttributeClassifier, type ClassifierShardTask, classifierShardLoss, parseClassifierConfig } from '../../src/eval/classifier.js';
-import { computeGradients, disposeGrads } from '../../src/nn/params.js';
+import { computeGradients, disposeGrads, stagedLossFn } from '../../src/nn/params.js';
 import { DataParallel, checkWorkers, splitBatch } from '../../src/pipeline/data-parallel.js';
-import { type VaeShardTask, vaeShardLoss } from '../../src/pipeline/stages.js';
+import { type VaeShardTask, vaeShardLoss, vaeStagedLoss } from '../../src/pipeline/stages.js';
 import { train } from '../../src/pipeline/trainer.js';
 import { Generator } from '../../src/random/generator.js';
 import { AutoencoderKL } from '../../src/vae/autoencoder-kl.js';
@@ -144,6 +144,46 @@ describe('DataParallel', () => {
       disposeGrads(par.grads);
     } finally {
       await vpool.close();
+      vae.dispose();
+    }
+  }, 60_000);
+
+  it('with onnx, every shard is computed by onnxruntime (same noise as tfjs); new weights reach the workers', async () => {
+    const task = vaeTask();
+    const vae = new AutoencoderKL(task.vae, new Generator(2));
+    const staged = vaeStagedLoss(task, vae);
+    const loss = stagedLossFn(staged);
+    const logs: string[] = [];
+    const opool = await DataParallel.start({ workers: 2, task, store: vae.store, loss, onnx: { loss: staged, fallback: false }, log: (l) => logs.push(l) });
+    try {
+      expect(logs.join('\n')).toMatch(/data-parallel: 2 shards x 1 onnxruntime-node thread/);
+      const batcher = new IndexBatcher({ images: task.data.images, shape: task.data.shape } as never, 6, 0, true);
+      const batch = batcher.next();
+      for (const round of [0, 1]) {
+        if (round === 1) tf.tidy(() => vae.store.get('decoder.conv_out.weight').assign(tf.mul(vae.store.get('decoder.conv_out.weight'), 1.7)));
+        opool.syncWeights();
+        const before = tf.memory().numTensors;
+        const par = await opool.gradients(batch, new Generator(9));
+        expect(tf.memory().numTensors - before).toBe(par.grads.size);
+        const rng = new Generator(9);
+        const rngs = [rng.spawn(), rng.spawn()];
+        const parts = splitBatch(batch, 2).map((s, k) => computeGradients(vae.store, () => loss(s.batch, rngs[k])));
+        expect(par.loss).toBeCloseTo((parts[0].loss.dataSync()[0] + parts[1].loss.dataSync()[0]) / 2, 5);
+        expect([...par.grads.keys()].sort()).toEqual([...parts[0].grads.keys()].sort());
+        for (const [name, g] of par.grads) {
+          const want = tf.tidy(() => tf.mul(tf.add(parts[0].grads.get(name)!, parts[1].grads.get(name)!), 0.5));
+          const scale = Math.max(1e-3, tf.tidy(() => tf.max(tf.abs(want)).dataSync()[0]));
+          expect(diff(g, want) / scale, `round ${round}: ${name}`).toBeLessThan(1e-4);
+          want.dispose();
+        }
+        for (const p of parts) {
+          p.loss.dispose();
+          disposeGrads(p.grads);
+        }
+        disposeGrads(par.grads);
+      }
+    } finally {
+      await opool.close();
       vae.dispose();
     }
   }, 60_000);

@@ -13,6 +13,7 @@ import { initBackend } from '../../src/backend/index.js';
 import { readSafetensors } from '../../src/checkpoint/io.js';
 import { getPngText } from '../../src/image/png-text.js';
 import { parseInfotext } from '../../src/image/infotext.js';
+import { defaultOnnxThreads } from '../../src/onnx/runtime.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
 import { runTraining } from '../../src/pipeline/run-training.js';
 import { type TrainConfig, validateTrainConfig } from '../../src/pipeline/train-config.js';
@@ -199,18 +200,20 @@ describe('bad data and a label-conditioned MNIST model', () => {
     const report = lines.join('\n');
     for (const b of fixture.bad) expect(report).toContain(b.file);
     expect(report).toMatch(new RegExp(`${fixture.good.length} images used, ${fixture.bad.length} skipped`));
-    // The default runtime (auto) on wasm: gradients by onnxruntime, and the log says so.
-    expect(report).toMatch(/vae gradients: onnxruntime-node on the CPU \(\d+ threads?\), loss and backward pass traced from tfjs \(auto: /);
+    // The default runtime (auto) on wasm: gradients by onnxruntime (one 1-thread shard per core), and the log says so.
+    const cores = defaultOnnxThreads();
+    const how = cores > 1 ? `, data-parallel over ${cores} shards of 1 thread \\(one per core; --workers 1: one session on ${cores} threads\\)` : ' \\(1 thread\\)';
+    expect(report).toMatch(new RegExp(`vae gradients: onnxruntime-node on the CPU${how}, loss and backward pass traced from tfjs \\(auto: `));
   });
 
-  it('trains the text-conditioned U-Net data-parallel over worker threads', async () => {
+  it('trains the text-conditioned U-Net data-parallel over worker threads (onnxruntime in each)', async () => {
     const dir = tempDir('dp');
     cpSync(path.join(runA, 'vae'), path.join(dir, 'vae'), { recursive: true });
     const config = validateTrainConfig({ ...tinyConfig(data, tiny.result.outDir), unetTraining: { ...stage, steps: 2, workers: 3 } });
     const lines: string[] = [];
     const pipeDir = (await runTraining({ config, runDir: dir, stage: 'unet', resume: false, quiet: true, log: (l) => lines.push(l) }))!;
-    expect(lines.join('\n')).toMatch(/data-parallel: 3 workers x 1 /);
-    expect(lines.join('\n')).toMatch(/unet gradients: tfjs, data-parallel over 3 workers/);
+    expect(lines.join('\n')).toMatch(/data-parallel: 3 shards x 1 onnxruntime-node thread/);
+    expect(lines.join('\n')).toMatch(/unet gradients: onnxruntime-node on the CPU, data-parallel over 3 shards of 1 thread, loss and backward pass traced from tfjs \(auto: /);
     expect(readFileSync(path.join(dir, 'unet-stage', 'loss.jsonl'), 'utf8').trim().split('\n')).toHaveLength(2);
     expect(existsSync(path.join(pipeDir, 'unet', 'diffusion_pytorch_model.safetensors'))).toBe(true);
   });
