@@ -1,9 +1,11 @@
 /**
  * Runs our ldm-small benchmark (scripts/bench.ts), then the PyTorch CPU peer
- * (../shared/bench/peer_torch.py), one after the other, and prints both with the ratios.
+ * (../shared/bench/peer_torch.py), one after the other (`--rounds N`: N times, alternated), and
+ * prints both with the ratios.
  *
  *   npm run bench:compare
  *   npm run bench:compare -- --repeat 3 --threads 2
+ *   npm run bench:compare -- --repeat 3 --threads 2 --rounds 3   (alternated; medians and per-round ratios)
  *   npm run bench:compare -- --runtime tfjs          (everything in tfjs)
  *   npm run bench:compare -- --workers 2 --runtime tfjs   (tfjs, data-parallel)
  */
@@ -12,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type BenchResult, FIGURE_NAMES, type FigureName } from '../src/eval/bench.js';
-import { PYTHON, type PeerResult, checkPython, formatComparison, mergeBenchResults } from '../src/eval/compare.js';
+import { PYTHON, type PeerResult, checkPython, formatComparison, medianOfPeerRounds, medianOfRounds, mergeBenchResults } from '../src/eval/compare.js';
 import { RUNTIME_CHOICES, parseRuntimeName } from '../src/onnx/runtime.js';
 import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
 import { cliArgs, integer, parseStrict, runCli } from './cli.js';
@@ -62,7 +64,8 @@ await runCli(async () => {
     .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
     .option('workers', { type: 'string', describe: 'ours: data-parallel shards of the training figures, 1 thread each (default as train: one per thread with the onnx runtime, else 1; with --runtime tfjs and N > 1: a separate training run at 1 wasm thread per worker, sampling keeps --threads)' })
     .option('runtime', { type: 'string', default: 'auto', describe: `ours: what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (auto: onnxruntime-node on a CPU backend where it loads)` })
-    .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object { ours, peer, table }' })
+    .option('rounds', { type: 'string', default: '1', describe: 'ours then PyTorch, this many times alternated; the table shows the medians and each round\'s ratios (the host\'s drift then falls on both sides)' })
+    .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object { ours, peer, table } (with rounds: the medians, and oursRounds, peerRounds)' })
   );
 
   const repeat = integer(argv.repeat, '--repeat', 1);
@@ -82,30 +85,41 @@ await runCli(async () => {
     workers !== undefined && workers > 1 && runtime === 'tfjs'
       ? [[...base, '--threads', '1', '--runtime', runtime, '--workers', String(workers), '--only', TRAIN_FIGURES.join(',')], [...base, '--threads', String(threads), '--runtime', runtime, '--only', FIGURE_NAMES.filter((f) => !TRAIN_FIGURES.includes(f)).join(',')]]
       : [[...base, '--threads', String(threads), '--runtime', runtime, ...(workers === undefined ? [] : ['--workers', String(workers)])]];
-  const loadBeforeOurs = os.loadavg();
-  const results: BenchResult[] = [];
-  let oursFailed = false;
-  for (const args of runs) {
-    console.error(`== ours (load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}): node ${args.slice(2).join(' ')}`);
-    const o = await run(process.execPath, args, repoRoot);
-    results.push(lastJsonLine(o.stdout, 'our benchmark') as BenchResult);
-    if (o.status !== 0) oursFailed = true;
-  }
-  const ours = results.length === 2 ? mergeBenchResults(results[0], results[1]) : results[0];
-
-  // 2. the PyTorch peer.
+  const rounds = integer(argv.rounds, '--rounds', 1);
   const peerArgs = [peerScript, '--json', '--config', config, '--repeat', String(repeat), '--threads', String(threads)];
-  const loadBeforePeer = os.loadavg();
-  console.error(`== PyTorch (load ${loadBeforePeer.map((x) => x.toFixed(2)).join(' ')}): ${PYTHON} ${peerArgs.join(' ')}`);
-  const p = await run(PYTHON, ['-c', PEER_WRAPPER, ...peerArgs], repoRoot);
-  if (p.status !== 0) throw new Error(`${PYTHON} ${path.basename(peerScript)} exited with ${p.status}\n${checkPython() ?? ''}`);
-  const peer = lastJsonLine(p.stdout, 'peer_torch.py') as PeerResult;
-  const rss = /peer_peak_rss_kib=(\d+)/.exec(p.stderr);
-  if (rss) peer.peakRssBytes = Number(rss[1]) * 1024;
+  const oursRounds: BenchResult[] = [];
+  const peerRounds: PeerResult[] = [];
+  let loadBeforeOurs: number[] = [];
+  let loadBeforePeer: number[] = [];
+  let oursFailed = false;
+  for (let round = 0; round < rounds; round++) {
+    const tag = rounds > 1 ? ` round ${round + 1}/${rounds}` : '';
+    if (round === 0) loadBeforeOurs = os.loadavg();
+    const results: BenchResult[] = [];
+    for (const args of runs) {
+      console.error(`== ours${tag} (load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}): node ${args.slice(2).join(' ')}`);
+      const o = await run(process.execPath, args, repoRoot);
+      results.push(lastJsonLine(o.stdout, 'our benchmark') as BenchResult);
+      if (o.status !== 0) oursFailed = true;
+    }
+    oursRounds.push(results.length === 2 ? mergeBenchResults(results[0], results[1]) : results[0]);
 
-  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${workers !== undefined ? ` --workers ${workers}` : ''}${runtime !== 'auto' ? ` --runtime ${runtime}` : ''}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
-  const table = formatComparison(ours, peer, { loadBeforeOurs, loadBeforePeer, command });
-  if (argv.json) console.log(JSON.stringify({ ours, peer, loadBeforeOurs, loadBeforePeer, table }));
+    // 2. the PyTorch peer.
+    if (round === 0) loadBeforePeer = os.loadavg();
+    console.error(`== PyTorch${tag} (load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}): ${PYTHON} ${peerArgs.join(' ')}`);
+    const p = await run(PYTHON, ['-c', PEER_WRAPPER, ...peerArgs], repoRoot);
+    if (p.status !== 0) throw new Error(`${PYTHON} ${path.basename(peerScript)} exited with ${p.status}\n${checkPython() ?? ''}`);
+    const peer = lastJsonLine(p.stdout, 'peer_torch.py') as PeerResult;
+    const rss = /peer_peak_rss_kib=(\d+)/.exec(p.stderr);
+    if (rss) peer.peakRssBytes = Number(rss[1]) * 1024;
+    peerRounds.push(peer);
+  }
+  const ours = medianOfRounds(oursRounds);
+  const peer = medianOfPeerRounds(peerRounds);
+
+  const command = `npm run bench:compare -- --repeat ${repeat} --threads ${threads}${rounds > 1 ? ` --rounds ${rounds}` : ''}${workers !== undefined ? ` --workers ${workers}` : ''}${runtime !== 'auto' ? ` --runtime ${runtime}` : ''}${argv.backend ? ` --backend ${argv.backend}` : ''}`;
+  const table = formatComparison(ours, peer, { loadBeforeOurs, loadBeforePeer, command, rounds: { ours: oursRounds, peer: peerRounds } });
+  if (argv.json) console.log(JSON.stringify({ ours, peer, loadBeforeOurs, loadBeforePeer, table, ...(rounds > 1 ? { oursRounds, peerRounds } : {}) }));
   else console.log(table);
   if (oursFailed) process.exitCode = 1;
 });

@@ -4,7 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import type { BenchResult, FigureName } from './bench.js';
+import { type BenchResult, type FigureName, type FigureResult, median } from './bench.js';
 
 export const PYTHON = '/usr/bin/python3';
 
@@ -73,6 +73,49 @@ export interface CompareContext {
   loadBeforeOurs?: number[];
   loadBeforePeer?: number[];
   command?: string;
+  /** Each round's results when ours and PyTorch were alternated (the table then shows the medians). */
+  rounds?: { ours: BenchResult[]; peer: PeerResult[] };
+}
+
+/**
+ * One result from rounds of our benchmark: each figure the median over the rounds it succeeded
+ * in (its times: every round's), the peak memory the largest. Alternating rounds with the peer
+ * spreads the host's drift over both sides instead of letting it fall on one.
+ */
+export function medianOfRounds(results: BenchResult[]): BenchResult {
+  if (results.length === 0) throw new Error('medianOfRounds: no results');
+  const figures: BenchResult['figures'] = {};
+  for (const name of Object.keys(results[0].figures) as FigureName[]) {
+    const all = results.map((r) => r.figures[name]).filter((f): f is FigureResult => f !== undefined);
+    const ok = all.filter((f) => f.value !== undefined);
+    figures[name] = ok.length
+      ? { ...ok[0], value: median(ok.map((f) => f.value!)), times: ok.flatMap((f) => f.times) }
+      : all[0];
+  }
+  const cached = results.map((r) => r.extra.unet_forward_cached_ms).filter((x): x is number => x !== undefined);
+  const heaps = results.map((r) => r.wasmHeap).filter((h) => h !== undefined);
+  return {
+    ...results[0],
+    figures,
+    extra: cached.length ? { unet_forward_cached_ms: median(cached) } : {},
+    peakRssBytes: Math.max(...results.map((r) => r.peakRssBytes)),
+    wasmHeap: heaps.length ? heaps.reduce((a, b) => (b.peakBytes > a.peakBytes ? b : a)) : undefined,
+    notes: [...new Set(results.flatMap((r) => r.notes))],
+  };
+}
+
+/** The peer's rounds as one result: each figure the median, the peak memory the largest. */
+export function medianOfPeerRounds(results: PeerResult[]): PeerResult {
+  if (results.length === 0) throw new Error('medianOfPeerRounds: no results');
+  const out: PeerResult = { ...results[0] };
+  for (const [k, v] of Object.entries(results[0])) {
+    if (k.endsWith('_ms') || k.endsWith('_per_s')) {
+      if (typeof v === 'number') out[k] = median(results.map((r) => r[k]).filter((x): x is number => typeof x === 'number'));
+    }
+  }
+  const rss = results.map((r) => r.peakRssBytes).filter((x): x is number => x !== undefined);
+  if (rss.length) out.peakRssBytes = Math.max(...rss);
+  return out;
 }
 
 /**
@@ -106,8 +149,10 @@ export function describeOurSetup(r: BenchResult): string {
 export function formatComparison(ours: BenchResult, peer: PeerResult, ctx: CompareContext = {}): string {
   const rows = compareRows(ours, peer);
   const lines: string[] = [];
-  lines.push(`ours: txt2img on tfjs ${ours.tfjs}, ${describeOurSetup(ours)}, median of ${ours.repeat} (sampling ${ours.sampleRepeat})`);
-  lines.push(`PyTorch: torch ${peer.torch}, ${peer.device} (${peer.threads} threads), blas ${peer.blas}, median of ${peer.repeat}`);
+  const n = ctx.rounds?.ours.length ?? 1;
+  const of = n > 1 ? `; the median of ${n} rounds, ours and PyTorch alternated` : '';
+  lines.push(`ours: txt2img on tfjs ${ours.tfjs}, ${describeOurSetup(ours)}, median of ${ours.repeat} (sampling ${ours.sampleRepeat})${of}`);
+  lines.push(`PyTorch: torch ${peer.torch}, ${peer.device} (${peer.threads} threads), blas ${peer.blas}, median of ${peer.repeat}${of}`);
   if (ours.vaeParams !== peer.vae_params || ours.unetParams !== peer.unet_params) {
     lines.push(`WARNING: parameter counts differ: ours vae ${ours.vaeParams} / unet ${ours.unetParams}, PyTorch vae ${peer.vae_params} / unet ${peer.unet_params}`);
   }
@@ -121,6 +166,10 @@ export function formatComparison(ours: BenchResult, peer: PeerResult, ctx: Compa
   }
   lines.push('');
   lines.push('ms figures: lower is better (ratio > 1 = we are slower); images/s: higher is better (ratio < 1 = we are slower).');
+  if (ctx.rounds && n > 1) {
+    const per = ctx.rounds.ours.map((o, i) => compareRows(o, ctx.rounds!.peer[i]));
+    lines.push(`ratio ours / PyTorch in each round: ${rows.map((r) => `${r.figure} ${per.map((p) => p.find((x) => x.figure === r.figure)?.ratio?.toFixed(2) ?? 'n/a').join(' ')}`).join('; ')}`);
+  }
   if (ours.extra.unet_forward_cached_ms !== undefined) lines.push(`ours, U-Net forward with cross-attention K/V precomputed (what each sampling step runs): ${fmt(ours.extra.unet_forward_cached_ms)} ms`);
   const mem = [`peak RSS: ours ${(ours.peakRssBytes / 1024 ** 3).toFixed(2)} GiB${peer.peakRssBytes ? `, PyTorch ${(peer.peakRssBytes / 1024 ** 3).toFixed(2)} GiB` : ''}`];
   if (ours.wasmHeap) mem.push(`wasm heap ${ours.wasmHeap.risk}`);

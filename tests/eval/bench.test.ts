@@ -4,7 +4,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type BackendInfo, initBackend } from '../../src/backend/index.js';
 import { FIGURE_NAMES, formatBench, guardWasmMalloc, loadBenchSpec, median, runBench, wasmAllocStats, wasmHeapBytes } from '../../src/eval/bench.js';
-import { type PeerResult, compareRows, formatComparison, mergeBenchResults } from '../../src/eval/compare.js';
+import { type PeerResult, compareRows, formatComparison, medianOfPeerRounds, medianOfRounds, mergeBenchResults } from '../../src/eval/compare.js';
 import { tempDir } from '../fixtures/captioned.js';
 
 const LDM_SMALL = '/work/shared/bench/ldm-small.json';
@@ -146,5 +146,27 @@ describe('comparison with the PyTorch peer', () => {
     const t2 = formatComparison(merged, peer);
     expect(t2).toContain('backend wasm (2 threads; training figures 1), training figures data-parallel over 2 x 1-thread shards, U-Net forward and sampling on onnxruntime-node');
     expect(t2).toContain('| unet_train_step_ms | ms | 1100 | 1200 | 0.92 | 1.09x faster |');
+
+    // --rounds: ours and PyTorch alternated; the table shows each side's medians and every round's ratios.
+    const scaled = (k: number, err = false) => ({
+      ...ours,
+      figures: { ...ours.figures, vae_train_step_ms: err ? { unit: 'ms' as const, times: [], error: 'boom' } : fig(300 * k, 'ms') },
+      extra: { unet_forward_cached_ms: 100 * k },
+      peakRssBytes: k,
+    });
+    const oursRounds = [scaled(1), scaled(3), scaled(2), scaled(9, true)];
+    const peerRounds = [1, 2, 3, 4].map((k) => ({ ...peer, vae_train_step_ms: 100 * k, peakRssBytes: 10 * k }));
+    const mo = medianOfRounds(oursRounds);
+    expect(mo.figures.vae_train_step_ms!.value).toBe(600); // the failed round does not count
+    expect(mo.extra.unet_forward_cached_ms).toBe(250);
+    expect(mo.peakRssBytes).toBe(9);
+    const mp = medianOfPeerRounds(peerRounds);
+    expect(mp.vae_train_step_ms).toBe(250);
+    expect(mp.unet_train_step_ms).toBe(1200);
+    expect(mp.peakRssBytes).toBe(40);
+    const t3 = formatComparison(mo, mp, { rounds: { ours: oursRounds, peer: peerRounds } });
+    expect(t3).toContain('median of 5 (sampling 3); the median of 4 rounds, ours and PyTorch alternated');
+    expect(t3).toContain('| vae_train_step_ms | ms | 600 | 250 | 2.40 | 2.40x slower |');
+    expect(t3).toContain('ratio ours / PyTorch in each round: vae_train_step_ms 3.00 4.50 2.00 n/a; unet_train_step_ms 2.00 2.00 2.00 2.00;');
   });
 });
