@@ -1,11 +1,13 @@
 /**
- * ONNX models on onnxruntime-node's native CPU execution provider (the onnxruntime that
- * transformers.js already installs; no network, no GPU). The native module is loaded on first
- * use, so importing this file costs nothing when the tfjs runtime is chosen.
+ * ONNX models on onnxruntime-node's native CPU execution provider (an optional dependency; its
+ * CPU binaries ship in the npm package, .npmrc skips its CUDA download; no GPU). The native
+ * module is loaded on first use, so importing this file costs nothing when the tfjs runtime is
+ * chosen. Version 1.22 or later: earlier bindings share static state between the threads that
+ * load them and corrupt the heap once data-parallel workers load their own copy (measured: 1.14,
+ * 1.16-1.20 crash within 30 rounds of two workers loading it and exiting, 1.22+ do not);
+ * transformers.js keeps its own nested 1.14 for CLIP.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type Ort from 'onnxruntime-node';
 import { currentBackend } from '../backend/index.js';
@@ -95,24 +97,13 @@ export class OnnxSession {
     const threads = opts.threads ?? defaultOnnxThreads();
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`onnxruntime threads must be a positive integer, got ${threads}`);
     const ort = await loadOrt();
-    // From a file, not the bytes: onnxruntime-node 1.14 ignores the session options of a model
-    // given as a buffer (its intra-op pool then has one thread per core whatever `threads` says;
-    // measured by the threads the process holds), and 1-thread sessions side by side
-    // (data-parallel shards) would each spin a second thread.
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'txt2img-onnx-'));
-    try {
-      const file = path.join(dir, 'model.onnx');
-      writeFileSync(file, model);
-      const session = await ort.InferenceSession.create(file, {
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        executionProviders: ['cpu'],
-        graphOptimizationLevel: 'all',
-      });
-      return new OnnxSession(ort, session, threads);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const session = await ort.InferenceSession.create(model, {
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
+    });
+    return new OnnxSession(ort, session, threads);
   }
 
   /**
@@ -142,13 +133,10 @@ export class OnnxSession {
     return out;
   }
 
-  /**
-   * Drops the native session. onnxruntime-node 1.14 has no release(): its memory is freed when
-   * the session is garbage-collected, so no reference may be kept here.
-   */
+  /** Releases the native session (its weights and memory arena). */
   dispose(): void {
-    const s = this.session as (Ort.InferenceSession & { release?: () => Promise<void> }) | undefined;
+    const s = this.session;
     this.session = undefined;
-    void s?.release?.();
+    void s?.release();
   }
 }

@@ -5,9 +5,11 @@
  * than the traced one, the trainer with the onnx option against the tfjs trainer, and no leaks.
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { ParamStore, type StagedLoss, computeGradients, disposeGrads, stagedLossFn } from '../../src/nn/params.js';
@@ -106,7 +108,7 @@ describe('ONNX export of the conv gradients', () => {
 });
 
 describe('OnnxSession', () => {
-  // onnxruntime-node 1.14 ignores the options of a model given as bytes; the session must still get its threads.
+  // onnxruntime-node 1.14 ignored the options of a model given as bytes: every session had one thread per core.
   it.runIf(existsSync('/proc/self/task'))('runs on the intra-op threads asked for', async () => {
     const x = tf.ones([2, 3]);
     const trace = traceKernels(() => [tf.matMul(x, x, false, true)], { x });
@@ -120,6 +122,20 @@ describe('OnnxSession', () => {
     }
     x.dispose();
   });
+
+  // Data-parallel shards load onnxruntime-node in worker threads; bindings before 1.22 corrupt the heap then.
+  it('survives worker threads that load it, run and exit, round after round', () => {
+    const x = tf.ones([2, 3]);
+    const trace = traceKernels(() => [tf.matMul(x, x, false, true)], { x });
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'ort-workers-')), 'm.onnx');
+    writeFileSync(file, traceToOnnx(trace, { outputNames: ['y'] }));
+    x.dispose();
+    const script = fileURLToPath(new URL('../fixtures/ort-workers.mjs', import.meta.url));
+    const r = spawnSync(process.execPath, [script, file, '20'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('ok');
+    expect(r.status).toBe(0);
+  }, 90_000);
 });
 
 describe('OnnxGradients', () => {
