@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/backend/index.js';
 import { FIGURE_NAMES, type FigureName, formatBench, loadBenchSpec, runBench } from '../src/eval/bench.js';
 import { RUNTIME_CHOICES, parseRuntimeName, resolveRuntime } from '../src/onnx/runtime.js';
-import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
+import { MAX_WORKERS, defaultWorkers } from '../src/pipeline/data-parallel.js';
 import { cliArgs, integer, parseStrict, runCli, workerThreads } from './cli.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -44,8 +44,7 @@ await runCli(async () => {
   const backend = await initBackend({ backend: argv.backend, threads: opt(argv.threads, '--threads', 1) ?? workerThreads(asked ?? 1), quiet: true });
   const { runtime, why } = await resolveRuntime(choice, backend);
   if (why) console.error(`runtime ${runtime} (${why})`);
-  // As train chooses: one 1-thread onnxruntime shard per thread (src/pipeline/stages.ts).
-  const workers = asked ?? (runtime === 'onnx' ? backend.threads : 1);
+  const workers = asked ?? defaultWorkers(runtime); // as train chooses
   const result = await runBench({
     spec,
     backend,

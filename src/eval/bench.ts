@@ -531,11 +531,11 @@ function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
-/** Human-readable report (the figures in the file's order, then memory). */
 function describeShards(runtime: Runtime): string {
   return runtime === 'onnx' ? '1 onnxruntime thread each' : '1 wasm thread each';
 }
 
+/** Human-readable report (the figures in the file's order, then memory). */
 export function formatBench(r: BenchResult): string {
   const lines: string[] = [];
   lines.push(`ldm-small benchmark: backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}), tfjs ${r.tfjs}, median of ${r.repeat} (sampling: ${r.sampleRepeat}) after warm-up`);

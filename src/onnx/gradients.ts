@@ -11,7 +11,7 @@
  * this only replaces `computeGradients`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { type ParamStore, type StagedLoss, computeGradients } from '../nn/params.js';
+import { type ParamStore, type StagedLoss, computeGradients, disposeGrads } from '../nn/params.js';
 import type { Generator } from '../random/generator.js';
 import { traceToOnnx } from './export.js';
 import { type HostArray, OnnxSession, type OnnxSessionOptions, toHostArray } from './runtime.js';
@@ -69,24 +69,12 @@ export class OnnxGradients<B> {
 
   /** Mean loss and gradients (tf tensors the caller owns, by parameter name) of one batch. */
   async gradients(batch: B, rng: Generator): Promise<{ loss: number; grads: Map<string, tf.Tensor> }> {
-    const r = await this.compute(batch, rng);
-    if (!r.host) return r;
-    return { loss: r.loss, grads: new Map([...r.grads].map(([name, g]) => [name, tf.tensor(g.data, g.dims, 'float32')])) };
+    const r = await this.hostGradients(batch, rng);
+    return { loss: r.loss, grads: new Map([...r.grads].map(([name, g]) => [name, tf.tensor(g, this.store.get(name).shape, 'float32')])) };
   }
 
   /** As gradients, with the gradients as host arrays (by parameter name). */
   async hostGradients(batch: B, rng: Generator): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
-    const r = await this.compute(batch, rng);
-    if (r.host) return { loss: r.loss, grads: new Map([...r.grads].map(([name, g]) => [name, g.data])) };
-    const grads = new Map([...r.grads].map(([name, g]) => [name, g.dataSync() as Float32Array]));
-    tf.dispose([...r.grads.values()]);
-    return { loss: r.loss, grads };
-  }
-
-  private async compute(
-    batch: B,
-    rng: Generator,
-  ): Promise<{ host: false; loss: number; grads: Map<string, tf.Tensor> } | { host: true; loss: number; grads: Map<string, { data: Float32Array; dims: number[] }> }> {
     if (this.closed) throw new Error('OnnxGradients: closed');
     const inputs = this.loss.inputs(batch, rng);
     try {
@@ -109,12 +97,14 @@ export class OnnxGradients<B> {
         const r = computeGradients(this.store, () => this.loss.graph(inputs));
         const loss = (await r.loss.data())[0];
         r.loss.dispose();
-        return { host: false, loss, grads: r.grads };
+        const grads = new Map([...r.grads].map(([name, g]) => [name, g.dataSync() as Float32Array]));
+        disposeGrads(r.grads);
+        return { loss, grads };
       }
       const { session, params } = loaded;
       if (!this.weights) this.syncWeights();
       const out = await session.runHost({ ...this.weights!, ...inputs });
-      return { host: true, loss: out.loss.data[0], grads: new Map(params.map((name) => [name, out[GRAD + name]])) };
+      return { loss: out.loss.data[0], grads: new Map(params.map((name) => [name, out[GRAD + name].data])) };
     } finally {
       tf.dispose(Object.values(inputs));
     }
@@ -161,4 +151,9 @@ export class OnnxGradients<B> {
       if (loaded && 'session' in loaded) loaded.session.dispose();
     }
   }
+}
+
+/** The log line for a loss computed by tfjs because it did not export (`who`: which shard). */
+export function fallbackLine(why: string, who?: string): string {
+  return `gradients${who ? ` (${who})` : ''}: tfjs instead of onnxruntime: ${why.split('; supported:')[0]}`;
 }

@@ -7,7 +7,6 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../backend/index.js';
-import { disposeGrads } from '../nn/params.js';
 import { OnnxGradients } from '../onnx/gradients.js';
 import { Generator } from '../random/generator.js';
 import { type Replica, type ShardRequest, type ShardTask, type WorkerInit, type WorkerMessage, batchGradients, layoutProblems, readParamArrays, readParams, writeGrads } from './data-parallel.js';
@@ -51,15 +50,9 @@ port.on('message', async (req: ShardRequest) => {
     loadedWeights = req.weights;
   }
   const rng = Generator.fromState(req.rng);
-  let reply: { loss: number; written: number[] };
-  if (onnx) {
-    const { loss, grads } = await onnx.hostGradients(req.batch as never, rng);
-    reply = { loss, written: writeGrads(grads, init.layout, init.grads, req.id) };
-  } else {
-    const { loss, grads } = await batchGradients(replica.store, replica.loss, req.batch as never, rng);
-    reply = { loss, written: writeGrads(grads, init.layout, init.grads, req.id) };
-    disposeGrads(grads);
-  }
-  port.postMessage({ type: 'grads', id: req.id, ...reply } satisfies WorkerMessage);
+  const { loss, grads } = onnx ? await onnx.hostGradients(req.batch as never, rng) : await batchGradients(replica.store, replica.loss, req.batch as never, rng);
+  const written = writeGrads(grads, init.layout, init.grads, req.id);
+  for (const g of grads.values()) if (!(g instanceof Float32Array)) g.dispose();
+  port.postMessage({ type: 'grads', id: req.id, loss, written } satisfies WorkerMessage);
 });
 port.postMessage({ type: 'ready', backend: backend.name, threads: backend.threads } satisfies WorkerMessage);

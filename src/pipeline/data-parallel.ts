@@ -31,7 +31,8 @@ import * as tf from '@tensorflow/tfjs';
 import { Worker } from 'node:worker_threads';
 import { type BackendName, currentBackend } from '../backend/index.js';
 import { type ParamStore, type StagedLoss, computeGradients, disposeGrads } from '../nn/params.js';
-import { OnnxGradients } from '../onnx/gradients.js';
+import { OnnxGradients, fallbackLine } from '../onnx/gradients.js';
+import { type Runtime, defaultOnnxThreads } from '../onnx/runtime.js';
 import type { Generator, GeneratorState } from '../random/generator.js';
 import type { ClassifierShardTask } from '../eval/classifier.js';
 import type { UnetShardTask, VaeShardTask } from './stages.js';
@@ -78,6 +79,14 @@ export async function batchGradients<B>(
   const value = (await r.loss.data())[0];
   r.loss.dispose();
   return { loss: value, grads: r.grads };
+}
+
+/**
+ * Shards when none are asked for: one per core with the onnx runtime (each a 1-thread session:
+ * independent half batches beat one session on both cores, see above), else 1.
+ */
+export function defaultWorkers(runtime: Runtime): number {
+  return runtime === 'onnx' ? defaultOnnxThreads() : 1;
 }
 
 export function checkWorkers(workers: unknown, what = 'workers'): number {
@@ -302,7 +311,7 @@ export class DataParallel<B extends object> implements GradientSource<B> {
   ) {
     this.layout = layout;
     this.weights = weights;
-    this.onnx = o.onnx && new OnnxGradients(o.store, o.onnx.loss, { threads: 1, onFallback: o.onnx.fallback ? (why) => this.logLine(fallbackLine(why, 'shard 0')) : undefined });
+    this.onnx = o.onnx && new OnnxGradients(o.store, o.onnx.loss, { threads: 1, onFallback: o.onnx.fallback ? (why) => (o.log ?? ((l: string) => console.error(l)))(fallbackLine(why, 'shard 0')) : undefined });
     // Ctrl-C: stop the workers, then let the signal end the process as it would have.
     this.onSignal = (signal) => {
       this.removeSignalHandlers();
@@ -351,10 +360,6 @@ export class DataParallel<B extends object> implements GradientSource<B> {
       throw e;
     }
     return pool;
-  }
-
-  private logLine(line: string): void {
-    (this.o.log ?? ((l: string) => console.error(l)))(line);
   }
 
   /** Publishes the store's current weights: the workers compute their next shards with them. */
@@ -462,9 +467,6 @@ function ownOnHost(store: ParamStore, loss: () => tf.Scalar): { loss: number; gr
   return { loss: value, grads };
 }
 
-function fallbackLine(why: string, who: string): string {
-  return `gradients (${who}): tfjs instead of onnxruntime: ${why.split('; supported:')[0]}`;
-}
 
 /** Routes a worker's messages to its slot; resolves once it is ready, rejects if it fails first. */
 function watchWorker(slot: WorkerSlot, index: number, workers: number, onFallback: (why: string) => void): Promise<{ backend: string; threads: number }> {

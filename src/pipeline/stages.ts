@@ -35,7 +35,7 @@ import { type RuntimeChoice, defaultOnnxThreads, resolveRuntime } from '../onnx/
 import type { UNetConfig } from '../unet/config.js';
 import { AutoencoderKL, measureScalingFactor } from '../vae/autoencoder-kl.js';
 import type { VaeConfig } from '../vae/config.js';
-import type { Replica, ShardTask } from './data-parallel.js';
+import { type Replica, type ShardTask, defaultWorkers } from './data-parallel.js';
 import { Txt2ImgPipeline } from './pipeline.js';
 import { type StepLog, type TrainResult, train } from './trainer.js';
 
@@ -89,8 +89,7 @@ function trainerSettings(t: StageTraining) {
 
 /**
  * What computes a stage's gradients (the trainer's `onnx` and `parallel` options); logs which
- * and why. Workers unset: one 1-thread onnxruntime shard per core when the runtime is onnx
- * (independent half batches beat one session on both cores: data-parallel.ts), else 1.
+ * and why. Workers unset: defaultWorkers (one 1-thread onnxruntime shard per core with onnx).
  */
 async function gradientSetup<B>(
   stage: string,
@@ -102,7 +101,7 @@ async function gradientSetup<B>(
   const choice = t.runtime ?? 'auto';
   const { runtime, why } = await resolveRuntime(choice, currentBackend() ?? { gpu: false, name: 'tfjs' });
   const cores = defaultOnnxThreads();
-  const workers = t.workers ?? (runtime === 'onnx' ? cores : 1);
+  const workers = t.workers ?? defaultWorkers(runtime);
   const auto = t.workers === undefined && workers > 1 ? ` (one per core; --workers 1: one session on ${cores} threads)` : '';
   const how =
     runtime === 'onnx'

@@ -26,7 +26,7 @@ import { AdamW, type AdamWConfig, accumulateGrads, clipGradNorm } from '../optim
 import { EMA } from '../optim/ema.js';
 import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
 import { Generator, type GeneratorState } from '../random/generator.js';
-import { OnnxGradients } from '../onnx/gradients.js';
+import { OnnxGradients, fallbackLine } from '../onnx/gradients.js';
 import { DataParallel, type GradientSource, type ShardTask, batchGradients, checkWorkers } from './data-parallel.js';
 
 /** A source of batches whose position can be saved and restored (for exact resume). */
@@ -177,7 +177,7 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
       : o.onnx
         ? new OnnxGradients(o.store, o.onnx.loss, {
             threads: o.onnx.threads,
-            onFallback: o.onnx.fallback ? (why) => (o.log ?? ((l: string) => console.error(l)))(`gradients: tfjs instead of onnxruntime: ${why.split('; supported:')[0]}`) : undefined,
+            onFallback: o.onnx.fallback ? (why) => (o.log ?? ((l: string) => console.error(l)))(fallbackLine(why)) : undefined,
           })
         : undefined;
   try {

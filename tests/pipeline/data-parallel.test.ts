@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { IndexBatcher } from '../../src/data/in-memory.js';
 import { AttributeClassifier, type ClassifierShardTask, classifierShardLoss, parseClassifierConfig } from '../../src/eval/classifier.js';
-import { computeGradients, disposeGrads, stagedLossFn } from '../../src/nn/params.js';
+import { type ParamStore, computeGradients, disposeGrads, stagedLossFn } from '../../src/nn/params.js';
 import { DataParallel, checkWorkers, splitBatch } from '../../src/pipeline/data-parallel.js';
 import { type VaeShardTask, vaeShardLoss, vaeStagedLoss } from '../../src/pipeline/stages.js';
 import { train } from '../../src/pipeline/trainer.js';
@@ -50,6 +50,23 @@ function vaeTask(): VaeShardTask {
   const n = 10;
   const vae = parseVaeConfig({ imageChannels: 1, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 2, downsampleFactor: 4, groupNormGroups: 2 });
   return { kind: 'vae', vae, data: { images: Float32Array.from({ length: n * 8 * 8 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 1] } };
+}
+
+/**
+ * What a 2-shard pool must give, computed by hand with tfjs: shard k draws from the k-th generator
+ * spawned from Generator(seed); loss and gradients are the shards' mean (equal shard sizes).
+ */
+function twoShardsByHand<B extends object>(store: ParamStore, loss: (b: B, rng: Generator) => tf.Scalar, batch: B, seed: number) {
+  const rng = new Generator(seed);
+  const rngs = [rng.spawn(), rng.spawn()];
+  const parts = splitBatch(batch, 2).map((s, k) => computeGradients(store, () => loss(s.batch, rngs[k])));
+  const value = (parts[0].loss.dataSync()[0] + parts[1].loss.dataSync()[0]) / 2;
+  const grads = new Map([...parts[0].grads.keys()].map((name) => [name, tf.tidy(() => tf.mul(tf.add(parts[0].grads.get(name)!, parts[1].grads.get(name)!), 0.5))]));
+  for (const p of parts) {
+    p.loss.dispose();
+    disposeGrads(p.grads);
+  }
+  return { loss: value, grads };
 }
 
 describe('splitBatch', () => {
@@ -125,22 +142,10 @@ describe('DataParallel', () => {
       const batch = batcher.next();
       vpool.syncWeights();
       const par = await vpool.gradients(batch, new Generator(9));
-      // The same computation by hand: shard k uses the k-th generator spawned from the trainer's.
-      const rng = new Generator(9);
-      const rngs = [rng.spawn(), rng.spawn()];
-      const shards = splitBatch(batch, 2);
-      const parts = shards.map((s, k) => computeGradients(vae.store, () => loss(s.batch, rngs[k])));
-      const expected = (parts[0].loss.dataSync()[0] + parts[1].loss.dataSync()[0]) / 2;
-      expect(par.loss).toBeCloseTo(expected, 5);
-      for (const [name, g] of par.grads) {
-        const want = tf.tidy(() => tf.mul(tf.add(parts[0].grads.get(name)!, parts[1].grads.get(name)!), 0.5));
-        expect(diff(g, want), name).toBeLessThan(1e-5);
-        want.dispose();
-      }
-      for (const p of parts) {
-        p.loss.dispose();
-        disposeGrads(p.grads);
-      }
+      const want = twoShardsByHand(vae.store, loss, batch, 9);
+      expect(par.loss).toBeCloseTo(want.loss, 5);
+      for (const [name, g] of par.grads) expect(diff(g, want.grads.get(name)!), name).toBeLessThan(1e-5);
+      disposeGrads(want.grads);
       disposeGrads(par.grads);
     } finally {
       await vpool.close();
@@ -165,21 +170,15 @@ describe('DataParallel', () => {
         const before = tf.memory().numTensors;
         const par = await opool.gradients(batch, new Generator(9));
         expect(tf.memory().numTensors - before).toBe(par.grads.size);
-        const rng = new Generator(9);
-        const rngs = [rng.spawn(), rng.spawn()];
-        const parts = splitBatch(batch, 2).map((s, k) => computeGradients(vae.store, () => loss(s.batch, rngs[k])));
-        expect(par.loss).toBeCloseTo((parts[0].loss.dataSync()[0] + parts[1].loss.dataSync()[0]) / 2, 5);
-        expect([...par.grads.keys()].sort()).toEqual([...parts[0].grads.keys()].sort());
+        const want = twoShardsByHand(vae.store, loss, batch, 9);
+        expect(par.loss).toBeCloseTo(want.loss, 5);
+        expect([...par.grads.keys()].sort()).toEqual([...want.grads.keys()].sort());
         for (const [name, g] of par.grads) {
-          const want = tf.tidy(() => tf.mul(tf.add(parts[0].grads.get(name)!, parts[1].grads.get(name)!), 0.5));
-          const scale = Math.max(1e-3, tf.tidy(() => tf.max(tf.abs(want)).dataSync()[0]));
-          expect(diff(g, want) / scale, `round ${round}: ${name}`).toBeLessThan(1e-4);
-          want.dispose();
+          const w = want.grads.get(name)!;
+          const scale = Math.max(1e-3, tf.tidy(() => tf.max(tf.abs(w)).dataSync()[0]));
+          expect(diff(g, w) / scale, `round ${round}: ${name}`).toBeLessThan(1e-4);
         }
-        for (const p of parts) {
-          p.loss.dispose();
-          disposeGrads(p.grads);
-        }
+        disposeGrads(want.grads);
         disposeGrads(par.grads);
       }
     } finally {
