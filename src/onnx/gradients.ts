@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type ParamStore, type StagedLoss, computeGradients, disposeGrads } from '../nn/params.js';
 import type { Generator } from '../random/generator.js';
 import { traceToOnnx } from './export.js';
-import { type HostArray, OnnxSession, type OnnxSessionOptions, toHostArray } from './runtime.js';
+import { type HostArray, nchwcBlockSize, OnnxSession, type OnnxSessionOptions, toHostArray } from './runtime.js';
 import { traceKernels } from './trace.js';
 
 const PARAM = 'param:';
@@ -115,6 +115,7 @@ export class OnnxGradients<B> {
     for (const name of Object.keys(inputs)) {
       if (name.startsWith(PARAM) || name.startsWith(GRAD) || name === 'loss') throw new Error(`OnnxGradients: a loss input may not be named '${name}'`);
     }
+    const nchwcBlock = await nchwcBlockSize();
     const traced: Record<string, tf.Tensor> = { ...inputs };
     for (const [name, v] of this.store.entries()) traced[PARAM + name] = v;
     let params: string[] = [];
@@ -129,6 +130,7 @@ export class OnnxGradients<B> {
         name: 'loss_and_gradients',
         outputNames: ['loss', ...params.map((p) => GRAD + p)],
         docString: 'a training loss and its gradients, traced from tfjs',
+        nchwcBlock,
       });
     } catch (e) {
       if (!this.options.onFallback) throw e;

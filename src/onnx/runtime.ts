@@ -11,6 +11,7 @@ import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import type Ort from 'onnxruntime-node';
 import { currentBackend } from '../backend/index.js';
+import { OnnxGraphBuilder } from '../text/onnx-writer.js';
 
 type OrtModule = typeof Ort;
 let ortModule: Promise<OrtModule> | undefined;
@@ -68,6 +69,32 @@ export interface OnnxSessionOptions {
 
 export function defaultOnnxThreads(): number {
   return currentBackend()?.threads ?? Math.max(1, os.cpus().length);
+}
+
+let nchwcBlock: Promise<number> | undefined;
+
+/**
+ * The channel block of onnxruntime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2),
+ * or 0 where this build has none (e.g. arm64): ReorderInput pads 4 channels (its least) up to a block.
+ */
+export function nchwcBlockSize(): Promise<number> {
+  return (nchwcBlock ??= (async () => {
+    const g = new OnnxGraphBuilder('nchwc_block');
+    g.input({ name: 'x', dataType: 'FLOAT', shape: [1, 4, 1, 1] });
+    g.output({ name: 'y', dataType: 'FLOAT', shape: [1, 'C', 1, 1] });
+    const y = g.opIn('com.microsoft.nchwc', 1, 'ReorderInput', ['x']);
+    g.op('Identity', [y], {}, 'y');
+    let session: OnnxSession | undefined;
+    try {
+      session = await OnnxSession.create(g.toModel({ opsetVersion: 13 }), { threads: 1 });
+      const out = await session.runHost({ x: { data: new Float32Array(4), dims: [1, 4, 1, 1] } });
+      return out.y.dims[1] > 4 ? out.y.dims[1] : 0;
+    } catch {
+      return 0;
+    } finally {
+      session?.dispose();
+    }
+  })());
 }
 
 /** A tensor's values on the host, as onnxruntime takes them. */

@@ -143,6 +143,8 @@ interface OnnxNode {
   outputs: string[];
   name: string;
   attributes: Record<string, AttrValue>;
+  /** Operator set domain; absent: the default ONNX domain. */
+  domain?: string;
 }
 
 function checkDims(t: OnnxTensor): void {
@@ -215,6 +217,7 @@ function nodeProto(n: OnnxNode): ProtoWriter {
   w.string(3, n.name);
   w.string(4, n.opType);
   for (const [k, v] of Object.entries(n.attributes)) w.message(5, attributeProto(k, v));
+  if (n.domain) w.string(7, n.domain);
   return w;
 }
 
@@ -236,6 +239,8 @@ export class OnnxGraphBuilder {
   private readonly initializers = new Map<string, OnnxTensor>();
   private readonly inputs: OnnxValueInfo[] = [];
   private readonly outputs: OnnxValueInfo[] = [];
+  /** Operator set domains other than the default one, by name: their version. */
+  private readonly domains = new Map<string, number>();
   private counter = 0;
 
   constructor(readonly name: string) {}
@@ -279,6 +284,19 @@ export class OnnxGraphBuilder {
     return output;
   }
 
+  /**
+   * As op, for an operator of another domain (e.g. onnxruntime's contrib 'com.microsoft.nchwc');
+   * the model then imports that domain at `version`.
+   */
+  opIn(domain: string, version: number, opType: string, inputs: string[], attributes: Record<string, AttrValue> = {}): string {
+    const known = this.domains.get(domain);
+    if (known !== undefined && known !== version) throw new Error(`ONNX domain '${domain}' imported at versions ${known} and ${version}`);
+    this.domains.set(domain, version);
+    const output = this.op(opType, inputs, attributes);
+    this.nodes[this.nodes.length - 1].domain = domain;
+    return output;
+  }
+
   /** Serialises a ModelProto around this graph. */
   toModel(opts: OnnxModelOptions = {}): Uint8Array {
     for (const o of this.outputs) {
@@ -298,6 +316,7 @@ export class OnnxGraphBuilder {
     if (opts.docString) model.string(6, opts.docString);
     model.message(7, graph);
     model.message(8, new ProtoWriter().string(1, '').varint(2, opts.opsetVersion ?? 14));
+    for (const [domain, version] of this.domains) model.message(8, new ProtoWriter().string(1, domain).varint(2, version));
     for (const [k, v] of Object.entries(opts.metadata ?? {})) model.message(14, new ProtoWriter().string(1, k).string(2, v));
     return model.finish();
   }

@@ -15,7 +15,7 @@ import { initBackend } from '../../src/backend/index.js';
 import { ParamStore, type StagedLoss, computeGradients, disposeGrads, stagedLossFn } from '../../src/nn/params.js';
 import { traceToOnnx } from '../../src/onnx/export.js';
 import { OnnxGradients } from '../../src/onnx/gradients.js';
-import { OnnxSession } from '../../src/onnx/runtime.js';
+import { nchwcBlockSize, OnnxSession } from '../../src/onnx/runtime.js';
 import { traceKernels } from '../../src/onnx/trace.js';
 import { type UnetShardBatch, type UnetShardTask, type VaeShardTask, unetStagedLoss, vaeStagedLoss } from '../../src/pipeline/stages.js';
 import { train } from '../../src/pipeline/trainer.js';
@@ -80,6 +80,11 @@ describe('ONNX export of the conv gradients', () => {
     { name: '5x5 stride 1 same, 17x16', x: [1, 17, 16, 2], k: 5, cout: 3, stride: 1, pad: 'same' },
     { name: '1x1, 16x16', x: [2, 16, 16, 3], k: 1, cout: 2, stride: 1, pad: 0 },
     { name: '3x3 stride 2 same, 35x33', x: [1, 35, 33, 2], k: 3, cout: 3, stride: 2, pad: 'same' },
+    // Channel counts that are multiples of the NCHWc block: also exported with nchwcBlock.
+    { name: '3x3 stride 1 pad 1, 16 -> 32 channels', x: [2, 6, 5, 16], k: 3, cout: 32, stride: 1, pad: 1 },
+    { name: '3x3 stride 2 same, 32 -> 16 channels, 9x8', x: [2, 9, 8, 32], k: 3, cout: 16, stride: 2, pad: 'same' },
+    { name: '1x1, 16 -> 16 channels', x: [1, 5, 5, 16], k: 1, cout: 16, stride: 1, pad: 0 },
+    { name: '3x3 stride 1 pad 1, 16 channels, 16x16', x: [1, 16, 16, 16], k: 3, cout: 16, stride: 1, pad: 1 },
   ];
   for (const c of cases) {
     it(`matches tf.grads for a conv ${c.name}`, async () => {
@@ -95,8 +100,13 @@ describe('ONNX export of the conv gradients', () => {
       const trace = traceKernels(() => g([x, w]), { x, w });
       const kernels = new Set(trace.nodes.map((n) => n.kernel));
       expect(kernels.has('Conv2DBackpropInput') && kernels.has('Conv2DBackpropFilter')).toBe(true);
-      for (const propagateLayout of [true, false]) {
-        const session = await OnnxSession.create(traceToOnnx(trace, { outputNames: ['dx', 'dw'], propagateLayout }), { threads: 1 });
+      const block = await nchwcBlockSize();
+      const blocked = block > 0 && c.x[3] % block === 0 && c.cout % block === 0;
+      for (const [propagateLayout, nchwcBlock] of [[true, 0], [false, 0], ...(blocked ? [[true, block]] : [])] as [boolean, number][]) {
+        const model = traceToOnnx(trace, { outputNames: ['dx', 'dw'], propagateLayout, nchwcBlock });
+        // The forward conv and the input gradient's: NCHWc Convs when the channels allow it.
+        expect(Buffer.from(model).includes('com.microsoft.nchwc')).toBe(nchwcBlock > 0);
+        const session = await OnnxSession.create(model, { threads: 1 });
         const out = await session.run({ x, w });
         expect(worstRelative(new Map([['dx', wantX], ['dw', wantW]]), new Map([['dx', out.dx], ['dw', out.dw]])).rel).toBeLessThan(1e-5);
         session.dispose();
@@ -105,6 +115,15 @@ describe('ONNX export of the conv gradients', () => {
       tf.dispose([x, w, wantX, wantW]);
     });
   }
+});
+
+describe('nchwcBlockSize', () => {
+  it("is onnxruntime's NCHWc channel block on this CPU (x64 builds have the kernels), 0 where it has none", async () => {
+    const block = await nchwcBlockSize();
+    expect([0, 8, 16]).toContain(block);
+    if (process.arch === 'x64') expect(block).toBeGreaterThan(0);
+    expect(await nchwcBlockSize()).toBe(block);
+  });
 });
 
 describe('OnnxSession', () => {
