@@ -65,6 +65,8 @@ export async function resolveRuntime(choice: RuntimeChoice, backend: { gpu: bool
 export interface OnnxSessionOptions {
   /** Intra-op threads; default: the tfjs backend's thread count, else the number of cores. */
   threads?: number;
+  /** Let onnxruntime log fatal errors only (a probe that is allowed to fail). */
+  quiet?: boolean;
 }
 
 export function defaultOnnxThreads(): number {
@@ -75,7 +77,7 @@ let nchwcBlock: Promise<number> | undefined;
 
 /**
  * The channel block of onnxruntime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2),
- * or 0 where this build has none (e.g. arm64): ReorderInput pads 4 channels (its least) up to a block.
+ * or 0 where this onnxruntime build has none: ReorderInput pads 4 channels (its least) up to a block.
  */
 export function nchwcBlockSize(): Promise<number> {
   return (nchwcBlock ??= (async () => {
@@ -86,7 +88,7 @@ export function nchwcBlockSize(): Promise<number> {
     g.op('Identity', [y], {}, 'y');
     let session: OnnxSession | undefined;
     try {
-      session = await OnnxSession.create(g.toModel({ opsetVersion: 13 }), { threads: 1 });
+      session = await OnnxSession.create(g.toModel({ opsetVersion: 13 }), { threads: 1, quiet: true });
       const out = await session.runHost({ x: { data: new Float32Array(4), dims: [1, 4, 1, 1] } });
       return out.y.dims[1] > 4 ? out.y.dims[1] : 0;
     } catch {
@@ -129,6 +131,7 @@ export class OnnxSession {
       interOpNumThreads: 1,
       executionProviders: ['cpu'],
       graphOptimizationLevel: 'all',
+      ...(opts.quiet ? { logSeverityLevel: 4 as const } : {}),
     });
     return new OnnxSession(ort, session, threads);
   }
