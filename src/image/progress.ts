@@ -61,7 +61,7 @@ export class ProgressBar {
   readonly total: number;
   private step: number;
   private startStep: number;
-  private readonly startTime: number;
+  private startTime: number;
   private values: Record<string, ProgressValue> = {};
   private readonly stream: ProgressStream;
   private readonly silent: boolean;
@@ -104,15 +104,20 @@ export class ProgressBar {
 
   /**
    * The step this run starts from, when it is known only after the bar was made (a resumed
-   * training run reports its first step late): the rate counts from here. Ignored after the
-   * first update.
+   * training run reports its first step late): the rate counts from here, and from
+   * `secondsAgo` before now (when that step's work began: the set-up before it, e.g. encoding
+   * a dataset's latents, is not a step). Ignored after the first update.
    */
-  startFrom(step: number): void {
+  startFrom(step: number, secondsAgo?: number): void {
     if (this.step !== this.startStep || this.updated) return;
     if (!Number.isInteger(step) || step < 0 || step > this.total) throw new Error(`ProgressBar start must be an integer in [0, ${this.total}], got ${step}`);
     this.startStep = step;
     this.step = step;
     this.lastLineBucket = this.bucket(step);
+    if (secondsAgo !== undefined && Number.isFinite(secondsAgo) && secondsAgo >= 0) {
+      this.startTime = Math.max(this.startTime, this.now() - secondsAgo * 1000);
+      this.lastLineTime = this.startTime;
+    }
   }
 
   /** Steps per second since the bar started (0 before the first step). */
@@ -210,8 +215,11 @@ export class ProgressBar {
   }
 }
 
-/** Shows a training step; the first one tells where a resumed run started, so the rate is this call's. */
-export function trainingProgress(bar: ProgressBar, s: { step: number; loss: number; lr: number }): void {
-  bar.startFrom(s.step - 1);
+/**
+ * Shows a training step; the first one tells where a resumed run started and, with its duration
+ * (`seconds`), when its work began, so the rate and ETA are this call's steps' own.
+ */
+export function trainingProgress(bar: ProgressBar, s: { step: number; loss: number; lr: number; seconds?: number }): void {
+  bar.startFrom(s.step - 1, s.seconds);
   bar.update(s.step, { loss: s.loss.toFixed(4), lr: s.lr.toExponential(2) });
 }

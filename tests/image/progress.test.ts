@@ -94,6 +94,18 @@ describe('ProgressBar', () => {
     expect(() => new ProgressBar({ total: 5 }).startFrom(6)).toThrow(/start must be an integer in \[0, 5\], got 6/);
   });
 
+  it("times a training run from its first step's start, not from the set-up before it", () => {
+    const { stream } = sink(true);
+    let t = 0;
+    const bar = new ProgressBar({ total: 100, stream, silent: true, now: () => t });
+    t = 60_000; // 58 s of set-up (encoding latents, starting workers), then a 2 s first step
+    trainingProgress(bar, { step: 1, loss: 0.1, lr: 1e-4, seconds: 2 });
+    t = 63_000;
+    trainingProgress(bar, { step: 2, loss: 0.1, lr: 1e-4, seconds: 3 });
+    expect(bar.rate()).toBeCloseTo(0.4); // 2 steps in 5 s, not in 63
+    expect(bar.eta()).toBeCloseTo(245);
+  });
+
   it('formats durations', () => {
     expect(formatDuration(5)).toBe('0:05');
     expect(formatDuration(65)).toBe('1:05');
