@@ -117,6 +117,37 @@ describe('ONNX export of the conv gradients', () => {
   }
 });
 
+describe('ONNX export with NCHWc convs', () => {
+  it('matches tf.grads for two convs reading one input (one NCHWc copy of it), then a third conv', async () => {
+    const block = await nchwcBlockSize();
+    if (block === 0) return; // no NCHWc kernels in this onnxruntime build: plain Convs, tested above
+    const rng = new Generator(5);
+    const x = rng.randn([2, 6, 7, 16]);
+    // Filters scaled by 1/sqrt(fan-in): y stays O(1), where y sin y's gradient is well conditioned.
+    const [w1, w2, w3] = [[3, 3, 16, 32], [1, 1, 16, 32], [3, 3, 32, 16]].map((shape) => tf.tidy(() => tf.mul(rng.randn(shape), 1 / Math.sqrt(shape[0] * shape[1] * shape[2]))));
+    const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, d: tf.Tensor) => {
+      const h = tf.add(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'), tf.conv2d(a as tf.Tensor4D, c as tf.Tensor4D, 1, 'same'));
+      const y = tf.conv2d(h as tf.Tensor4D, d as tf.Tensor4D, 2, 'same');
+      return tf.sum(tf.mul(y, tf.sin(y)));
+    };
+    const g = tf.grads(f);
+    const want = g([x, w1, w2, w3]);
+    const trace = traceKernels(() => g([x, w1, w2, w3]), { x, w1, w2, w3 });
+    const names = ['dx', 'dw1', 'dw2', 'dw3'];
+    const model = traceToOnnx(trace, { outputNames: names, nchwcBlock: block });
+    // x once for both forward convs, and each input gradient's dy (tfjs' Add gradient hands each
+    // branch its own tensor); the stride-2 conv (12 output pixels) is an im2col product and its
+    // input gradient a ConvTranspose. The name appears as op type and as node name.
+    const reorders = Buffer.from(model).toString('latin1').split('ReorderInput').length - 1;
+    expect(reorders / 2).toBe(3);
+    const session = await OnnxSession.create(model, { threads: 1 });
+    const out = await session.run({ x, w1, w2, w3 });
+    expect(worstRelative(new Map(names.map((n, i) => [n, want[i]])), new Map(names.map((n) => [n, out[n]]))).rel).toBeLessThan(1e-5);
+    session.dispose();
+    tf.dispose([x, w1, w2, w3, ...want, ...Object.values(out)]);
+  });
+});
+
 describe('nchwcBlockSize', () => {
   it("is onnxruntime's NCHWc channel block on this CPU (x64 builds have the kernels), 0 where it has none", async () => {
     const block = await nchwcBlockSize();
