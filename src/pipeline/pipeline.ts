@@ -226,6 +226,7 @@ export class Txt2ImgPipeline {
     if (o.guidanceScale !== 1 && !(this.info.conditioningDropout > 0)) {
       warn(`warning: guidance scale ${o.guidanceScale} requested, but this model was trained without conditioning dropout, so its unconditional prediction is untrained; --cfg 1 is the meaningful setting`);
     }
+    if (sampler !== 'ddim' && eta > 0) warn(`warning: eta ${eta} is ignored: eta applies to the ddim sampler only, not ${sampler}`);
     const b = o.inputs.length;
     const scheduler = withType(createScheduler(this.schedulerConfig), sampler, sampler === 'ddim' ? { eta } : {});
     scheduler.setTimesteps(o.steps);

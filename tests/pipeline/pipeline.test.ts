@@ -132,6 +132,11 @@ describe('training a tiny text-to-image pipeline', () => {
       expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: 1, steps: 101, seed: 0 })).toThrow(/steps must be an integer from 1 to 100 \(the model's training steps\), got 101/);
       expect(() => pipe.checkOptions({ inputs: [], guidanceScale: 1, steps: 1, seed: 0 })).toThrow(/no prompts given/);
       expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: NaN, steps: 1, seed: 0 })).toThrow(/cfg\) must be a finite number >= 0, got NaN/);
+      const warnings: string[] = [];
+      for (const [sampler, eta] of [['ddpm', 0.5], ['ddpm', 0], ['ddim', 0.5]] as const) {
+        tf.dispose(await pipe.generate({ inputs: prompts, guidanceScale: 1, steps: 1, sampler, eta, seed: 7, warn: (m) => warnings.push(m) }));
+      }
+      expect(warnings).toEqual(['warning: eta 0.5 is ignored: eta applies to the ddim sampler only, not ddpm']);
       for (const scale of [1, 3]) {
         const before = tf.memory().numTensors;
         const got = await pipe.generate({ inputs: prompts, guidanceScale: scale, steps: 5, sampler: 'ddim', seed: 7 });
