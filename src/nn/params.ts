@@ -27,12 +27,8 @@ export interface NamedArray {
   data: Float32Array;
 }
 
-function sizeOf(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
 function initData(shape: number[], init: Init, rng: Generator): Float32Array {
-  const n = sizeOf(shape);
+  const n = tf.util.sizeFromShape(shape);
   switch (init.kind) {
     case 'zeros':
       return new Float32Array(n);

@@ -320,7 +320,7 @@ const IM2COL_MAX_PIXELS = 16;
 const useIm2col = (e: Emitter, filter: number, outPixels: number): boolean => outPixels <= IM2COL_MAX_PIXELS && !e.trace.constants.has(filter);
 
 /** onnxruntime's contrib domain of its blocked-layout CPU kernels. */
-const NCHWC = 'com.microsoft.nchwc';
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 
 /**
  * A 2-D conv of NCHW `x` (name), output NCHW. `w` is the filter in tfjs order [kh, kw, A, B]
@@ -349,11 +349,11 @@ function conv(e: Emitter, x: string, w: string, [kh, kw, a, b]: number[], outAxi
   const wNchwc = e.g.op('Reshape', [wBlocked, e.ints([cout, cin, kh, kw])]);
   let xb = e.blocked.get(x);
   if (!xb) {
-    xb = e.g.opIn(NCHWC, 1, 'ReorderInput', [x]);
+    xb = e.g.opIn(NCHWC_DOMAIN, 1, 'ReorderInput', [x]);
     e.blocked.set(x, xb);
   }
-  const y = e.g.opIn(NCHWC, 1, 'Conv', [xb, wNchwc], { kernel_shape: [kh, kw], dilations: [1, 1], group: 1, ...attrs });
-  return e.g.opIn(NCHWC, 1, 'ReorderOutput', [y], { channels: cout });
+  const y = e.g.opIn(NCHWC_DOMAIN, 1, 'Conv', [xb, wNchwc], { kernel_shape: [kh, kw], dilations: [1, 1], group: 1, ...attrs });
+  return e.g.opIn(NCHWC_DOMAIN, 1, 'ReorderOutput', [y], { channels: cout });
 }
 
 /** x zero-padded by [top, left, bottom, right] on its spatial axes (hAxis, hAxis + 1). */
@@ -545,8 +545,7 @@ const TRANSLATIONS: Record<string, Translate> = {
         const wMatrix = e.g.op('Reshape', [wFlipped, e.ints([kh * kw * cout, cin])]);
         return [im2colConv(e, e.name(dy), cout, [kh, kw], strides, flippedPads, e.shape(n.outputs[0]), wMatrix)];
       }
-      const constant = e.trace.constants.has(w);
-      return [{ name: conv(e, e.as(dy, NCHW), flip(e.name(w), 0), e.shape(w), 2, constant, { strides, pads: flippedPads }), perm: NCHW }];
+      return [{ name: conv(e, e.as(dy, NCHW), flip(e.name(w), 0), e.shape(w), 2, e.trace.constants.has(w), { strides, pads: flippedPads }), perm: NCHW }];
     }
     const wOihw = e.g.op('Transpose', [e.name(w)], { perm: [3, 2, 0, 1] });
     const dx = e.g.op('ConvTranspose', [e.as(dy, NCHW), wOihw], { kernel_shape: [kh, kw], strides, pads, output_padding: outputPadding });

@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import type Ort from 'onnxruntime-node';
 import { currentBackend } from '../backend/index.js';
 import { OnnxGraphBuilder } from '../text/onnx-writer.js';
+import { NCHWC_DOMAIN } from './export.js';
 
 type OrtModule = typeof Ort;
 let ortModule: Promise<OrtModule> | undefined;
@@ -84,7 +85,7 @@ export function nchwcBlockSize(): Promise<number> {
     const g = new OnnxGraphBuilder('nchwc_block');
     g.input({ name: 'x', dataType: 'FLOAT', shape: [1, 4, 1, 1] });
     g.output({ name: 'y', dataType: 'FLOAT', shape: [1, 'C', 1, 1] });
-    const y = g.opIn('com.microsoft.nchwc', 1, 'ReorderInput', ['x']);
+    const y = g.opIn(NCHWC_DOMAIN, 1, 'ReorderInput', ['x']);
     g.op('Identity', [y], {}, 'y');
     let session: OnnxSession | undefined;
     try {

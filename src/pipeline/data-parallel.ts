@@ -182,15 +182,13 @@ function checkStamp(from: SharedParams, stamp: number, what: string): void {
   if (got !== stamp) throw new Error(`data-parallel: ${what} buffer has stamp ${got}, expected ${stamp}`);
 }
 
-const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-
 /**
  * Every parameter's values from the buffer (which must carry `stamp`), by name. Copies: no
  * backend or onnxruntime (which refuses shared memory) ever keeps a view of shared memory.
  */
 export function readParamArrays(layout: ParamLayout, from: SharedParams, stamp: number): Map<string, Float32Array> {
   checkStamp(from, stamp, 'weights');
-  return new Map(layout.names.map((n, i) => [n, from.data.slice(layout.offsets[i], layout.offsets[i] + sizeOf(layout.shapes[i]))]));
+  return new Map(layout.names.map((n, i) => [n, from.data.slice(layout.offsets[i], layout.offsets[i] + tf.util.sizeFromShape(layout.shapes[i]))]));
 }
 
 /** Assigns every parameter of the store from the buffer (which must carry `stamp`). */
@@ -405,7 +403,7 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     });
     const grads = new Map<string, tf.Tensor>();
     this.layout.names.forEach((name, i) => {
-      const size = sizeOf(this.layout.shapes[i]);
+      const size = tf.util.sizeFromShape(this.layout.shapes[i]);
       const off = this.layout.offsets[i];
       const parts: [Float32Array, number][] = [];
       const mine = own?.grads.get(name);

@@ -278,10 +278,7 @@ export class OnnxGraphBuilder {
 
   /** Appends a node; `out` names its output (default: a fresh name). Returns the first output. */
   op(opType: string, inputs: string[], attributes: Record<string, AttrValue> = {}, out?: string): string {
-    const id = this.counter++;
-    const output = out ?? `${opType.toLowerCase()}_${id}`;
-    this.nodes.push({ opType, inputs, outputs: [output], name: `${opType}_${id}`, attributes });
-    return output;
+    return this.node(opType, inputs, attributes, out);
   }
 
   /**
@@ -292,8 +289,13 @@ export class OnnxGraphBuilder {
     const known = this.domains.get(domain);
     if (known !== undefined && known !== version) throw new Error(`ONNX domain '${domain}' imported at versions ${known} and ${version}`);
     this.domains.set(domain, version);
-    const output = this.op(opType, inputs, attributes);
-    this.nodes[this.nodes.length - 1].domain = domain;
+    return this.node(opType, inputs, attributes, undefined, domain);
+  }
+
+  private node(opType: string, inputs: string[], attributes: Record<string, AttrValue>, out?: string, domain?: string): string {
+    const id = this.counter++;
+    const output = out ?? `${opType.toLowerCase()}_${id}`;
+    this.nodes.push({ opType, inputs, outputs: [output], name: `${opType}_${id}`, attributes, ...(domain ? { domain } : {}) });
     return output;
   }
 
