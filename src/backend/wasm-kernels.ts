@@ -24,6 +24,9 @@
  *    of both operands ([2,1,..] x [1,3,..]), which tfjs' kernels get wrong.
  *  - Slice / SplitV (tfjs' copy the whole input out of the heap for every slice): copy only the
  *    slice, in runs as long as the layout allows.
+ *  - MaxPoolGrad (tfjs-wasm's drops the gradient of every window whose values are all negative
+ *    and gives ties to the last maximum): each dy to its window's first maximum, as tfjs' cpu
+ *    backend, TensorFlow and onnxruntime do.
  *  - Sum / Mean over axes that are not innermost (tfjs transposes them to the end first, with
  *    a naive transpose, generic and very slow above rank 4): innermost axes by tfjs' own
  *    kernel, every other reduced block by XNNPACK average pooling over a [N, R, 1, C] view.
@@ -883,6 +886,58 @@ function splitV(args: KernelArgs): TensorInfo[] {
   });
 }
 addKernel('SplitV', splitV);
+
+// --- MaxPoolGrad ---------------------------------------------------------------------------------
+// tfjs-wasm 4.22's kernel starts each window's running maximum at 0, so a window of negative
+// values sends its dy nowhere (half the windows of a N(0, 1) input), and it takes the last of tied
+// maxima. After a ReLU (the classifier's conv -> ReLU -> pool) both rarely matter; anywhere else
+// the gradient is wrong. One pass over the windows, in the pool's own geometry.
+
+function maxPoolGrad(args: KernelArgs): TensorInfo {
+  const backend = args.backend as WasmBackend;
+  const { dy, input } = args.inputs as Record<string, TensorInfo>;
+  if (input.dtype !== 'float32' || dy.dtype !== 'float32') return tfjsKernel('MaxPoolGrad')(args) as TensorInfo;
+  const { filterSize, strides, pad, dimRoundingMode } = args.attrs as {
+    filterSize: number | [number, number];
+    strides: number | [number, number];
+    pad: 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  };
+  const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = info;
+  const { effectiveFilterHeight: fh, effectiveFilterWidth: fw } = info;
+  const dx = backend.makeOutput([...input.shape], 'float32');
+  // Views only now: an allocation that grows the heap detaches views taken before it.
+  const [X, DY, DX] = [input, dy, dx].map((t) => backend.typedArrayFromHeap(t) as Float32Array);
+  DX.fill(0);
+  for (let b = 0; b < B; b++) {
+    for (let oy = 0; oy < OH; oy++) {
+      const y0 = oy * sh - info.padInfo.top;
+      const [ya, yb] = [Math.max(y0, 0), Math.min(y0 + fh, H)];
+      for (let ox = 0; ox < OW; ox++) {
+        const x0 = ox * sw - info.padInfo.left;
+        const [xa, xb] = [Math.max(x0, 0), Math.min(x0 + fw, W)];
+        const dyRow = ((b * OH + oy) * OW + ox) * C;
+        for (let c = 0; c < C; c++) {
+          let at = -1;
+          let best = 0;
+          for (let y = ya; y < yb; y++) {
+            for (let x = xa; x < xb; x++) {
+              const i = ((b * H + y) * W + x) * C + c;
+              if (at < 0 || X[i] > best) {
+                at = i;
+                best = X[i];
+              }
+            }
+          }
+          if (at >= 0) DX[at] += DY[dyRow + c];
+        }
+      }
+    }
+  }
+  return dx;
+}
+addKernel('MaxPoolGrad', maxPoolGrad);
 
 // --- Identity ------------------------------------------------------------------------------------
 // tfjs saves every tensor a gradient needs with a clone (the Identity kernel). The wasm backend's

@@ -276,6 +276,32 @@ describe('sum and mean', () => {
   });
 });
 
+describe('max pool gradient', () => {
+  // tfjs-wasm's own kernel fails the negative and tied cases (see the kernel's comment).
+  const cases: Array<[number[], number, number, 'valid' | 'same' | number, string]> = [
+    [[2, 8, 8, 3], 2, 2, 'valid', 'N(0, 1): windows of negative values'],
+    [[1, 7, 5, 2], 2, 2, 'valid', 'odd size'],
+    [[2, 7, 6, 4], 3, 2, 'same', 'overlapping, padded'],
+    [[1, 6, 6, 2], 3, 1, 'same', 'every pixel in 9 windows'],
+    [[2, 9, 9, 3], 3, 2, 1, 'explicit pad'],
+  ];
+  for (const [xs, k, s, pad, what] of cases) {
+    it(`[${xs}] pool ${k} stride ${s} pad ${pad} (${what})`, async () => {
+      const x = normal(xs);
+      const ties = { shape: xs, values: x.values.map((v) => Math.round(v)) }; // many tied maxima, some all-negative windows
+      for (const d of [x, ties]) {
+        await expectMatch(() => {
+          const f = (a: tf.Tensor) => {
+            const y = tf.maxPool(a as tf.Tensor4D, k, s, pad);
+            return tf.sum(tf.mul(y, tf.range(1, 1 + y.size).reshape(y.shape))); // a dy that names its window
+          };
+          return tf.grad(f)(T(d));
+        }, 0);
+      }
+    });
+  }
+});
+
 describe('slice and split', () => {
   it('match tfjs on several layouts and dtypes', async () => {
     const x = normal([4, 6, 5, 7]);
