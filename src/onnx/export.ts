@@ -179,7 +179,7 @@ function axes(value: unknown, rank: number): number[] {
 }
 
 /** Explicit [top, left, bottom, right] pads of a tfjs conv2d `pad` attribute. */
-function convPads(pad: unknown, inHW: number[], outHW: number[], kernel: number[], strides: number[], dilations: number[]): number[] {
+function convPads(pad: unknown, inHW: number[], outHW: number[], kernel: number[], strides: number[], dilations: number[], kernelName = 'Conv2D'): number[] {
   if (typeof pad === 'number') return [pad, pad, pad, pad];
   if (pad === 'valid') return [0, 0, 0, 0];
   if (pad === 'same') {
@@ -193,7 +193,25 @@ function convPads(pad: unknown, inHW: number[], outHW: number[], kernel: number[
     }
     return [...before, ...after];
   }
-  throw new Error(`ONNX export: Conv2D pad ${JSON.stringify(pad)} is not supported (allowed: a number, 'same', 'valid')`);
+  throw new Error(`ONNX export: ${kernelName} pad ${JSON.stringify(pad)} is not supported (allowed: a number, 'same', 'valid')`);
+}
+
+/**
+ * output_padding of the ConvTranspose that maps an [oh, ow] gradient back onto the [ih, iw] input
+ * of a conv or pool (its size s * (o - 1) + k - pads + output_padding must be the input's).
+ */
+function transposedOutputPadding([ih, iw]: number[], [oh, ow]: number[], [kh, kw]: number[], strides: number[], pads: number[]): number[] {
+  return [0, 1].map((i) => [ih, iw][i] - (strides[i] * ([oh, ow][i] - 1) + [kh, kw][i] - pads[i] - pads[i + 2]));
+}
+
+/** Window, strides and explicit [top, left, bottom, right] pads of a tfjs 2-D pool from input x to output y (both NHWC). */
+function poolGeometry(e: Emitter, n: TracedNode, x: number, y: number): { kernel: number[]; strides: number[]; pads: number[] } {
+  if (n.attrs.dimRoundingMode != null) throw new Error(`ONNX export: ${n.kernel} dimRoundingMode is not supported`);
+  const kernel = pair(n.attrs.filterSize);
+  const strides = pair(n.attrs.strides);
+  const [, ih, iw] = e.shape(x);
+  const [, oh, ow] = e.shape(y);
+  return { kernel, strides, pads: convPads(n.attrs.pad, [ih, iw], [oh, ow], kernel, strides, [1, 1], n.kernel) };
 }
 
 const pair = (v: unknown): number[] => (Array.isArray(v) ? (v as number[]) : [v as number, v as number]);
@@ -520,6 +538,64 @@ const TRANSLATIONS: Record<string, Translate> = {
     const y = e.g.op('OneHot', [indices, e.g.int64s(`onehot_depth_${id}`, [], [n.attrs.depth as number]), values], { axis: -1 });
     return [n.attrs.dtype === 'float32' ? y : e.g.op('Cast', [y], { to: CAST_TO[n.attrs.dtype as tf.DataType] ?? 1 })];
   },
+  Unpack: (e, n) => {
+    const x = input(n, 'value');
+    const axis = axes(n.attrs.axis, e.shape(x).length)[0];
+    const src = e.name(x);
+    return n.outputs.map((id, i) => e.g.op('Reshape', [e.g.op('Slice', [src, e.ints([i]), e.ints([i + 1]), e.ints([axis])]), e.ints(e.shape(id))]));
+  },
+  // Pools run on NCHW data (as the convs around them leave it). Both exclude the padding: tfjs'
+  // average divides by the window's in-image taps (count_include_pad 0), its max ignores pads.
+  AvgPool: (e, n) => {
+    const x = input(n, 'x');
+    const { kernel, strides, pads } = poolGeometry(e, n, x, n.outputs[0]);
+    return [{ name: e.g.op('AveragePool', [e.as(x, NCHW)], { kernel_shape: kernel, strides, pads, count_include_pad: 0 }), perm: NCHW }];
+  },
+  MaxPool: (e, n) => {
+    const x = input(n, 'x');
+    const { kernel, strides, pads } = poolGeometry(e, n, x, n.outputs[0]);
+    return [{ name: e.g.op('MaxPool', [e.as(x, NCHW)], { kernel_shape: kernel, strides, pads }), perm: NCHW }];
+  },
+  AvgPoolGrad: (e, n) => {
+    // tfjs' AvgPoolGrad spreads each dy evenly over its whole window, padding included (1 / kh*kw
+    // per tap; its forward divides by the in-image taps): a per-channel ConvTranspose of dy with
+    // that constant filter.
+    const dy = input(n, 'dy');
+    const x = input(n, 'input');
+    const { kernel, strides, pads } = poolGeometry(e, n, x, dy);
+    const [, ih, iw, c] = e.shape(x);
+    const [, oh, ow] = e.shape(dy);
+    const [kh, kw] = kernel;
+    const w = e.g.floats(`avgpool_grad_filter_${n.outputs[0]}`, [c, 1, kh, kw], new Float32Array(c * kh * kw).fill(1 / (kh * kw)));
+    const outputPadding = transposedOutputPadding([ih, iw], [oh, ow], kernel, strides, pads);
+    return [{ name: e.g.op('ConvTranspose', [e.as(dy, NCHW), w], { kernel_shape: kernel, strides, pads, output_padding: outputPadding, group: c }), perm: NCHW }];
+  },
+  MaxPoolGrad: (e, n) => {
+    // Each dy goes to the first maximum of its window (tfjs' tie rule, and MaxPool's indices':
+    // flat positions in the NCHW input), scattered into zeros. Overlapping windows can send two
+    // dys to one position, which opset 13's ScatterElements would overwrite rather than add: the
+    // windows are split into m_h x m_w interleaved classes (m = ceil(k / s)) of disjoint
+    // windows, each scattered on its own, and the results summed.
+    const dy = input(n, 'dy');
+    const x = input(n, 'input');
+    const { kernel, strides, pads } = poolGeometry(e, n, x, dy);
+    const [B, ih, iw, c] = e.shape(x);
+    const [, oh, ow] = e.shape(dy);
+    const [, indices] = e.g.opOutputs('MaxPool', [e.as(x, NCHW)], { kernel_shape: kernel, strides, pads }, 2); // [B, C, oh, ow] int64
+    const dyNchw = e.as(dy, NCHW);
+    const zeros = e.g.op('Expand', [e.scalar(0), e.ints([B * c * ih * iw])]);
+    const [mh, mw] = [0, 1].map((i) => Math.ceil(kernel[i] / strides[i]));
+    const flat = (t: string) => e.g.op('Reshape', [t, e.ints([-1])]);
+    const parts: string[] = [];
+    for (let a = 0; a < Math.min(mh, oh); a++) {
+      for (let b = 0; b < Math.min(mw, ow); b++) {
+        const pick = (t: string) => (mh * mw === 1 ? t : e.g.op('Slice', [t, e.ints([a, b]), e.ints([oh, ow]), e.ints([2, 3]), e.ints([mh, mw])]));
+        parts.push(e.g.op('ScatterElements', [zeros, flat(pick(indices)), flat(pick(dyNchw))], { axis: 0 }));
+      }
+    }
+    const dx = parts.length === 1 ? parts[0] : e.g.op('Sum', parts);
+    return [{ name: e.g.op('Reshape', [dx, e.ints([B, c, ih, iw])]), perm: NCHW }];
+  },
   Conv2DBackpropInput: (e, n) => {
     // The input gradient of a conv is the transposed conv of dy with the same filter (OIHW for
     // Conv is IOHW for ConvTranspose: the same transpose of the tfjs [kh, kw, Cin, Cout] filter).
@@ -531,8 +607,7 @@ const TRANSLATIONS: Record<string, Translate> = {
     const [, ih, iw] = e.shape(n.outputs[0]); // [B, H, W, Cin]
     const strides = pair(n.attrs.strides);
     const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
-    // ConvTranspose size: s * (o - 1) + k - pads + output_padding must give the forward input size.
-    const outputPadding = [0, 1].map((i) => [ih, iw][i] - (strides[i] * ([oh, ow][i] - 1) + [kh, kw][i] - pads[i] - pads[i + 2]));
+    const outputPadding = transposedOutputPadding([ih, iw], [oh, ow], [kh, kw], strides, pads);
     // Stride 1: the same gradient as a plain Conv of dy with the filter flipped in space and its
     // channel axes swapped, padded k - 1 - p: onnxruntime's Conv runs it ~1.6x faster than its
     // ConvTranspose (GEMM, then a col2im scatter).

@@ -292,6 +292,14 @@ export class OnnxGraphBuilder {
     return this.node(opType, inputs, attributes, undefined, domain);
   }
 
+  /** As op, for a node with `count` outputs (fresh names, returned in order). */
+  opOutputs(opType: string, inputs: string[], attributes: Record<string, AttrValue>, count: number): string[] {
+    const id = this.counter++;
+    const outputs = Array.from({ length: count }, (_, k) => `${opType.toLowerCase()}_${id}_${k}`);
+    this.nodes.push({ opType, inputs, outputs, name: `${opType}_${id}`, attributes });
+    return outputs;
+  }
+
   private node(opType: string, inputs: string[], attributes: Record<string, AttrValue>, out?: string, domain?: string): string {
     const id = this.counter++;
     const output = out ?? `${opType.toLowerCase()}_${id}`;

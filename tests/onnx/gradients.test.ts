@@ -117,6 +117,57 @@ describe('ONNX export of the conv gradients', () => {
   }
 });
 
+describe('ONNX export of the pools and their gradients', () => {
+  const cases: { name: string; x: number[]; k: number; stride: number; pad: 'same' | 'valid' | number; ties?: boolean }[] = [
+    { name: '2x2 stride 2 valid (LeNet)', x: [2, 8, 8, 3], k: 2, stride: 2, pad: 'valid' },
+    { name: '2x2 stride 2 valid, odd size', x: [1, 7, 5, 2], k: 2, stride: 2, pad: 'valid' },
+    { name: '3x3 stride 2 same, overlapping', x: [2, 7, 6, 2], k: 3, stride: 2, pad: 'same' },
+    { name: '3x3 stride 1 same, every pixel in 9 windows', x: [1, 5, 6, 3], k: 3, stride: 1, pad: 'same' },
+    { name: '3x3 stride 2 pad 1', x: [1, 8, 8, 2], k: 3, stride: 2, pad: 1 },
+    { name: '2x2 stride 2 valid, tied maxima', x: [2, 6, 6, 2], k: 2, stride: 2, pad: 'valid', ties: true },
+    { name: '3x3 stride 2 same, tied maxima', x: [1, 7, 7, 2], k: 3, stride: 2, pad: 'same', ties: true },
+  ];
+  for (const c of cases) {
+    for (const kind of ['avg', 'max'] as const) {
+      if (c.ties && kind === 'avg') continue;
+      it(`matches tfjs for ${kind} pool ${c.name}`, async () => {
+        const rng = new Generator(5);
+        // Ties: small integers, so windows hold several equal maxima (tfjs gives dy to the first).
+        const x = c.ties ? tf.tidy(() => tf.round(tf.mul(rng.rand(c.x), 2))) : rng.randn(c.x);
+        const pool = (a: tf.Tensor) => (kind === 'avg' ? tf.avgPool : tf.maxPool)(a as tf.Tensor4D, c.k, c.stride, c.pad);
+        const f = (a: tf.Tensor) => {
+          const y = pool(a);
+          return tf.sum(tf.mul(y, tf.sin(tf.add(tf.range(0, y.size).reshape(y.shape), y)))); // a dy that differs per window
+        };
+        const g = tf.grad(f);
+        const wantY = pool(x);
+        const wantDx = g(x);
+        const trace = traceKernels(() => [pool(x), g(x)], { x });
+        const kernels = new Set(trace.nodes.map((n) => n.kernel));
+        expect(kernels.has(kind === 'avg' ? 'AvgPoolGrad' : 'MaxPoolGrad')).toBe(true);
+        for (const propagateLayout of [true, false]) {
+          const model = traceToOnnx(trace, { outputNames: ['y', 'dx'], propagateLayout });
+          const session = await OnnxSession.create(model, { threads: 1 });
+          const out = await session.run({ x });
+          expect(out.y.shape).toEqual(wantY.shape);
+          expect(maxAbsDiff(out.y.dataSync(), wantY.dataSync())).toBeLessThan(1e-5);
+          expect(worstRelative(new Map([['dx', wantDx]]), new Map([['dx', out.dx]])).rel).toBeLessThan(1e-5);
+          session.dispose();
+          tf.dispose(Object.values(out));
+        }
+        tf.dispose([x, wantY, wantDx]);
+      });
+    }
+  }
+
+  it('tells a pool with dimRoundingMode apart (not exported)', () => {
+    const x = tf.zeros([1, 5, 5, 1]);
+    const trace = traceKernels(() => tf.maxPool(x as tf.Tensor4D, 2, 2, 1, 'floor'), { x });
+    expect(() => traceToOnnx(trace)).toThrow(/MaxPool dimRoundingMode is not supported/);
+    x.dispose();
+  });
+});
+
 describe('ONNX export with NCHWc convs', () => {
   it('matches tf.grads for two convs reading one input (one NCHWc copy of it), then a third conv', async () => {
     const block = await nchwcBlockSize();
