@@ -11,12 +11,14 @@
  * The scene classifier trains on a dataset drawn with another seed than the diffusion model's,
  * on both its splits (--splits): `--heldout 3000` gives held-out combinations about the share
  * they would have among all scenes. Its test set, the model's held-out split, is images it never saw.
- * Measured (wasm, 1 busy core, defaults): 1500 steps in 4.7 min, held-out test accuracy object
- * 99.3%, colour 99.9%, position, size and background 100%.
+ * Measured (defaults: onnx runtime, two 1-thread shards, 2026-12-06): MNIST 3000 steps in 3.0 min,
+ * test accuracy 99.22%; scenes 1500 steps in 1.1 min, held-out test accuracy object 99.3%, colour,
+ * position, size and background 100%.
  */
 import path from 'node:path';
 import { THREADS_ENV, initBackend } from '../src/backend/index.js';
 import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
+import { RUNTIME_CHOICES, parseRuntimeName } from '../src/onnx/runtime.js';
 import { type ImageSet, mnistSet } from '../src/data/in-memory.js';
 import { SCENE_HEADS, loadSceneAttributeSet } from '../src/data/scenes/attribute-set.js';
 import { HELDOUT_DIR, TRAIN_DIR } from '../src/data/scenes/generate.js';
@@ -66,7 +68,8 @@ await runCli(async () => {
     .option('checkpoint-every', { type: 'string', default: '500', describe: 'steps between checkpoints' })
     .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out/train' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
-    .option('workers', { type: 'string', default: '1', describe: `data-parallel worker threads per step (N > 1: the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)` })
+    .option('runtime', { type: 'string', default: 'auto', describe: `what computes the gradients: ${RUNTIME_CHOICES.join(' | ')} (auto: onnxruntime-node on a CPU backend where it loads, tfjs otherwise)` })
+    .option('workers', { type: 'string', describe: `data-parallel shards per step, 1 thread each (default: one per core with the onnx runtime, 1 with tfjs; N > 1: the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)` })
   );
 
   if (!(DATA as readonly string[]).includes(argv.data)) throw new Error(`--data must be one of ${DATA.join(', ')}, got '${argv.data}'`);
@@ -82,8 +85,9 @@ await runCli(async () => {
   const maxShift = argv['max-shift'] === undefined ? preset.maxShift : integer(argv['max-shift'], '--max-shift', 0, 8);
   if (data === 'scenes' && maxShift !== 0) throw new Error(`--max-shift must be 0 for --data scenes (position is a label: a shifted scene can change position), got '${argv['max-shift']}'`);
   const limit = argv.limit === undefined ? undefined : integer(argv.limit, '--limit', 1);
-  const workers = integer(argv.workers, '--workers', 1, MAX_WORKERS);
-  await initBackend({ backend: argv.backend, threads: workerThreads(workers) });
+  const runtime = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime');
+  const workers = argv.workers === undefined ? undefined : integer(argv.workers, '--workers', 1, MAX_WORKERS);
+  await initBackend({ backend: argv.backend, threads: workerThreads(workers ?? 1) });
 
   let trainSet: ImageSet;
   let testSet: ImageSet;
@@ -111,6 +115,7 @@ await runCli(async () => {
     seed: integer(argv.seed, '--seed', 0),
     checkpointEvery: integer(argv['checkpoint-every'], '--checkpoint-every', 1),
     resume: argv.resume,
+    runtime,
     workers,
     onStep: (s) => trainingProgress(bar, s),
   });

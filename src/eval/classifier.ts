@@ -24,10 +24,11 @@ import path from 'node:path';
 import { loadComponent, saveComponent, writeJsonAtomic } from '../checkpoint/io.js';
 import { type ImageSet, IndexBatcher } from '../data/in-memory.js';
 import { Conv2d, Linear } from '../nn/layers.js';
-import { ParamStore } from '../nn/params.js';
+import { ParamStore, type StagedLoss, stagedLossFn } from '../nn/params.js';
+import type { RuntimeChoice } from '../onnx/runtime.js';
 import { Generator } from '../random/generator.js';
 import type { Replica } from '../pipeline/data-parallel.js';
-import { type StepLog, train } from '../pipeline/trainer.js';
+import { type StepLog, gradientSetup, train } from '../pipeline/trainer.js';
 
 export const CLASSIFIER_CLASS_NAME = 'AttributeClassifier';
 export const CLASSIFIER_VERSION = 2;
@@ -413,7 +414,12 @@ export interface TrainClassifierOptions {
   log?: (line: string) => void;
   /** Tests: stop after this many steps of this call. */
   stopAfter?: number;
-  /** Data-parallel shards per step (default 1 = off; see src/pipeline/data-parallel.ts). */
+  /**
+   * What computes the gradients (default 'tfjs'; 'auto': onnxruntime-node where the backend is a
+   * CPU and it loads, as scripts/train-classifier.ts asks; src/onnx/gradients.ts).
+   */
+  runtime?: RuntimeChoice;
+  /** Data-parallel shards per step (default: 1 with tfjs, one per core with onnx; see src/pipeline/data-parallel.ts). */
   workers?: number;
 }
 
@@ -428,20 +434,30 @@ export interface ClassifierShardTask {
   maxShift: number;
 }
 
-/** Cross-entropy of a batch of training images, randomly shifted by up to maxShift pixels. */
-export function classifierShardLoss(task: ClassifierShardTask, clf: AttributeClassifier): (b: { indices: number[] }, rng: Generator) => tf.Scalar {
+/**
+ * Cross-entropy of a batch of training images, randomly shifted by up to maxShift pixels, staged
+ * (inputs drawn, then the graph) so onnxruntime can compute its gradients too.
+ */
+export function classifierStagedLoss(task: ClassifierShardTask, clf: AttributeClassifier): StagedLoss<{ indices: number[] }> {
   const [, h, w, c] = task.data.shape;
   const H = task.config.heads.length;
-  return (b, rng) => {
-    const x = tf.tensor4d(shiftedBatch(task.data, b.indices, task.maxShift, rng), [b.indices.length, h, w, c]);
-    const y = tf.tensor2d(Int32Array.from(b.indices.flatMap((i) => Array.from(task.labels.subarray(i * H, (i + 1) * H)))), [b.indices.length, H], 'int32'); // [B, numHeads]
-    return clf.lossFn(x, y);
+  return {
+    inputs: (b, rng) => ({
+      images: tf.tensor4d(shiftedBatch(task.data, b.indices, task.maxShift, rng), [b.indices.length, h, w, c]),
+      labels: tf.tensor2d(Int32Array.from(b.indices.flatMap((i) => Array.from(task.labels.subarray(i * H, (i + 1) * H)))), [b.indices.length, H], 'int32'), // [B, numHeads]
+    }),
+    graph: (i) => clf.lossFn(i.images as tf.Tensor4D, i.labels as tf.Tensor2D),
   };
+}
+
+export function classifierShardLoss(task: ClassifierShardTask, clf: AttributeClassifier): (b: { indices: number[] }, rng: Generator) => tf.Scalar {
+  return stagedLossFn(classifierStagedLoss(task, clf));
 }
 
 export function classifierReplica(task: ClassifierShardTask): Replica<{ indices: number[] }> {
   const clf = new AttributeClassifier(task.config, new Generator(0)); // the weights come from the main thread
-  return { store: clf.store, loss: classifierShardLoss(task, clf), dispose: () => clf.dispose() };
+  const staged = classifierStagedLoss(task, clf);
+  return { store: clf.store, loss: stagedLossFn(staged), staged, dispose: () => clf.dispose() };
 }
 
 export interface TrainClassifierResult {
@@ -483,6 +499,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
   const batcher = new IndexBatcher(o.train, o.batchSize, o.seed + 1);
   const maxShift = o.maxShift ?? 0;
   const task: ClassifierShardTask = { kind: 'classifier', config: clf.config, data: { images: o.train.images, shape: o.train.shape }, labels, maxShift };
+  const staged = classifierStagedLoss(task, clf);
   let result;
   try {
     result = await train<{ indices: number[] }>({
@@ -493,8 +510,8 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
         position: () => batcher.position(),
         restore: (p) => batcher.restore(p),
       },
-      loss: classifierShardLoss(task, clf),
-      parallel: { workers: o.workers ?? 1, task },
+      loss: stagedLossFn(staged),
+      ...(await gradientSetup('classifier', { runtime: o.runtime ?? 'tfjs', workers: o.workers }, staged, task, log)),
       log,
       totalSteps: o.steps,
       seed: o.seed + 2,

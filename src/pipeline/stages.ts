@@ -30,14 +30,13 @@ import type { ClipTextEncoder } from '../text/clip.js';
 import { LabelEncoder, type LabelEncoderConfig } from '../text/label.js';
 import type { ConditionEncoder } from '../text/types.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
-import { currentBackend } from '../backend/index.js';
-import { type RuntimeChoice, defaultOnnxThreads, resolveRuntime } from '../onnx/runtime.js';
+import type { RuntimeChoice } from '../onnx/runtime.js';
 import type { UNetConfig } from '../unet/config.js';
 import { AutoencoderKL, measureScalingFactor } from '../vae/autoencoder-kl.js';
 import type { VaeConfig } from '../vae/config.js';
-import { type Replica, type ShardTask, defaultWorkers } from './data-parallel.js';
+import type { Replica, ShardTask } from './data-parallel.js';
 import { Txt2ImgPipeline } from './pipeline.js';
-import { type StepLog, type TrainResult, train } from './trainer.js';
+import { type StepLog, type TrainResult, gradientSetup, train } from './trainer.js';
 
 export interface StageTraining {
   steps: number;
@@ -87,30 +86,6 @@ function trainerSettings(t: StageTraining) {
   };
 }
 
-/**
- * What computes a stage's gradients (the trainer's `onnx` and `parallel` options); logs which
- * and why. Workers unset: defaultWorkers (one 1-thread onnxruntime shard per core with onnx).
- */
-async function gradientSetup<B>(
-  stage: string,
-  t: StageTraining,
-  loss: StagedLoss<B>,
-  task: ShardTask,
-  log: (line: string) => void,
-): Promise<{ onnx?: { loss: StagedLoss<B>; fallback: boolean }; parallel: { workers: number; task: ShardTask } }> {
-  const choice = t.runtime ?? 'auto';
-  const { runtime, why } = await resolveRuntime(choice, currentBackend() ?? { gpu: false, name: 'tfjs' });
-  const cores = defaultOnnxThreads();
-  const workers = t.workers ?? defaultWorkers(runtime);
-  const auto = t.workers === undefined && workers > 1 ? ` (one per core; --workers 1: one session on ${cores} threads)` : '';
-  const how =
-    runtime === 'onnx'
-      ? `onnxruntime-node on the CPU${workers > 1 ? `, data-parallel over ${workers} shards of 1 thread${auto}` : ` (${cores} thread${cores === 1 ? '' : 's'})`}, loss and backward pass traced from tfjs`
-      : `tfjs (${workers > 1 ? `data-parallel over ${workers} workers` : 'the backend above'})`;
-  log(`${stage} gradients: ${how}${why ? ` (${why})` : ''}`);
-  // Asked for by auto only: a loss the exporter cannot translate then trains on tfjs.
-  return { onnx: runtime === 'onnx' ? { loss, fallback: choice === 'auto' } : undefined, parallel: { workers, task } };
-}
 
 /** Runs `fn` with the EMA weights swapped into `store`, restoring the live weights afterwards. */
 export async function withEmaWeights<T>(store: ParamStore, ema: EMA | undefined, fn: () => Promise<T>): Promise<T> {

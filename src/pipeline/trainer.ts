@@ -27,7 +27,9 @@ import { EMA } from '../optim/ema.js';
 import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
 import { Generator, type GeneratorState } from '../random/generator.js';
 import { OnnxGradients, fallbackLine } from '../onnx/gradients.js';
-import { DataParallel, type GradientSource, type ShardTask, batchGradients, checkWorkers } from './data-parallel.js';
+import { DataParallel, type GradientSource, type ShardTask, batchGradients, checkWorkers, defaultWorkers } from './data-parallel.js';
+import { currentBackend } from '../backend/index.js';
+import { type RuntimeChoice, defaultOnnxThreads, resolveRuntime } from '../onnx/runtime.js';
 
 /** A source of batches whose position can be saved and restored (for exact resume). */
 export interface BatchSource<B> {
@@ -158,6 +160,32 @@ export function validateTrainerOptions<B>(o: TrainerOptions<B>): void {
   if (o.clipGradNorm !== undefined && !(o.clipGradNorm >= 0)) throw new Error(`clip-grad-norm must be >= 0 (0 = off), got ${o.clipGradNorm}`);
   if (o.emaDecay !== undefined && !(o.emaDecay >= 0 && o.emaDecay < 1)) throw new Error(`ema-decay must be in [0, 1) (0 = off), got ${o.emaDecay}`);
   validateLrSchedule(o.lr);
+}
+
+/**
+ * What computes a run's gradients (the trainer's `onnx` and `parallel` options) from the user's
+ * choice; logs which and why under `stage`. Runtime unset: auto; workers unset: defaultWorkers
+ * (one 1-thread onnxruntime shard per core with onnx, else 1).
+ */
+export async function gradientSetup<B>(
+  stage: string,
+  t: { runtime?: RuntimeChoice; workers?: number },
+  loss: StagedLoss<B>,
+  task: ShardTask,
+  log: (line: string) => void,
+): Promise<{ onnx?: { loss: StagedLoss<B>; fallback: boolean }; parallel: { workers: number; task: ShardTask } }> {
+  const choice = t.runtime ?? 'auto';
+  const { runtime, why } = await resolveRuntime(choice, currentBackend() ?? { gpu: false, name: 'tfjs' });
+  const cores = defaultOnnxThreads();
+  const workers = t.workers ?? defaultWorkers(runtime);
+  const auto = t.workers === undefined && workers > 1 ? ` (one per core; --workers 1: one session on ${cores} threads)` : '';
+  const how =
+    runtime === 'onnx'
+      ? `onnxruntime-node on the CPU${workers > 1 ? `, data-parallel over ${workers} shards of 1 thread${auto}` : ` (${cores} thread${cores === 1 ? '' : 's'})`}, loss and backward pass traced from tfjs`
+      : `tfjs (${workers > 1 ? `data-parallel over ${workers} workers` : 'the backend above'})`;
+  log(`${stage} gradients: ${how}${why ? ` (${why})` : ''}`);
+  // Asked for by auto only: a loss the exporter cannot translate then trains on tfjs.
+  return { onnx: runtime === 'onnx' ? { loss, fallback: choice === 'auto' } : undefined, parallel: { workers, task } };
 }
 
 export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {

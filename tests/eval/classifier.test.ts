@@ -98,6 +98,28 @@ describe('MNIST classifier', () => {
   });
 });
 
+describe('training on the onnx runtime', () => {
+  it('takes the same steps as tfjs (same shifts and batches; losses to 1e-4), and data-parallel trains too', async () => {
+    const slice = mnistSet('train', 48);
+    const run = async (runtime: 'tfjs' | 'onnx', workers: number) => {
+      const losses: number[] = [];
+      const lines: string[] = [];
+      const r = await trainClassifier({ outDir: tmp(`clf-${runtime}`), train: slice, steps: 4, batchSize: 16, lr: 3e-3, maxShift: 2, seed: 3, runtime, workers, log: (l) => lines.push(l), onStep: (s) => losses.push(s.loss) });
+      r.classifier!.dispose();
+      return { losses, log: lines.join('\n') };
+    };
+    const tfjs = await run('tfjs', 1);
+    const onnx = await run('onnx', 1);
+    expect(onnx.log).toMatch(/classifier gradients: onnxruntime-node on the CPU/);
+    expect(tfjs.log).toMatch(/classifier gradients: tfjs/);
+    expect(onnx.losses).toHaveLength(4);
+    onnx.losses.forEach((l, i) => expect(Math.abs(l - tfjs.losses[i]), `step ${i + 1}`).toBeLessThan(1e-4 * Math.max(1, tfjs.losses[i])));
+    const dp = await run('onnx', 2);
+    expect(dp.log).toMatch(/data-parallel over 2 shards/);
+    expect(dp.losses.every(Number.isFinite)).toBe(true);
+  });
+});
+
 describe('heads', () => {
   const heads: ClassifierHead[] = [
     { name: 'a', classes: ['x', 'y'] },

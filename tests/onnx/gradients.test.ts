@@ -17,6 +17,7 @@ import { traceToOnnx } from '../../src/onnx/export.js';
 import { OnnxGradients } from '../../src/onnx/gradients.js';
 import { nchwcBlockSize, OnnxSession } from '../../src/onnx/runtime.js';
 import { traceKernels } from '../../src/onnx/trace.js';
+import { AttributeClassifier, type ClassifierShardTask, classifierStagedLoss, parseClassifierConfig } from '../../src/eval/classifier.js';
 import { type UnetShardBatch, type UnetShardTask, type VaeShardTask, unetStagedLoss, vaeStagedLoss } from '../../src/pipeline/stages.js';
 import { train } from '../../src/pipeline/trainer.js';
 import { Generator } from '../../src/random/generator.js';
@@ -59,6 +60,17 @@ async function bothGradients<B>(store: ParamStore, staged: StagedLoss<B>, source
   const want = computeGradients(store, () => stagedLossFn(staged)(batch, new Generator(seed)));
   const got = await source.gradients(batch, new Generator(seed));
   return { want, got };
+}
+
+/** onnxruntime's loss and gradients of one batch are tfjs' (loss to 5 digits, gradients to 1e-4 relative). */
+async function expectSameGradients<B>(store: ParamStore, staged: StagedLoss<B>, source: OnnxGradients<B>, batch: B, seed: number): Promise<void> {
+  const { want, got } = await bothGradients(store, staged, source, batch, seed);
+  expect(got.loss).toBeCloseTo(want.loss.dataSync()[0], 5);
+  const worst = worstRelative(want.grads, got.grads);
+  expect(worst.rel, worst.name).toBeLessThan(1e-4);
+  want.loss.dispose();
+  disposeGrads(want.grads);
+  disposeGrads(got.grads);
 }
 
 describe('ONNX export of the conv gradients', () => {
@@ -254,19 +266,41 @@ describe('OnnxGradients', () => {
     await source.gradients(batch([0, 1, 2]), new Generator(9)).then((r) => disposeGrads(r.grads)); // traces
     const before = tf.memory().numTensors;
     for (const [indices, seed] of [[[3, 4, 5], 20], [[5, 0, 2], 21]] as const) {
-      const { want, got } = await bothGradients(vae.store, staged, source, batch([...indices]), seed);
-      expect(got.loss).toBeCloseTo(want.loss.dataSync()[0], 5);
-      const worst = worstRelative(want.grads, got.grads);
-      expect(worst.rel, worst.name).toBeLessThan(1e-4);
-      want.loss.dispose();
-      disposeGrads(want.grads);
-      disposeGrads(got.grads);
+      await expectSameGradients(vae.store, staged, source, batch([...indices]), seed);
     }
     expect(tf.memory().numTensors).toBe(before);
     await source.close();
     await expect(source.gradients(batch([0]), new Generator(1))).rejects.toThrow(/closed/);
     vae.dispose();
   });
+
+  for (const pool of ['avg', 'max'] as const) {
+    for (const heads of [1, 2]) {
+      it(`gives the classifier loss and its gradients (${pool} pooling, ${heads} head${heads > 1 ? 's' : ''}, shifted images)`, async () => {
+        const rng = new Generator(8);
+        const n = 6;
+        const headList = [{ name: 'a', classes: ['x', 'y', 'z'] }, { name: 'b', classes: ['p', 'q'] }].slice(0, heads);
+        const config = parseClassifierConfig({ imageSize: 8, imageChannels: 2, channels: [4, 6], hidden: 8, pool, heads: headList });
+        const task: ClassifierShardTask = {
+          kind: 'classifier',
+          config,
+          data: { images: Float32Array.from({ length: n * 8 * 8 * 2 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 2] },
+          labels: Int32Array.from({ length: n * heads }, (_, i) => (i * 5) % headList[i % heads].classes.length),
+          maxShift: 1,
+        };
+        const clf = new AttributeClassifier(config, new Generator(2));
+        const staged = classifierStagedLoss(task, clf);
+        const source = new OnnxGradients(clf.store, staged, { threads: 1 });
+        const before = tf.memory().numTensors;
+        for (const [indices, seed] of [[[0, 1, 2], 4], [[5, 3, 1], 6]] as const) {
+          await expectSameGradients(clf.store, staged, source, { indices: [...indices] }, seed);
+        }
+        expect(tf.memory().numTensors).toBe(before);
+        await source.close();
+        clf.dispose();
+      });
+    }
+  }
 
   const unetTask = (labels: boolean): UnetShardTask => {
     const rng = new Generator(5);

@@ -84,6 +84,18 @@ describe('bench CLI input errors', () => {
   });
 });
 
+describe('train-classifier CLI input errors', () => {
+  it('names the bad runtime or worker count with what is allowed', () => {
+    const out = path.join(tempDir('clfcli'), 'clf');
+    const r = cli('train-classifier.ts', ['--out', out, '--runtime', 'gpu']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/--runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx/);
+    const r2 = cli('train-classifier.ts', ['--out', out, '--workers', '0']);
+    expect(r2.stderr).toMatch(/--workers must be an integer from 1 to 64, got '0'/);
+    expect(existsSync(out)).toBe(false);
+  });
+});
+
 describe('evaluate CLI', () => {
   it('--no-vae is accepted (the next error is the missing model, not an unknown flag)', () => {
     const r = cli('evaluate.ts', ['--model', path.join(tempDir('eval-cli'), 'nope'), '--classifier', 'runs/none', '--no-vae']);
