@@ -173,6 +173,16 @@ export function computeGradients(
   return { loss: value, grads: out };
 }
 
+/** computeGradients read to the host: the loss value and every gradient's values (no tensors left). */
+export function computeHostGradients(store: ParamStore, lossFn: () => tf.Scalar): { loss: number; grads: Map<string, Float32Array> } {
+  const r = computeGradients(store, lossFn);
+  const loss = r.loss.dataSync()[0];
+  r.loss.dispose();
+  const grads = new Map([...r.grads].map(([name, g]) => [name, g.dataSync() as Float32Array]));
+  disposeGrads(r.grads);
+  return { loss, grads };
+}
+
 /**
  * A training loss in two phases, so that a runtime other than tfjs can compute its gradients:
  * `inputs` draws everything random or per-batch (noise, timesteps, gathered data) in a fixed

@@ -409,6 +409,13 @@ function im2colConv(e: Emitter, x: string, c: number, kernel: number[], strides:
   return e.g.op('Reshape', [y, e.ints(out)]);
 }
 
+/** A tfjs 2-D pool as the ONNX one, on NCHW data (as the convs around it leave it). */
+const pool = (op: string, attrs: Record<string, AttrValue> = {}): Translate => (e, n) => {
+  const x = input(n, 'x');
+  const { kernel, strides, pads } = poolGeometry(e, n, x, n.outputs[0]);
+  return [{ name: e.g.op(op, [e.as(x, NCHW)], { kernel_shape: kernel, strides, pads, ...attrs }), perm: NCHW }];
+};
+
 /** tfjs kernel name -> ONNX nodes. */
 const TRANSLATIONS: Record<string, Translate> = {
   Identity: unary('Identity'),
@@ -544,18 +551,9 @@ const TRANSLATIONS: Record<string, Translate> = {
     const src = e.name(x);
     return n.outputs.map((id, i) => e.g.op('Reshape', [e.g.op('Slice', [src, e.ints([i]), e.ints([i + 1]), e.ints([axis])]), e.ints(e.shape(id))]));
   },
-  // Pools run on NCHW data (as the convs around them leave it). Both exclude the padding: tfjs'
-  // average divides by the window's in-image taps (count_include_pad 0), its max ignores pads.
-  AvgPool: (e, n) => {
-    const x = input(n, 'x');
-    const { kernel, strides, pads } = poolGeometry(e, n, x, n.outputs[0]);
-    return [{ name: e.g.op('AveragePool', [e.as(x, NCHW)], { kernel_shape: kernel, strides, pads, count_include_pad: 0 }), perm: NCHW }];
-  },
-  MaxPool: (e, n) => {
-    const x = input(n, 'x');
-    const { kernel, strides, pads } = poolGeometry(e, n, x, n.outputs[0]);
-    return [{ name: e.g.op('MaxPool', [e.as(x, NCHW)], { kernel_shape: kernel, strides, pads }), perm: NCHW }];
-  },
+  // Both exclude the padding: tfjs' average divides by the window's in-image taps, its max ignores pads.
+  AvgPool: pool('AveragePool', { count_include_pad: 0 }),
+  MaxPool: pool('MaxPool'),
   AvgPoolGrad: (e, n) => {
     // tfjs' AvgPoolGrad spreads each dy evenly over its whole window, padding included (1 / kh*kw
     // per tap; its forward divides by the in-image taps): a per-channel ConvTranspose of dy with

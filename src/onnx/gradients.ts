@@ -11,7 +11,7 @@
  * this only replaces `computeGradients`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { type ParamStore, type StagedLoss, computeGradients, disposeGrads } from '../nn/params.js';
+import { type ParamStore, type StagedLoss, computeGradients, computeHostGradients } from '../nn/params.js';
 import type { Generator } from '../random/generator.js';
 import { traceToOnnx } from './export.js';
 import { type HostArray, nchwcBlockSize, OnnxSession, type OnnxSessionOptions, toHostArray } from './runtime.js';
@@ -94,12 +94,7 @@ export class OnnxGradients<B> {
           for (const [name, v] of this.store.entries()) tf.tidy(() => v.assign(tf.tensor(this.storeBehind!.get(name)!, v.shape, 'float32')));
           this.storeBehind = undefined;
         }
-        const r = computeGradients(this.store, () => this.loss.graph(inputs));
-        const loss = (await r.loss.data())[0];
-        r.loss.dispose();
-        const grads = new Map([...r.grads].map(([name, g]) => [name, g.dataSync() as Float32Array]));
-        disposeGrads(r.grads);
-        return { loss, grads };
+        return computeHostGradients(this.store, () => this.loss.graph(inputs));
       }
       const { session, params } = loaded;
       if (!this.weights) this.syncWeights();

@@ -7,9 +7,10 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../backend/index.js';
+import { computeHostGradients } from '../nn/params.js';
 import { OnnxGradients } from '../onnx/gradients.js';
 import { Generator } from '../random/generator.js';
-import { type Replica, type ShardRequest, type ShardTask, type WorkerInit, type WorkerMessage, batchGradients, layoutProblems, readParamArrays, readParams, writeGrads } from './data-parallel.js';
+import { type Replica, type ShardRequest, type ShardTask, type WorkerInit, type WorkerMessage, layoutProblems, readParamArrays, readParams, writeGrads } from './data-parallel.js';
 
 async function buildReplica(task: ShardTask): Promise<Replica<never>> {
   switch (task.kind) {
@@ -50,9 +51,8 @@ port.on('message', async (req: ShardRequest) => {
     loadedWeights = req.weights;
   }
   const rng = Generator.fromState(req.rng);
-  const { loss, grads } = onnx ? await onnx.hostGradients(req.batch as never, rng) : await batchGradients(replica.store, replica.loss, req.batch as never, rng);
+  const { loss, grads } = onnx ? await onnx.hostGradients(req.batch as never, rng) : computeHostGradients(replica.store, () => replica.loss(req.batch as never, rng));
   const written = writeGrads(grads, init.layout, init.grads, req.id);
-  for (const g of grads.values()) if (!(g instanceof Float32Array)) g.dispose();
   port.postMessage({ type: 'grads', id: req.id, loss, written } satisfies WorkerMessage);
 });
 port.postMessage({ type: 'ready', backend: backend.name, threads: backend.threads } satisfies WorkerMessage);

@@ -30,7 +30,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Worker } from 'node:worker_threads';
 import { type BackendName, currentBackend } from '../backend/index.js';
-import { type ParamStore, type StagedLoss, computeGradients, disposeGrads } from '../nn/params.js';
+import { type ParamStore, type StagedLoss, computeGradients, computeHostGradients } from '../nn/params.js';
 import { OnnxGradients, fallbackLine } from '../onnx/gradients.js';
 import { type Runtime, defaultOnnxThreads } from '../onnx/runtime.js';
 import type { Generator, GeneratorState } from '../random/generator.js';
@@ -197,14 +197,14 @@ export function readParams(store: ParamStore, layout: ParamLayout, from: SharedP
   layout.names.forEach((n, i) => tf.tidy(() => store.get(n).assign(tf.tensor(values.get(n)!, layout.shapes[i], 'float32'))));
 }
 
-/** Writes gradients (tensors or host arrays) into the buffer and stamps it; returns the layout indices written. */
-export function writeGrads(grads: Map<string, tf.Tensor | Float32Array>, layout: ParamLayout, to: SharedParams, stamp: number): number[] {
+/** Writes gradients into the buffer and stamps it; returns the layout indices written. */
+export function writeGrads(grads: Map<string, Float32Array>, layout: ParamLayout, to: SharedParams, stamp: number): number[] {
   const index = new Map(layout.names.map((n, i) => [n, i]));
   const written: number[] = [];
   for (const [name, g] of grads) {
     const i = index.get(name);
     if (i === undefined) throw new Error(`data-parallel: gradient of unknown parameter '${name}'`);
-    to.data.set(g instanceof Float32Array ? g : (g.dataSync() as Float32Array), layout.offsets[i]);
+    to.data.set(g, layout.offsets[i]);
     written.push(i);
   }
   Atomics.store(to.stamp, 0, stamp);
@@ -385,7 +385,7 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     let own: { loss: number; grads: Map<string, Float32Array> } | undefined;
     let workerReplies: Awaited<typeof replies>;
     try {
-      if (shards[0].size > 0) own = this.onnx ? await this.onnx.hostGradients(shards[0].batch, rngs[0]) : ownOnHost(this.o.store, () => this.o.loss(shards[0].batch, rngs[0]));
+      if (shards[0].size > 0) own = this.onnx ? await this.onnx.hostGradients(shards[0].batch, rngs[0]) : computeHostGradients(this.o.store, () => this.o.loss(shards[0].batch, rngs[0]));
       workerReplies = await replies;
     } catch (e) {
       await replies.catch(() => {}); // no worker may still write its gradients once this throws
@@ -454,17 +454,6 @@ function weightedSum(parts: [Float32Array, number][], size: number): Float32Arra
   for (const [g, w] of parts.slice(2)) for (let j = 0; j < size; j++) sum[j] += w * g[j];
   return sum;
 }
-
-/** Loss and gradients of this thread's shard by tfjs, read to the host. */
-function ownOnHost(store: ParamStore, loss: () => tf.Scalar): { loss: number; grads: Map<string, Float32Array> } {
-  const r = computeGradients(store, loss);
-  const value = r.loss.dataSync()[0];
-  r.loss.dispose();
-  const grads = new Map([...r.grads].map(([name, g]) => [name, g.dataSync() as Float32Array]));
-  disposeGrads(r.grads);
-  return { loss: value, grads };
-}
-
 
 /** Routes a worker's messages to its slot; resolves once it is ready, rejects if it fails first. */
 function watchWorker(slot: WorkerSlot, index: number, workers: number, onFallback: (why: string) => void): Promise<{ backend: string; threads: number }> {

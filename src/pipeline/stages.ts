@@ -86,7 +86,6 @@ function trainerSettings(t: StageTraining) {
   };
 }
 
-
 /** Runs `fn` with the EMA weights swapped into `store`, restoring the live weights afterwards. */
 export async function withEmaWeights<T>(store: ParamStore, ema: EMA | undefined, fn: () => Promise<T>): Promise<T> {
   if (!ema) return fn();

@@ -278,7 +278,7 @@ export class OnnxGraphBuilder {
 
   /** Appends a node; `out` names its output (default: a fresh name). Returns the first output. */
   op(opType: string, inputs: string[], attributes: Record<string, AttrValue> = {}, out?: string): string {
-    return this.node(opType, inputs, attributes, out);
+    return this.node(opType, inputs, attributes, 1, out)[0];
   }
 
   /**
@@ -289,22 +289,21 @@ export class OnnxGraphBuilder {
     const known = this.domains.get(domain);
     if (known !== undefined && known !== version) throw new Error(`ONNX domain '${domain}' imported at versions ${known} and ${version}`);
     this.domains.set(domain, version);
-    return this.node(opType, inputs, attributes, undefined, domain);
+    return this.node(opType, inputs, attributes, 1, undefined, domain)[0];
   }
 
   /** As op, for a node with `count` outputs (fresh names, returned in order). */
   opOutputs(opType: string, inputs: string[], attributes: Record<string, AttrValue>, count: number): string[] {
-    const id = this.counter++;
-    const outputs = Array.from({ length: count }, (_, k) => `${opType.toLowerCase()}_${id}_${k}`);
-    this.nodes.push({ opType, inputs, outputs, name: `${opType}_${id}`, attributes });
-    return outputs;
+    return this.node(opType, inputs, attributes, count);
   }
 
-  private node(opType: string, inputs: string[], attributes: Record<string, AttrValue>, out?: string, domain?: string): string {
+  /** `count` outputs named `out` (one output) or freshly: `<op>_<id>`, with `_<k>` when several. */
+  private node(opType: string, inputs: string[], attributes: Record<string, AttrValue>, count: number, out?: string, domain?: string): string[] {
     const id = this.counter++;
-    const output = out ?? `${opType.toLowerCase()}_${id}`;
-    this.nodes.push({ opType, inputs, outputs: [output], name: `${opType}_${id}`, attributes, ...(domain ? { domain } : {}) });
-    return output;
+    const fresh = `${opType.toLowerCase()}_${id}`;
+    const outputs = count === 1 ? [out ?? fresh] : Array.from({ length: count }, (_, k) => `${fresh}_${k}`);
+    this.nodes.push({ opType, inputs, outputs, name: `${opType}_${id}`, attributes, ...(domain ? { domain } : {}) });
+    return outputs;
   }
 
   /** Serialises a ModelProto around this graph. */
