@@ -13,7 +13,7 @@ import { initBackend } from '../src/backend/index.js';
 import { type SceneAttributeSet, loadSceneAttributeSet } from '../src/data/scenes/attribute-set.js';
 import { HELDOUT_DIR, TRAIN_DIR } from '../src/data/scenes/generate.js';
 import { MAX_ADHERENCE_BATCH, PROMPT_SETS, type PromptSetName, evaluateAdherence, formatAdherence } from '../src/eval/adherence.js';
-import { AttributeClassifier, formatHeadAccuracies } from '../src/eval/classifier.js';
+import { AttributeClassifier, formatHeadAccuracies } from '../src/classifier/classifier.js';
 import { parseCfgList, parseSamplers } from '../src/eval/evaluate.js';
 import { type Uint8Image, batchToImages, tensorToBatch, writePng } from '../src/image/convert.js';
 import { makeGrid } from '../src/image/grid.js';

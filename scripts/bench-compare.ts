@@ -13,10 +13,10 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type BenchResult, FIGURE_NAMES, type FigureName } from '../src/eval/bench.js';
-import { PYTHON, type PeerResult, checkPython, formatComparison, medianOfPeerRounds, medianOfRounds, mergeBenchResults } from '../src/eval/compare.js';
+import { type BenchResult, FIGURE_NAMES, type FigureName } from '../src/bench/bench.js';
+import { PYTHON, type PeerResult, checkPython, formatComparison, medianOfPeerRounds, medianOfRounds, mergeBenchResults } from '../src/bench/compare.js';
 import { RUNTIME_CHOICES, parseRuntimeName } from '../src/onnx/runtime.js';
-import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
+import { MAX_WORKERS } from '../src/train/data-parallel.js';
 import { cliArgs, integer, parseStrict, runCli } from './cli.js';
 
 const TRAIN_FIGURES: FigureName[] = ['vae_train_step_ms', 'unet_train_step_ms'];

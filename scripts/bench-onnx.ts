@@ -1,5 +1,5 @@
 /**
- * U-Net forward ms, tfjs vs onnxruntime (src/onnx/bench.ts), on ldm-small.json's U-Net or the
+ * U-Net forward ms, tfjs vs onnxruntime (src/bench/onnx.ts), on ldm-small.json's U-Net or the
  * U-Net of a saved config.json (random weights either way).
  *
  *   TXT2IMG_THREADS=1 npx tsx scripts/bench-onnx.ts --backend wasm --batch 128 --threads 1
@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/backend/index.js';
-import { benchUNetRuntimes } from '../src/onnx/bench.js';
+import { benchUNetRuntimes } from '../src/bench/onnx.js';
 import { parseUNetConfig, unetConfigFromLdmSmall } from '../src/unet/config.js';
 import { cliArgs, integer, parseStrict, runCli } from './cli.js';
 

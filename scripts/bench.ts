@@ -1,6 +1,6 @@
 /**
  * Speed benchmark of the ldm-small shapes (../shared/bench/ldm-small.json): VAE and U-Net training
- * steps, the guided U-Net forward, and sampling throughput. See src/eval/bench.ts.
+ * steps, the guided U-Net forward, and sampling throughput. See src/bench/bench.ts.
  *
  *   npm run bench
  *   npm run bench -- --repeat 3 --json
@@ -11,9 +11,9 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/backend/index.js';
-import { FIGURE_NAMES, type FigureName, formatBench, loadBenchSpec, runBench } from '../src/eval/bench.js';
+import { FIGURE_NAMES, type FigureName, formatBench, loadBenchSpec, runBench } from '../src/bench/bench.js';
 import { RUNTIME_CHOICES, parseRuntimeName, resolveRuntime } from '../src/onnx/runtime.js';
-import { MAX_WORKERS, defaultWorkers } from '../src/pipeline/data-parallel.js';
+import { MAX_WORKERS, defaultWorkers } from '../src/train/data-parallel.js';
 import { cliArgs, integer, parseStrict, runCli, workerThreads } from './cli.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -11,7 +11,7 @@
 import path from 'node:path';
 import { initBackend } from '../src/backend/index.js';
 import { mnistSet } from '../src/data/in-memory.js';
-import { AttributeClassifier } from '../src/eval/classifier.js';
+import { AttributeClassifier } from '../src/classifier/classifier.js';
 import { evaluatePipeline, formatEvaluation, parseCfgList, parseSamplers } from '../src/eval/evaluate.js';
 import { tensorToBatch, writePng } from '../src/image/convert.js';
 import { makeGrid } from '../src/image/grid.js';

@@ -17,12 +17,13 @@
  */
 import path from 'node:path';
 import { THREADS_ENV, initBackend } from '../src/backend/index.js';
-import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
+import { MAX_WORKERS } from '../src/train/data-parallel.js';
 import { RUNTIME_CHOICES, parseRuntimeName } from '../src/onnx/runtime.js';
 import { type ImageSet, mnistSet } from '../src/data/in-memory.js';
 import { SCENE_HEADS, loadSceneAttributeSet } from '../src/data/scenes/attribute-set.js';
 import { HELDOUT_DIR, TRAIN_DIR } from '../src/data/scenes/generate.js';
-import { type ClassifierConfig, DEFAULT_CLASSIFIER_CONFIG, formatHeadAccuracies, trainClassifier } from '../src/eval/classifier.js';
+import { type ClassifierConfig, DEFAULT_CLASSIFIER_CONFIG, formatHeadAccuracies } from '../src/classifier/classifier.js';
+import { trainClassifier } from '../src/classifier/train.js';
 import { ProgressBar, trainingProgress } from '../src/image/progress.js';
 import { cliArgs, finiteNumber, integer, parseStrict, runCli, workerThreads } from './cli.js';
 

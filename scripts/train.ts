@@ -5,10 +5,10 @@
  *   npx tsx scripts/train.ts --config configs/scenes.json --data data/scenes/train --out runs/scenes --resume
  */
 import { THREADS_ENV, initBackend } from '../src/backend/index.js';
-import { STAGES, type Stage, runTraining } from '../src/pipeline/run-training.js';
-import { applyOverrides, readTrainConfig, validateTrainConfig } from '../src/pipeline/train-config.js';
+import { STAGES, type Stage, runTraining } from '../src/train/run-training.js';
+import { applyOverrides, readTrainConfig, validateTrainConfig } from '../src/train/train-config.js';
 import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
-import { MAX_WORKERS } from '../src/pipeline/data-parallel.js';
+import { MAX_WORKERS } from '../src/train/data-parallel.js';
 import { RUNTIME_CHOICES, parseRuntimeName } from '../src/onnx/runtime.js';
 import { cliArgs, integer, parseStrict, runCli, workerThreads } from './cli.js';
 

@@ -10,7 +10,7 @@ import { initBackend } from '../src/backend/index.js';
 import { SAMPLERS, type SamplerName } from '../src/pipeline/pipeline.js';
 import { runTxt2Img } from '../src/pipeline/txt2img.js';
 import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
-import { UNET_RUNTIME_CHOICES, parseUNetRuntimeChoice, resolveUNetRuntime } from '../src/onnx/unet.js';
+import { RUNTIME_CHOICES, parseRuntimeName, resolveRuntime } from '../src/onnx/runtime.js';
 import { cliArgs, finiteNumber, integer, parseStrict, runCli } from './cli.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -33,7 +33,7 @@ await runCli(async () => {
     .option('label', { type: 'string', array: true, describe: 'class label(s) or class name(s), for label-conditioned models' })
     .option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' })
     .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
-    .option('runtime', { type: 'string', default: 'auto', describe: `what computes the U-Net: ${UNET_RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node on the CPU; auto: onnx unless the backend is on a GPU or onnxruntime-node is missing)` })
+    .option('runtime', { type: 'string', default: 'auto', describe: `what computes the U-Net: ${RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node on the CPU; auto: onnx unless the backend is on a GPU or onnxruntime-node is missing)` })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
   );
 
@@ -58,12 +58,12 @@ await runCli(async () => {
     clip: argv['local-models'] ? { localModelPath: argv['local-models'] } : undefined,
     quiet: argv.quiet,
   };
-  const runtimeChoice = parseUNetRuntimeChoice(argv.runtime, '--runtime');
+  const runtimeChoice = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime', 'U-Net runtime');
   if (opts.model === DEFAULT_MODEL && !(await import('node:fs')).existsSync(path.join(DEFAULT_MODEL, 'model_index.json'))) {
     throw new Error(`no bundled default model at ${DEFAULT_MODEL}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
   }
   const backend = await initBackend({ backend: argv.backend });
-  const { runtime, why } = await resolveUNetRuntime(runtimeChoice, backend);
+  const { runtime, why } = await resolveRuntime(runtimeChoice, backend);
   const t0 = performance.now();
   const { files } = await runTxt2Img({ ...opts, runtime, runtimeWhy: why });
   console.error(`wrote ${files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -11,6 +11,12 @@ import { EpochSampler, type LoaderPosition, checkPosition, initialRngState } fro
 import { loadImageArray } from './transform.js';
 import { Generator } from '../random/generator.js';
 
+/** One named label of a labelled set: its class names, in class-index order (a classifier head). */
+export interface LabelHead {
+  name: string;
+  classes: readonly string[];
+}
+
 export interface ImageSet {
   /** [N, H, W, C] in [-1, 1] */
   images: Float32Array;

@@ -1,7 +1,7 @@
 /**
  * Measured prompt adherence of a text-conditioned scene pipeline: for every guidance scale x
  * sampler / steps, one image per prompt of two prompt sets, read back by the scene attribute
- * classifier (src/eval/classifier.ts with SCENE_HEADS) and scored against what the prompt asks for.
+ * classifier (src/classifier/classifier.ts with SCENE_HEADS) and scored against what the prompt asks for.
  *
  * Prompt sets (deterministic from a seed; captions in the dataset's own phrasings, captions.ts):
  *   seen      scenes drawn like the train split (no held-out combination), each in a phrasing that
@@ -25,7 +25,7 @@ import { type SceneAttributeSet, type SceneLabels, SCENE_HEADS, checkSceneHeads,
 import { HELD_OUT_COMBINATIONS, heldOutMatches, type HeldOutCombination, type SceneAttributes } from '../data/scenes/vocab.js';
 import type { SamplerName, Txt2ImgPipeline } from '../pipeline/pipeline.js';
 import { Generator } from '../random/generator.js';
-import { type AttributeClassifier, predict } from './classifier.js';
+import { type AttributeClassifier, predict } from '../classifier/classifier.js';
 import { type SamplerSpec, generateInBatches, keepFirstWarning } from './evaluate.js';
 
 export const PROMPT_SETS = ['seen', 'held-out'] as const;

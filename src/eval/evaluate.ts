@@ -24,7 +24,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { ImageSet } from '../data/in-memory.js';
 import type { SamplerName, Txt2ImgPipeline } from '../pipeline/pipeline.js';
 import { Generator } from '../random/generator.js';
-import { type AttributeClassifier, type Predictions, accuracyFromLogits, predict } from './classifier.js';
+import { type AttributeClassifier, type Predictions, accuracyFromLogits, predict } from '../classifier/classifier.js';
 import { type Gaussian, frechetDistance, meanCov, meanPairwiseDistance } from './linalg.js';
 
 export interface SamplerSpec {

@@ -14,8 +14,9 @@
  * A kernel with no translation is an error naming it.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { type AttrValue, OnnxGraphBuilder, type OnnxDataTypeName } from '../text/onnx-writer.js';
+import { type AttrValue, OnnxGraphBuilder, type OnnxDataTypeName } from './writer.js';
 import type { KernelTrace, TracedNode, TracedValue } from './trace.js';
+import { NCHWC_DOMAIN } from './runtime.js';
 
 export const ONNX_OPSET = 13;
 
@@ -338,7 +339,6 @@ const IM2COL_MAX_PIXELS = 16;
 const useIm2col = (e: Emitter, filter: number, outPixels: number): boolean => outPixels <= IM2COL_MAX_PIXELS && !e.trace.constants.has(filter);
 
 /** onnxruntime's contrib domain of its blocked-layout CPU kernels. */
-export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 
 /**
  * A 2-D conv of NCHW `x` (name), output NCHW. `w` is the filter in tfjs order [kh, kw, A, B]

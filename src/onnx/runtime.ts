@@ -11,8 +11,7 @@ import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import type Ort from 'onnxruntime-node';
 import { currentBackend } from '../backend/index.js';
-import { OnnxGraphBuilder } from '../text/onnx-writer.js';
-import { NCHWC_DOMAIN } from './export.js';
+import { OnnxGraphBuilder } from './writer.js';
 
 type OrtModule = typeof Ort;
 let ortModule: Promise<OrtModule> | undefined;
@@ -26,6 +25,13 @@ const loadOrt = (): Promise<OrtModule> =>
     },
   ));
 
+/** The start-up line saying what computes the U-Net while sampling (onnxruntime here is CPU only). */
+export function describeUNetRuntime(runtime: Runtime, threads = defaultOnnxThreads()): string {
+  return runtime === 'onnx'
+    ? `U-Net runtime: onnxruntime-node on the CPU (${threads} thread${threads === 1 ? '' : 's'}), traced from the tfjs U-Net`
+    : 'U-Net runtime: tfjs (the backend above)';
+}
+
 /** Undefined when onnxruntime-node loads here, else why not (one line). */
 export async function onnxRuntimeProblem(): Promise<string | undefined> {
   try {
@@ -35,6 +41,9 @@ export async function onnxRuntimeProblem(): Promise<string | undefined> {
     return (e as Error).message;
   }
 }
+
+/** onnxruntime's domain of its blocked-layout (NCHWc) kernels: ReorderInput, Conv, ReorderOutput. */
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 
 /** What computes a model: the tfjs backend, or onnxruntime-node on the CPU (graphs traced from tfjs). */
 export const RUNTIMES = ['tfjs', 'onnx'] as const;

@@ -11,46 +11,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { UNetConfig } from '../unet/config.js';
 import type { ContextCache, UNet2DCondition } from '../unet/unet2d-condition.js';
 import { traceToOnnx } from './export.js';
-import {
-  type HostArray,
-  OnnxSession,
-  type OnnxSessionOptions,
-  RUNTIMES,
-  RUNTIME_CHOICES,
-  type Runtime,
-  type RuntimeChoice,
-  defaultOnnxThreads,
-  parseRuntimeName,
-  resolveRuntime,
-  toHostArray,
-} from './runtime.js';
+import { type HostArray, OnnxSession, type OnnxSessionOptions, toHostArray } from './runtime.js';
 import { traceKernels } from './trace.js';
-
-/** Which runtime computes the U-Net while sampling (`txt2img --runtime`). */
-export const UNET_RUNTIMES = RUNTIMES;
-export type UNetRuntime = Runtime;
-
-export function parseUNetRuntime(value: string, source: string): UNetRuntime {
-  return parseRuntimeName(UNET_RUNTIMES, value, source, 'U-Net runtime');
-}
-
-/** What a user may ask for: a runtime, or `auto` (resolveUNetRuntime). */
-export const UNET_RUNTIME_CHOICES = RUNTIME_CHOICES;
-export type UNetRuntimeChoice = RuntimeChoice;
-
-export function parseUNetRuntimeChoice(value: string, source: string): UNetRuntimeChoice {
-  return parseRuntimeName(UNET_RUNTIME_CHOICES, value, source, 'U-Net runtime');
-}
-
-/** `auto` for sampling: see resolveRuntime (2-6x the images/s of tfjs-wasm measured here, README). */
-export const resolveUNetRuntime = resolveRuntime;
-
-/** The start-up line saying what computes the U-Net (onnxruntime here is CPU only). */
-export function describeUNetRuntime(runtime: UNetRuntime, threads = defaultOnnxThreads()): string {
-  return runtime === 'onnx'
-    ? `U-Net runtime: onnxruntime-node on the CPU (${threads} thread${threads === 1 ? '' : 's'}), traced from the tfjs U-Net`
-    : 'U-Net runtime: tfjs (the backend above)';
-}
 
 export class OnnxUNet {
   private readonly sessions = new Map<string, Promise<OnnxSession>>();

@@ -29,7 +29,8 @@ import { LabelEncoder, validateLabelEncoderConfig } from '../text/label.js';
 import { type ConditionEncoder, type Conditioning, disposeConditioning } from '../text/types.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
 import { AutoencoderKL } from '../vae/autoencoder-kl.js';
-import { OnnxUNet, type UNetRuntime, parseUNetRuntime } from '../onnx/unet.js';
+import { RUNTIMES, type Runtime, parseRuntimeName } from '../onnx/runtime.js';
+import type { OnnxUNet } from '../onnx/unet.js';
 import { type SampleLatentsOptions, sampleLatents, validateGuidanceScale } from './sample.js';
 
 export const PIPELINE_CLASS_NAME = 'Txt2ImgPipeline';
@@ -75,7 +76,7 @@ export interface GenerateOptions {
   /** Where warnings go (default console.error). */
   warn?: (msg: string) => void;
   /** What computes the U-Net: 'tfjs' (default) or 'onnx' (onnxruntime-node, CPU; src/onnx). */
-  runtime?: UNetRuntime;
+  runtime?: Runtime;
 }
 
 export interface SavePipelineOptions {
@@ -214,7 +215,7 @@ export class Txt2ImgPipeline {
     const eta = o.eta ?? 0;
     if (!Number.isFinite(eta) || eta < 0) throw new Error(`eta must be a finite number >= 0, got ${o.eta}`);
     if (!Number.isInteger(o.seed) || o.seed < 0) throw new Error(`seed must be an integer >= 0, got ${o.seed}`);
-    if (o.runtime !== undefined) parseUNetRuntime(String(o.runtime), 'runtime');
+    if (o.runtime !== undefined) parseRuntimeName(RUNTIMES, String(o.runtime), 'runtime', 'U-Net runtime');
     if (o.negative !== undefined && this.info.conditioning !== 'clip') throw new Error('a negative prompt needs a text-conditioned model; this one is conditioned on class labels');
     return { sampler, eta };
   }
@@ -252,10 +253,10 @@ export class Txt2ImgPipeline {
         rng,
         onStep: o.onStep ? (s) => o.onStep!({ ...s, total }) : undefined,
       };
-      // The ONNX U-Net is kept for later calls: its sessions are exported per input shape.
-      const latents = o.runtime === 'onnx'
-        ? await sampleLatents({ ...loop, unet: (this.onnxUNet ??= new OnnxUNet(this.unet)) })
-        : await sampleLatents({ ...loop, unet: this.unet });
+      // The ONNX U-Net (and its exporter, loaded only here) is kept for later calls: its
+      // sessions are exported per input shape.
+      if (o.runtime === 'onnx') this.onnxUNet ??= new (await import('../onnx/unet.js')).OnnxUNet(this.unet);
+      const latents = await sampleLatents({ ...loop, unet: o.runtime === 'onnx' ? this.onnxUNet! : this.unet });
       const images = tf.tidy(() => tf.clipByValue(this.vae.decodeLatents(latents), -1, 1) as tf.Tensor4D);
       latents.dispose();
       return images;

@@ -13,7 +13,7 @@ import { formatInfotext } from '../image/infotext.js';
 import { ProgressBar } from '../image/progress.js';
 import type { ClipLoadOptions } from '../text/clip.js';
 import { LabelEncoder } from '../text/label.js';
-import { type UNetRuntime, describeUNetRuntime } from '../onnx/unet.js';
+import { type Runtime, describeUNetRuntime } from '../onnx/runtime.js';
 import { type SamplerName, Txt2ImgPipeline } from './pipeline.js';
 
 export interface Txt2ImgOptions {
@@ -36,7 +36,7 @@ export interface Txt2ImgOptions {
   saveSteps?: boolean;
   clip?: ClipLoadOptions;
   /** What computes the U-Net (default 'tfjs'); recorded in the PNG when not tfjs. */
-  runtime?: UNetRuntime;
+  runtime?: Runtime;
   /** Why that runtime (shown on the start-up line; e.g. how `auto` chose). */
   runtimeWhy?: string;
   quiet?: boolean;

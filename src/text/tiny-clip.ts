@@ -30,7 +30,7 @@ import * as tf from '@tensorflow/tfjs';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Generator } from '../random/generator.js';
-import { OnnxGraphBuilder, convertOnnxInitializersToFloat16, listOnnxInitializers } from './onnx-writer.js';
+import { OnnxGraphBuilder, convertOnnxInitializersToFloat16, listOnnxInitializers } from '../onnx/writer.js';
 
 /** The label written into config.json, the README and the CLI output. */
 export const TINY_CLIP_NOTE = 'random weights, not pretrained';

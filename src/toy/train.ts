@@ -1,7 +1,7 @@
 /**
  * Training and sampling of the toy 2-D diffusion model (DDPM Algorithms 1 and 2 on point clouds).
  *
- * trainToy does not use the shared loop src/pipeline/trainer.ts `train()`, although its step is
+ * trainToy does not use the shared loop src/train/trainer.ts `train()`, although its step is
  * built from the same pieces (computeGradients, clipGradNorm, AdamW with an LrSchedule, EMA):
  * `train()` is made for long resumable runs and always writes to disk (a loss.jsonl line per step
  * and a checkpoint folder at least at the end; there is no way to turn either off), it seeds its

@@ -4,7 +4,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { registerWasmKernels, WASM_KERNEL_NAMES } from '../../src/backend/wasm-kernels.js';
 import { Generator } from '../../src/random/generator.js';
-import { AttributeClassifier, parseClassifierConfig } from '../../src/eval/classifier.js';
+import { AttributeClassifier, parseClassifierConfig } from '../../src/classifier/classifier.js';
 import { computeGradients, disposeGrads } from '../../src/nn/params.js';
 
 type Arrays = Float32Array[];

@@ -20,7 +20,7 @@ import {
   scoreImage,
   scoreImages,
 } from '../../src/eval/adherence.js';
-import { AttributeClassifier, argmaxHeads } from '../../src/eval/classifier.js';
+import { AttributeClassifier, argmaxHeads } from '../../src/classifier/classifier.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
 import { Generator } from '../../src/random/generator.js';
 import { parseSchedulerConfig } from '../../src/schedulers/config.js';

@@ -7,11 +7,11 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { mnistSet } from '../../src/data/in-memory.js';
-import { AttributeClassifier } from '../../src/eval/classifier.js';
+import { AttributeClassifier } from '../../src/classifier/classifier.js';
 import { evaluatePipeline, formatEvaluation, parseCfgList, parseSamplers, requestedLabels } from '../../src/eval/evaluate.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
-import { runTraining } from '../../src/pipeline/run-training.js';
-import { validateTrainConfig } from '../../src/pipeline/train-config.js';
+import { runTraining } from '../../src/train/run-training.js';
+import { validateTrainConfig } from '../../src/train/train-config.js';
 import { Generator } from '../../src/random/generator.js';
 import { tempDir } from '../fixtures/captioned.js';
 

@@ -17,9 +17,10 @@ import { traceToOnnx } from '../../src/onnx/export.js';
 import { OnnxGradients } from '../../src/onnx/gradients.js';
 import { nchwcBlockSize, OnnxSession } from '../../src/onnx/runtime.js';
 import { traceKernels } from '../../src/onnx/trace.js';
-import { AttributeClassifier, type ClassifierShardTask, classifierStagedLoss, parseClassifierConfig } from '../../src/eval/classifier.js';
-import { type UnetShardBatch, type UnetShardTask, type VaeShardTask, unetStagedLoss, vaeStagedLoss } from '../../src/pipeline/stages.js';
-import { train } from '../../src/pipeline/trainer.js';
+import { AttributeClassifier, parseClassifierConfig } from '../../src/classifier/classifier.js';
+import { type ClassifierShardTask, classifierStagedLoss } from '../../src/classifier/train.js';
+import { type UnetShardBatch, type UnetShardTask, type VaeShardTask, unetStagedLoss, vaeStagedLoss } from '../../src/train/stages.js';
+import { train } from '../../src/train/trainer.js';
 import { Generator } from '../../src/random/generator.js';
 import { DEFAULT_SCHEDULER_CONFIG } from '../../src/schedulers/config.js';
 import { LabelEncoder } from '../../src/text/label.js';
@@ -277,7 +278,7 @@ describe('OnnxGradients', () => {
     const n = 6;
     // L1 reconstruction (the default model's): its gradient is tfjs' Step kernel.
     const config = parseVaeConfig({ imageChannels: 1, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 2, downsampleFactor: 4, groupNormGroups: 2, reconLoss: 'l1' });
-    const task: VaeShardTask = { kind: 'vae', vae: config, data: { images: Float32Array.from({ length: n * 8 * 8 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 1] } };
+    const task: VaeShardTask = { vae: config, data: { images: Float32Array.from({ length: n * 8 * 8 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 1] } };
     const vae = new AutoencoderKL(config, new Generator(1));
     perturbParams(vae.store, 4);
     const staged = vaeStagedLoss(task, vae);
@@ -302,7 +303,6 @@ describe('OnnxGradients', () => {
         const headList = [{ name: 'a', classes: ['x', 'y', 'z'] }, { name: 'b', classes: ['p', 'q'] }].slice(0, heads);
         const config = parseClassifierConfig({ imageSize: 8, imageChannels: 2, channels: [4, 6], hidden: 8, pool, heads: headList });
         const task: ClassifierShardTask = {
-          kind: 'classifier',
           config,
           data: { images: Float32Array.from({ length: n * 8 * 8 * 2 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 2] },
           labels: Int32Array.from({ length: n * heads }, (_, i) => (i * 5) % headList[i % heads].classes.length),
@@ -327,7 +327,6 @@ describe('OnnxGradients', () => {
     const n = 5;
     const { contextLength: T, contextDim: D } = { contextLength: 5, contextDim: 12 }; // PEER_UNET_CONFIG's
     return {
-      kind: 'unet',
       unet: new UNet2DCondition(PEER_UNET_CONFIG, new Generator(0)).config,
       labelEncoder: labels ? { kind: 'label', numClasses: 3, contextDim: D } : undefined,
       scheduler: DEFAULT_SCHEDULER_CONFIG,

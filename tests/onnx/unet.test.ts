@@ -9,7 +9,8 @@ import { initBackend } from '../../src/backend/index.js';
 import { traceToOnnx } from '../../src/onnx/export.js';
 import { OnnxSession } from '../../src/onnx/runtime.js';
 import { traceKernels } from '../../src/onnx/trace.js';
-import { OnnxUNet, describeUNetRuntime, parseUNetRuntime, parseUNetRuntimeChoice, resolveUNetRuntime } from '../../src/onnx/unet.js';
+import { OnnxUNet } from '../../src/onnx/unet.js';
+import { RUNTIMES, RUNTIME_CHOICES, describeUNetRuntime, parseRuntimeName, resolveRuntime } from '../../src/onnx/runtime.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
 import { sampleLatents } from '../../src/pipeline/sample.js';
 import { Generator } from '../../src/random/generator.js';
@@ -125,19 +126,19 @@ describe('OnnxUNet', () => {
   });
 
   it('parses and describes the runtime choice without suggesting a GPU', () => {
-    expect(parseUNetRuntime(' ONNX ', '--runtime')).toBe('onnx');
-    expect(() => parseUNetRuntime('torch', '--runtime')).toThrow("--runtime: unknown U-Net runtime 'torch'; allowed: tfjs, onnx");
+    expect(parseRuntimeName(RUNTIMES, ' ONNX ', '--runtime', 'U-Net runtime')).toBe('onnx');
+    expect(() => parseRuntimeName(RUNTIMES, 'torch', '--runtime', 'U-Net runtime')).toThrow("--runtime: unknown U-Net runtime 'torch'; allowed: tfjs, onnx");
     expect(describeUNetRuntime('onnx', 2)).toBe('U-Net runtime: onnxruntime-node on the CPU (2 threads), traced from the tfjs U-Net');
     expect(describeUNetRuntime('tfjs')).toMatch(/^U-Net runtime: tfjs/);
   });
 
   it("resolves 'auto': onnx on a CPU backend where onnxruntime-node loads, tfjs on a GPU backend", async () => {
-    expect(parseUNetRuntimeChoice('Auto', '--runtime')).toBe('auto');
-    expect(() => parseUNetRuntimeChoice('gpu', '--runtime')).toThrow("--runtime: unknown U-Net runtime 'gpu'; allowed: auto, tfjs, onnx");
-    expect(await resolveUNetRuntime('auto', { gpu: false, name: 'wasm' })).toEqual({ runtime: 'onnx', why: expect.stringMatching(/^auto: faster than the wasm backend/) });
-    expect(await resolveUNetRuntime('auto', { gpu: true, name: 'node-gpu' })).toEqual({ runtime: 'tfjs', why: 'auto: the node-gpu backend computes on the GPU' });
-    expect(await resolveUNetRuntime('tfjs', { gpu: false, name: 'wasm' })).toEqual({ runtime: 'tfjs' });
-    expect(await resolveUNetRuntime('onnx', { gpu: true, name: 'node-gpu' })).toEqual({ runtime: 'onnx' });
+    expect(parseRuntimeName(RUNTIME_CHOICES, 'Auto', '--runtime', 'U-Net runtime')).toBe('auto');
+    expect(() => parseRuntimeName(RUNTIME_CHOICES, 'gpu', '--runtime', 'U-Net runtime')).toThrow("--runtime: unknown U-Net runtime 'gpu'; allowed: auto, tfjs, onnx");
+    expect(await resolveRuntime('auto', { gpu: false, name: 'wasm' })).toEqual({ runtime: 'onnx', why: expect.stringMatching(/^auto: faster than the wasm backend/) });
+    expect(await resolveRuntime('auto', { gpu: true, name: 'node-gpu' })).toEqual({ runtime: 'tfjs', why: 'auto: the node-gpu backend computes on the GPU' });
+    expect(await resolveRuntime('tfjs', { gpu: false, name: 'wasm' })).toEqual({ runtime: 'tfjs' });
+    expect(await resolveRuntime('onnx', { gpu: true, name: 'node-gpu' })).toEqual({ runtime: 'onnx' });
   });
 });
 

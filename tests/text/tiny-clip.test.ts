@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { roundToHalf } from '../../src/checkpoint/safetensors.js';
 import { runClipTextModel } from '../../src/text/clip.js';
-import { FLOAT16_SUFFIX, ProtoWriter, convertOnnxInitializersToFloat16, listOnnxInitializers, readOnnxFloatInitializer } from '../../src/text/onnx-writer.js';
+import { FLOAT16_SUFFIX, ProtoWriter, convertOnnxInitializersToFloat16, listOnnxInitializers, readOnnxFloatInitializer } from '../../src/onnx/writer.js';
 import {
   TINY_CLIP_NOTE,
   TINY_CLIP_TOKEN_EMBEDDING,

@@ -1,6 +1,6 @@
 /**
  * A scene split folder (`<dataset>/train` or `<dataset>/heldout`, see generate.ts) as a labelled
- * ImageSet for the attribute classifier (src/eval/classifier.ts): RGB images in [-1, 1] and
+ * ImageSet for the attribute classifier (src/classifier/): RGB images in [-1, 1] and
  * labels [N, 5], the class index of each head below, read from attributes.jsonl.
  *
  * SCENE_HEADS is the one definition of the heads (names and class order), derived from vocab.ts:
@@ -8,9 +8,8 @@
  */
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import type { ClassifierHead } from '../../eval/classifier.js';
 import { fingerprint } from '../cache.js';
-import { type ImageSet, loadImageFiles } from '../in-memory.js';
+import { type ImageSet, type LabelHead, loadImageFiles } from '../in-memory.js';
 import { ATTRIBUTES_FILE, readSceneRecords } from './generate.js';
 import {
   COLORS,
@@ -48,13 +47,13 @@ const CLASSES: Readonly<Record<SceneHeadName, readonly string[]>> = {
 };
 
 /** The heads of the scene attribute classifier, in label-column order. */
-export const SCENE_HEADS: readonly ClassifierHead[] = SCENE_HEAD_NAMES.map((name) => ({ name, classes: CLASSES[name] }));
+export const SCENE_HEADS: readonly LabelHead[] = SCENE_HEAD_NAMES.map((name) => ({ name, classes: CLASSES[name] }));
 
 /** Throws unless `heads` are exactly SCENE_HEADS (names, class names and their order). */
-export function checkSceneHeads(heads: readonly ClassifierHead[], what = 'classifier'): void {
+export function checkSceneHeads(heads: readonly LabelHead[], what = 'classifier'): void {
   const same = heads.length === SCENE_HEADS.length && heads.every((h, i) => h.name === SCENE_HEADS[i].name && h.classes.join('\n') === SCENE_HEADS[i].classes.join('\n'));
   if (!same) {
-    const show = (hs: readonly ClassifierHead[]) => hs.map((h) => `${h.name} (${h.classes.length})`).join(', ');
+    const show = (hs: readonly LabelHead[]) => hs.map((h) => `${h.name} (${h.classes.length})`).join(', ');
     throw new Error(`${what}: heads ${show(heads)} are not the scene attribute heads ${show(SCENE_HEADS)}; train one with scripts/train-classifier.ts --data scenes`);
   }
 }

@@ -7,7 +7,8 @@ import { decodeImage } from '../../../src/image/convert.js';
 import { SCENE_HEADS, checkSceneHeads, decodeSceneLabels, loadSceneAttributeSet, sceneLabels } from '../../../src/data/scenes/attribute-set.js';
 import { writeSceneDataset } from '../../../src/data/scenes/generate.js';
 import { COLORS, OBJECTS, objectOf, type SceneRecord } from '../../../src/data/scenes/vocab.js';
-import { AttributeClassifier, trainClassifier } from '../../../src/eval/classifier.js';
+import { AttributeClassifier } from '../../../src/classifier/classifier.js';
+import { trainClassifier } from '../../../src/classifier/train.js';
 import { tempDir } from '../../fixtures/captioned.js';
 
 let root: string;

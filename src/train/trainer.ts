@@ -9,7 +9,7 @@
  * is rewritten atomically: an interrupted save never replaces a good checkpoint. Resuming
  * restores everything, so an interrupted run ends where an uninterrupted one would.
  *
- * `parallel: { workers: N, task }` with N > 1 computes every micro-batch data-parallel
+ * `parallel: { workers: N, replica }` with N > 1 computes every micro-batch data-parallel
  * (data-parallel.ts): N shards, shard 0 here and the others in worker threads, the gradient
  * averaged by shard size; clipping, AdamW, EMA and checkpoints stay here. Each shard's noise
  * comes from a Generator spawned from the trainer's, so such a run, and its resume, is exact too.
@@ -27,7 +27,7 @@ import { EMA } from '../optim/ema.js';
 import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
 import { Generator, type GeneratorState } from '../random/generator.js';
 import { OnnxGradients, fallbackLine } from '../onnx/gradients.js';
-import { DataParallel, type GradientSource, type ShardTask, batchGradients, checkWorkers, defaultWorkers } from './data-parallel.js';
+import { DataParallel, type GradientSource, type ReplicaSpec, batchGradients, checkWorkers, defaultWorkers } from './data-parallel.js';
 import { currentBackend } from '../backend/index.js';
 import { type RuntimeChoice, defaultOnnxThreads, resolveRuntime } from '../onnx/runtime.js';
 
@@ -73,9 +73,9 @@ export interface TrainerOptions<B> {
   stopAfter?: number;
   /**
    * Data parallelism: `workers` shards per micro-batch (1 = off), the workers' replicas built
-   * from `task`, whose loss must be `loss`. Batches must then be objects of per-sample arrays.
+   * as `replica` says, whose loss must be `loss`. Batches must then be objects of per-sample arrays.
    */
-  parallel?: { workers: number; task: ShardTask };
+  parallel?: { workers: number; replica: ReplicaSpec };
   /**
    * Gradients by onnxruntime (src/onnx/gradients.ts) from this staged form of `loss` (the same
    * loss: same inputs, same noise). With `parallel.workers` > 1 every shard runs onnxruntime
@@ -171,9 +171,9 @@ export async function gradientSetup<B>(
   stage: string,
   t: { runtime?: RuntimeChoice; workers?: number },
   loss: StagedLoss<B>,
-  task: ShardTask,
+  replica: ReplicaSpec,
   log: (line: string) => void,
-): Promise<{ onnx?: { loss: StagedLoss<B>; fallback: boolean }; parallel: { workers: number; task: ShardTask } }> {
+): Promise<{ onnx?: { loss: StagedLoss<B>; fallback: boolean }; parallel: { workers: number; replica: ReplicaSpec } }> {
   const choice = t.runtime ?? 'auto';
   const { runtime, why } = await resolveRuntime(choice, currentBackend() ?? { gpu: false, name: 'tfjs' });
   const cores = defaultOnnxThreads();
@@ -185,7 +185,7 @@ export async function gradientSetup<B>(
       : `tfjs (${workers > 1 ? `data-parallel over ${workers} workers` : 'the backend above'})`;
   log(`${stage} gradients: ${how}${why ? ` (${why})` : ''}`);
   // Asked for by auto only: a loss the exporter cannot translate then trains on tfjs.
-  return { onnx: runtime === 'onnx' ? { loss, fallback: choice === 'auto' } : undefined, parallel: { workers, task } };
+  return { onnx: runtime === 'onnx' ? { loss, fallback: choice === 'auto' } : undefined, parallel: { workers, replica } };
 }
 
 export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
@@ -196,7 +196,7 @@ export async function train<B>(o: TrainerOptions<B>): Promise<TrainResult> {
     workers > 1
       ? ((await DataParallel.start({
           workers,
-          task: o.parallel!.task,
+          replica: o.parallel!.replica,
           store: o.store,
           loss: o.loss as (b: object, rng: Generator) => tf.Scalar,
           onnx: o.onnx && { loss: o.onnx.loss as StagedLoss<object>, fallback: o.onnx.fallback ?? false },

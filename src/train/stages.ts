@@ -34,8 +34,8 @@ import type { RuntimeChoice } from '../onnx/runtime.js';
 import type { UNetConfig } from '../unet/config.js';
 import { AutoencoderKL, measureScalingFactor } from '../vae/autoencoder-kl.js';
 import type { VaeConfig } from '../vae/config.js';
-import type { Replica, ShardTask } from './data-parallel.js';
-import { Txt2ImgPipeline } from './pipeline.js';
+import type { Replica, ReplicaSpec } from './data-parallel.js';
+import { Txt2ImgPipeline } from '../pipeline/pipeline.js';
 import { type StepLog, type TrainResult, gradientSetup, train } from './trainer.js';
 
 export interface StageTraining {
@@ -107,7 +107,6 @@ function throwIfStopped(r: TrainResult): void {
 
 /** What the VAE stage's loss needs, serialisable: a data-parallel worker rebuilds it from this. */
 export interface VaeShardTask {
-  kind: 'vae';
   vae: VaeConfig;
   /** The training images [N, H, W, C]. */
   data: Pick<ImageSet, 'images' | 'shape'>;
@@ -134,6 +133,11 @@ export function vaeReplica(task: VaeShardTask): Replica<IndexBatch> {
   return { store: vae.store, loss: stagedLossFn(staged), staged, dispose: () => vae.dispose() };
 }
 
+/** How a data-parallel worker builds the VAE stage's replica (vaeReplica of this module). */
+export function vaeReplicaSpec(task: VaeShardTask): ReplicaSpec<VaeShardTask> {
+  return { module: import.meta.url, exportName: 'vaeReplica', args: task, kind: 'vae' };
+}
+
 export interface VaeStageOptions extends StageCommon {
   data: ImageSet;
   vae: VaeConfig;
@@ -149,7 +153,7 @@ export async function trainVaeStage(o: VaeStageOptions): Promise<AutoencoderKL |
   const vae = new AutoencoderKL(o.vae, new Generator(o.seed));
   const batcher = new IndexBatcher(o.data, o.training.batchSize, o.seed + 1, o.flip);
   const stageDir = path.join(o.runDir, 'vae-stage');
-  const task: VaeShardTask = { kind: 'vae', vae: vae.config, data: { images: o.data.images, shape: o.data.shape } };
+  const task: VaeShardTask = { vae: vae.config, data: { images: o.data.images, shape: o.data.shape } };
   const staged = vaeStagedLoss(task, vae);
   let result: TrainResult;
   try {
@@ -158,7 +162,7 @@ export async function trainVaeStage(o: VaeStageOptions): Promise<AutoencoderKL |
       store: vae.store,
       data: { next: () => batcher.next(), position: () => batcher.position(), restore: (p) => batcher.restore(p) },
       loss: stagedLossFn(staged),
-      ...(await gradientSetup('vae', o.training, staged, task, o.log ?? ((l) => console.error(l)))),
+      ...(await gradientSetup('vae', o.training, staged, vaeReplicaSpec(task), o.log ?? ((l) => console.error(l)))),
       log: o.log,
       seed: o.seed + 2,
       resume: o.resume,
@@ -214,7 +218,6 @@ export interface UnetStageOptions extends StageCommon {
 
 /** What the U-Net stage's loss needs, serialisable: a data-parallel worker rebuilds it from this. */
 export interface UnetShardTask {
-  kind: 'unet';
   unet: UNetConfig;
   /** Label conditioning: the label table trained with the U-Net. */
   labelEncoder?: LabelEncoderConfig;
@@ -291,6 +294,11 @@ export function unetReplica(task: UnetShardTask): Replica<UnetShardBatch> {
       labelEncoder?.dispose();
     },
   };
+}
+
+/** How a data-parallel worker builds the U-Net stage's replica (unetReplica of this module). */
+export function unetReplicaSpec(task: UnetShardTask): ReplicaSpec<UnetShardTask> {
+  return { module: import.meta.url, exportName: 'unetReplica', args: task, kind: 'unet' };
 }
 
 /** VAE latents (posterior means, times scalingFactor) of every image, cached under <run>/cache. */
@@ -376,7 +384,6 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
   const labelEncoder = isLabel ? (o.encoder as LabelEncoder) : undefined;
   const store = unetTrainedStore(unet, labelEncoder);
   const task: UnetShardTask = {
-    kind: 'unet',
     unet: unet.config,
     labelEncoder: labelEncoder?.config,
     scheduler: o.scheduler,
@@ -434,7 +441,7 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
         restore: (p) => batcher.restore(p),
       },
       loss: stagedLossFn(staged),
-      ...(await gradientSetup('unet', o.training, staged, task, log)),
+      ...(await gradientSetup('unet', o.training, staged, unetReplicaSpec(task), log)),
       log,
       seed: o.seed + 5,
       resume: o.resume,

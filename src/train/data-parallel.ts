@@ -16,9 +16,11 @@
  * one, so independent half batches on the 2 cores beat one session on 2 threads (ldm-small on
  * 2 cores: VAE step ~20%, U-Net step ~15% faster; README "Speed").
  *
- * A worker rebuilds the model and the loss from a serialisable task description (ShardTask: the
- * model config plus the arrays the loss reads, e.g. the training images); the main thread builds
- * its loss from the same description with the same function, so the loss code exists once.
+ * A worker rebuilds the model and the loss from a ReplicaSpec: a module URL, the name of the
+ * function it exports, and that function's serialisable argument (the model config plus the
+ * arrays the loss reads, e.g. the training images). The caller registers its own builder this
+ * way, so this layer knows no concrete loss; the main thread builds its loss from the same
+ * argument with the same code, so the loss exists once.
  * Randomness: each micro-batch draws one Generator per shard from the trainer's generator
  * (`spawn()`), so a run is deterministic for a given N and a resumed run draws what it would have.
  *
@@ -34,16 +36,32 @@ import { type ParamStore, type StagedLoss, computeGradients, computeHostGradient
 import { OnnxGradients, fallbackLine } from '../onnx/gradients.js';
 import { type Runtime, defaultOnnxThreads } from '../onnx/runtime.js';
 import type { Generator, GeneratorState } from '../random/generator.js';
-import type { ClassifierShardTask } from '../eval/classifier.js';
-import type { UnetShardTask, VaeShardTask } from './stages.js';
+
+/**
+ * The worker's entry: the compiled worker next to this file, or, when this file runs as
+ * TypeScript (tsx, vitest), an .mjs that registers tsx in the worker first (a worker does not
+ * inherit the parent's loader).
+ */
+const WORKER_ENTRY = new URL(import.meta.url.endsWith('.ts') ? './data-parallel-worker.mjs' : './data-parallel-worker.js', import.meta.url);
 
 /** Most data-parallel workers accepted (the main thread counts as one). */
 export const MAX_WORKERS = 64;
 
-/** What a worker rebuilds its replica from (see data-parallel-worker.ts). */
-export type ShardTask = VaeShardTask | UnetShardTask | ClassifierShardTask;
+/**
+ * What a worker rebuilds its replica from (see data-parallel-worker.ts): `(await import(module))
+ * [exportName](args)` must return a Replica. `module` is a file URL (the builder's
+ * `import.meta.url`), so it resolves the same in every thread; `args` must survive
+ * structured cloning (its typed arrays are moved to shared memory once for all workers).
+ */
+export interface ReplicaSpec<A = unknown> {
+  module: string;
+  exportName: string;
+  args: A;
+  /** What the replica is, for messages ('vae', 'classifier'). */
+  kind: string;
+}
 
-/** A model and its loss over serialisable batches: built from a ShardTask in every thread. */
+/** A model and its loss over serialisable batches: built from a ReplicaSpec in every thread. */
 export interface Replica<B> {
   /** Every parameter of the main thread's trained store, under the same names. */
   store: ParamStore;
@@ -232,7 +250,7 @@ export type ShardRuntime = { kind: 'tfjs' } | { kind: 'onnx'; /** export failure
 /** What a worker receives at start (workerData). */
 export interface WorkerInit {
   index: number;
-  task: ShardTask;
+  replica: ReplicaSpec;
   backend: BackendName;
   threads: number;
   runtime: ShardRuntime;
@@ -277,10 +295,10 @@ interface WorkerSlot {
 export interface DataParallelOptions<B> {
   /** Shards per micro-batch, the main thread included (>= 2). */
   workers: number;
-  task: ShardTask;
+  replica: ReplicaSpec;
   /** The trained store of the main thread (shard 0 and the weights the workers copy). */
   store: ParamStore;
-  /** The main thread's loss: the same function the workers build from `task`. */
+  /** The main thread's loss: the same function the workers build from `replica`. */
   loss: (batch: B, rng: Generator) => tf.Scalar;
   /**
    * Every shard's gradients by onnxruntime (1 thread each) from this staged form of `loss`
@@ -326,7 +344,7 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     if (workers < 2) throw new Error(`data-parallel training needs at least 2 workers, got ${workers}`);
     const layout = paramLayout(o.store);
     const weights = sharedParams(layout.total);
-    const task = shareArrays(o.task);
+    const replica: ReplicaSpec = { ...o.replica, args: shareArrays(o.replica.args) };
     const backend = backendName();
     const runtime: ShardRuntime = o.onnx ? { kind: 'onnx', fallback: o.onnx.fallback } : { kind: 'tfjs' };
     const log = o.log ?? ((l: string) => console.error(l));
@@ -334,10 +352,9 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     const ready: Promise<{ backend: string; threads: number }>[] = [];
     for (let index = 1; index < workers; index++) {
       const grads = sharedParams(layout.total);
-      const init: WorkerInit = { index, task, backend, threads: 1, runtime, layout, weights, grads };
-      // The .mjs entry registers tsx in the worker, then loads data-parallel-worker.ts.
+      const init: WorkerInit = { index, replica, backend, threads: 1, runtime, layout, weights, grads };
       // execArgv []: the parent's flags (tsx's or vitest's loaders) do not apply to workers.
-      const worker = new Worker(new URL('./data-parallel-worker.mjs', import.meta.url), { workerData: init, execArgv: [] });
+      const worker = new Worker(WORKER_ENTRY, { workerData: init, execArgv: [] });
       const slot: WorkerSlot = { worker, grads };
       slots.push(slot);
       ready.push(watchWorker(slot, index, workers, (why) => log(fallbackLine(why, `worker ${index}`))));

@@ -4,11 +4,11 @@
  * runs it; context [B, T, contextDim] random).
  */
 import * as tf from '@tensorflow/tfjs';
-import { timed } from '../eval/bench.js';
+import { timed } from './bench.js';
 import { Generator } from '../random/generator.js';
 import type { UNetConfigInput } from '../unet/config.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
-import { OnnxUNet } from './unet.js';
+import { OnnxUNet } from '../onnx/unet.js';
 
 export interface UNetRuntimeBenchOptions {
   config: UNetConfigInput;

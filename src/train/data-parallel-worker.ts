@@ -1,6 +1,6 @@
 /**
  * A data-parallel training worker (started by data-parallel.ts): initialises its own backend,
- * rebuilds the model and the loss from the task, then answers shard requests with the shard's
+ * rebuilds the model and the loss from the ReplicaSpec's builder, then answers shard requests with the shard's
  * loss and gradients (through shared memory), computed by tfjs or, for an onnx runtime, by
  * onnxruntime with 1 thread (the graph traced here, on this worker's backend, at the shard's
  * batch). An error ends the worker; the main thread reports it.
@@ -10,33 +10,26 @@ import { initBackend } from '../backend/index.js';
 import { computeHostGradients } from '../nn/params.js';
 import { OnnxGradients } from '../onnx/gradients.js';
 import { Generator } from '../random/generator.js';
-import { type Replica, type ShardRequest, type ShardTask, type WorkerInit, type WorkerMessage, layoutProblems, readParamArrays, readParams, writeGrads } from './data-parallel.js';
+import { type Replica, type ReplicaSpec, type ShardRequest, type WorkerInit, type WorkerMessage, layoutProblems, readParamArrays, readParams, writeGrads } from './data-parallel.js';
 
-async function buildReplica(task: ShardTask): Promise<Replica<never>> {
-  switch (task.kind) {
-    case 'vae':
-      return (await import('./stages.js')).vaeReplica(task) as Replica<never>;
-    case 'unet':
-      return (await import('./stages.js')).unetReplica(task) as Replica<never>;
-    case 'classifier':
-      return (await import('../eval/classifier.js')).classifierReplica(task) as Replica<never>;
-    default:
-      throw new Error(`unknown data-parallel task kind '${(task as { kind: unknown }).kind}'`);
-  }
+async function buildReplica(spec: ReplicaSpec): Promise<Replica<never>> {
+  const build = ((await import(spec.module)) as Record<string, unknown>)[spec.exportName];
+  if (typeof build !== 'function') throw new Error(`data-parallel: ${spec.module} exports no function '${spec.exportName}' to build the ${spec.kind} replica`);
+  return (await build(spec.args)) as Replica<never>;
 }
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const backend = await initBackend({ backend: init.backend, threads: init.threads, quiet: true });
-const replica = await buildReplica(init.task);
+const replica = await buildReplica(init.replica);
 const problems = layoutProblems(replica.store, init.layout);
 if (problems.length > 0) {
-  throw new Error(`the ${init.task.kind} replica does not match the main thread's model (${problems.length} problem(s)): ${problems.slice(0, 5).join('; ')}`);
+  throw new Error(`the ${init.replica.kind} replica does not match the main thread's model (${problems.length} problem(s)): ${problems.slice(0, 5).join('; ')}`);
 }
 
 let onnx: OnnxGradients<never> | undefined;
 if (init.runtime.kind === 'onnx') {
-  if (!replica.staged) throw new Error(`the ${init.task.kind} loss has no staged form, so onnxruntime cannot compute its gradients`);
+  if (!replica.staged) throw new Error(`the ${init.replica.kind} loss has no staged form, so onnxruntime cannot compute its gradients`);
   const onFallback = init.runtime.fallback ? (why: string) => port.postMessage({ type: 'fallback', why } satisfies WorkerMessage) : undefined;
   onnx = new OnnxGradients(replica.store, replica.staged, { threads: 1, onFallback });
 }

@@ -4,10 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
-import { type ImageSet, mnistSet } from '../../src/data/in-memory.js';
+import { type ImageSet, type LabelHead, mnistSet } from '../../src/data/in-memory.js';
 import {
   AttributeClassifier,
-  type ClassifierHead,
   accuracyFromLogits,
   argmaxHeads,
   argmaxRows,
@@ -15,9 +14,8 @@ import {
   headAccuracies,
   parseClassifierConfig,
   predict,
-  shiftedBatch,
-  trainClassifier,
-} from '../../src/eval/classifier.js';
+} from '../../src/classifier/classifier.js';
+import { shiftedBatch, trainClassifier } from '../../src/classifier/train.js';
 import { Generator } from '../../src/random/generator.js';
 
 beforeAll(async () => {
@@ -121,7 +119,7 @@ describe('training on the onnx runtime', () => {
 });
 
 describe('heads', () => {
-  const heads: ClassifierHead[] = [
+  const heads: LabelHead[] = [
     { name: 'a', classes: ['x', 'y'] },
     { name: 'b', classes: ['p', 'q', 'r'] },
   ];

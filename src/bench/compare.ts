@@ -1,5 +1,5 @@
 /**
- * Side-by-side report of our ldm-small benchmark (src/eval/bench.ts) and the PyTorch CPU peer
+ * Side-by-side report of our ldm-small benchmark (src/bench/bench.ts) and the PyTorch CPU peer
  * (/work/shared/bench/peer_torch.py), run one after the other on the same machine.
  */
 import { spawnSync } from 'node:child_process';

@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { applyOverrides, readTrainConfig, validateTrainConfig } from '../../src/pipeline/train-config.js';
+import { applyOverrides, readTrainConfig, validateTrainConfig } from '../../src/train/train-config.js';
 
 const configs = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../configs');
 

@@ -3,8 +3,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type BackendInfo, initBackend } from '../../src/backend/index.js';
-import { FIGURE_NAMES, formatBench, guardWasmMalloc, loadBenchSpec, median, runBench, wasmAllocStats, wasmHeapBytes } from '../../src/eval/bench.js';
-import { type PeerResult, compareRows, formatComparison, medianOfPeerRounds, medianOfRounds, mergeBenchResults } from '../../src/eval/compare.js';
+import { FIGURE_NAMES, formatBench, guardWasmMalloc, loadBenchSpec, median, runBench, wasmAllocStats, wasmHeapBytes } from '../../src/bench/bench.js';
+import { type PeerResult, compareRows, formatComparison, medianOfPeerRounds, medianOfRounds, mergeBenchResults } from '../../src/bench/compare.js';
 import { tempDir } from '../fixtures/captioned.js';
 
 const LDM_SMALL = '/work/shared/bench/ldm-small.json';

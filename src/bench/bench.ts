@@ -4,7 +4,7 @@
  * the median of `repeat` timed runs after warm-up, through the same code paths training and
  * sampling use:
  *
- *   vae_train_step_ms    the VAE stage's loss (src/pipeline/stages.ts) + AdamW.step at trainBatch
+ *   vae_train_step_ms    the VAE stage's loss (src/train/stages.ts) + AdamW.step at trainBatch
  *   unet_train_step_ms   the U-Net stage's epsilon loss (trainingTargets, unet.apply, weightedMse)
  *                        + AdamW.step at trainBatch, random context [B, 77, 512]
  *                        (both on random data; with `workers` > 1 data-parallel, data-parallel.ts;
@@ -29,12 +29,12 @@ import { type BackendInfo } from '../backend/index.js';
 import { type ParamStore, type StagedLoss, disposeGrads, stagedLossFn } from '../nn/params.js';
 import { OnnxGradients } from '../onnx/gradients.js';
 import { AdamW } from '../optim/adamw.js';
-import { OnnxUNet, describeUNetRuntime } from '../onnx/unet.js';
-import type { Runtime } from '../onnx/runtime.js';
+import { OnnxUNet } from '../onnx/unet.js';
+import { type Runtime, describeUNetRuntime } from '../onnx/runtime.js';
 import type { IndexBatch } from '../data/in-memory.js';
-import { DataParallel, type GradientSource, type ShardTask, batchGradients, checkWorkers } from '../pipeline/data-parallel.js';
+import { DataParallel, type GradientSource, type ReplicaSpec, batchGradients, checkWorkers } from '../train/data-parallel.js';
 import { sampleLatents } from '../pipeline/sample.js';
-import { type UnetShardTask, type VaeShardTask, unetStagedLoss, vaeStagedLoss } from '../pipeline/stages.js';
+import { type UnetShardTask, type VaeShardTask, unetReplicaSpec, unetStagedLoss, vaeReplicaSpec, vaeStagedLoss } from '../train/stages.js';
 import { Generator } from '../random/generator.js';
 import { type SchedulerConfig, createScheduler, parseSchedulerConfig, sampleTimesteps } from '../schedulers/index.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
@@ -281,7 +281,7 @@ export interface BenchOptions {
    * workers > 1 every training shard runs the runtime on 1 thread.
    */
   runtime?: Runtime;
-  /** Data-parallel shards of the training figures (default 1; src/pipeline/data-parallel.ts). */
+  /** Data-parallel shards of the training figures (default 1; src/train/data-parallel.ts). */
   workers?: number;
   seed?: number;
   log?: (line: string) => void;
@@ -417,7 +417,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
    * One optimizer step per timed run: gradients (onnxruntime with runtime 'onnx', else tfjs;
    * data-parallel over `workers`, 1 thread each) + AdamW. The warm-up runs trace and load the ONNX graph.
    */
-  async function trainStepFigure<Bt extends object>(name: FigureName, store: ParamStore, task: ShardTask, staged: StagedLoss<Bt>, batch: Bt): Promise<FigureResult> {
+  async function trainStepFigure<Bt extends object>(name: FigureName, store: ParamStore, replica: ReplicaSpec, staged: StagedLoss<Bt>, batch: Bt): Promise<FigureResult> {
     const opt = new AdamW(store, { lr: m.learningRate });
     const probe = store.entries()[0][1];
     const loss = stagedLossFn(staged);
@@ -431,7 +431,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     };
     try {
       const body = async () => {
-        if (workers > 1) source = await DataParallel.start({ workers, task, store, loss, onnx: runtime === 'onnx' ? { loss: staged, fallback: false } : undefined, log });
+        if (workers > 1) source = await DataParallel.start({ workers, replica, store, loss, onnx: runtime === 'onnx' ? { loss: staged, fallback: false } : undefined, log });
         else if (runtime === 'onnx') source = new OnnxGradients(store, staged);
         // onnxruntime's first runs of a new session grow its memory arena (1-2 s each at batch
         // 64, up to four runs after another figure's session): warm up longer.
@@ -446,16 +446,15 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
 
   async function runFigure(name: FigureName): Promise<void> {
     if (name === 'vae_train_step_ms' || name === 'unet_train_step_ms') {
-      // Random data through the stages' own loss code (src/pipeline/stages.ts), one batch of B.
+      // Random data through the stages' own loss code (src/train/stages.ts), one batch of B.
       const indices = Array.from({ length: B }, (_, i) => i);
       if (name === 'vae_train_step_ms') {
-        const task: VaeShardTask = { kind: 'vae', vae: vae.config, data: { images: randomArray(rng, B * H * W * C, 'uniform'), shape: [B, H, W, C] } };
+        const task: VaeShardTask = { vae: vae.config, data: { images: randomArray(rng, B * H * W * C, 'uniform'), shape: [B, H, W, C] } };
         const batch: IndexBatch = { indices, flips: new Array<boolean>(B).fill(false), captionChoice: new Array<number>(B).fill(0) };
-        result.figures[name] = await trainStepFigure(name, vae.store, task, vaeStagedLoss(task, vae), batch);
+        result.figures[name] = await trainStepFigure(name, vae.store, vaeReplicaSpec(task), vaeStagedLoss(task, vae), batch);
       } else {
         // Context given per sample ([B, 77, 512] random), no conditioning dropout.
         const task: UnetShardTask = {
-          kind: 'unet',
           unet: unet.config,
           scheduler: spec.scheduler,
           lossWeighting: { kind: 'mse' },
@@ -463,7 +462,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
           latents: { shape: [B, h, h, zc], data: randomArray(rng, B * h * h * zc, 'normal') },
           captions: { table: { shape: [B, T, D], data: randomArray(rng, B * T * D, 'normal') }, uncond: randomArray(rng, T * D, 'normal') },
         };
-        result.figures[name] = await trainStepFigure(name, unet.store, task, unetStagedLoss(task, unet, undefined), { indices, rows: indices });
+        result.figures[name] = await trainStepFigure(name, unet.store, unetReplicaSpec(task), unetStagedLoss(task, unet, undefined), { indices, rows: indices });
       }
     } else if (name === 'unet_forward_ms') {
       const x = tf.tidy(() => rng.randn([2 * S, h, h, zc])) as tf.Tensor4D;

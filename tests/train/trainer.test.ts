@@ -5,7 +5,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Linear } from '../../src/nn/layers.js';
 import { ParamStore } from '../../src/nn/params.js';
-import { type BatchSource, latestCheckpoint, train } from '../../src/pipeline/trainer.js';
+import { type BatchSource, latestCheckpoint, train } from '../../src/train/trainer.js';
 import { Generator } from '../../src/random/generator.js';
 
 beforeAll(async () => {

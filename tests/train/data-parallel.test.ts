@@ -5,11 +5,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { IndexBatcher } from '../../src/data/in-memory.js';
-import { AttributeClassifier, type ClassifierShardTask, classifierShardLoss, parseClassifierConfig } from '../../src/eval/classifier.js';
+import { AttributeClassifier, parseClassifierConfig } from '../../src/classifier/classifier.js';
+import { type ClassifierShardTask, classifierReplicaSpec, classifierShardLoss } from '../../src/classifier/train.js';
 import { type ParamStore, computeGradients, disposeGrads, stagedLossFn } from '../../src/nn/params.js';
-import { DataParallel, checkWorkers, splitBatch } from '../../src/pipeline/data-parallel.js';
-import { type VaeShardTask, vaeShardLoss, vaeStagedLoss } from '../../src/pipeline/stages.js';
-import { train } from '../../src/pipeline/trainer.js';
+import { DataParallel, checkWorkers, splitBatch } from '../../src/train/data-parallel.js';
+import { type VaeShardTask, vaeReplicaSpec, vaeShardLoss, vaeStagedLoss } from '../../src/train/stages.js';
+import { train } from '../../src/train/trainer.js';
 import { Generator } from '../../src/random/generator.js';
 import { AutoencoderKL } from '../../src/vae/autoencoder-kl.js';
 import { parseVaeConfig } from '../../src/vae/config.js';
@@ -28,7 +29,6 @@ function classifierTask(): ClassifierShardTask {
   const images = Float32Array.from({ length: n * 8 * 8 * 3 }, () => rng.uniform() * 2 - 1);
   const labels = Int32Array.from({ length: n * 2 }, (_, i) => (i * 7) % (i % 2 === 0 ? 3 : 2));
   return {
-    kind: 'classifier',
     config: parseClassifierConfig({
       imageSize: 8,
       imageChannels: 3,
@@ -49,7 +49,7 @@ function vaeTask(): VaeShardTask {
   const rng = new Generator(6);
   const n = 10;
   const vae = parseVaeConfig({ imageChannels: 1, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 2, downsampleFactor: 4, groupNormGroups: 2 });
-  return { kind: 'vae', vae, data: { images: Float32Array.from({ length: n * 8 * 8 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 1] } };
+  return { vae, data: { images: Float32Array.from({ length: n * 8 * 8 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 1] } };
 }
 
 /**
@@ -101,7 +101,7 @@ describe('DataParallel', () => {
     const clf = new AttributeClassifier(task.config, new Generator(1));
     const loss = classifierShardLoss(task, clf);
     const logs: string[] = [];
-    pool = await DataParallel.start({ workers: 3, task, store: clf.store, loss, log: (l) => logs.push(l) });
+    pool = await DataParallel.start({ workers: 3, replica: classifierReplicaSpec(task), store: clf.store, loss, log: (l) => logs.push(l) });
     expect(logs.join('\n')).toMatch(/data-parallel: 3 workers x 1 wasm thread/);
     const batch = { indices: [0, 3, 4, 7, 8, 9, 11] }; // shards of 3, 2, 2 samples
     const full = computeGradients(clf.store, () => loss(batch, new Generator(0)));
@@ -136,7 +136,7 @@ describe('DataParallel', () => {
     const task = vaeTask();
     const vae = new AutoencoderKL(task.vae, new Generator(2));
     const loss = vaeShardLoss(task, vae);
-    const vpool = await DataParallel.start({ workers: 2, task, store: vae.store, loss, log: () => {} });
+    const vpool = await DataParallel.start({ workers: 2, replica: vaeReplicaSpec(task), store: vae.store, loss, log: () => {} });
     try {
       const batcher = new IndexBatcher({ images: task.data.images, shape: task.data.shape } as never, 6, 0, true);
       const batch = batcher.next();
@@ -159,7 +159,7 @@ describe('DataParallel', () => {
     const staged = vaeStagedLoss(task, vae);
     const loss = stagedLossFn(staged);
     const logs: string[] = [];
-    const opool = await DataParallel.start({ workers: 2, task, store: vae.store, loss, onnx: { loss: staged, fallback: false }, log: (l) => logs.push(l) });
+    const opool = await DataParallel.start({ workers: 2, replica: vaeReplicaSpec(task), store: vae.store, loss, onnx: { loss: staged, fallback: false }, log: (l) => logs.push(l) });
     try {
       expect(logs.join('\n')).toMatch(/data-parallel: 2 shards x 1 onnxruntime-node thread/);
       const batcher = new IndexBatcher({ images: task.data.images, shape: task.data.shape } as never, 6, 0, true);
@@ -190,7 +190,7 @@ describe('DataParallel', () => {
   it('a worker that fails to start is reported, and the pool stops', async () => {
     const task = { ...classifierTask(), config: { ...classifierTask().config, channels: [4, 4, 4, 4, 4] as unknown as [number, number] } }; // too deep for 8x8 images
     const clf = new AttributeClassifier(classifierTask().config, new Generator(1));
-    await expect(DataParallel.start({ workers: 2, task, store: clf.store, loss: classifierShardLoss(classifierTask(), clf), log: () => {} })).rejects.toThrow(/data-parallel worker 1 of 2 failed to start/);
+    await expect(DataParallel.start({ workers: 2, replica: classifierReplicaSpec(task), store: clf.store, loss: classifierShardLoss(classifierTask(), clf), log: () => {} })).rejects.toThrow(/data-parallel worker 1 of 2 failed to start/);
     clf.dispose();
   }, 60_000);
 });
@@ -206,7 +206,7 @@ describe('data-parallel training', () => {
       store: clf.store,
       data: { next: () => ({ indices: batcher.next().indices }), position: () => batcher.position(), restore: (p) => batcher.restore(p) },
       loss: classifierShardLoss(task, clf),
-      parallel: { workers: o.workers, task },
+      parallel: { workers: o.workers, replica: classifierReplicaSpec(task) },
       log: () => {},
       totalSteps: 4,
       seed: 4,
