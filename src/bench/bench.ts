@@ -41,6 +41,7 @@ import { UNet2DCondition } from '../unet/unet2d-condition.js';
 import { type UNetConfig, unetConfigFromLdmSmall } from '../unet/config.js';
 import { AutoencoderKL } from '../vae/autoencoder-kl.js';
 import { type VaeConfig, vaeConfigFromLdmSmall } from '../vae/config.js';
+import { ConfigChecker } from '../checkpoint/config.js';
 
 export const FIGURE_NAMES = ['vae_train_step_ms', 'unet_train_step_ms', 'unet_forward_ms', 'sample_images_per_s'] as const;
 export type FigureName = (typeof FIGURE_NAMES)[number];
@@ -76,11 +77,8 @@ export interface BenchSpec {
  * "leading" spacing, steps offset 0, final alpha 1, eta 0, as peer_torch.py samples).
  */
 export function schedulerConfigFromLdmSmall(json: unknown): SchedulerConfig {
-  const d = (json as { diffusion?: Record<string, unknown> } | null)?.diffusion;
-  if (!d) throw new Error("bench config: the file has no 'diffusion' section");
-  const known = ['trainSteps', 'betaSchedule', 'betaStart', 'betaEnd', 'prediction'];
-  const unknown = Object.keys(d).filter((k) => !known.includes(k));
-  if (unknown.length) throw new Error(`bench config: diffusion has unknown key(s) ${unknown.join(', ')}; allowed: ${known.join(', ')}`);
+  const d = check.object((json as { diffusion?: unknown } | null)?.diffusion, 'diffusion');
+  check.known(d, ['trainSteps', 'betaSchedule', 'betaStart', 'betaEnd', 'prediction'], 'diffusion');
   return parseSchedulerConfig({
     type: 'ddim',
     numTrainTimesteps: d.trainSteps,
@@ -95,10 +93,7 @@ export function schedulerConfigFromLdmSmall(json: unknown): SchedulerConfig {
   });
 }
 
-function positiveInt(v: unknown, key: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`bench config: measure.${key} must be a positive integer, got ${JSON.stringify(v)}`);
-  return v;
-}
+const check = new ConfigChecker('bench config');
 
 /** Reads and validates an ldm-small.json-style file. */
 export function loadBenchSpec(file: string): BenchSpec {
@@ -112,22 +107,18 @@ export function loadBenchSpec(file: string): BenchSpec {
   const vae = vaeConfigFromLdmSmall(json);
   const unet = unetConfigFromLdmSmall(json);
   const scheduler = schedulerConfigFromLdmSmall(json);
-  const image = json.image as BenchSpec['image'];
-  const m = json.measure as BenchMeasure | undefined;
-  if (!image || !m) throw new Error(`bench config ${file}: needs 'image' and 'measure' sections`);
-  positiveInt(m.trainBatch, 'trainBatch');
-  positiveInt(m.sampleBatch, 'sampleBatch');
-  positiveInt(m.sampleSteps, 'sampleSteps');
-  if (m.optimizer !== 'adamw') throw new Error(`bench config: measure.optimizer must be 'adamw', got ${JSON.stringify(m.optimizer)}`);
-  if (m.sampler !== 'ddim') throw new Error(`bench config: measure.sampler must be 'ddim', got ${JSON.stringify(m.sampler)}`);
-  if (!(typeof m.learningRate === 'number' && m.learningRate > 0)) throw new Error(`bench config: measure.learningRate must be > 0, got ${m.learningRate}`);
-  if (!(typeof m.guidanceScale === 'number' && m.guidanceScale >= 0)) throw new Error(`bench config: measure.guidanceScale must be >= 0, got ${m.guidanceScale}`);
-  if (!Array.isArray(m.figures) || m.figures.length === 0) throw new Error('bench config: measure.figures must list figures');
-  const figures = m.figures.map((s) => {
-    const name = String(s).split(':')[0].trim();
-    if (!(FIGURE_NAMES as readonly string[]).includes(name)) throw new Error(`bench config: unknown figure '${name}'; this benchmark measures ${FIGURE_NAMES.join(', ')}`);
-    return name as FigureName;
-  });
+  const image = check.object(json.image, 'image') as unknown as BenchSpec['image'];
+  const m = check.object(json.measure, 'measure') as unknown as BenchMeasure;
+  const BIG = Number.MAX_SAFE_INTEGER;
+  check.int(m.trainBatch, 'measure.trainBatch', 1, BIG);
+  check.int(m.sampleBatch, 'measure.sampleBatch', 1, BIG);
+  check.int(m.sampleSteps, 'measure.sampleSteps', 1, BIG);
+  check.oneOf(['adamw'], m.optimizer, 'measure.optimizer');
+  check.oneOf(['ddim'], m.sampler, 'measure.sampler');
+  check.num(m.learningRate, 'measure.learningRate', (x) => x > 0, 'a number > 0');
+  check.num(m.guidanceScale, 'measure.guidanceScale', (x) => x >= 0, 'a number >= 0');
+  if (!Array.isArray(m.figures) || m.figures.length === 0) check.fail('measure.figures', m.figures, 'a non-empty list of figures');
+  const figures = m.figures.map((s, i) => check.oneOf(FIGURE_NAMES, String(s).split(':')[0].trim(), `measure.figures[${i}]`));
   const f = vae.downsampleFactor;
   if (image.height / f !== unet.sampleSize || image.width / f !== unet.sampleSize) {
     throw new Error(`bench config: image ${image.height}x${image.width} / downsampleFactor ${f} must equal unet.sampleSize ${unet.sampleSize}`);

@@ -1,18 +1,44 @@
 /**
- * Validation shared by every component config (`config.json` next to the weights): each error
- * names the config, the field, the value and what is allowed.
+ * The one checker of every config the project reads (component configs next to their weights,
+ * scheduler, training and benchmark configs): each error is one line naming the config, the
+ * field, the value and what is allowed.
  */
+
+/** A value as an error message shows it (non-finite numbers by name, the rest as JSON). */
+function shown(value: unknown): string {
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  return JSON.stringify(value) ?? String(value);
+}
 
 export class ConfigChecker {
   constructor(readonly what: string) {}
 
   fail(key: string, value: unknown, allowed: string): never {
-    const shown = typeof value === 'number' && !Number.isFinite(value) ? String(value) : JSON.stringify(value);
-    throw new Error(`${this.what}: ${key} must be ${allowed}, got ${shown}`);
+    if (value === undefined) throw new Error(`${this.what}: ${key} is missing; it must be ${allowed}`);
+    throw new Error(`${this.what}: ${key} must be ${allowed}, got ${shown(value)}`);
+  }
+
+  /** A plain object (not null, not an array): what every config and nested section is. */
+  object(v: unknown, key = 'the config'): Record<string, unknown> {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) this.fail(key, v, 'an object');
+    return v as Record<string, unknown>;
+  }
+
+  /**
+   * No keys but `keys` (a typo would otherwise be silently ignored); `where` names a nested
+   * section ('data'). With `comments`, keys starting with '_' or '$' are notes and allowed.
+   */
+  known(o: Record<string, unknown>, keys: readonly string[], where?: string, opts: { comments?: boolean } = {}): void {
+    const unknown = Object.keys(o).filter((k) => !keys.includes(k) && !(opts.comments && /^[_$]/.test(k)));
+    if (unknown.length === 0) return;
+    const names = unknown.map((k) => `'${where ? `${where}.` : ''}${k}'`).join(', ');
+    throw new Error(`${this.what}: unknown key(s) ${names}; allowed: ${keys.join(', ')}`);
   }
 
   int(v: unknown, key: string, min: number, max = 1 << 20): number {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) this.fail(key, v, `an integer from ${min} to ${max}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      this.fail(key, v, max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`);
+    }
     return v;
   }
 
@@ -26,9 +52,16 @@ export class ConfigChecker {
     return v;
   }
 
+  /** A non-empty string (after trimming). */
+  str(v: unknown, key: string, allowed = 'a non-empty string'): string {
+    if (typeof v !== 'string' || v.trim() === '') this.fail(key, v, allowed);
+    return v;
+  }
+
   oneOf<T extends string | number>(allowed: readonly T[], v: unknown, key: string): T {
     if ((allowed as readonly unknown[]).includes(v)) return v as T;
-    return this.fail(key, v, `one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}`);
+    const names = allowed.map((a) => JSON.stringify(a));
+    return this.fail(key, v, names.length === 1 ? names[0] : `one of ${names.join(', ')}`);
   }
 
   /**
@@ -37,12 +70,8 @@ export class ConfigChecker {
    * this library can read.
    */
   fields(input: unknown, keys: readonly string[], defaults: Record<string, unknown>, className: string, version: number): Record<string, unknown> {
-    if (input === null || typeof input !== 'object' || Array.isArray(input)) this.fail('the config', input, 'an object');
-    const raw = input as Record<string, unknown>;
-    const unknown = Object.keys(raw).filter((k) => !keys.includes(k));
-    if (unknown.length > 0) {
-      throw new Error(`${this.what}: unknown key(s) ${unknown.map((k) => `'${k}'`).join(', ')}; allowed: ${keys.join(', ')}`);
-    }
+    const raw = this.object(input);
+    this.known(raw, keys);
     const missing = keys.filter((k) => !(k in defaults) && raw[k] === undefined);
     if (missing.length > 0) throw new Error(`${this.what}: missing key(s) ${missing.map((k) => `'${k}'`).join(', ')}`);
     const c = { ...defaults, ...raw };

@@ -20,6 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { ConfigChecker } from '../checkpoint/config.js';
 import { loadComponent, saveComponent, writeJsonAtomic } from '../checkpoint/io.js';
 import type { ImageSet, LabelHead } from '../data/in-memory.js';
 import { Conv2d, Linear } from '../nn/layers.js';
@@ -66,61 +67,49 @@ export const DEFAULT_CLASSIFIER_CONFIG: ClassifierConfig = {
   heads: [DIGIT_HEAD],
 };
 
-const what = 'classifier config';
+const check = new ConfigChecker('classifier config');
 
 /** A version 1 config (MnistClassifier, numClasses) as version 2: one head 'digit', same weights. */
 function migrateV1(c: Record<string, unknown>): Record<string, unknown> {
-  if (c._class_name !== V1_CLASS_NAME) throw new Error(`${what}: a version 1 config must have _class_name '${V1_CLASS_NAME}', got ${JSON.stringify(c._class_name)}`);
+  if (c._class_name !== V1_CLASS_NAME) check.fail('_class_name', c._class_name, `'${V1_CLASS_NAME}' in a version 1 config (_version 1)`);
   const { numClasses = 10, ...rest } = c;
-  if (typeof numClasses !== 'number' || !Number.isInteger(numClasses) || numClasses < 2) throw new Error(`${what}: numClasses must be an integer >= 2, got ${JSON.stringify(numClasses)}`);
-  return { ...rest, _class_name: CLASSIFIER_CLASS_NAME, _version: CLASSIFIER_VERSION, heads: [{ name: DIGIT_HEAD.name, classes: digitClasses(numClasses) }] };
+  return { ...rest, _class_name: CLASSIFIER_CLASS_NAME, _version: CLASSIFIER_VERSION, heads: [{ name: DIGIT_HEAD.name, classes: digitClasses(check.int(numClasses, 'numClasses', 2)) }] };
 }
 
 function parseHeads(v: unknown): LabelHead[] {
-  if (!Array.isArray(v) || v.length === 0) throw new Error(`${what}: heads must be a non-empty array of { name, classes }, got ${JSON.stringify(v)}`);
+  if (!Array.isArray(v) || v.length === 0) check.fail('heads', v, 'a non-empty array of { name, classes }');
   const names = new Set<string>();
-  return v.map((h, i) => {
-    const ok = h !== null && typeof h === 'object' && !Array.isArray(h) && Object.keys(h).every((k) => k === 'name' || k === 'classes');
-    if (!ok) throw new Error(`${what}: heads[${i}] must be an object with keys name and classes, got ${JSON.stringify(h)}`);
-    const { name, classes } = h as Record<string, unknown>;
-    if (typeof name !== 'string' || name.trim() === '' || names.has(name)) throw new Error(`${what}: heads[${i}].name must be a non-empty string not used by another head, got ${JSON.stringify(name)}`);
+  return (v as unknown[]).map((h, i) => {
+    const head = check.object(h, `heads[${i}]`);
+    check.known(head, ['name', 'classes'], `heads[${i}]`);
+    const name = check.str(head.name, `heads[${i}].name`);
+    if (names.has(name)) check.fail(`heads[${i}].name`, name, 'a name no other head uses');
     names.add(name);
+    const { classes } = head;
     const good = Array.isArray(classes) && classes.length >= 2 && classes.every((k) => typeof k === 'string' && k !== '') && new Set(classes).size === classes.length;
-    if (!good) throw new Error(`${what}: heads[${i}].classes (head '${name}') must be at least 2 distinct non-empty strings, got ${JSON.stringify(classes)}`);
+    if (!good) check.fail(`heads[${i}].classes (head '${name}')`, classes, 'at least 2 distinct non-empty strings');
     return { name, classes: [...(classes as string[])] };
   });
 }
 
 export function parseClassifierConfig(input: unknown): ClassifierConfig {
-  if (input === null || typeof input !== 'object' || Array.isArray(input)) throw new Error(`${what}: must be an object, got ${JSON.stringify(input)}`);
-  const raw = input as Record<string, unknown>;
-  if (raw._version !== undefined && raw._version !== 1 && raw._version !== CLASSIFIER_VERSION) {
-    throw new Error(`${what}: _version ${JSON.stringify(raw._version)} is not supported (this library reads 1 and ${CLASSIFIER_VERSION})`);
-  }
+  const raw = check.object(input);
+  if (raw._version !== undefined) check.oneOf([1, CLASSIFIER_VERSION], raw._version, '_version');
   const c = { ...DEFAULT_CLASSIFIER_CONFIG, ...(raw._version === 1 ? migrateV1(raw) : raw) } as Record<string, unknown>;
-  const keys = Object.keys(DEFAULT_CLASSIFIER_CONFIG);
-  const unknown = Object.keys(c).filter((k) => !keys.includes(k));
-  if (unknown.length) throw new Error(`${what}: unknown key(s) ${unknown.join(', ')}; allowed: ${keys.join(', ')}`);
-  if (c._class_name !== CLASSIFIER_CLASS_NAME) throw new Error(`${what}: _class_name must be '${CLASSIFIER_CLASS_NAME}' (or '${V1_CLASS_NAME}' with _version 1), got ${JSON.stringify(c._class_name)}`);
-  const int = (k: string, v: unknown, min: number) => {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new Error(`${what}: ${k} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
-    return v;
-  };
-  const oneOf = <T extends string>(k: string, v: unknown, allowed: readonly T[]): T => {
-    if (!(allowed as readonly unknown[]).includes(v)) throw new Error(`${what}: ${k} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
-    return v as T;
-  };
-  const size = int('imageSize', c.imageSize, 4);
-  if (size % 4 !== 0) throw new Error(`${what}: imageSize must be divisible by 4 (two 2x pools), got ${size}`);
-  if (!Array.isArray(c.channels) || c.channels.length !== 2) throw new Error(`${what}: channels must be two integers, got ${JSON.stringify(c.channels)}`);
+  check.known(c, Object.keys(DEFAULT_CLASSIFIER_CONFIG));
+  if (c._class_name !== CLASSIFIER_CLASS_NAME) check.fail('_class_name', c._class_name, `'${CLASSIFIER_CLASS_NAME}' (or '${V1_CLASS_NAME}' with _version 1)`);
+  const size = check.int(c.imageSize, 'imageSize', 4);
+  if (size % 4 !== 0) check.fail('imageSize', size, 'divisible by 4 (two 2x pools)');
+  const channels = c.channels as unknown[];
+  if (!Array.isArray(channels) || channels.length !== 2) check.fail('channels', channels, 'two integers');
   return {
     _class_name: CLASSIFIER_CLASS_NAME,
     _version: CLASSIFIER_VERSION,
     imageSize: size,
-    imageChannels: int('imageChannels', c.imageChannels, 1),
-    channels: [int('channels[0]', c.channels[0], 1), int('channels[1]', c.channels[1], 1)],
-    hidden: int('hidden', c.hidden, 1),
-    pool: oneOf('pool', c.pool, POOL_KINDS),
+    imageChannels: check.int(c.imageChannels, 'imageChannels', 1),
+    channels: [check.int(channels[0], 'channels[0]', 1), check.int(channels[1], 'channels[1]', 1)],
+    hidden: check.int(c.hidden, 'hidden', 1),
+    pool: check.oneOf(POOL_KINDS, c.pool, 'pool'),
     heads: parseHeads(c.heads),
   };
 }

@@ -50,6 +50,7 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { checkBatch, type ConditionEncoder, type Conditioning } from './types.js';
+import { ConfigChecker } from '../checkpoint/config.js';
 
 export const LOCAL_MODELS_ENV = 'TXT2IMG_LOCAL_MODELS';
 export const DEFAULT_CLIP_MODEL_ID = 'Xenova/clip-vit-base-patch32';
@@ -90,51 +91,22 @@ export function defaultClipTextEncoderConfig(overrides: Partial<ClipTextEncoderC
  * bad field, the value and what is allowed. Fields starting with '_' are comments and dropped.
  */
 export function validateClipTextEncoderConfig(obj: unknown): ClipTextEncoderConfig {
-  const where = 'CLIP text encoder config';
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
-    throw new Error(`${where} must be an object, got ${obj === null ? 'null' : Array.isArray(obj) ? 'an array' : typeof obj}`);
-  }
-  const o = obj as Record<string, unknown>;
-  const unknown = Object.keys(o).filter((k) => !k.startsWith('_') && !CLIP_CONFIG_FIELDS.includes(k));
-  if (unknown.length > 0) throw new Error(`${where}: unknown field(s) ${unknown.map((k) => `'${k}'`).join(', ')}; allowed: ${CLIP_CONFIG_FIELDS.join(', ')}`);
-  const bad = (field: string, allowed: string) => new Error(`${where}: '${field}' must be ${allowed}, got ${JSON.stringify(o[field])}`);
-  const kind = o.kind ?? 'clip';
-  if (kind !== 'clip') throw bad('kind', "'clip'");
-  const modelId = o.modelId ?? DEFAULT_CLIP_MODEL_ID;
-  if (typeof modelId !== 'string' || modelId.trim() === '') throw bad('modelId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a model folder)`);
+  const check = new ConfigChecker('CLIP text encoder config');
+  const o = check.object(obj);
+  check.known(o, CLIP_CONFIG_FIELDS, undefined, { comments: true });
+  check.oneOf(['clip'], o.kind ?? 'clip', 'kind');
+  const modelId = check.str(o.modelId ?? DEFAULT_CLIP_MODEL_ID, 'modelId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a model folder)`);
   const cfg: ClipTextEncoderConfig = { kind: 'clip', modelId, maxLength: CLIP_MAX_LENGTH };
-  if (o.tokenizerId !== undefined) {
-    if (typeof o.tokenizerId !== 'string' || o.tokenizerId.trim() === '') {
-      throw bad('tokenizerId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a tokenizer folder), or absent (same as modelId)`);
-    }
-    cfg.tokenizerId = o.tokenizerId;
-  }
-  if (o.localModelPath !== undefined) {
-    if (typeof o.localModelPath !== 'string' || o.localModelPath === '') throw bad('localModelPath', 'a non-empty folder path');
-    cfg.localModelPath = o.localModelPath;
-  }
-  if (o.quantized !== undefined) {
-    if (typeof o.quantized !== 'boolean') throw bad('quantized', 'true, false, or absent (auto)');
-    cfg.quantized = o.quantized;
-  }
-  if (o.maxLength !== undefined) {
-    if (typeof o.maxLength !== 'number' || !Number.isInteger(o.maxLength) || o.maxLength < 2 || o.maxLength > 4096) {
-      throw bad('maxLength', `an integer from 2 to the model's position count (${CLIP_MAX_LENGTH} for CLIP)`);
-    }
-    cfg.maxLength = o.maxLength;
-  }
-  if (o.allowRemote !== undefined) {
-    if (typeof o.allowRemote !== 'boolean') throw bad('allowRemote', 'true, false, or absent (auto)');
-    cfg.allowRemote = o.allowRemote;
-  }
-  if (o.revision !== undefined) {
-    if (typeof o.revision !== 'string' || o.revision === '') throw bad('revision', "a non-empty string (e.g. 'main')");
-    cfg.revision = o.revision;
-  }
-  if (o.contextDim !== undefined) {
-    if (typeof o.contextDim !== 'number' || !Number.isInteger(o.contextDim) || o.contextDim < 1) throw bad('contextDim', 'a positive integer');
-    cfg.contextDim = o.contextDim;
-  }
+  const optional = <K extends keyof ClipTextEncoderConfig>(key: K, read: (v: unknown) => ClipTextEncoderConfig[K]) => {
+    if (o[key] !== undefined) cfg[key] = read(o[key]);
+  };
+  optional('tokenizerId', (v) => check.str(v, 'tokenizerId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a tokenizer folder), or absent (same as modelId)`));
+  optional('localModelPath', (v) => check.str(v, 'localModelPath', 'a non-empty folder path'));
+  optional('quantized', (v) => check.bool(v, 'quantized'));
+  optional('maxLength', (v) => check.int(v, 'maxLength', 2, 4096));
+  optional('allowRemote', (v) => check.bool(v, 'allowRemote'));
+  optional('revision', (v) => check.str(v, 'revision', "a non-empty string (e.g. 'main')"));
+  optional('contextDim', (v) => check.int(v, 'contextDim', 1, 65536));
   return cfg;
 }
 

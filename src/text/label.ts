@@ -12,6 +12,7 @@ import { Embedding } from '../nn/layers.js';
 import { ParamStore } from '../nn/params.js';
 import type { Generator } from '../random/generator.js';
 import { checkBatch, type ConditionEncoder, type Conditioning } from './types.js';
+import { ConfigChecker } from '../checkpoint/config.js';
 
 /** Serialisable settings (saved as text_encoder/config.json). */
 export interface LabelEncoderConfig {
@@ -31,28 +32,20 @@ const LABEL_CONFIG_FIELDS = ['kind', 'numClasses', 'contextDim', 'classNames'];
  * field, its value and what is allowed. Fields starting with '_' are comments and dropped.
  */
 export function validateLabelEncoderConfig(obj: unknown): LabelEncoderConfig {
-  const where = 'label encoder config';
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
-    throw new Error(`${where} must be an object, got ${obj === null ? 'null' : Array.isArray(obj) ? 'an array' : typeof obj}`);
-  }
-  const o = obj as Record<string, unknown>;
-  const unknown = Object.keys(o).filter((k) => !k.startsWith('_') && !LABEL_CONFIG_FIELDS.includes(k));
-  if (unknown.length > 0) throw new Error(`${where}: unknown field(s) ${unknown.map((k) => `'${k}'`).join(', ')}; allowed: ${LABEL_CONFIG_FIELDS.join(', ')}`);
-  const bad = (field: string, allowed: string) => new Error(`${where}: '${field}' must be ${allowed}, got ${JSON.stringify(o[field])}`);
-  if ((o.kind ?? 'label') !== 'label') throw bad('kind', "'label'");
-  const n = o.numClasses;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1_000_000) throw bad('numClasses', 'an integer from 1 to 1000000');
-  const d = o.contextDim;
-  if (typeof d !== 'number' || !Number.isInteger(d) || d < 1 || d > 65536) throw bad('contextDim', 'an integer from 1 to 65536');
-  const cfg: LabelEncoderConfig = { kind: 'label', numClasses: n, contextDim: d };
+  const check = new ConfigChecker('label encoder config');
+  const o = check.object(obj);
+  check.known(o, LABEL_CONFIG_FIELDS, undefined, { comments: true });
+  check.oneOf(['label'], o.kind ?? 'label', 'kind');
+  const n = check.int(o.numClasses, 'numClasses', 1, 1_000_000);
+  const cfg: LabelEncoderConfig = { kind: 'label', numClasses: n, contextDim: check.int(o.contextDim, 'contextDim', 1, 65536) };
   if (o.classNames !== undefined) {
-    const names = o.classNames;
+    const names = o.classNames as unknown[];
     if (!Array.isArray(names) || names.length !== n || names.some((x) => typeof x !== 'string' || x === '')) {
-      throw bad('classNames', `an array of ${n} non-empty strings (one per class)`);
+      check.fail('classNames', names, `an array of ${n} non-empty strings (one per class)`);
     }
     const dup = names.find((x, i) => names.indexOf(x) !== i);
-    if (dup !== undefined) throw new Error(`${where}: 'classNames' must be unique, '${dup}' appears twice`);
-    if (names.some((x) => /^\d+$/.test(x as string))) throw bad('classNames', 'names that are not plain integers (those mean class indices)');
+    if (dup !== undefined) check.fail('classNames', names, `unique names ('${dup}' appears twice)`);
+    if (names.some((x) => /^\d+$/.test(x as string))) check.fail('classNames', names, 'names that are not plain integers (those mean class indices)');
     cfg.classNames = [...(names as string[])];
   }
   return cfg;

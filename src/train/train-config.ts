@@ -14,6 +14,7 @@ import { parseVaeConfig } from '../vae/config.js';
 import type { StageTraining } from './stages.js';
 import { validateLabelEncoderConfig } from '../text/label.js';
 import { checkWorkers } from './data-parallel.js';
+import { ConfigChecker } from '../checkpoint/config.js';
 
 export type DataConfig =
   | { source: 'folder'; path: string; imageSize: number; channels: 1 | 3; flip: boolean }
@@ -40,39 +41,23 @@ export interface TrainConfig {
 
 const STAGE_KEYS: (keyof StageTraining)[] = ['steps', 'batchSize', 'lr', 'lrSchedule', 'warmupSteps', 'weightDecay', 'clipGradNorm', 'emaDecay', 'accumulate', 'checkpointEvery', 'workers', 'runtime'];
 
-function fail(key: string, value: unknown, allowed: string): never {
-  throw new Error(`training config: ${key} must be ${allowed}, got ${JSON.stringify(value)}`);
-}
-
-function num(o: Record<string, unknown>, key: string, where: string, check: (v: number) => boolean, allowed: string): number {
-  const v = o[key];
-  if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) fail(`${where}.${key}`, v, allowed);
-  return v;
-}
-
-function onlyKeys(o: Record<string, unknown>, keys: string[], where: string): void {
-  for (const k of Object.keys(o)) if (!keys.includes(k)) throw new Error(`training config: unknown field ${where}.${k}; allowed: ${keys.join(', ')}`);
-}
-
-function obj(v: unknown, where: string): Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(where, v, 'an object');
-  return v as Record<string, unknown>;
-}
+const check = new ConfigChecker('training config');
+const BIG = Number.MAX_SAFE_INTEGER;
 
 export function validateStageTraining(v: unknown, where: string): StageTraining {
-  const o = obj(v, where);
-  onlyKeys(o, STAGE_KEYS, where);
-  const int = (k: string, min: number) => num(o, k, where, (x) => Number.isInteger(x) && x >= min, `an integer >= ${min}`);
-  if (o.lrSchedule !== 'constant' && o.lrSchedule !== 'cosine') fail(`${where}.lrSchedule`, o.lrSchedule, "'constant' or 'cosine'");
+  const o = check.object(v, where);
+  check.known(o, STAGE_KEYS, where);
+  const int = (k: string, min: number) => check.int(o[k], `${where}.${k}`, min, BIG);
+  const num = (k: string, ok: (x: number) => boolean, allowed: string) => check.num(o[k], `${where}.${k}`, ok, allowed);
   return {
     steps: int('steps', 1),
     batchSize: int('batchSize', 1),
-    lr: num(o, 'lr', where, (x) => x > 0, 'a number > 0'),
-    lrSchedule: o.lrSchedule,
+    lr: num('lr', (x) => x > 0, 'a number > 0'),
+    lrSchedule: check.oneOf(['constant', 'cosine'] as const, o.lrSchedule, `${where}.lrSchedule`),
     warmupSteps: int('warmupSteps', 0),
-    weightDecay: num(o, 'weightDecay', where, (x) => x >= 0, 'a number >= 0'),
-    clipGradNorm: num(o, 'clipGradNorm', where, (x) => x >= 0, 'a number >= 0 (0 = off)'),
-    emaDecay: num(o, 'emaDecay', where, (x) => x >= 0 && x < 1, 'a number in [0, 1) (0 = off)'),
+    weightDecay: num('weightDecay', (x) => x >= 0, 'a number >= 0'),
+    clipGradNorm: num('clipGradNorm', (x) => x >= 0, 'a number >= 0 (0 = off)'),
+    emaDecay: num('emaDecay', (x) => x >= 0 && x < 1, 'a number in [0, 1) (0 = off)'),
     accumulate: int('accumulate', 1),
     checkpointEvery: int('checkpointEvery', 1),
     ...(o.workers === undefined ? {} : { workers: checkWorkers(o.workers, `${where}.workers`) }),
@@ -81,61 +66,69 @@ export function validateStageTraining(v: unknown, where: string): StageTraining 
 }
 
 export function validateTrainConfig(v: unknown): TrainConfig {
-  const o = obj(v, 'config');
-  onlyKeys(o, ['$comment', 'seed', 'data', 'conditioning', 'vae', 'vaeTraining', 'unet', 'unetTraining', 'scheduler', 'lossWeighting', 'minSnrGamma', 'validation', 'notes'], 'config');
-  const seed = num(o, 'seed', 'config', (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
+  const o = check.object(v, 'config');
+  check.known(o, ['$comment', 'seed', 'data', 'conditioning', 'vae', 'vaeTraining', 'unet', 'unetTraining', 'scheduler', 'lossWeighting', 'minSnrGamma', 'validation', 'notes']);
+  const seed = check.int(o.seed, 'seed', 0, BIG);
 
-  const d = obj(o.data, 'data');
+  const d = check.object(o.data, 'data');
   let data: DataConfig;
-  if (d.source === 'mnist') {
-    onlyKeys(d, ['source', 'limit'], 'data');
-    if (d.limit !== undefined) num(d, 'limit', 'data', (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1');
-    data = { source: 'mnist', limit: d.limit as number | undefined };
-  } else if (d.source === 'folder') {
-    onlyKeys(d, ['source', 'path', 'imageSize', 'channels', 'flip'], 'data');
-    if (typeof d.path !== 'string' || !d.path) fail('data.path', d.path, 'a folder path (or pass --data)');
-    num(d, 'imageSize', 'data', (x) => Number.isInteger(x) && x >= 8, 'an integer >= 8');
-    if (d.channels !== 1 && d.channels !== 3) fail('data.channels', d.channels, '1 or 3');
-    data = { source: 'folder', path: d.path, imageSize: d.imageSize as number, channels: d.channels, flip: d.flip === true };
-  } else fail('data.source', d.source, "'folder' or 'mnist'");
+  const source = check.oneOf(['folder', 'mnist'] as const, d.source, 'data.source');
+  if (source === 'mnist') {
+    check.known(d, ['source', 'limit'], 'data');
+    data = { source: 'mnist', limit: d.limit === undefined ? undefined : check.int(d.limit, 'data.limit', 1, BIG) };
+  } else {
+    check.known(d, ['source', 'path', 'imageSize', 'channels', 'flip'], 'data');
+    data = {
+      source: 'folder',
+      path: check.str(d.path, 'data.path', 'a folder path (or pass --data)'),
+      imageSize: check.int(d.imageSize, 'data.imageSize', 8, BIG),
+      channels: check.oneOf([1, 3] as const, d.channels, 'data.channels'),
+      flip: d.flip === undefined ? false : check.bool(d.flip, 'data.flip'),
+    };
+  }
 
-  const c = obj(o.conditioning, 'conditioning');
-  const dropout = num(c, 'dropout', 'conditioning', (x) => x >= 0 && x <= 1, 'a probability in [0, 1]');
+  const c = check.object(o.conditioning, 'conditioning');
+  const kind = check.oneOf(['clip', 'label'] as const, c.kind, 'conditioning.kind');
+  const dropout = check.num(c.dropout, 'conditioning.dropout', (x) => x >= 0 && x <= 1, 'a probability in [0, 1]');
   let conditioning: ConditioningConfig;
-  if (c.kind === 'label') {
-    onlyKeys(c, ['kind', 'numClasses', 'contextDim', 'classNames', 'dropout'], 'conditioning');
+  if (kind === 'label') {
+    check.known(c, ['kind', 'numClasses', 'contextDim', 'classNames', 'dropout'], 'conditioning');
     conditioning = {
       kind: 'label',
-      numClasses: num(c, 'numClasses', 'conditioning', (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1'),
-      contextDim: num(c, 'contextDim', 'conditioning', (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1'),
+      numClasses: check.int(c.numClasses, 'conditioning.numClasses', 1, BIG),
+      contextDim: check.int(c.contextDim, 'conditioning.contextDim', 1, BIG),
       classNames: c.classNames as string[] | undefined,
       dropout,
     };
     const { kind: _k, dropout: _d, ...encoder } = conditioning;
     validateLabelEncoderConfig({ kind: 'label', ...encoder });
-  } else if (c.kind === 'clip') {
-    onlyKeys(c, ['kind', 'modelId', 'localModelPath', 'dropout'], 'conditioning');
-    if (typeof c.modelId !== 'string' || !c.modelId) fail('conditioning.modelId', c.modelId, 'a model id or folder');
-    conditioning = { kind: 'clip', modelId: c.modelId, localModelPath: c.localModelPath as string | undefined, dropout };
-  } else fail('conditioning.kind', c.kind, "'clip' or 'label'");
+  } else {
+    check.known(c, ['kind', 'modelId', 'localModelPath', 'dropout'], 'conditioning');
+    conditioning = {
+      kind: 'clip',
+      modelId: check.str(c.modelId, 'conditioning.modelId', 'a model id or folder'),
+      localModelPath: c.localModelPath === undefined ? undefined : check.str(c.localModelPath, 'conditioning.localModelPath', 'a folder'),
+      dropout,
+    };
+  }
 
   // Models and schedule: their own validators give the detailed messages.
   parseVaeConfig(o.vae);
   parseUNetConfig(o.unet);
   parseSchedulerConfig(o.scheduler ?? {});
-  if (o.lossWeighting !== 'mse' && o.lossWeighting !== 'min-snr') fail('lossWeighting', o.lossWeighting, "'mse' or 'min-snr'");
-  const minSnrGamma = o.minSnrGamma === undefined ? 5 : num(o, 'minSnrGamma', 'config', (x) => x > 0, 'a number > 0');
+  const lossWeighting = check.oneOf(['mse', 'min-snr'] as const, o.lossWeighting, 'lossWeighting');
+  const minSnrGamma = o.minSnrGamma === undefined ? 5 : check.num(o.minSnrGamma, 'minSnrGamma', (x) => x > 0, 'a number > 0');
 
   let validation: TrainConfig['validation'];
   if (o.validation !== undefined) {
-    const val = obj(o.validation, 'validation');
-    onlyKeys(val, ['inputs', 'every', 'steps', 'guidanceScale'], 'validation');
-    if (!Array.isArray(val.inputs) || val.inputs.length === 0) fail('validation.inputs', val.inputs, 'a non-empty list of prompts or labels');
+    const val = check.object(o.validation, 'validation');
+    check.known(val, ['inputs', 'every', 'steps', 'guidanceScale'], 'validation');
+    if (!Array.isArray(val.inputs) || val.inputs.length === 0) check.fail('validation.inputs', val.inputs, 'a non-empty list of prompts or labels');
     validation = {
       inputs: val.inputs as (string | number)[],
-      every: num(val, 'every', 'validation', (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1'),
-      steps: num(val, 'steps', 'validation', (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1'),
-      guidanceScale: num(val, 'guidanceScale', 'validation', (x) => x >= 0, 'a number >= 0'),
+      every: check.int(val.every, 'validation.every', 1, BIG),
+      steps: check.int(val.steps, 'validation.steps', 1, BIG),
+      guidanceScale: check.num(val.guidanceScale, 'validation.guidanceScale', (x) => x >= 0, 'a number >= 0'),
     };
   }
   return {
@@ -147,12 +140,15 @@ export function validateTrainConfig(v: unknown): TrainConfig {
     unet: o.unet as UNetConfigInput,
     unetTraining: validateStageTraining(o.unetTraining, 'unetTraining'),
     scheduler: (o.scheduler ?? {}) as Partial<SchedulerConfig>,
-    lossWeighting: o.lossWeighting,
+    lossWeighting,
     minSnrGamma,
     validation,
     notes: o.notes as string[] | undefined,
   };
 }
+
+/** Keys an override may never name: they reach the object's prototype, not a config field. */
+const NOT_KEYS = new Set(['__proto__', 'prototype', 'constructor']);
 
 /** `a.b.c=value` overrides; the value is parsed as JSON when it parses, else kept as a string. */
 export function applyOverrides(config: unknown, sets: string[]): unknown {
@@ -161,6 +157,8 @@ export function applyOverrides(config: unknown, sets: string[]): unknown {
     const eq = s.indexOf('=');
     if (eq <= 0) throw new Error(`--set takes key.path=value, got '${s}'`);
     const keys = s.slice(0, eq).split('.');
+    const bad = keys.find((k) => k === '' || NOT_KEYS.has(k));
+    if (bad !== undefined) throw new Error(`--set ${s}: '${bad}' is not a config key (keys are field names like unetTraining.steps)`);
     const raw = s.slice(eq + 1);
     let value: unknown;
     try {

@@ -167,8 +167,8 @@ describe('heads', () => {
     expect(() => parseClassifierConfig({ ...base, heads: [] })).toThrow(/heads must be a non-empty array/);
     expect(() => parseClassifierConfig({ ...base, heads: [{ name: 'a', classes: ['x'] }] })).toThrow(/heads\[0\]\.classes \(head 'a'\) must be at least 2 distinct/);
     expect(() => parseClassifierConfig({ ...base, heads: [heads[0], { name: 'a', classes: ['u', 'v'] }] })).toThrow(/heads\[1\]\.name .*"a"/);
-    expect(() => parseClassifierConfig({ ...base, _version: 3 })).toThrow(/_version 3 is not supported \(this library reads 1 and 2\)/);
-    expect(() => parseClassifierConfig({ ...base, numClasses: 10 })).toThrow(/unknown key\(s\) numClasses/);
+    expect(() => parseClassifierConfig({ ...base, _version: 3 })).toThrow(/_version must be one of 1, 2, got 3/);
+    expect(() => parseClassifierConfig({ ...base, numClasses: 10 })).toThrow(/unknown key\(s\) 'numClasses'/);
   });
 
   it('reads a version 1 (MnistClassifier) folder as one digit head with the same predictions', async () => {
@@ -183,7 +183,7 @@ describe('heads', () => {
       pool: 'avg',
       heads: [{ name: 'digit', classes: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'] }],
     });
-    expect(() => parseClassifierConfig({ ...v1, _class_name: 'Other' })).toThrow(/version 1 config must have _class_name 'MnistClassifier'/);
+    expect(() => parseClassifierConfig({ ...v1, _class_name: 'Other' })).toThrow(/_class_name must be 'MnistClassifier' in a version 1 config/);
     // A folder as version 1 wrote it: the same weight names, its own config.json.
     const dir = tmp('v1');
     const clf = new AttributeClassifier({ channels: [4, 8], hidden: 16 }, new Generator(5));

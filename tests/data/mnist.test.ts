@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadMnist, mnistBatch, mnistDataDir, MnistLoader, mnistTensors } from '../../src/data/mnist.js';
+import { loadMnist, mnistDataDir } from '../../src/data/mnist.js';
 import { tempDir } from '../fixtures/captioned.js';
 
 let dir: string;
@@ -65,33 +65,6 @@ describe('MNIST', () => {
     const m = loadMnist({ split: 'test', limit: 3 });
     expect(m.total).toBe(10000);
     expect(Array.from(m.labels)).toEqual([7, 2, 1]);
-  });
-
-  it('makes batches and tensors', () => {
-    const m = loadMnist({ split: 'test', limit: 10 });
-    const b = mnistBatch(m, [2, 0]);
-    expect(b.images.shape).toEqual([2, 32, 32, 1]);
-    expect(Array.from(b.labels)).toEqual([1, 7]);
-    expect(Array.from(b.images.data.subarray(1024, 2048))).toEqual(Array.from(m.images.subarray(0, 1024)));
-    const before = tf.memory().numTensors;
-    const t = mnistTensors(m, [0, 1, 2]);
-    expect(t.images.shape).toEqual([3, 32, 32, 1]);
-    expect(t.labels.dtype).toBe('int32');
-    tf.dispose([t.images, t.labels]);
-    expect(tf.memory().numTensors).toBe(before);
-    expect(() => mnistBatch(m, [10])).toThrow(/index 10 out of range \[0, 10\)/);
-  });
-
-  it('shuffled loader is deterministic and resumable', () => {
-    const m = loadMnist({ split: 'test', limit: 20 });
-    const a = new MnistLoader(m, { batchSize: 8, seed: 3 });
-    a.next();
-    const pos = JSON.parse(JSON.stringify(a.position));
-    const next = [a.next(), a.next(), a.next()].map((b) => Array.from(b.indices));
-    const b = new MnistLoader(m, { batchSize: 8, seed: 3, position: pos });
-    expect([b.next(), b.next(), b.next()].map((x) => Array.from(x.indices))).toEqual(next);
-    const fresh = new MnistLoader(m, { batchSize: 20, seed: 3 }).next();
-    expect(Array.from(fresh.indices).sort((x, y) => x - y)).toEqual([...Array(20).keys()]);
   });
 
   it('validates IDX headers with clear errors', () => {

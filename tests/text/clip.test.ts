@@ -9,10 +9,9 @@ import {
   defaultClipTextEncoderConfig,
   loadClipTextEncoder,
   resolveClipModelLocation,
+  resolveClipTokenizerLocation,
   validateClipTextEncoderConfig,
-  validateConditionEncoderConfig,
-} from '../../src/text/index.js';
-import { resolveClipTokenizerLocation } from '../../src/text/clip.js';
+} from '../../src/text/clip.js';
 import { generateTinyClipWeights, tinyClipForward } from '../../src/text/tiny-clip.js';
 import { CLIP_ID, makeTinyModel, maxAbsDiff, sharedModelsDir } from './shared.js';
 
@@ -240,23 +239,21 @@ describe('CLIP model locations and errors', () => {
     expect(validateClipTextEncoderConfig(full)).toEqual(rest);
     expect(JSON.parse(JSON.stringify(validateClipTextEncoderConfig(full)))).toEqual(rest);
     expect(() => validateClipTextEncoderConfig(null)).toThrow(/must be an object, got null/);
-    expect(() => validateClipTextEncoderConfig({ kind: 'label' })).toThrow(/'kind' must be 'clip', got "label"/);
-    expect(() => validateClipTextEncoderConfig({ maxLength: 0 })).toThrow(/'maxLength' must be an integer from 2/);
-    expect(() => validateClipTextEncoderConfig({ quantized: 'yes' })).toThrow(/'quantized' must be true, false, or absent/);
-    expect(() => validateClipTextEncoderConfig({ modelId: '' })).toThrow(/'modelId' must be a non-empty string/);
-    expect(() => validateClipTextEncoderConfig({ modelID: 'x' })).toThrow(/unknown field\(s\) 'modelID'; allowed: kind, modelId/);
-    expect(() => validateClipTextEncoderConfig({ contextDim: -1 })).toThrow(/'contextDim' must be a positive integer, got -1/);
+    expect(() => validateClipTextEncoderConfig({ kind: 'label' })).toThrow(/kind must be "clip", got "label"/);
+    expect(() => validateClipTextEncoderConfig({ maxLength: 0 })).toThrow(/maxLength must be an integer from 2 to 4096, got 0/);
+    expect(() => validateClipTextEncoderConfig({ quantized: 'yes' })).toThrow(/quantized must be true or false, got "yes"/);
+    expect(() => validateClipTextEncoderConfig({ modelId: '' })).toThrow(/modelId must be a non-empty string/);
+    expect(() => validateClipTextEncoderConfig({ modelID: 'x' })).toThrow(/unknown key\(s\) 'modelID'; allowed: kind, modelId/);
+    expect(() => validateClipTextEncoderConfig({ contextDim: -1 })).toThrow(/contextDim must be an integer from 1 to 65536, got -1/);
     expect(validateClipTextEncoderConfig({ modelId: './clip', tokenizerId: CLIP_ID })).toEqual({ kind: 'clip', modelId: './clip', tokenizerId: CLIP_ID, maxLength: 77 });
     expect(validateClipTextEncoderConfig({ modelId: './clip' })).not.toHaveProperty('tokenizerId'); // absent: same as modelId
-    expect(() => validateClipTextEncoderConfig({ tokenizerId: ' ' })).toThrow(/'tokenizerId' must be a non-empty string .*or absent \(same as modelId\), got " "/);
-    expect(() => validateClipTextEncoderConfig({ tokenizerId: 3 })).toThrow(/'tokenizerId' must be a non-empty string/);
+    expect(() => validateClipTextEncoderConfig({ tokenizerId: ' ' })).toThrow(/tokenizerId must be a non-empty string .*or absent \(same as modelId\), got " "/);
+    expect(() => validateClipTextEncoderConfig({ tokenizerId: 3 })).toThrow(/tokenizerId must be a non-empty string/);
     const split = validateClipTextEncoderConfig({ modelId: '/m/clip', tokenizerId: CLIP_ID });
     expect(resolveClipModelLocation(split, { localModelPath: '/opt' })).toMatchObject({ source: 'model path', localDir: '/m/clip' });
     expect(resolveClipTokenizerLocation(split, { localModelPath: '/opt' })).toMatchObject({ source: 'option', localDir: path.join('/opt', CLIP_ID), allowRemote: false });
     expect(resolveClipTokenizerLocation(split, { environment: {} }, '/tjs')).toMatchObject({ source: 'transformers.js default', allowRemote: true });
     expect(resolveClipTokenizerLocation(split, { environment: {}, allowRemote: false }, '/tjs').allowRemote).toBe(false);
-    expect(validateConditionEncoderConfig({ kind: 'clip' }).kind).toBe('clip');
-    expect(() => validateConditionEncoderConfig({ kind: 't5' })).toThrow(/'kind' must be 'clip' or 'label', got "t5"/);
   });
 
   it('rejects use after dispose', async () => {

@@ -2,7 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ParamStore, computeGradients, disposeGrads } from '../../src/nn/params.js';
 import { Generator } from '../../src/random/generator.js';
-import { LabelEncoder, concatConditioning, validateConditionEncoderConfig, validateLabelEncoderConfig } from '../../src/text/index.js';
+import { LabelEncoder, validateLabelEncoderConfig } from '../../src/text/label.js';
+import { concatConditioning } from '../../src/text/types.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -87,13 +88,12 @@ describe('label encoder', () => {
 
   it('validates its config', () => {
     expect(validateLabelEncoderConfig({ numClasses: 2, contextDim: 8 })).toEqual({ kind: 'label', numClasses: 2, contextDim: 8 });
-    expect(validateConditionEncoderConfig({ kind: 'label', numClasses: 2, contextDim: 8 }).kind).toBe('label');
-    expect(() => validateLabelEncoderConfig({ numClasses: 0, contextDim: 8 })).toThrow(/'numClasses' must be an integer from 1 to 1000000, got 0/);
-    expect(() => validateLabelEncoderConfig({ numClasses: 2 })).toThrow(/'contextDim' must be an integer from 1 to 65536, got undefined/);
-    expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, kind: 'clip' })).toThrow(/'kind' must be 'label'/);
-    expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classes: 3 })).toThrow(/unknown field\(s\) 'classes'; allowed: kind, numClasses, contextDim, classNames/);
-    expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classNames: ['a'] })).toThrow(/'classNames' must be an array of 2 non-empty strings/);
+    expect(() => validateLabelEncoderConfig({ numClasses: 0, contextDim: 8 })).toThrow(/numClasses must be an integer from 1 to 1000000, got 0/);
+    expect(() => validateLabelEncoderConfig({ numClasses: 2 })).toThrow(/contextDim is missing; it must be an integer from 1 to 65536/);
+    expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, kind: 'clip' })).toThrow(/kind must be "label"/);
+    expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classes: 3 })).toThrow(/unknown key\(s\) 'classes'; allowed: kind, numClasses, contextDim, classNames/);
+    expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classNames: ['a'] })).toThrow(/classNames must be an array of 2 non-empty strings/);
     expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classNames: ['a', 'a'] })).toThrow(/'a' appears twice/);
-    expect(() => validateLabelEncoderConfig([])).toThrow(/must be an object, got an array/);
+    expect(() => validateLabelEncoderConfig([])).toThrow(/the config must be an object, got \[\]/);
   });
 });

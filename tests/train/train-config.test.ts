@@ -15,21 +15,26 @@ describe('training configs', () => {
     const c = applyOverrides({ a: { b: 1 } }, ['a.b=2', 'a.c.d="x"', 'e=plain text', 'f=[1,2]']) as Record<string, unknown>;
     expect(c).toEqual({ a: { b: 2, c: { d: 'x' } }, e: 'plain text', f: [1, 2] });
     expect(() => applyOverrides({}, ['novalue'])).toThrow(/--set takes key.path=value, got 'novalue'/);
+    // Keys that reach an object's prototype are refused, and nothing is polluted.
+    for (const set of ['__proto__.polluted=1', 'a.constructor.prototype.polluted=1', 'a..b=1']) {
+      expect(() => applyOverrides({ a: {} }, [set])).toThrow(/is not a config key/);
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 
   it('names the bad field, its value and what is allowed', () => {
     const base = readTrainConfig(path.join(configs, 'mnist.json'));
     const bad = (sets: string[]) => () => validateTrainConfig(applyOverrides(base, sets));
     expect(bad(['unetTraining.steps=0'])).toThrow(/unetTraining.steps must be an integer >= 1, got 0/);
-    expect(bad(['vaeTraining.lrSchedule="step"'])).toThrow(/vaeTraining.lrSchedule must be 'constant' or 'cosine', got "step"/);
-    expect(bad(['data.source="s3"'])).toThrow(/data.source must be 'folder' or 'mnist', got "s3"/);
-    expect(bad(['unetTraining.lrr=1'])).toThrow(/unknown field unetTraining.lrr; allowed: steps, batchSize/);
+    expect(bad(['vaeTraining.lrSchedule="step"'])).toThrow(/vaeTraining.lrSchedule must be one of "constant", "cosine", got "step"/);
+    expect(bad(['data.source="s3"'])).toThrow(/data.source must be one of "folder", "mnist", got "s3"/);
+    expect(bad(['unetTraining.lrr=1'])).toThrow(/unknown key\(s\) 'unetTraining.lrr'; allowed: steps, batchSize/);
     expect(bad(['unet.channels=[]'])).toThrow(/unet config: channels/);
     expect(bad(['conditioning.classNames=["0","1"]'])).toThrow(/classNames/);
     expect(bad(['unetTraining.workers=0'])).toThrow(/unetTraining.workers must be an integer from 1 to 64 \(1 = no data parallelism\), got 0/);
     expect(validateTrainConfig(applyOverrides(base, ['vaeTraining.workers=2'])).vaeTraining.workers).toBe(2);
     expect(bad(['unetTraining.runtime=gpu'])).toThrow("unetTraining.runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx");
     expect(validateTrainConfig(applyOverrides(base, ['vaeTraining.runtime=onnx'])).vaeTraining.runtime).toBe('onnx');
-    expect(bad(['lossWeighting="l2"'])).toThrow(/lossWeighting must be 'mse' or 'min-snr', got "l2"/);
+    expect(bad(['lossWeighting="l2"'])).toThrow(/lossWeighting must be one of "mse", "min-snr", got "l2"/);
   });
 });
