@@ -36,9 +36,13 @@ export async function runCli(body: () => Promise<void>): Promise<void> {
   }
 }
 
+/** A plain decimal number ('7', '-0.5', '1e-3'); not hex, binary or octal ('0x10'), not Infinity. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
 export function finiteNumber(value: unknown, flag: string): number {
-  const n = typeof value === 'number' ? value : Number(String(value).trim());
-  if (String(value).trim() === '' || !Number.isFinite(n)) throw new Error(`${flag} must be a finite number, got '${value}'`);
+  const text = String(value).trim();
+  const n = typeof value === 'number' ? value : DECIMAL.test(text) ? Number(text) : NaN;
+  if (!Number.isFinite(n)) throw new Error(`${flag} must be a finite decimal number, got '${value}'`);
   return n;
 }
 

@@ -37,10 +37,7 @@ await runCli(async () => {
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
   );
 
-  const sampler = argv.sampler as SamplerName;
-  if (!(SAMPLERS as readonly string[]).includes(sampler)) throw new Error(`--sampler must be one of ${SAMPLERS.join(', ')}, got '${argv.sampler}'`);
   const prompts = (argv._ as (string | number)[]).map(String);
-  if (prompts.some((p) => p.trim() === '')) throw new Error('a prompt is empty: give text, e.g. txt2img "a smiling face"');
   const opts = {
     prompts,
     labels: argv.label?.map((l) => (/^\d+$/.test(l) ? Number(l) : l)),
@@ -48,7 +45,7 @@ await runCli(async () => {
     negative: argv.negative,
     cfg: finiteNumber(argv.cfg, '--cfg'),
     steps: integer(argv.steps, '--steps', 1),
-    sampler,
+    sampler: argv.sampler as SamplerName,
     eta: finiteNumber(argv.eta, '--eta'),
     seed: integer(argv.seed, '--seed', 0),
     n: integer(argv.n, '--n', 1),

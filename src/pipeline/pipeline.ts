@@ -206,18 +206,11 @@ export class Txt2ImgPipeline {
 
   /** Validates generation options against this model; returns the resolved sampler settings. */
   checkOptions(o: GenerateOptions): { sampler: SamplerName; eta: number } {
-    if (!Array.isArray(o.inputs) || o.inputs.length === 0) throw new Error('no prompts given: pass at least one prompt (or --label for class-conditional models)');
-    validateGuidanceScale(o.guidanceScale);
+    const resolved = validateGenerateOptions(o);
     const T = this.schedulerConfig.numTrainTimesteps;
-    if (!Number.isInteger(o.steps) || o.steps < 1 || o.steps > T) throw new Error(`steps must be an integer from 1 to ${T} (the model's training steps), got ${o.steps}`);
-    const sampler = o.sampler ?? 'ddim';
-    if (!(SAMPLERS as readonly string[]).includes(sampler)) throw new Error(`unknown sampler '${sampler}'; allowed: ${SAMPLERS.join(', ')}`);
-    const eta = o.eta ?? 0;
-    if (!Number.isFinite(eta) || eta < 0) throw new Error(`eta must be a finite number >= 0, got ${o.eta}`);
-    if (!Number.isInteger(o.seed) || o.seed < 0) throw new Error(`seed must be an integer >= 0, got ${o.seed}`);
-    if (o.runtime !== undefined) parseRuntimeName(RUNTIMES, String(o.runtime), 'runtime', 'U-Net runtime');
+    if (o.steps > T) throw new Error(`steps must be an integer from 1 to ${T} (the model's training steps), got ${o.steps}`);
     if (o.negative !== undefined && this.info.conditioning !== 'clip') throw new Error('a negative prompt needs a text-conditioned model; this one is conditioned on class labels');
-    return { sampler, eta };
+    return resolved;
   }
 
   /** Generates images [B, H, W, C] in [-1, 1], one per input. */
@@ -272,6 +265,24 @@ export class Txt2ImgPipeline {
     this.unet.dispose();
     this.encoder.dispose();
   }
+}
+
+/**
+ * The checks of generation options that need no model (the one place each is made; a model adds
+ * its own in checkOptions): callers run it before loading a model, so bad input fails at once.
+ */
+export function validateGenerateOptions(o: GenerateOptions): { sampler: SamplerName; eta: number } {
+  if (!Array.isArray(o.inputs) || o.inputs.length === 0) throw new Error('no prompts given: pass at least one prompt, e.g. txt2img "a smiling face" (or --label for class-conditional models)');
+  if (o.inputs.some((p) => typeof p === 'string' && p.trim() === '')) throw new Error('a prompt is empty: give text, e.g. txt2img "a smiling face"');
+  validateGuidanceScale(o.guidanceScale);
+  if (!Number.isInteger(o.steps) || o.steps < 1) throw new Error(`steps must be an integer >= 1, got ${o.steps}`);
+  const sampler = o.sampler ?? 'ddim';
+  if (!(SAMPLERS as readonly string[]).includes(sampler)) throw new Error(`unknown sampler '${sampler}'; allowed: ${SAMPLERS.join(', ')}`);
+  const eta = o.eta ?? 0;
+  if (!Number.isFinite(eta) || eta < 0) throw new Error(`eta must be a finite number >= 0, got ${o.eta}`);
+  if (!Number.isInteger(o.seed) || o.seed < 0) throw new Error(`seed must be an integer >= 0, got ${o.seed}`);
+  if (o.runtime !== undefined) parseRuntimeName(RUNTIMES, String(o.runtime), 'runtime', 'U-Net runtime');
+  return { sampler, eta };
 }
 
 export function readModelIndex(dir: string): ModelIndex {

@@ -14,7 +14,7 @@ import { ProgressBar } from '../image/progress.js';
 import type { ClipLoadOptions } from '../text/clip.js';
 import { LabelEncoder } from '../text/label.js';
 import { type Runtime, describeUNetRuntime } from '../onnx/runtime.js';
-import { type SamplerName, Txt2ImgPipeline } from './pipeline.js';
+import { type GenerateOptions, type SamplerName, Txt2ImgPipeline, validateGenerateOptions } from './pipeline.js';
 
 export interface Txt2ImgOptions {
   /** Prompts (text models); each gives `n` images. */
@@ -67,6 +67,9 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
   const log = o.log ?? ((l: string) => console.error(l));
   if (!Number.isInteger(o.n) || o.n < 1 || o.n > 256) throw new Error(`--n must be an integer from 1 to 256, got ${o.n}`);
   checkOutputPath(o.out);
+  const settings: Omit<GenerateOptions, 'inputs'> = { negative: o.negative, guidanceScale: o.cfg, steps: o.steps, sampler: o.sampler, eta: o.eta, seed: o.seed, runtime: o.runtime };
+  // Before loading the model: bad input fails at once (the model adds its own checks).
+  validateGenerateOptions({ ...settings, inputs: o.labels?.length ? o.labels.map((_, i) => i) : o.prompts });
   const pipe = await Txt2ImgPipeline.load(o.model, { clip: o.clip });
   try {
     const isLabel = pipe.encoder instanceof LabelEncoder;
@@ -80,7 +83,6 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
       shown = ids.flatMap((l) => new Array(o.n).fill(`label ${l}`));
     } else {
       if (o.labels?.length) throw new Error(`model ${o.model} is conditioned on text: --label is for class-conditional models`);
-      if (o.prompts.length === 0) throw new Error('no prompt given: txt2img "a smiling face"');
       inputs = o.prompts.flatMap((p) => new Array(o.n).fill(p));
       shown = inputs as string[];
     }
@@ -89,15 +91,9 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
     const bar = new ProgressBar({ total: o.steps, label: 'denoising', silent: o.quiet });
     const frames: ImageBatch[] = [];
     const images = await pipe.generate({
+      ...settings,
       inputs,
-      negative: o.negative,
-      guidanceScale: o.cfg,
-      steps: o.steps,
-      sampler: o.sampler,
-      eta: o.eta,
-      seed: o.seed,
       warn: log,
-      runtime: o.runtime,
       onStep: async (s) => {
         bar.update(s.index + 1, { t: s.t });
         if (o.saveSteps) {
