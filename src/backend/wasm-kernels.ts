@@ -326,9 +326,9 @@ function pair(v: unknown, what: string): [number, number] {
 const IM2COL_MAX_PATCH = 100;
 /**
  * The channels-as-batch trick reads only B floats per filter tap, so it is slow for small
- * batches, and it hardly gains from threads (24 -> 25 GFLOP/s with 2), where im2col + GEMM does
- * (29 -> 45). Measured: im2col wins for B <= 2 and for most Ci >= 32; the trick stays for
- * batches of 3+ with few channels (and 3x3+ filters: see IM2COL_MAX_PATCH for the fewest).
+ * batches and hardly gains from threads, where im2col + GEMM does: im2col wins for B <= 2 and
+ * for most Ci >= 32; the trick stays for batches of 3+ with few channels (and 3x3+ filters: see
+ * IM2COL_MAX_PATCH for the fewest).
  */
 const useIm2col = (B: number, Ci: number): boolean => B <= 2 || Ci >= 32;
 /** im2col is built in chunks of at most this many floats (32 MB). */
@@ -475,8 +475,7 @@ addKernel('Conv2DBackpropFilter', conv2dBackpropFilter);
 /**
  * The phase filter of the transposed convolution: Wc[u, uw, co, (rh*sw + rw)*Ci + ci] =
  * W[(T-1-u)*sh + rh, (Tw-1-uw)*sw + rw, ci, co] (zero past the filter's edge). One pass over the
- * filter in JS: tfjs-wasm's Reverse and Transpose took 3.4 + 1.1 ms on a [3, 3, 128, 128] filter
- * at one thread, which made Conv2DBackpropInput there 6.2 ms; it is 2.7 ms with this.
+ * filter in JS, where tfjs-wasm's Reverse and Transpose would take longer than the convolution.
  */
 function phaseFilter(s: Scope, filter: TensorInfo, sh: number, sw: number): TensorInfo {
   const [fh, fw, Ci, Co] = filter.shape;
@@ -589,8 +588,8 @@ const shapeBytes = (shape: number[]): Uint8Array => new Uint8Array(new Int32Arra
  * op(a) @ op(b) for 2-D a, b (op = transpose where asked), by XNNPACK's GEMM. That GEMM packs
  * its right operand (a strided copy, 3-10 ns an element) and runs faster when its output is
  * taller than wide, so where a transpose is needed anyway it may be cheaper to compute
- * C^T = op(b)^T op(a)^T and transpose the (small) result: chosen by a rough cost model
- * measured on this build.
+ * C^T = op(b)^T op(a)^T and transpose the (small) result: chosen by a rough cost model fitted
+ * to this build (ns per element moved, FLOP per ns of the GEMM in each shape).
  */
 function gemm2d(s: Scope, a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): TensorInfo {
   const M = transposeA ? a.shape[1] : a.shape[0];
@@ -614,9 +613,8 @@ function gemm2d(s: Scope, a: TensorInfo, b: TensorInfo, transposeA: boolean, tra
 }
 
 /**
- * Below this many multiply-adds per matrix, tfjs' loop (about 3 GFLOP/s) beats a GEMM call:
- * its fixed cost is about 20 us single-threaded, but about 150 us with a thread pool (waking
- * the pthreads for each XNNPACK call), measured on this build.
+ * Below this many multiply-adds per matrix, tfjs' scalar loop beats a GEMM call, whose fixed
+ * cost grows with a thread pool (waking the pthreads for each XNNPACK call).
  */
 const minGemmMacs = (): number => (getThreadsCount() > 1 ? 256 * 1024 : 8 * 1024);
 
@@ -956,8 +954,8 @@ function identity(args: KernelArgs): TensorInfo {
 addKernel('Identity', identity);
 
 // --- AdamW ---------------------------------------------------------------------------------------
-// The optimizer update op by op is ~12 wasm kernels, each a pass over the parameter (96 ms of an
-// ldm-small U-Net step at 7.1M parameters, `npx tsx scratch/step-split.ts`); this is one pass.
+// The optimizer update op by op is ~12 wasm kernels, each a pass over the parameters; this is one
+// pass.
 // It writes new buffers for p, m and v rather than into them: Variable.assign swaps buffers, and
 // the wasm backend caches XNNPACK operators (with packed weights) by tensor id.
 
@@ -976,7 +974,7 @@ function adamw(args: KernelArgs): TensorInfo[] {
   const [P, G, M, V, OP, OM, OV] = [p, g, m, v, ...outs].map((t) => backend.typedArrayFromHeap(t) as Float32Array);
   const c1 = 1 - beta1;
   const c2 = 1 - beta2;
-  // One division per element (not three): 49 -> 36 ms over 7.1M parameters.
+  // One division per element (not three): the update is memory- and divide-bound.
   const stepSize = lr / bc1;
   const invBc2 = 1 / bc2;
   const n = P.length;

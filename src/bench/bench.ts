@@ -1,5 +1,5 @@
 /**
- * The speed benchmark of /work/shared/bench/ldm-small.json: builds exactly the shapes that file
+ * The speed benchmark of ../shared/bench/ldm-small.json: builds exactly the shapes that file
  * describes (VAE, U-Net, noise schedule) and times the figures its `measure.figures` names, each
  * the median of `repeat` timed runs after warm-up, through the same code paths training and
  * sampling use:

@@ -1,6 +1,6 @@
 /**
  * Side-by-side report of our ldm-small benchmark (src/bench/bench.ts) and the PyTorch CPU peer
- * (/work/shared/bench/peer_torch.py), run one after the other on the same machine.
+ * (../shared/bench/peer_torch.py), run one after the other on the same machine.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';

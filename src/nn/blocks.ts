@@ -2,7 +2,7 @@
  * Blocks shared by the VAE and the U-Net, built from the layers in ./layers.ts. NHWC throughout.
  *
  * The shapes follow Stable Diffusion (Rombach et al. 2022) as written plainly in
- * /work/shared/bench/peer_torch.py: a ResBlock is (GroupNorm, SiLU, conv3x3) twice with an
+ * ../shared/bench/peer_torch.py: a ResBlock is (GroupNorm, SiLU, conv3x3) twice with an
  * optional time-embedding add and a 1x1 shortcut when the channels change; Downsample is a
  * stride-2 conv3x3 with symmetric padding 1 (PyTorch's `padding=1`); Upsample is nearest-2x then
  * conv3x3; SpatialTransformer is SD's Transformer2DModel with one BasicTransformerBlock.

@@ -330,10 +330,9 @@ function checkConvAttrs(n: TracedNode): void {
 /**
  * Convs whose output has at most this many pixels and whose filter is a graph input (a training
  * graph) run as one im2col product over the whole batch in tfjs layout: onnxruntime's Conv runs
- * one GEMM per image, [Cout, kh*kw*Cin] x [kh*kw*Cin, P], and P = 16 columns (the U-Net's 4x4
- * level) ran at ~70 GFLOP/s vs ~190 for the batched product (ldm-small U-Net gradient graph
- * 826 -> 788 ms). A constant filter is prepacked by onnxruntime (NCHWc), and there its Conv stays
- * faster (the sampling graph was 5% slower with im2col).
+ * one GEMM per image, [Cout, kh*kw*Cin] x [kh*kw*Cin, P], and with P = 16 columns (the U-Net's
+ * 4x4 level) that GEMM runs far below the batched product's rate. A constant filter is prepacked
+ * by onnxruntime (NCHWc), and there its Conv stays faster.
  */
 const IM2COL_MAX_PIXELS = 16;
 const useIm2col = (e: Emitter, filter: number, outPixels: number): boolean => outPixels <= IM2COL_MAX_PIXELS && !e.trace.constants.has(filter);
@@ -349,10 +348,8 @@ const useIm2col = (e: Emitter, filter: number, outPixels: number): boolean => ou
  * a filter that is a graph input runs as onnxruntime's NCHWc Conv: the activations are reordered
  * to [N, C/b, H, W, b] and back (ReorderInput/Output), the filter to [O/b, I/b, kh, kw, b_I, b_O]
  * in the graph (onnxruntime prepacks only constant filters so). Its direct kernel skips the
- * im2col copy of the plain Conv. ldm-small VAE gradient graph at batch 32 on 1 thread: convs
- * 218 -> 159 ms (115-122 GFLOP/s; plain Conv 75-90) for 21 ms of reorders, the graph 9-12%
- * faster; the U-Net's 4%. (Its filter gradients stay products: as an NCHWc Conv with the batch
- * as channels, output 3x3, they ran 1.5-2x slower.)
+ * im2col copy of the plain Conv and outweighs the reorders (README, Speed). Filter gradients stay
+ * products: as an NCHWc Conv with the batch as channels (output 3x3) they were slower.
  */
 function conv(e: Emitter, x: string, w: string, [kh, kw, a, b]: number[], outAxis: 2 | 3, constant: boolean, attrs: { strides: number[]; pads: number[] }): string {
   const [cin, cout] = outAxis === 3 ? [a, b] : [b, a];
@@ -607,7 +604,7 @@ const TRANSLATIONS: Record<string, Translate> = {
     const pads = convPads(n.attrs.pad, [ih, iw], [oh, ow], [kh, kw], strides, [1, 1]);
     const outputPadding = transposedOutputPadding([ih, iw], [oh, ow], [kh, kw], strides, pads);
     // Stride 1: the same gradient as a plain Conv of dy with the filter flipped in space and its
-    // channel axes swapped, padded k - 1 - p: onnxruntime's Conv runs it ~1.6x faster than its
+    // channel axes swapped, padded k - 1 - p: onnxruntime's Conv runs it faster than its
     // ConvTranspose (GEMM, then a col2im scatter).
     const flippedPads = [kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2], kw - 1 - pads[3]];
     if (strides[0] === 1 && strides[1] === 1 && flippedPads.every((p) => p >= 0) && outputPadding.every((p) => p === 0)) {
@@ -652,8 +649,7 @@ const TRANSLATIONS: Record<string, Translate> = {
         // Stride 1: with the padded image flattened row by row (one spare row at the bottom),
         // window (i, j) is the contiguous run of oh*Wp values from i*Wp + j, and dy padded to Wp
         // columns with zeros cancels the wrapped columns. One long copy per (b, c) plane instead
-        // of oh rows of ow: the windows' Slices of an ldm-small VAE gradient 87 -> 62 ms, for
-        // Wp / ow more product work and a Pad of dy (+5 ms).
+        // of oh rows of ow: fewer, longer Slices, for Wp / ow more product work and a Pad of dy.
         const wp = iw + pads[1] + pads[3]; // ow + kw - 1
         const spare = kw > 1 ? 1 : 0;
         const hp = ih + pads[0] + pads[2] + spare;

@@ -3,9 +3,8 @@
  * CPU binaries ship in the npm package, .npmrc skips its CUDA download; no GPU). The native
  * module is loaded on first use, so importing this file costs nothing when the tfjs runtime is
  * chosen. Version 1.22 or later: earlier bindings share static state between the threads that
- * load them and corrupt the heap once data-parallel workers load their own copy (measured: 1.14,
- * 1.16-1.20 crash within 30 rounds of two workers loading it and exiting, 1.22+ do not);
- * transformers.js keeps its own nested 1.14 for CLIP.
+ * load them and corrupt the heap once data-parallel workers load their own copy (a test loads it
+ * in workers repeatedly); transformers.js keeps its own nested 1.14 for CLIP.
  */
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';

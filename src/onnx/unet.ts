@@ -4,8 +4,8 @@
  * weights, once per input shape (batch, latent size, context length, mask or not), and cached.
  *
  * It takes the tfjs U-Net's own ContextCache: the cross-attention K/V (computed once by tfjs) are
- * graph inputs, read to the host once per cache, so no step recomputes them (at ldm-small's batch
- * 128 that projection is ~22 GFLOP, a quarter of a forward).
+ * graph inputs, read to the host once per cache, so no step recomputes them (that projection
+ * is a large part of a forward at long contexts).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { UNetConfig } from '../unet/config.js';

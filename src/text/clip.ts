@@ -1,50 +1,9 @@
 /**
- * CLIP text conditioning through transformers.js (@xenova/transformers 2.17.2):
- * `AutoTokenizer` + `CLIPTextModelWithProjection` (ONNX on onnxruntime-node), whose
- * `last_hidden_state` [B, 77, hidden] is the U-Net's cross-attention context, as in
- * Stable Diffusion (no attention mask: all 77 positions, padding included, are attended).
- *
- * ## Where the model comes from
- * transformers.js looks for `<localModelPath>/<model id>/<file>` first and, if remote models
- * are allowed, downloads `https://huggingface.co/<model id>/resolve/<revision>/<file>` (cached
- * under its cacheDir). The files a text encoder needs: `config.json`, `tokenizer.json`,
- * `tokenizer_config.json`, `onnx/text_model.onnx` or `onnx/text_model_quantized.onnx`.
- *
- * The local folder is chosen, first match wins:
- *  1. `loadClipTextEncoder(config, { localModelPath })` (the CLI's `--local-models <dir>` flag);
- *  2. `config.localModelPath` (from the pipeline's text_encoder/config.json);
- *  3. the environment variable `TXT2IMG_LOCAL_MODELS=<dir>`: a folder in the transformers.js
- *     local layout, `<dir>/<model id>/...`, e.g. `TXT2IMG_LOCAL_MODELS=/work/shared/models`
- *     holds `Xenova/clip-vit-base-patch32/{config.json,tokenizer.json,...,onnx/...}`;
- *  4. none: transformers.js' default folder, and the hub.
- * With a local folder (1-3) remote downloads are off unless `allowRemote: true`; with none
- * they are on (unless `allowRemote: false`), so on a machine with internet the default id
- * `Xenova/clip-vit-base-patch32` just works. `modelId` may also be a path to a model folder
- * itself (absolute, or starting with ./ or ../): then that folder is used, offline.
- *
- * ## Model and tokenizer from different places
- * `tokenizerId` (absent = `modelId`) names where the tokenizer (`tokenizer.json`,
- * `tokenizer_config.json`) comes from, with the same rules as `modelId`: a hub id looked up in
- * the local folder (1-3 above) or on the hub, or a folder path. The weights (`config.json` and
- * the ONNX file) always come from `modelId`. transformers.js loads the two with separate
- * `from_pretrained` calls, so each gets its own location settings (its `env` is global: they
- * are set per call, one load at a time). A pipeline folder can so carry a small text model of
- * its own (`modelId: './clip'`, relative to its text_encoder/ folder) without the tokenizer files,
- * which come from `tokenizerId: 'Xenova/clip-vit-base-patch32'` as for any user of real CLIP.
- * `revision` applies to whichever of the two comes from the hub.
- *
- * `quantized` (absent = auto): transformers.js loads `onnx/text_model_quantized.onnx` unless
- * told `quantized: false`, and never falls back to the other file. Auto picks the quantized
- * file if it is present locally (or in the cache), else `text_model.onnx` if that is, else the
- * quantized one (what the hub has).
- *
- * transformers.js' download cache (its `env.cacheDir`) is used only when no local folder is
- * named: it is consulted before the local folder and would otherwise shadow it.
- *
- * Prompts longer than `maxLength` (77) tokens, start and end tokens included, are truncated
- * with a warning, keeping the end-of-text token last as HF's Python tokenizer does
- * (transformers.js' own `truncation: true` cuts it off, which would move CLIP's EOS pooling).
- * Embeddings are cached per prompt string (LRU), the empty prompt always.
+ * CLIP text conditioning through transformers.js: its tokenizer and `CLIPTextModelWithProjection`
+ * (ONNX on onnxruntime-node), whose `last_hidden_state` [B, 77, hidden] is the U-Net's
+ * cross-attention context, as in Stable Diffusion (all 77 positions attended, no mask). Where the
+ * model and tokenizer files are looked up (local folders, the hub) is in docs/text-encoder.md.
+ * Long prompts are truncated keeping the end-of-text token last; embeddings are cached per prompt.
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync, statSync } from 'node:fs';

@@ -13,8 +13,7 @@
  * With `onnx` every shard's gradients come from onnxruntime instead (src/onnx/gradients.ts,
  * the replica's staged loss, 1 intra-op thread per shard): onnxruntime parallelises a GEMM over
  * its threads but many of its memory-bound kernels (Slice, Pad, Transpose, ReduceSum) run on
- * one, so independent half batches on the 2 cores beat one session on 2 threads (ldm-small on
- * 2 cores: VAE step ~20%, U-Net step ~15% faster; README "Speed").
+ * one, so independent half batches on the cores beat one session on all threads (README, Speed).
  *
  * A worker rebuilds the model and the loss from a ReplicaSpec: a module URL, the name of the
  * function it exports, and that function's serialisable argument (the model config plus the

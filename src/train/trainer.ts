@@ -1,5 +1,6 @@
 /**
- * The training loop shared by every stage (VAE, U-Net, toy models, the MNIST classifier):
+ * The training loop shared by every stage (VAE, U-Net, the attribute classifier; the toy 2-D
+ * model keeps its own in-memory loop, src/toy/train.ts):
  * gradient accumulation, clipping, AdamW with a learning-rate schedule, EMA, a JSONL loss log,
  * NaN/Inf detection, and checkpoints that resume exactly.
  *

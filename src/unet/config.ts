@@ -3,7 +3,7 @@ import { ConfigChecker } from '../checkpoint/config.js';
 /**
  * UNetConfig: the typed, validated, JSON-serialisable description of a UNet2DCondition, saved as
  * `unet/config.json`. Field names are those of the `unet` section of
- * /work/shared/bench/ldm-small.json, so that section parses as it is.
+ * ../shared/bench/ldm-small.json, so that section parses as it is.
  */
 
 export const UNET_CLASS_NAME = 'UNet2DCondition';

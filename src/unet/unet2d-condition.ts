@@ -3,7 +3,7 @@
  * sec. 3.3), shaped as Stable Diffusion's UNet2DConditionModel and sized by a UNetConfig. It is
  * the one U-Net forward pass of the project; training and every sampler call `apply`.
  *
- * Layout (L levels, n = resBlocksPerLevel; see /work/shared/bench/peer_torch.py, class UNet):
+ * Layout (L levels, n = resBlocksPerLevel; see ../shared/bench/peer_torch.py, class UNet):
  *   time:  sinusoid(t, channels[0]) -> Linear -> SiLU -> Linear  (timeEmbedDim)
  *   down:  conv_in; per level i: n x (ResBlock [+ SpatialTransformer]), then a stride-2 conv
  *          (not after the last level); every output is kept as a skip

@@ -1,7 +1,7 @@
 /**
  * AutoencoderKL: the KL-regularised autoencoder of latent diffusion (Rombach et al. 2022,
  * sec. 3 and appendix G; the VAE of Kingma & Welling 2014 with a small KL weight), shaped as
- * /work/shared/bench/peer_torch.py's VAE and Stable Diffusion's AutoencoderKL.
+ * ../shared/bench/peer_torch.py's VAE and Stable Diffusion's AutoencoderKL.
  *
  * Encoder: conv_in; per level i: resBlocksPerLevel ResBlocks to channels[i], then a stride-2
  * conv (not after the last level); [mid: ResBlock, self-attention, ResBlock]; GroupNorm, SiLU,

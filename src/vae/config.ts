@@ -2,7 +2,7 @@ import { ConfigChecker } from '../checkpoint/config.js';
 
 /**
  * VaeConfig: the typed, validated, JSON-serialisable description of an AutoencoderKL, saved as
- * `vae/config.json`. Field names follow the `vae` section of /work/shared/bench/ldm-small.json
+ * `vae/config.json`. Field names follow the `vae` section of ../shared/bench/ldm-small.json
  * (plus imageChannels, midAttention, reconLoss, klWeight, scalingFactor), so that section parses
  * with `vaeConfigFromLdmSmall`.
  */
