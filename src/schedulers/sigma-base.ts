@@ -260,6 +260,12 @@ export abstract class KDiffusionSchedulerBase extends SigmaSchedulerBase {
  * with data-prediction (x0) model outputs.
  */
 export abstract class MultistepSchedulerBase extends SigmaSchedulerBase {
+  /** The network sees the VP sample itself (a new handle); t is checked against the schedule. */
+  override scaleModelInput(sample: tf.Tensor, t: number): tf.Tensor {
+    this.indexFor(t);
+    return sample.clone();
+  }
+
   protected buildSchedule(n: number): SigmaSchedule {
     const c = this.config;
     let timesteps = multistepTimesteps(c.numTrainTimesteps, n, c.timestepSpacing, c.stepsOffset);
