@@ -6,7 +6,7 @@
  *
  * On the VP sample x_t with alpha_t, sigma_t (a^2 + s^2 = 1), lambda_t = log(alpha_t / sigma_t) and
  * the data prediction x_theta (the x0 estimate; DPM-Solver++ integrates the ODE in x_theta rather
- * than eps because its exponential-integrator form stays stable under large guidance, sec. 4),
+ * than eps because its exponential-integrator form stays stable under large guidance),
  * stepping from s = t_{i-1} to t = t_i with h = lambda_t - lambda_s:
  *
  *   1st order (DPM-Solver++1, = DDIM):

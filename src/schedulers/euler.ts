@@ -4,7 +4,8 @@
  * and sample_euler_ancestral).
  *
  * Euler: one explicit Euler step of the probability-flow ODE dx~/dsigma = (x~ - D(x~; sigma)) / sigma
- * (Karras et al. 2022, eq. 3 with sigma(t) = t; Algorithm 1 without its second-order correction):
+ * (Karras et al. 2022, eq. 1 with the score of eq. 3 and sigma(t) = t; Algorithm 1 without its
+ * second-order correction):
  *   d_i     = (x~_i - D(x~_i; sigma_i)) / sigma_i
  *   x~_{i+1} = x~_i + (sigma_{i+1} - sigma_i) d_i
  * ("churn", Karras' Algorithm 2, is not used: diffusers' default s_churn = 0.)

@@ -6,7 +6,7 @@
  * x~ = x_t / a = x0 + sigma eps with
  *   sigma_t = sqrt((1 - alphaBar_t) / alphaBar_t)          (Karras et al. 2022, Table 1, "VP")
  * and back: a = 1 / sqrt(sigma^2 + 1), s = sigma a. The half log-SNR used by DPM-Solver and UniPC is
- *   lambda = log(a / s) = -log(sigma)                      (Lu et al. 2022, sec. 3.1)
+ *   lambda = log(a / s) = -log(sigma)                      (Lu et al. 2022, DPM-Solver's lambda_t)
  *
  * The timestep tables reproduce diffusers' (commit 58eb52c) for each scheduler family, since
  * they differ from DDPM/DDIM's (timesteps.ts) and between families:
@@ -29,7 +29,7 @@ export function alphaSigmaFromSigma(sigma: number): { alpha: number; sigma: numb
   return { alpha, sigma: sigma * alpha };
 }
 
-/** Half log-SNR lambda = log(a / s) = -log(sigma) (Lu et al. 2022); +Infinity at sigma = 0. */
+/** Half log-SNR lambda = log(a / s) = -log(sigma) (DPM-Solver's lambda_t); +Infinity at sigma = 0. */
 export function lambdaFromSigma(sigma: number): number {
   return -Math.log(sigma);
 }
@@ -138,6 +138,10 @@ export function multistepTimesteps(T: number, n: number, spacing: TimestepSpacin
     default:
       parseTimestepSpacing(spacing);
   }
+  // n + 1 points in [0, T) cannot all differ when n >= T (leading: floor(T / (n + 1)) = 0); a
+  // repeated level is a zero-length step, which the multistep divided differences divide by.
+  const dup = out.findIndex((t, i) => i > 0 && t === out[i - 1]);
+  if (dup > 0) throw new Error(`${spacing} spacing with ${n} steps repeats timestep ${out[dup]}; use fewer than ${T} steps`);
   return checkRange(out, T, spacing, n, stepsOffset);
 }
 

@@ -83,6 +83,9 @@ describe('Karras sigmas and timestep tables', () => {
     expect(multistepTimesteps(1000, 10, 'trailing')).toEqual(kdiffusionTimesteps(1000, 10, 'trailing'));
     expect(() => kdiffusionTimesteps(1000, 0, 'leading')).toThrow(/integer from 1 to numTrainTimesteps \(1000\), got 0/);
     expect(() => multistepTimesteps(1000, 999, 'leading', 5)).toThrow(/gives timestep 1004, outside \[0, 999\]/);
+    expect(() => multistepTimesteps(1000, 1000, 'leading')).toThrow(/^leading spacing with 1000 steps repeats timestep 0; use fewer than 1000 steps$/);
+    expect(() => multistepTimesteps(1000, 1000, 'linspace')).toThrow(/^linspace spacing with 1000 steps repeats timestep/);
+    expect(multistepTimesteps(1000, 1000, 'trailing').at(-1)).toBe(0);
   });
 
   it('useKarrasSigmas: Euler spans the spaced range, DPM-Solver++ the whole training range, rounded', () => {
