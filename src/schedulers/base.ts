@@ -1,14 +1,14 @@
 /**
- * What DDPM and DDIM share: the float64 coefficient tables, the inference timesteps, q(x_t | x_0)
- * (addNoise), and per-sample coefficient lookup for training.
+ * What every scheduler shares: the float64 coefficient tables, the inference timesteps, q(x_t | x_0)
+ * (addNoise), and per-sample coefficient lookup for training. DDPM and DDIM use it as is; the
+ * sigma-based samplers (sigma-base.ts) replace the timestep handling.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Generator } from '../random/generator.js';
 import type { SchedulerConfig } from './config.js';
 import { parseSchedulerConfig } from './config.js';
 import { cumprodAlphas, makeBetas, rescaleZeroTerminalSnr } from './schedules.js';
 import { makeTimesteps } from './timesteps.js';
-import type { Scheduler, StepOutput, TimestepsInput } from './types.js';
+import type { NoiseSource, Scheduler, StepOutput, TimestepsInput } from './types.js';
 
 /**
  * With zero terminal SNR alphaBar_{T-1} = 0 exactly, which makes x0 = (x_t - s eps) / a divide by
@@ -38,7 +38,6 @@ export abstract class SchedulerBase implements Scheduler {
   /** sqrt(alphaBar_t) and sqrt(1 - alphaBar_t): the coefficients of DDPM eq. 4. */
   readonly sqrtAlphasCumprod: Float64Array;
   readonly sqrtOneMinusAlphasCumprod: Float64Array;
-  readonly initNoiseSigma = 1;
   private _timesteps: number[] = [];
   private _index = new Map<number, number>();
 
@@ -54,8 +53,22 @@ export abstract class SchedulerBase implements Scheduler {
     this.alphasCumprod = ab;
     this.sqrtAlphasCumprod = ab.map(Math.sqrt);
     this.sqrtOneMinusAlphasCumprod = ab.map((a) => Math.sqrt(1 - a));
-    this.setTimesteps(c.numTrainTimesteps);
+    // Not this.setTimesteps: a subclass override would run before the subclass's fields exist.
+    this.useTimesteps(Array.from({ length: c.numTrainTimesteps }, (_, i) => c.numTrainTimesteps - 1 - i));
   }
+
+  /** Std of x_T: DDPM and DDIM start from x_T ~ N(0, I). */
+  get initNoiseSigma(): number {
+    return 1;
+  }
+
+  /** DDPM/DDIM feed x_t to the network unchanged; a new handle, so the caller may dispose it. */
+  scaleModelInput(sample: tf.Tensor, _t: number): tf.Tensor {
+    return sample.clone();
+  }
+
+  /** DDPM and DDIM keep no state between steps. */
+  reset(): void {}
 
   get timesteps(): readonly number[] {
     return this._timesteps;
@@ -72,6 +85,10 @@ export abstract class SchedulerBase implements Scheduler {
       numInferenceSteps === T && Number.isInteger(numInferenceSteps)
         ? Array.from({ length: T }, (_, i) => T - 1 - i)
         : makeTimesteps(T, numInferenceSteps, this.config.timestepSpacing, this.config.stepsOffset);
+    this.useTimesteps(ts);
+  }
+
+  private useTimesteps(ts: number[]): void {
     this._timesteps = ts;
     this._index = new Map(ts.map((t, i) => [t, i]));
   }
@@ -151,9 +168,9 @@ export abstract class SchedulerBase implements Scheduler {
     return tf.clipByValue(x0, -r, r);
   }
 
-  abstract step(modelOutput: tf.Tensor, t: number, sample: tf.Tensor, rng?: Generator): StepOutput;
+  abstract step(modelOutput: tf.Tensor, t: number, sample: tf.Tensor, rng?: NoiseSource): StepOutput;
 }
 
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }

@@ -3,15 +3,35 @@
  * `scheduler/scheduler_config.json` in pipeline folders.
  *
  * One flat config serves every scheduler type (as diffusers' `from_config` does), so a model
- * trained with a DDPM config can be sampled with DDIM by changing `type` alone; fields a type does
- * not use are kept and ignored (`eta`, `setAlphaToOne` for DDPM; `varianceType` for DDIM).
+ * trained with a DDPM config can be sampled with DDIM or Euler by changing `type` alone; fields a
+ * type does not use are kept and ignored (`eta`, `setAlphaToOne` for DDPM; `varianceType` for
+ * DDIM; `useKarrasSigmas` for DDPM/DDIM; `solverOrder` outside the multistep solvers).
+ *
+ * Types and the diffusers classes they reproduce (names.ts has the full tables):
+ *   ddpm             DDPMScheduler                      ancestral, DDPM eq. 6-7
+ *   ddim             DDIMScheduler                      DDIM eq. 12/16
+ *   euler            EulerDiscreteScheduler             Karras et al. 2022, Algorithm 1 without the correction
+ *   euler-ancestral  EulerAncestralDiscreteScheduler    Euler + DDIM eta = 1 noise, in sigma form
+ *   heun             HeunDiscreteScheduler              Karras et al. 2022, Algorithm 1
+ *   dpmpp-2m         DPMSolverMultistepScheduler        Lu et al. 2022 (DPM-Solver++), algorithm dpmsolver++
+ *   dpmpp-2m-sde     DPMSolverMultistepScheduler        ... algorithm sde-dpmsolver++
+ *   unipc            UniPCMultistepScheduler            Zhao et al. 2023, bh2, predicting x0
  */
-import { BETA_SCHEDULES, type BetaScheduleName, resolveScheduleAlias } from './schedules.js';
+import { BETA_SCHEDULES, type BetaScheduleName } from './schedules.js';
 import { PREDICTION_TYPES, type PredictionType } from './prediction.js';
-import { TIMESTEP_SPACINGS, type TimestepSpacing, parseTimestepSpacing } from './timesteps.js';
+import { TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.js';
 
-export const SCHEDULER_TYPES = ['ddpm', 'ddim'] as const;
+export const SCHEDULER_TYPES = ['ddpm', 'ddim', 'euler', 'euler-ancestral', 'heun', 'dpmpp-2m', 'dpmpp-2m-sde', 'unipc'] as const;
 export type SchedulerType = (typeof SCHEDULER_TYPES)[number];
+
+/** The types that sample on a sigma schedule and honour `useKarrasSigmas`. */
+export const SIGMA_SCHEDULER_TYPES = ['euler', 'euler-ancestral', 'heun', 'dpmpp-2m', 'dpmpp-2m-sde', 'unipc'] as const satisfies readonly SchedulerType[];
+/** The multistep solvers, which honour `solverOrder`. */
+export const MULTISTEP_SCHEDULER_TYPES = ['dpmpp-2m', 'dpmpp-2m-sde', 'unipc'] as const satisfies readonly SchedulerType[];
+
+export function isSigmaSchedulerType(t: SchedulerType): boolean {
+  return (SIGMA_SCHEDULER_TYPES as readonly string[]).includes(t);
+}
 
 /**
  * DDPM sec. 3.2: sigma_t^2 = beta~_t (the true posterior variance, "fixed small", eq. 7) or
@@ -32,7 +52,10 @@ export interface SchedulerConfig {
   predictionType: PredictionType;
   /** DDPM only. */
   varianceType: VarianceType;
-  /** Clip the predicted x0 to [-clipSampleRange, clipSampleRange] in every step (pixel-space models). */
+  /**
+   * Clip the predicted x0 to [-clipSampleRange, clipSampleRange] in every step (pixel-space
+   * models). Every type honours it; of diffusers' classes only DDPM, DDIM and Heun have it.
+   */
   clipSample: boolean;
   clipSampleRange: number;
   timestepSpacing: TimestepSpacing;
@@ -44,6 +67,16 @@ export interface SchedulerConfig {
   eta: number;
   /** Rescale betas to zero terminal SNR (Lin et al. 2024); needs predictionType v or x0. */
   rescaleBetasZeroSnr: boolean;
+  /**
+   * Sigma-based types only: replace the spaced sigmas by Karras et al. 2022's schedule (eq. 5,
+   * rho = 7) between the same end points (diffusers' `use_karras_sigmas`).
+   */
+  useKarrasSigmas: boolean;
+  /**
+   * dpmpp-2m, dpmpp-2m-sde, unipc: how many past model outputs the multistep solver uses (1, 2
+   * or 3; diffusers' `solver_order`, default 2). dpmpp-2m with 3 is DPM++ 3M.
+   */
+  solverOrder: number;
 }
 
 /** DDPM's own defaults (Ho et al. 2020, sec. 4): T = 1000, linear 1e-4 .. 0.02, eps-prediction. */
@@ -62,6 +95,8 @@ export const DEFAULT_SCHEDULER_CONFIG: Readonly<SchedulerConfig> = Object.freeze
   setAlphaToOne: true,
   eta: 0,
   rescaleBetasZeroSnr: false,
+  useKarrasSigmas: false,
+  solverOrder: 2,
 });
 
 const KEYS = Object.keys(DEFAULT_SCHEDULER_CONFIG) as (keyof SchedulerConfig)[];
@@ -112,6 +147,8 @@ export function parseSchedulerConfig(input: unknown): SchedulerConfig {
     setAlphaToOne: bool(c.setAlphaToOne, 'setAlphaToOne'),
     eta: num(c.eta, 'eta', (x) => x >= 0, 'a number >= 0'),
     rescaleBetasZeroSnr: bool(c.rescaleBetasZeroSnr, 'rescaleBetasZeroSnr'),
+    useKarrasSigmas: bool(c.useKarrasSigmas, 'useKarrasSigmas'),
+    solverOrder: num(c.solverOrder, 'solverOrder', (x) => x === 1 || x === 2 || x === 3, 'one of 1, 2, 3'),
   };
   if (out.betaSchedule !== 'cosine' && out.betaEnd < out.betaStart) {
     throw new Error(`scheduler config: betaEnd (${out.betaEnd}) must be >= betaStart (${out.betaStart})`);
@@ -132,45 +169,3 @@ export function schedulerConfigToJSON(config: SchedulerConfig): Record<string, u
   for (const k of KEYS) out[k] = valid[k];
   return out;
 }
-
-/**
- * Converts a diffusers `scheduler_config.json` (DDPMScheduler / DDIMScheduler, snake_case) to
- * ours. Keys we do not model (`_class_name`, `trained_betas`, `thresholding`, ...) are rejected if
- * they change behaviour, and dropped otherwise.
- */
-export function schedulerConfigFromDiffusers(d: Record<string, unknown>): SchedulerConfig {
-  const out: Record<string, unknown> = {};
-  const cls = d._class_name;
-  if (cls === 'DDIMScheduler') out.type = 'ddim';
-  else if (cls === 'DDPMScheduler' || cls === undefined) out.type = 'ddpm';
-  else throw new Error(`diffusers scheduler '${String(cls)}' is not implemented; allowed: DDPMScheduler, DDIMScheduler`);
-  if (d.trained_betas != null) throw new Error('diffusers config with trained_betas is not supported');
-  if (d.thresholding === true) throw new Error('diffusers config with thresholding=true (dynamic thresholding) is not supported');
-  const map: [string, keyof SchedulerConfig][] = [
-    ['num_train_timesteps', 'numTrainTimesteps'],
-    ['beta_start', 'betaStart'],
-    ['beta_end', 'betaEnd'],
-    ['clip_sample', 'clipSample'],
-    ['clip_sample_range', 'clipSampleRange'],
-    ['steps_offset', 'stepsOffset'],
-    ['set_alpha_to_one', 'setAlphaToOne'],
-    ['rescale_betas_zero_snr', 'rescaleBetasZeroSnr'],
-  ];
-  for (const [from, to] of map) if (d[from] !== undefined) out[to] = d[from];
-  // diffusers' own default for DDPM/DDIM is clip_sample=True (ours is false: latents are unbounded).
-  if (d.clip_sample === undefined) out.clipSample = true;
-  if (d.beta_schedule !== undefined) out.betaSchedule = resolveScheduleAlias('diffusers', String(d.beta_schedule));
-  if (d.timestep_spacing !== undefined) out.timestepSpacing = parseTimestepSpacing(d.timestep_spacing, 'timestep_spacing');
-  if (d.prediction_type !== undefined) {
-    const p = { epsilon: 'epsilon', v_prediction: 'v', sample: 'x0' }[String(d.prediction_type)];
-    if (!p) throw new Error(`diffusers prediction_type '${String(d.prediction_type)}' is unknown; allowed: epsilon, v_prediction, sample`);
-    out.predictionType = p;
-  }
-  if (d.variance_type !== undefined) {
-    const v = { fixed_small: 'fixed-small', fixed_large: 'fixed-large' }[String(d.variance_type)];
-    if (!v) throw new Error(`diffusers variance_type '${String(d.variance_type)}' is not supported; allowed: fixed_small, fixed_large`);
-    out.varianceType = v;
-  }
-  return parseSchedulerConfig(out);
-}
-

@@ -38,7 +38,7 @@ describe('SchedulerConfig', () => {
   });
 
   it('bad values and unknown keys are errors naming the value and what is allowed', () => {
-    expect(() => parseSchedulerConfig({ type: 'euler' })).toThrow(/type 'euler' is unknown; allowed: ddpm, ddim/);
+    expect(() => parseSchedulerConfig({ type: 'lms' })).toThrow(/type 'lms' is unknown; allowed: ddpm, ddim, euler, euler-ancestral, heun, dpmpp-2m, dpmpp-2m-sde, unipc$/);
     expect(() => parseSchedulerConfig({ betaSchedule: 'scaled_linear' })).toThrow(/betaSchedule 'scaled_linear' is unknown; allowed: linear, scaled-linear, cosine, sigmoid, quadratic/);
     expect(() => parseSchedulerConfig({ predictionType: 'v_prediction' })).toThrow(/predictionType 'v_prediction' is unknown; allowed: epsilon, v, x0/);
     expect(() => parseSchedulerConfig({ numTrainTimesteps: 10.5 })).toThrow(/numTrainTimesteps must be an integer from 2 to 100000, got 10.5/);
@@ -71,6 +71,8 @@ describe('SchedulerConfig', () => {
     expect(s.timesteps.slice(0, 3)).toEqual([981, 961, 941]);
     expect(s.timesteps.at(-1)).toBe(1);
     expect(schedulerConfigFromDiffusers({ prediction_type: 'v_prediction' }).predictionType).toBe('v');
-    expect(() => schedulerConfigFromDiffusers({ _class_name: 'EulerDiscreteScheduler' })).toThrow(/'EulerDiscreteScheduler' is not implemented/);
+    expect(() => schedulerConfigFromDiffusers({ _class_name: 'PNDMScheduler' })).toThrow(
+      /^diffusers scheduler 'PNDMScheduler' is not implemented; allowed: DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler$/,
+    );
   });
 });
