@@ -30,7 +30,7 @@ await runCli(async () => {
     .option('real', { type: 'string', default: '1000', describe: 'real images per ceiling row (the first N of each split; 0 = no ceiling rows)' })
     .option('per-set', { type: 'string', default: '140', describe: 'prompts (= images per row) of each prompt set; 140 = 10 per held-out combination' })
     .option('cfg', { type: 'string', default: '1,3,7', describe: 'comma-separated guidance scales' })
-    .option('samplers', { type: 'string', default: 'ddim:10,ddim:25,ddim:50', describe: 'comma-separated SAMPLER:STEPS (ddpm or ddim)' })
+    .option('samplers', { type: 'string', default: 'ddim:10,ddim:25,ddim:50', describe: 'comma-separated SAMPLER:STEPS, SAMPLER a type or an A1111 name (ddim:25, DPM++ 2M Karras:20)' })
     .option('batch-size', { type: 'string', default: String(MAX_ADHERENCE_BATCH), describe: `prompts per generation call (1..${MAX_ADHERENCE_BATCH})` })
     .option('seed', { type: 'string', default: '0', describe: 'seed of the prompts, the ceiling captions and the generation noise' })
     .option('grid', { type: 'string', describe: 'write a sample grid PNG here: one row per cfg x sampler, the first 8 seen then the first 8 held-out prompts' })

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/backend/index.js';
-import { SAMPLERS, type SamplerName } from '../src/pipeline/pipeline.js';
+import { SAMPLER_NAMES } from '../src/schedulers/names.js';
 import { runTxt2Img } from '../src/pipeline/txt2img.js';
 import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
 import { RUNTIME_CHOICES, parseRuntimeName, resolveRuntime } from '../src/onnx/runtime.js';
@@ -24,7 +24,7 @@ await runCli(async () => {
     .option('negative', { type: 'string', describe: 'negative prompt (replaces the unconditional context)' })
     .option('cfg', { type: 'string', default: '7', describe: 'classifier-free guidance scale (1 = no guidance)' })
     .option('steps', { type: 'string', default: '25', describe: 'denoising steps' })
-    .option('sampler', { type: 'string', default: 'ddim', describe: `sampler: ${SAMPLERS.join(' | ')}` })
+    .option('sampler', { type: 'string', default: 'ddim', describe: `sampler: a type (${SAMPLER_NAMES.filter((n) => /^[a-z]/.test(n)).join(' | ')}) or an AUTOMATIC1111 name ('Euler a', 'DPM++ 2M Karras', ...)` })
     .option('eta', { type: 'string', default: '0', describe: 'DDIM eta (0 = deterministic)' })
     .option('seed', { type: 'string', default: '0', describe: 'seed of all noise' })
     .option('n', { type: 'string', default: '1', describe: 'images per prompt (saved as a grid)' })
@@ -45,7 +45,7 @@ await runCli(async () => {
     negative: argv.negative,
     cfg: finiteNumber(argv.cfg, '--cfg'),
     steps: integer(argv.steps, '--steps', 1),
-    sampler: argv.sampler as SamplerName,
+    sampler: argv.sampler,
     eta: finiteNumber(argv.eta, '--eta'),
     seed: integer(argv.seed, '--seed', 0),
     n: integer(argv.n, '--n', 1),

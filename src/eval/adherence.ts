@@ -23,7 +23,7 @@ import { type CaptionKey, type PromptAttributes, captionFor, parsePrompt, phrasi
 import { sampleSceneAttributes, sampleWithCombination } from '../data/scenes/generate.js';
 import { type SceneAttributeSet, type SceneLabels, SCENE_HEADS, checkSceneHeads, decodeSceneLabels } from '../data/scenes/attribute-set.js';
 import { HELD_OUT_COMBINATIONS, heldOutMatches, type HeldOutCombination, type SceneAttributes } from '../data/scenes/vocab.js';
-import type { SamplerName, Txt2ImgPipeline } from '../pipeline/pipeline.js';
+import type { Txt2ImgPipeline } from '../pipeline/pipeline.js';
 import { Generator } from '../random/generator.js';
 import { type AttributeClassifier, predict } from '../classifier/classifier.js';
 import { type SamplerSpec, generateInBatches, keepFirstWarning } from './evaluate.js';
@@ -152,7 +152,7 @@ export interface AdherenceRow extends AdherenceScores {
   set: PromptSetName;
   /** 'real': the classifier on dataset images (the ceiling); 'generated': the pipeline's. */
   source: 'real' | 'generated';
-  sampler?: SamplerName;
+  sampler?: string;
   steps?: number;
   cfg?: number;
   images: number;

@@ -22,26 +22,30 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ImageSet } from '../data/in-memory.js';
-import type { SamplerName, Txt2ImgPipeline } from '../pipeline/pipeline.js';
+import type { Txt2ImgPipeline } from '../pipeline/pipeline.js';
+import { parseSamplerName } from '../schedulers/names.js';
 import { Generator } from '../random/generator.js';
 import { type AttributeClassifier, type Predictions, accuracyFromLogits, predict } from '../classifier/classifier.js';
 import { type Gaussian, frechetDistance, meanCov, meanPairwiseDistance } from './linalg.js';
 
 export interface SamplerSpec {
-  sampler: SamplerName;
+  /** A scheduler type or an A1111 sampler name (Txt2ImgPipeline.generate's `sampler`). */
+  sampler: string;
   steps: number;
 }
 
-/** "ddpm:1000,ddim:25" -> [{ sampler: 'ddpm', steps: 1000 }, { sampler: 'ddim', steps: 25 }] */
+/** "ddpm:1000,DPM++ 2M Karras:20" -> [{ sampler: 'ddpm', steps: 1000 }, { sampler: 'DPM++ 2M Karras', steps: 20 }] */
 export function parseSamplers(text: string): SamplerSpec[] {
   const out = text
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)
     .map((item) => {
-      const m = /^(ddpm|ddim):(\d+)$/.exec(item);
-      if (!m || Number(m[2]) < 1) throw new Error(`--samplers: '${item}' is not SAMPLER:STEPS with SAMPLER ddpm or ddim and STEPS >= 1 (e.g. ddim:25)`);
-      return { sampler: m[1] as SamplerName, steps: Number(m[2]) };
+      const m = /^(.+):(\d+)$/.exec(item);
+      if (!m || Number(m[2]) < 1) throw new Error(`--samplers: '${item}' is not SAMPLER:STEPS with STEPS >= 1 (e.g. ddim:25, euler-ancestral:20, DPM++ 2M Karras:20)`);
+      const sampler = m[1].trim();
+      parseSamplerName(sampler);
+      return { sampler, steps: Number(m[2]) };
     });
   if (out.length === 0) throw new Error(`--samplers: no sampler given in '${text}'`);
   return out;
@@ -86,7 +90,7 @@ export interface RowResult {
   /** 'real', 'vae-recon', 'vae-prior' or 'diffusion'. */
   kind: 'real' | 'vae-recon' | 'vae-prior' | 'diffusion';
   name: string;
-  sampler?: SamplerName;
+  sampler?: string;
   steps?: number;
   cfg?: number;
   images: number;

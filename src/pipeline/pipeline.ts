@@ -23,7 +23,7 @@ import {
   writeJsonAtomic,
 } from '../checkpoint/io.js';
 import { Generator } from '../random/generator.js';
-import { type SchedulerConfig, createScheduler, parseSchedulerConfig, schedulerConfigToJSON, withType } from '../schedulers/index.js';
+import { type A1111Sampler, type SchedulerConfig, createScheduler, parseSamplerName, parseSchedulerConfig, schedulerConfigToJSON, withA1111Sampler } from '../schedulers/index.js';
 import { type ClipLoadOptions, type ClipTextEncoder, type ClipTextEncoderConfig, loadClipTextEncoder, validateClipTextEncoderConfig } from '../text/clip.js';
 import { LabelEncoder, validateLabelEncoderConfig } from '../text/label.js';
 import { type ConditionEncoder, type Conditioning, disposeConditioning } from '../text/types.js';
@@ -35,8 +35,6 @@ import { type SampleLatentsOptions, sampleLatents, validateGuidanceScale } from 
 
 export const PIPELINE_CLASS_NAME = 'Txt2ImgPipeline';
 export const PIPELINE_VERSION = 1;
-export const SAMPLERS = ['ddpm', 'ddim'] as const;
-export type SamplerName = (typeof SAMPLERS)[number];
 
 export interface PipelineInfo {
   conditioning: 'clip' | 'label';
@@ -67,7 +65,11 @@ export interface GenerateOptions {
   negative?: string;
   guidanceScale: number;
   steps: number;
-  sampler?: SamplerName;
+  /**
+   * A scheduler type ('ddim', 'euler-ancestral', 'dpmpp-2m', ...) or an AUTOMATIC1111 sampler
+   * name ('Euler a', 'DPM++ 2M Karras'); default 'ddim'. SAMPLER_NAMES lists them.
+   */
+  sampler?: string;
   /** DDIM eta (0 = deterministic). */
   eta?: number;
   seed: number;
@@ -205,7 +207,7 @@ export class Txt2ImgPipeline {
   }
 
   /** Validates generation options against this model; returns the resolved sampler settings. */
-  checkOptions(o: GenerateOptions): { sampler: SamplerName; eta: number } {
+  checkOptions(o: GenerateOptions): { sampler: A1111Sampler; eta: number } {
     const resolved = validateGenerateOptions(o);
     const T = this.schedulerConfig.numTrainTimesteps;
     if (o.steps > T) throw new Error(`steps must be an integer from 1 to ${T} (the model's training steps), got ${o.steps}`);
@@ -220,9 +222,10 @@ export class Txt2ImgPipeline {
     if (o.guidanceScale !== 1 && !(this.info.conditioningDropout > 0)) {
       warn(`warning: guidance scale ${o.guidanceScale} requested, but this model was trained without conditioning dropout, so its unconditional prediction is untrained; --cfg 1 is the meaningful setting`);
     }
-    if (sampler !== 'ddim' && eta > 0) warn(`warning: eta ${eta} is ignored: eta applies to the ddim sampler only, not ${sampler}`);
+    if (sampler.type !== 'ddim' && eta > 0) warn(`warning: eta ${eta} is ignored: eta applies to the ddim sampler only, not ${sampler.name}`);
     const b = o.inputs.length;
-    const scheduler = withType(createScheduler(this.schedulerConfig), sampler, sampler === 'ddim' ? { eta } : {});
+    // The model's noise schedule, sampled as asked (eta is DDIM's alone).
+    const scheduler = createScheduler({ ...withA1111Sampler(this.schedulerConfig, sampler.name), eta: sampler.type === 'ddim' ? eta : 0 });
     scheduler.setTimesteps(o.steps);
     const f = this.vae.config.downsampleFactor;
     const size = this.info.imageSize;
@@ -271,13 +274,12 @@ export class Txt2ImgPipeline {
  * The checks of generation options that need no model (the one place each is made; a model adds
  * its own in checkOptions): callers run it before loading a model, so bad input fails at once.
  */
-export function validateGenerateOptions(o: GenerateOptions): { sampler: SamplerName; eta: number } {
+export function validateGenerateOptions(o: GenerateOptions): { sampler: A1111Sampler; eta: number } {
   if (!Array.isArray(o.inputs) || o.inputs.length === 0) throw new Error('no prompts given: pass at least one prompt, e.g. txt2img "a smiling face" (or --label for class-conditional models)');
   if (o.inputs.some((p) => typeof p === 'string' && p.trim() === '')) throw new Error('a prompt is empty: give text, e.g. txt2img "a smiling face"');
   validateGuidanceScale(o.guidanceScale);
   if (!Number.isInteger(o.steps) || o.steps < 1) throw new Error(`steps must be an integer >= 1, got ${o.steps}`);
-  const sampler = o.sampler ?? 'ddim';
-  if (!(SAMPLERS as readonly string[]).includes(sampler)) throw new Error(`unknown sampler '${sampler}'; allowed: ${SAMPLERS.join(', ')}`);
+  const sampler = parseSamplerName(o.sampler ?? 'ddim');
   const eta = o.eta ?? 0;
   if (!Number.isFinite(eta) || eta < 0) throw new Error(`eta must be a finite number >= 0, got ${o.eta}`);
   if (!Number.isInteger(o.seed) || o.seed < 0) throw new Error(`seed must be an integer >= 0, got ${o.seed}`);

@@ -73,13 +73,15 @@ export async function sampleLatents<C extends { dispose(): void }>(o: SampleLate
     const steps = o.scheduler.timesteps;
     for (let i = 0; i < steps.length; i++) {
       const t = steps[i];
-      const input = guided ? (tf.concat([latents, latents], 0) as tf.Tensor4D) : latents; // [B or 2B, h, w, c]
+      const scaled = o.scheduler.scaleModelInput(latents, t) as tf.Tensor4D; // what the network sees at t
+      const input = guided ? (tf.concat([scaled, scaled], 0) as tf.Tensor4D) : scaled; // [B or 2B, h, w, c]
+      if (guided) scaled.dispose();
       const tvec = tf.fill([input.shape[0]], t, 'float32') as tf.Tensor1D;
       let out: tf.Tensor4D;
       try {
         out = await o.unet.apply(input, tvec, cache);
       } finally {
-        if (guided) input.dispose();
+        input.dispose();
         tvec.dispose();
       }
       const modelOut = guided ? guide(out, scale) : out;

@@ -14,7 +14,7 @@ import { ProgressBar } from '../image/progress.js';
 import type { ClipLoadOptions } from '../text/clip.js';
 import { LabelEncoder } from '../text/label.js';
 import { type Runtime, describeUNetRuntime } from '../onnx/runtime.js';
-import { type GenerateOptions, type SamplerName, Txt2ImgPipeline, validateGenerateOptions } from './pipeline.js';
+import { type GenerateOptions, Txt2ImgPipeline, validateGenerateOptions } from './pipeline.js';
 
 export interface Txt2ImgOptions {
   /** Prompts (text models); each gives `n` images. */
@@ -25,7 +25,8 @@ export interface Txt2ImgOptions {
   negative?: string;
   cfg: number;
   steps: number;
-  sampler: SamplerName;
+  /** A scheduler type or an A1111 sampler name (GenerateOptions.sampler). */
+  sampler: string;
   eta: number;
   seed: number;
   n: number;
@@ -69,7 +70,7 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
   checkOutputPath(o.out);
   const settings: Omit<GenerateOptions, 'inputs'> = { negative: o.negative, guidanceScale: o.cfg, steps: o.steps, sampler: o.sampler, eta: o.eta, seed: o.seed, runtime: o.runtime };
   // Before loading the model: bad input fails at once (the model adds its own checks).
-  validateGenerateOptions({ ...settings, inputs: o.labels?.length ? o.labels.map((_, i) => i) : o.prompts });
+  const { sampler } = validateGenerateOptions({ ...settings, inputs: o.labels?.length ? o.labels.map((_, i) => i) : o.prompts });
   const pipe = await Txt2ImgPipeline.load(o.model, { clip: o.clip });
   try {
     const isLabel = pipe.encoder instanceof LabelEncoder;
@@ -114,14 +115,14 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
         prompt: shown[i],
         negativePrompt: o.negative,
         steps: o.steps,
-        sampler: o.sampler === 'ddim' ? 'DDIM' : 'DDPM',
+        sampler: sampler.name,
         cfgScale: o.cfg,
         seed: o.seed,
         width: size,
         height: size,
         model: modelName,
         extra: {
-          ...(o.sampler === 'ddim' && o.eta ? { Eta: o.eta } : {}),
+          ...(sampler.type === 'ddim' && o.eta ? { Eta: o.eta } : {}),
           ...(inputs.length > 1 ? { 'Batch size': inputs.length, 'Batch pos': i } : {}),
           // the runtimes agree to ~2e-6, not bit for bit: say which made these pixels
           ...(o.runtime && o.runtime !== 'tfjs' ? { 'U-Net runtime': o.runtime } : {}),

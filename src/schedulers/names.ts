@@ -7,7 +7,7 @@
  * k-diffusion's own discretisation of the sigma range, so the same name gives close, not
  * bit-identical, images across the two programs. What we reproduce exactly is diffusers.
  */
-import { type SchedulerConfig, type SchedulerType, parseSchedulerConfig } from './config.js';
+import { SCHEDULER_TYPES, type SchedulerConfig, type SchedulerType, parseSchedulerConfig } from './config.js';
 
 /** The sampler options an A1111 name stands for. */
 export interface SamplerChoice {
@@ -85,6 +85,26 @@ export function parseA1111Sampler(name: unknown): A1111Sampler {
     throw new Error(`A1111 sampler '${name}' is not implemented (diffusers: ${A1111_NOT_IMPLEMENTED[known]}); allowed: ${allowed}`);
   }
   throw new Error(`unknown A1111 sampler '${name}'; allowed: ${allowed}`);
+}
+
+/** Every sampler name a user may give: our scheduler types, then A1111's names. */
+export const SAMPLER_NAMES: readonly string[] = [...SCHEDULER_TYPES, ...A1111_SAMPLERS.map((s) => s.name)];
+
+/**
+ * A sampler as users name it: one of our scheduler types ('dpmpp-2m', any case) or an A1111 name
+ * ('DPM++ 2M Karras', as parseA1111Sampler reads it). Returns its A1111 entry, whose `name` is
+ * what a PNG's parameters record. Errors name the value and list every accepted name.
+ */
+export function parseSamplerName(name: unknown): A1111Sampler {
+  const key = typeof name === 'string' ? normalise(name) : undefined;
+  const byType = A1111_SAMPLERS.find((s) => s.type === key && !s.useKarrasSigmas);
+  if (byType) return byType;
+  try {
+    return parseA1111Sampler(name);
+  } catch (e) {
+    const why = (e as Error).message.replace(/; allowed: .*$/, '');
+    throw new Error(`${why.replace(/^unknown A1111 sampler/, 'unknown sampler')}; allowed: ${SAMPLER_NAMES.join(', ')}`);
+  }
 }
 
 /** `base` (a model's scheduler config: its noise schedule) set up to sample as the named A1111 sampler. */

@@ -38,7 +38,9 @@ beforeAll(async () => {
 describe('option parsing', () => {
   it('reads sampler and cfg lists and names bad values', () => {
     expect(parseSamplers('ddpm:1000, ddim:10')).toEqual([{ sampler: 'ddpm', steps: 1000 }, { sampler: 'ddim', steps: 10 }]);
-    expect(() => parseSamplers('euler:10')).toThrow(/'euler:10' is not SAMPLER:STEPS/);
+    expect(parseSamplers('euler-ancestral:10,DPM++ 2M Karras:20')).toEqual([{ sampler: 'euler-ancestral', steps: 10 }, { sampler: 'DPM++ 2M Karras', steps: 20 }]);
+    expect(() => parseSamplers('euler')).toThrow(/'euler' is not SAMPLER:STEPS/);
+    expect(() => parseSamplers('warp:10')).toThrow(/unknown sampler 'warp'; allowed: ddpm, ddim/);
     expect(() => parseSamplers('ddim:0')).toThrow(/ddim:0/);
     expect(parseCfgList('1,2,4,7')).toEqual([1, 2, 4, 7]);
     expect(() => parseCfgList('1,x')).toThrow(/'x'/);

@@ -19,7 +19,7 @@ import { runTraining } from '../../src/train/run-training.js';
 import { type TrainConfig, validateTrainConfig } from '../../src/train/train-config.js';
 import { runTxt2Img } from '../../src/pipeline/txt2img.js';
 import { Generator } from '../../src/random/generator.js';
-import { createScheduler, withType } from '../../src/schedulers/index.js';
+import { createScheduler, withA1111Sampler } from '../../src/schedulers/index.js';
 import { BAD_FIXTURE_SIZE, tempDir, writeBadDataFixture, writeColorDataset } from '../fixtures/captioned.js';
 import { makeTinyModel } from '../text/shared.js';
 
@@ -104,8 +104,8 @@ describe('training a tiny text-to-image pipeline', () => {
     const pipe = await Txt2ImgPipeline.load(pipeA);
     try {
       const prompts = ['a red square', 'a blue square'];
-      const reference = async (scale: number) => {
-        const sched = withType(createScheduler(pipe.schedulerConfig), 'ddim');
+      const reference = async (scale: number, sampler = 'DDIM') => {
+        const sched = createScheduler(withA1111Sampler(pipe.schedulerConfig, sampler));
         sched.setTimesteps(5);
         const rng = new Generator(7);
         const cond = await pipe.encoder.encode(prompts);
@@ -114,9 +114,10 @@ describe('training a tiny text-to-image pipeline', () => {
         for (const t of sched.timesteps) {
           const eps = tf.tidy(() => {
             const tv = tf.fill([2], t) as tf.Tensor1D;
-            const c = pipe.unet.apply(x, tv, cond.context);
+            const input = sched.scaleModelInput(x, t) as tf.Tensor4D;
+            const c = pipe.unet.apply(input, tv, cond.context);
             if (scale === 1) return c;
-            const u = pipe.unet.apply(x, tv, uncond.context);
+            const u = pipe.unet.apply(input, tv, uncond.context);
             return tf.add(u, tf.mul(tf.sub(c, u), scale));
           });
           const { prevSample, predOriginalSample } = sched.step(eps, t, x, rng);
@@ -136,17 +137,20 @@ describe('training a tiny text-to-image pipeline', () => {
       for (const [sampler, eta] of [['ddpm', 0.5], ['ddpm', 0], ['ddim', 0.5]] as const) {
         tf.dispose(await pipe.generate({ inputs: prompts, guidanceScale: 1, steps: 1, sampler, eta, seed: 7, warn: (m) => warnings.push(m) }));
       }
-      expect(warnings).toEqual(['warning: eta 0.5 is ignored: eta applies to the ddim sampler only, not ddpm']);
-      for (const scale of [1, 3]) {
+      expect(warnings).toEqual(['warning: eta 0.5 is ignored: eta applies to the ddim sampler only, not DDPM']);
+      // Every sampler kind through the same loop: deterministic, sigma-scaled inputs (Euler a,
+      // Heun's repeated timesteps), multistep state (DPM++ with Karras sigmas).
+      for (const [scale, sampler] of [[1, 'ddim'], [3, 'ddim'], [3, 'Euler a'], [3, 'heun'], [3, 'DPM++ 2M Karras']] as const) {
         const before = tf.memory().numTensors;
-        const got = await pipe.generate({ inputs: prompts, guidanceScale: scale, steps: 5, sampler: 'ddim', seed: 7 });
+        const got = await pipe.generate({ inputs: prompts, guidanceScale: scale, steps: 5, sampler, seed: 7 });
         const values = Array.from(await got.data());
         got.dispose();
         expect(tf.memory().numTensors).toBe(before);
-        const ref = await reference(scale);
+        const ref = await reference(scale, sampler);
         const diff = Math.max(...values.map((v, i) => Math.abs(v - ref[i])));
-        expect(diff, `cfg ${scale}`).toBeLessThan(1e-4);
+        expect(diff, `cfg ${scale} ${sampler}`).toBeLessThan(1e-4);
       }
+      await expect(pipe.generate({ inputs: prompts, guidanceScale: 1, steps: 2, sampler: 'LMS', seed: 7 })).rejects.toThrow(/sampler 'LMS' is not implemented.*; allowed: ddpm, ddim, euler/);
     } finally {
       pipe.dispose();
     }

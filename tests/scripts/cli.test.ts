@@ -30,7 +30,7 @@ describe('txt2img CLI input errors', () => {
     ['non-finite cfg', ['a cat', '--model', model, '--cfg', 'Infinity', '--out', out], /--cfg must be a finite decimal number, got 'Infinity'/],
     ['hexadecimal cfg', ['a cat', '--model', model, '--cfg', '0x10', '--out', out], /--cfg must be a finite decimal number, got '0x10'/],
     ['steps < 1', ['a cat', '--model', model, '--steps', '0', '--out', out], /--steps must be an integer from 1 to .*, got '0'/],
-    ['unknown sampler', ['a cat', '--model', model, '--sampler', 'euler', '--out', out], /unknown sampler 'euler'; allowed: ddpm, ddim/],
+    ['unknown sampler', ['a cat', '--model', model, '--sampler', 'warp', '--out', out], /unknown sampler 'warp'; allowed: ddpm, ddim, euler, .*DPM\+\+ 2M Karras/],
     ['empty prompt', ['', '--model', model, '--out', out], /prompt is empty/],
     ['missing model folder', ['a cat', '--model', path.join(dir, 'nope'), '--out', out], /model folder .*nope does not exist/],
     ['incomplete model folder', ['a cat', '--model', model, '--out', out], /incomplete: no model_index.json/],
