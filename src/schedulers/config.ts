@@ -20,6 +20,7 @@
 import { BETA_SCHEDULES, type BetaScheduleName } from './schedules.js';
 import { PREDICTION_TYPES, type PredictionType } from './prediction.js';
 import { TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.js';
+import { ConfigChecker } from '../checkpoint/config.js';
 
 export const SCHEDULER_TYPES = ['ddpm', 'ddim', 'euler', 'euler-ancestral', 'heun', 'dpmpp-2m', 'dpmpp-2m-sde', 'unipc'] as const;
 export type SchedulerType = (typeof SCHEDULER_TYPES)[number];
@@ -101,57 +102,36 @@ export const DEFAULT_SCHEDULER_CONFIG: Readonly<SchedulerConfig> = Object.freeze
 
 const KEYS = Object.keys(DEFAULT_SCHEDULER_CONFIG) as (keyof SchedulerConfig)[];
 
-function oneOf<T extends string>(allowed: readonly T[], v: unknown, key: string): T {
-  if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
-  throw new Error(`scheduler config: ${key} '${String(v)}' is unknown; allowed: ${allowed.join(', ')}`);
-}
-
-function num(v: unknown, key: string, ok: (x: number) => boolean, allowed: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) {
-    throw new Error(`scheduler config: ${key} must be ${allowed}, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-function bool(v: unknown, key: string): boolean {
-  if (typeof v !== 'boolean') throw new Error(`scheduler config: ${key} must be true or false, got ${JSON.stringify(v)}`);
-  return v;
-}
+const check = new ConfigChecker('scheduler config');
 
 /**
  * Validates a (partial) config, fills defaults, and returns a complete SchedulerConfig.
  * Unknown keys are an error (a typo would otherwise be silently ignored).
  */
 export function parseSchedulerConfig(input: unknown): SchedulerConfig {
-  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw new Error(`scheduler config must be an object, got ${JSON.stringify(input)}`);
-  }
-  const raw = input as Record<string, unknown>;
-  const unknown = Object.keys(raw).filter((k) => !(KEYS as string[]).includes(k));
-  if (unknown.length > 0) {
-    throw new Error(`scheduler config: unknown key(s) ${unknown.map((k) => `'${k}'`).join(', ')}; allowed: ${KEYS.join(', ')}`);
-  }
+  const raw = check.object(input);
+  check.known(raw, KEYS);
   const c = { ...DEFAULT_SCHEDULER_CONFIG, ...raw } as Record<keyof SchedulerConfig, unknown>;
   const out: SchedulerConfig = {
-    type: oneOf(SCHEDULER_TYPES, c.type, 'type'),
-    numTrainTimesteps: num(c.numTrainTimesteps, 'numTrainTimesteps', (x) => Number.isInteger(x) && x >= 2 && x <= 100_000, 'an integer from 2 to 100000'),
-    betaSchedule: oneOf(BETA_SCHEDULES, c.betaSchedule, 'betaSchedule'),
-    betaStart: num(c.betaStart, 'betaStart', (x) => x > 0 && x < 1, 'a number in (0, 1)'),
-    betaEnd: num(c.betaEnd, 'betaEnd', (x) => x > 0 && x < 1, 'a number in (0, 1)'),
-    predictionType: oneOf(PREDICTION_TYPES, c.predictionType, 'predictionType'),
-    varianceType: oneOf(VARIANCE_TYPES, c.varianceType, 'varianceType'),
-    clipSample: bool(c.clipSample, 'clipSample'),
-    clipSampleRange: num(c.clipSampleRange, 'clipSampleRange', (x) => x > 0, 'a number > 0'),
-    timestepSpacing: oneOf(TIMESTEP_SPACINGS, c.timestepSpacing, 'timestepSpacing'),
-    stepsOffset: num(c.stepsOffset, 'stepsOffset', (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
-    setAlphaToOne: bool(c.setAlphaToOne, 'setAlphaToOne'),
-    eta: num(c.eta, 'eta', (x) => x >= 0, 'a number >= 0'),
-    rescaleBetasZeroSnr: bool(c.rescaleBetasZeroSnr, 'rescaleBetasZeroSnr'),
-    useKarrasSigmas: bool(c.useKarrasSigmas, 'useKarrasSigmas'),
-    solverOrder: num(c.solverOrder, 'solverOrder', (x) => x === 1 || x === 2 || x === 3, 'one of 1, 2, 3'),
+    type: check.oneOf(SCHEDULER_TYPES, c.type, 'type'),
+    numTrainTimesteps: check.int(c.numTrainTimesteps, 'numTrainTimesteps', 2, 100_000),
+    betaSchedule: check.oneOf(BETA_SCHEDULES, c.betaSchedule, 'betaSchedule'),
+    betaStart: check.num(c.betaStart, 'betaStart', (x) => x > 0 && x < 1, 'a number in (0, 1)'),
+    betaEnd: check.num(c.betaEnd, 'betaEnd', (x) => x > 0 && x < 1, 'a number in (0, 1)'),
+    predictionType: check.oneOf(PREDICTION_TYPES, c.predictionType, 'predictionType'),
+    varianceType: check.oneOf(VARIANCE_TYPES, c.varianceType, 'varianceType'),
+    clipSample: check.bool(c.clipSample, 'clipSample'),
+    clipSampleRange: check.num(c.clipSampleRange, 'clipSampleRange', (x) => x > 0, 'a number > 0'),
+    timestepSpacing: check.oneOf(TIMESTEP_SPACINGS, c.timestepSpacing, 'timestepSpacing'),
+    stepsOffset: check.int(c.stepsOffset, 'stepsOffset', 0, 100_000),
+    setAlphaToOne: check.bool(c.setAlphaToOne, 'setAlphaToOne'),
+    eta: check.num(c.eta, 'eta', (x) => x >= 0, 'a number >= 0'),
+    rescaleBetasZeroSnr: check.bool(c.rescaleBetasZeroSnr, 'rescaleBetasZeroSnr'),
+    useKarrasSigmas: check.bool(c.useKarrasSigmas, 'useKarrasSigmas'),
+    solverOrder: check.oneOf([1, 2, 3], c.solverOrder, 'solverOrder'),
   };
   if (out.betaSchedule !== 'cosine' && out.betaEnd < out.betaStart) {
-    throw new Error(`scheduler config: betaEnd (${out.betaEnd}) must be >= betaStart (${out.betaStart})`);
+    check.fail('betaEnd', out.betaEnd, `>= betaStart (${out.betaStart})`);
   }
   if (out.rescaleBetasZeroSnr && out.predictionType === 'epsilon') {
     throw new Error(

@@ -239,7 +239,7 @@ describe('CLIP model locations and errors', () => {
     expect(validateClipTextEncoderConfig(full)).toEqual(rest);
     expect(JSON.parse(JSON.stringify(validateClipTextEncoderConfig(full)))).toEqual(rest);
     expect(() => validateClipTextEncoderConfig(null)).toThrow(/must be an object, got null/);
-    expect(() => validateClipTextEncoderConfig({ kind: 'label' })).toThrow(/kind must be "clip", got "label"/);
+    expect(() => validateClipTextEncoderConfig({ kind: 'label' })).toThrow(/kind 'label' is unknown; allowed: clip/);
     expect(() => validateClipTextEncoderConfig({ maxLength: 0 })).toThrow(/maxLength must be an integer from 2 to 4096, got 0/);
     expect(() => validateClipTextEncoderConfig({ quantized: 'yes' })).toThrow(/quantized must be true or false, got "yes"/);
     expect(() => validateClipTextEncoderConfig({ modelId: '' })).toThrow(/modelId must be a non-empty string/);
