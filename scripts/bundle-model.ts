@@ -4,8 +4,8 @@
  *   npx tsx scripts/bundle-model.ts --pipeline runs/scenes/pipeline --out models/default --fp16 \
  *     --recipe "npx tsx scripts/train.ts --config configs/default-model.json --data data/scenes/train --out runs/scenes"
  *
- * The text model comes along (text_encoder/clip), the CLIP tokenizer does not: the bundle loads it
- * from the Hugging Face hub or from --local-models DIR / TXT2IMG_LOCAL_MODELS.
+ * The text model (text_encoder/clip) and the CLIP tokenizer (tokenizer/) come along, so the bundle
+ * loads offline wherever it is put.
  */
 import path from 'node:path';
 import yargs from 'yargs';
@@ -18,17 +18,17 @@ await runCli(async () => {
   const argv = await parseStrict(
     yargs(hideBin(process.argv))
       .scriptName('bundle-model')
-      .usage('$0 --pipeline DIR --out DIR [--fp16] [options]\n\nWrites a self-contained copy of a pipeline folder with its text model and no tokenizer files.')
+      .usage('$0 --pipeline DIR --out DIR [--fp16] [options]\n\nWrites a self-contained copy of a pipeline folder with its text model and tokenizer.')
       .option('pipeline', { type: 'string', demandOption: true, describe: 'trained pipeline folder (e.g. runs/scenes/pipeline)' })
       .option('out', { type: 'string', demandOption: true, describe: 'bundle folder to write (e.g. models/default); replaced atomically' })
       .option('fp16', { type: 'boolean', default: false, describe: 'store weights as float16 (about half the size)' })
       .option('clip', { type: 'string', describe: "text model folder (default: the pipeline's text_encoder modelId)" })
-      .option('tokenizer-id', { type: 'string', default: DEFAULT_CLIP_MODEL_ID, describe: 'where the bundle loads its tokenizer from (hub id)' })
+      .option('tokenizer-id', { type: 'string', default: DEFAULT_CLIP_MODEL_ID, describe: "the tokenizer's hub id (for the README and the --local-models check)" })
       .option('recipe', { type: 'string', describe: 'the commands that produced the pipeline, quoted in the README' })
       .option('run-config', { type: 'string', describe: "the training run's config.json to quote (default <pipeline>/../config.json if present)" })
       .option('local-models', {
         type: 'string',
-        describe: `transformers.js models folder holding <tokenizer-id>/tokenizer.json, to check the text model's tokenizer against (env ${LOCAL_MODELS_ENV})`,
+        describe: `transformers.js models folder holding <tokenizer-id>/tokenizer.json: the bundled tokenizer is checked against it, and taken from it when the pipeline has none (env ${LOCAL_MODELS_ENV})`,
       })
       .option('quiet', { type: 'boolean', default: false, describe: 'only the final line' }),
   );

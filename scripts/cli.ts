@@ -1,8 +1,8 @@
 /** Shared helpers of the thin CLI entry points: argument parsing, strict numbers, one-line errors. */
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BACKEND_ENV, BACKEND_NAMES, THREADS_ENV } from '../src/backend/index.js';
-import { writeFileAtomic } from '../src/checkpoint/io.js';
+import { BACKEND_ENV, BACKEND_NAMES, THREADS_ENV } from '../src/backend/names.js';
+import { writeFileAtomic } from '../src/checkpoint/files.js';
 
 /** A yargs parser for this process's arguments with the options every CLI shares (--backend). */
 export function cliArgs(name: string, usage: string) {

@@ -3,24 +3,22 @@
  *
  *   npx txt2img "a smiling face" --cfg 7
  *   npx txt2img --model runs/mnist/pipeline --label 3 --n 8 --out threes.png
+ *
+ * Only light modules load before the arguments are parsed (`--help` loads no tfjs); the rest
+ * loads once there is work to do.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { initBackend } from '../src/backend/index.js';
+import { RUNTIME_CHOICES, parseRuntimeName } from '../src/onnx/runtime-choice.js';
 import { SAMPLER_NAMES } from '../src/schedulers/names.js';
-import { runTxt2Img } from '../src/pipeline/txt2img.js';
-import { LOCAL_MODELS_ENV } from '../src/text/clip.js';
-import { RUNTIME_CHOICES, parseRuntimeName, resolveRuntime } from '../src/onnx/runtime.js';
+import { LOCAL_MODELS_ENV } from '../src/text/local-models.js';
 import { cliArgs, finiteNumber, integer, parseStrict, runCli } from './cli.js';
-
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const DEFAULT_MODEL = path.join(REPO, 'models', 'default');
 
 await runCli(async () => {
   const argv = await parseStrict(
     cliArgs('txt2img', '$0 [prompt..] [options]\n\nGenerate images with a txt2img pipeline folder.')
     .positional('prompt', { type: 'string', array: true, describe: 'prompt(s); each gives --n images' })
-    .option('model', { type: 'string', default: DEFAULT_MODEL, defaultDescription: 'the bundled models/default', describe: 'pipeline folder' })
+    .option('model', { type: 'string', describe: 'pipeline folder (default: the bundled models/default)' })
     .option('negative', { type: 'string', describe: 'negative prompt (replaces the unconditional context)' })
     .option('cfg', { type: 'string', default: '7', describe: 'classifier-free guidance scale (1 = no guidance)' })
     .option('steps', { type: 'string', default: '25', describe: 'denoising steps' })
@@ -37,11 +35,9 @@ await runCli(async () => {
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
   );
 
-  const prompts = (argv._ as (string | number)[]).map(String);
   const opts = {
-    prompts,
+    prompts: (argv._ as (string | number)[]).map(String),
     labels: argv.label?.map((l) => (/^\d+$/.test(l) ? Number(l) : l)),
-    model: argv.model,
     negative: argv.negative,
     cfg: finiteNumber(argv.cfg, '--cfg'),
     steps: integer(argv.steps, '--steps', 1),
@@ -56,12 +52,19 @@ await runCli(async () => {
     quiet: argv.quiet,
   };
   const runtimeChoice = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime', 'U-Net runtime');
-  if (opts.model === DEFAULT_MODEL && !(await import('node:fs')).existsSync(path.join(DEFAULT_MODEL, 'model_index.json'))) {
-    throw new Error(`no bundled default model at ${DEFAULT_MODEL}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
+  const [{ initBackend }, { resolveRuntime }, { runTxt2Img }, { defaultModelDir }] = await Promise.all([
+    import('../src/backend/index.js'),
+    import('../src/onnx/runtime.js'),
+    import('../src/pipeline/txt2img.js'),
+    import('../src/pipeline/text-to-image.js'),
+  ]);
+  const model = argv.model ?? defaultModelDir();
+  if (argv.model === undefined && !existsSync(path.join(model, 'model_index.json'))) {
+    throw new Error(`no bundled default model at ${model}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
   }
   const backend = await initBackend({ backend: argv.backend });
   const { runtime, why } = await resolveRuntime(runtimeChoice, backend);
   const t0 = performance.now();
-  const { files } = await runTxt2Img({ ...opts, runtime, runtimeWhy: why });
+  const { files } = await runTxt2Img({ ...opts, model, runtime, runtimeWhy: why });
   console.error(`wrote ${files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 });

@@ -1,4 +1,8 @@
 /** Small helpers shared by test files. */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** Largest absolute difference of two equally long arrays (a length mismatch is an error). */
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -44,4 +48,42 @@ export function float32BoundRatio(want: ArrayLike<number>, got: ArrayLike<number
     if (r > worst) worst = r;
   }
   return worst;
+}
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/**
+ * ldm-small.json, the benchmark shapes: the shared copy beside the repository (../shared/bench,
+ * where the PyTorch peer reads it) when there is one, else the copy in tests/fixtures (checked
+ * equal to the shared one by tests/bench/bench.test.ts wherever both exist).
+ */
+export const SHARED_LDM_SMALL = path.resolve(repoRoot, '../shared/bench/ldm-small.json');
+export const LDM_SMALL = existsSync(SHARED_LDM_SMALL) ? SHARED_LDM_SMALL : path.join(repoRoot, 'tests', 'fixtures', 'ldm-small.json');
+
+export interface Finished {
+  /** Exit code (null when killed, e.g. by the timeout). */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command to completion without blocking this thread (unlike spawnSync, which starves
+ * vitest's worker RPC during long runs: "Timeout calling onTaskUpdate"). Kills it after
+ * `timeout` ms.
+ */
+export function runCommand(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<Finished> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = opts.timeout ? setTimeout(() => child.kill('SIGKILL'), opts.timeout) : undefined;
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }

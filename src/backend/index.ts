@@ -12,10 +12,9 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 
-export const BACKEND_NAMES = ['node-gpu', 'node', 'wasm', 'cpu'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
-export const BACKEND_ENV = 'TXT2IMG_BACKEND';
-export const THREADS_ENV = 'TXT2IMG_THREADS';
+import { BACKEND_ENV, BACKEND_NAMES, type BackendName, THREADS_ENV, parseBackendName } from './names.js';
+
+export { BACKEND_ENV, BACKEND_NAMES, type BackendName, THREADS_ENV, parseBackendName };
 
 export interface BackendInfo {
   /** Our name for it (what --backend takes). */
@@ -42,12 +41,6 @@ export interface InitBackendOptions {
 }
 
 let current: BackendInfo | undefined;
-
-export function parseBackendName(value: string, source: string): BackendName {
-  const v = value.trim().toLowerCase();
-  if ((BACKEND_NAMES as readonly string[]).includes(v)) return v as BackendName;
-  throw new Error(`${source}: unknown backend '${value}'; allowed: ${BACKEND_NAMES.join(', ')}`);
-}
 
 function parseThreads(value: number | string | undefined, source: string): number | undefined {
   if (value === undefined || value === '') return undefined;

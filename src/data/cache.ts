@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../checkpoint/io.js';
+import { writeFileAtomic } from '../checkpoint/files.js';
 import { decodeSafetensors, encodeSafetensors } from '../checkpoint/safetensors.js';
 import type { NamedArray } from '../nn/params.js';
 import type { CaptionedDataset } from './captioned.js';

@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { writeFileAtomic } from '../checkpoint/io.js';
+import { writeFileAtomic } from '../checkpoint/files.js';
 import { insertPngText } from './png-text.js';
 
 /** A batch of images in model space: float32 NHWC in [-1, 1]. */
@@ -131,17 +131,23 @@ export interface WritePngOptions {
   text?: Record<string, string>;
 }
 
-/** Encodes and writes a PNG (creating the folder), optionally with text chunks. Returns the bytes. */
-export async function writePng(file: string, image: Uint8Image | ImageBatch, options: WritePngOptions = {}): Promise<Buffer> {
+/** Encodes a PNG with text chunks (e.g. `{ parameters: formatInfotext(...) }`). */
+export async function encodePngWithText(image: Uint8Image | ImageBatch, options: WritePngOptions = {}): Promise<Buffer> {
   let img: Uint8Image;
   if ('shape' in image) {
-    if (image.shape[0] !== 1) throw new Error(`writePng: batch has ${image.shape[0]} images; write one at a time or make a grid`);
+    if (image.shape[0] !== 1) throw new Error(`a PNG holds one image; the batch has ${image.shape[0]} (write one at a time or make a grid)`);
     img = batchImage(image, 0);
   } else {
     img = image;
   }
   let png = await encodePng(img);
   for (const [k, v] of Object.entries(options.text ?? {})) png = insertPngText(png, k, v);
+  return png;
+}
+
+/** Encodes and writes a PNG (creating the folder), optionally with text chunks. Returns the bytes. */
+export async function writePng(file: string, image: Uint8Image | ImageBatch, options: WritePngOptions = {}): Promise<Buffer> {
+  const png = await encodePngWithText(image, options);
   // Atomic: an interrupted write never leaves a truncated PNG behind.
   writeFileAtomic(file, png);
   return png;

@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import type Ort from 'onnxruntime-node';
 import { currentBackend } from '../backend/index.js';
 import { OnnxGraphBuilder } from './writer.js';
+import type { Runtime, RuntimeChoice } from './runtime-choice.js';
 
 type OrtModule = typeof Ort;
 let ortModule: Promise<OrtModule> | undefined;
@@ -44,19 +45,7 @@ export async function onnxRuntimeProblem(): Promise<string | undefined> {
 /** onnxruntime's domain of its blocked-layout (NCHWc) kernels: ReorderInput, Conv, ReorderOutput. */
 export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 
-/** What computes a model: the tfjs backend, or onnxruntime-node on the CPU (graphs traced from tfjs). */
-export const RUNTIMES = ['tfjs', 'onnx'] as const;
-export type Runtime = (typeof RUNTIMES)[number];
-/** What a user may ask for: a runtime, or `auto` (resolveRuntime). */
-export const RUNTIME_CHOICES = ['auto', ...RUNTIMES] as const;
-export type RuntimeChoice = (typeof RUNTIME_CHOICES)[number];
-
-/** `value` (trimmed, any case) as one of `allowed`, else an error naming it and the allowed ones. */
-export function parseRuntimeName<T extends string>(allowed: readonly T[], value: string, source: string, what = 'runtime'): T {
-  const v = value.trim().toLowerCase();
-  if ((allowed as readonly string[]).includes(v)) return v as T;
-  throw new Error(`${source}: unknown ${what} '${value}'; allowed: ${allowed.join(', ')}`);
-}
+export { RUNTIMES, RUNTIME_CHOICES, type Runtime, type RuntimeChoice, parseRuntimeName } from './runtime-choice.js';
 
 /**
  * `auto`: onnxruntime-node where the tfjs backend computes on the CPU and onnxruntime-node loads

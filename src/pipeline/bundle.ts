@@ -5,23 +5,22 @@
  *   model_index.json, scheduler/        copied
  *   vae/, unet/ (label_encoder/)        copied; with `fp16` every safetensors file is rewritten
  *                                       as F16 (values rounded to the nearest half)
- *   text_encoder/config.json            { modelId: './clip', tokenizerId: 'Xenova/clip-vit-base-patch32',
- *                                         quantized: false, ... }
+ *   text_encoder/config.json            { modelId: './clip', tokenizerId: '../tokenizer', quantized: false, ... }
  *   text_encoder/clip/                  the text model itself: its HF config.json and
  *                                       onnx/text_model.onnx (with `fp16`: the token-embedding
  *                                       table stored as float16, see writeTinyClipFp16Copy)
+ *   tokenizer/                          the CLIP tokenizer the model was trained with, so the
+ *                                       bundle loads offline with no setting
  *   README.md                           what it is, that the text encoder is NOT pretrained,
  *                                       and the commands that produced it
  *
- * No tokenizer files: the CLIP tokenizer is resolved the way any user of real CLIP gets it, from
- * the Hugging Face hub or from a local transformers.js folder (`--local-models DIR` /
- * TXT2IMG_LOCAL_MODELS); see src/text/clip.ts. `quantized: false` is explicit, so no
- * `text_model_quantized.onnx` duplicate is needed. The folder is written under a temporary name
- * and swapped in (replaceDirAtomic).
+ * `quantized: false` is explicit, so no `text_model_quantized.onnx` duplicate is needed. The
+ * folder is written under a temporary name and swapped in (replaceDirAtomic).
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { readComponentConfig, readJson, readSafetensors, replaceDirAtomic, tempDirFor, writeJsonAtomic, writeSafetensors } from '../checkpoint/io.js';
+import { readComponentConfig, readSafetensors, writeSafetensors } from '../checkpoint/io.js';
+import { readJson, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../checkpoint/files.js';
 import { DEFAULT_CLIP_MODEL_ID, type ClipTextEncoderConfig, readClipHiddenSize, runClipTextModel, validateClipTextEncoderConfig } from '../text/clip.js';
 import { TINY_CLIP_NOTE, writeTinyClipFp16Copy } from '../text/tiny-clip.js';
 import { readModelIndex } from './pipeline.js';
@@ -38,12 +37,13 @@ export interface BundleOptions {
    * text_encoder modelId, which must then name a folder (as training on data/tiny-clip writes).
    */
   clipDir?: string;
-  /** Where the tokenizer comes from when the bundle is loaded (default Xenova/clip-vit-base-patch32). */
+  /** The tokenizer's hub id, for the README (default Xenova/clip-vit-base-patch32). */
   tokenizerId?: string;
   /**
-   * A transformers.js models folder holding `<tokenizerId>/tokenizer.json`: when given and the
-   * text model folder has tokenizer files of its own, they must be byte-identical to it (the
-   * U-Net learned the token ids of the tokenizer used in training).
+   * A transformers.js models folder holding `<tokenizerId>/tokenizer.json`: the bundle's tokenizer
+   * files must be byte-identical to it (the U-Net learned the token ids of the tokenizer used in
+   * training); it is also where the tokenizer comes from when neither the pipeline folder nor the
+   * text model folder has one.
    */
   tokenizerCheckDir?: string;
   /** The commands that produced the pipeline, quoted in the README. */
@@ -71,11 +71,14 @@ export interface BundleResult {
   sourceBytes: number;
   /** With fp16: max |difference| of last_hidden_state between the converted and the source text model on fixed token ids. */
   textModelMaxDiff?: number;
-  /** Whether the text model folder's tokenizer was checked against tokenizerCheckDir. */
+  /** Whether the bundled tokenizer was checked against tokenizerCheckDir. */
   tokenizerChecked: boolean;
 }
 
 const CLIP_SUBDIR = 'clip';
+/** What transformers.js needs of a tokenizer, and what the slow tokenizers and the licence add. */
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'];
+const TOKENIZER_EXTRA_FILES = ['special_tokens_map.json', 'vocab.json', 'merges.txt', 'LICENSE-openai-clip'];
 const WEIGHT_COMPONENTS = ['vae', 'unet', 'label_encoder'];
 
 /** Token id rows the converted text model is checked on: CLIP-like prompts and padding, and ids from all over the vocabulary. */
@@ -127,9 +130,17 @@ function resolveClipSource(pipelineDir: string, cfg: ClipTextEncoderConfig, clip
       `the pipeline's text model '${cfg.modelId}' is a hub id, not a folder; the bundle needs its files: pass clipDir (--clip DIR) with config.json and onnx/text_model.onnx`,
     );
   }
-  const missing = ['config.json', 'onnx/text_model.onnx'].map((f) => path.join(dir, f)).filter((f) => !existsSync(f));
-  if (missing.length > 0) throw new Error(`text model folder ${dir} lacks ${missing.join(', ')}`);
+  if (!existsSync(path.join(dir, 'config.json')) || !existsSync(clipOnnxFile(dir))) {
+    throw new Error(`text model folder ${dir} lacks config.json or onnx/text_model.onnx (or onnx/text_model_quantized.onnx)`);
+  }
   return dir;
+}
+
+/** A text model folder's ONNX graph: text_model.onnx, else the one under the quantized name. */
+function clipOnnxFile(dir: string): string {
+  const fp32 = path.join(dir, 'onnx', 'text_model.onnx');
+  const quant = path.join(dir, 'onnx', 'text_model_quantized.onnx');
+  return existsSync(fp32) || !existsSync(quant) ? fp32 : quant;
 }
 
 /** Copies a component folder's files; with fp16, safetensors files are rewritten as F16. */
@@ -187,12 +198,10 @@ function readme(o: {
   for (const n of o.index.notes ?? []) L.push(`Note from training: ${n}`);
   if (o.index.notes?.length) L.push('');
   if (clip) L.push(
-    '## Tokenizer (not included)',
+    '## Tokenizer',
     '',
-    `Prompts are tokenized with the real CLIP BPE tokenizer \`${o.tokenizerId}\` (\`tokenizerId\` in`,
-    '`text_encoder/config.json`), whose files are not in this folder. With internet access transformers.js downloads',
-    `it from the Hugging Face hub; offline, pass \`--local-models DIR\` (or set \`TXT2IMG_LOCAL_MODELS=DIR\`) where`,
-    `\`DIR/${o.tokenizerId}/\` holds \`tokenizer.json\` and \`tokenizer_config.json\` (no weights needed).`,
+    `Prompts are tokenized with the real CLIP BPE tokenizer of \`${o.tokenizerId}\` (OpenAI CLIP's vocabulary), whose files`,
+    'are in `tokenizer/` (`tokenizerId: "../tokenizer"` in `text_encoder/config.json`), so this folder loads offline as it is.',
     '',
   );
   L.push('## Weights', '');
@@ -273,30 +282,37 @@ export async function bundlePipeline(opts: BundleOptions): Promise<BundleResult>
       clipSrc = resolveClipSource(src, cfg, opts.clipDir);
       clipHf = readJson(path.join(clipSrc, 'config.json'), 'text model config') as Record<string, unknown>;
       countSource(path.join(clipSrc, 'config.json'));
-      countSource(path.join(clipSrc, 'onnx', 'text_model.onnx'));
+      countSource(clipOnnxFile(clipSrc));
 
-      // The tokenizer the model was trained with must be the one the bundle will load.
-      if (opts.tokenizerCheckDir !== undefined) {
-        const ref = path.join(path.resolve(opts.tokenizerCheckDir), tokenizerId);
-        for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
-          const mine = path.join(clipSrc, f);
+      // The tokenizer the model was trained with: the pipeline's own, else the text model's,
+      // else the reference folder's; with a reference, it must be byte-identical to it.
+      const ref = opts.tokenizerCheckDir !== undefined ? path.join(path.resolve(opts.tokenizerCheckDir), tokenizerId) : undefined;
+      const hasTokenizer = (dir: string) => TOKENIZER_FILES.every((f) => existsSync(path.join(dir, f)));
+      const tokSrc = [path.join(src, 'tokenizer'), clipSrc, ...(ref ? [ref] : [])].find(hasTokenizer);
+      if (!tokSrc) {
+        throw new Error(`no tokenizer to bundle: neither ${path.join(src, 'tokenizer')} nor the text model folder ${clipSrc} has ${TOKENIZER_FILES.join(' and ')}; pass --local-models DIR (a transformers.js folder holding ${tokenizerId}/)`);
+      }
+      if (ref) {
+        for (const f of TOKENIZER_FILES) {
           const theirs = path.join(ref, f);
           if (!existsSync(theirs)) throw new Error(`tokenizer check: ${theirs} does not exist (tokenizerCheckDir must hold ${tokenizerId}/${f})`);
-          if (!existsSync(mine)) continue;
-          if (!readFileSync(mine).equals(readFileSync(theirs))) {
-            throw new Error(`tokenizer check: ${mine} differs from ${theirs}; the model was trained with another tokenizer than '${tokenizerId}' (pass the right tokenizerId)`);
+          if (!readFileSync(path.join(tokSrc, f)).equals(readFileSync(theirs))) {
+            throw new Error(`tokenizer check: ${path.join(tokSrc, f)} differs from ${theirs}; the model was trained with another tokenizer than '${tokenizerId}' (pass the right tokenizerId)`);
           }
-          tokenizerChecked = true;
         }
-        log(tokenizerChecked ? `tokenizer: the text model's tokenizer files equal ${ref}` : `tokenizer: the text model folder has no tokenizer files to check against ${ref}`);
+        tokenizerChecked = true;
+        log(`tokenizer: ${tokSrc} equals ${ref}`);
       }
+      const tokOut = path.join(tmp, 'tokenizer');
+      mkdirSync(tokOut, { recursive: true });
+      for (const f of [...TOKENIZER_FILES, ...TOKENIZER_EXTRA_FILES]) if (existsSync(path.join(tokSrc, f))) copyFileSync(path.join(tokSrc, f), path.join(tokOut, f));
 
       const clipOut = path.join(tmp, 'text_encoder', CLIP_SUBDIR);
       if (fp16) {
         writeTinyClipFp16Copy({ srcDir: clipSrc, outDir: clipOut });
         const vocab = Number(((clipHf.text_config ?? clipHf) as Record<string, unknown>).vocab_size ?? 49408);
         const ids = checkIds(vocab);
-        const a = await runClipTextModel(clipSrc, ids);
+        const a = await runClipTextModel(clipSrc, ids, { quantized: clipOnnxFile(clipSrc).endsWith('_quantized.onnx') });
         const b = await runClipTextModel(clipOut, ids);
         textModelMaxDiff = 0;
         for (let i = 0; i < a.lastHiddenState.length; i++) textModelMaxDiff = Math.max(textModelMaxDiff, Math.abs(a.lastHiddenState[i] - b.lastHiddenState[i]));
@@ -307,20 +323,20 @@ export async function bundlePipeline(opts: BundleOptions): Promise<BundleResult>
       } else {
         mkdirSync(path.join(clipOut, 'onnx'), { recursive: true });
         copyFileSync(path.join(clipSrc, 'config.json'), path.join(clipOut, 'config.json'));
-        copyFileSync(path.join(clipSrc, 'onnx', 'text_model.onnx'), path.join(clipOut, 'onnx', 'text_model.onnx'));
+        copyFileSync(clipOnnxFile(clipSrc), path.join(clipOut, 'onnx', 'text_model.onnx'));
         log('text model: copied (float32)');
       }
       const encCfg: ClipTextEncoderConfig = validateClipTextEncoderConfig({
         kind: 'clip',
         modelId: `./${CLIP_SUBDIR}`,
-        tokenizerId,
+        tokenizerId: '../tokenizer',
         quantized: false,
         maxLength: cfg.maxLength,
         contextDim: cfg.contextDim ?? readClipHiddenSize(clipSrc),
         ...(cfg.revision !== undefined ? { revision: cfg.revision } : {}),
       });
       writeJsonAtomic(path.join(tmp, 'text_encoder', 'config.json'), {
-        _comment: `the text model is ./${CLIP_SUBDIR} (${isTinyClip(clipHf) ? TINY_CLIP_NOTE : 'bundled'}); the tokenizer comes from '${tokenizerId}' (Hugging Face hub, or --local-models / TXT2IMG_LOCAL_MODELS)`,
+        _comment: `the text model is ./${CLIP_SUBDIR} (${isTinyClip(clipHf) ? TINY_CLIP_NOTE : 'bundled'}); the tokenizer is ../tokenizer, the CLIP tokenizer of '${tokenizerId}'`,
         ...encCfg,
       });
     }

@@ -11,17 +11,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import {
-  loadComponentWeights,
-  readComponentConfig,
-  readJson,
-  recoverDir,
-  replaceDirAtomic,
-  type SaveComponentOptions,
-  saveComponent,
-  tempDirFor,
-  writeJsonAtomic,
-} from '../checkpoint/io.js';
+import { loadComponentWeights, readComponentConfig, type SaveComponentOptions, saveComponent } from '../checkpoint/io.js';
+import { readJson, recoverDir, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../checkpoint/files.js';
 import { Generator } from '../random/generator.js';
 import { type A1111Sampler, type SchedulerConfig, createScheduler, parseSamplerName, parseSchedulerConfig, schedulerConfigToJSON, withA1111Sampler } from '../schedulers/index.js';
 import { type ClipLoadOptions, type ClipTextEncoder, type ClipTextEncoderConfig, loadClipTextEncoder, validateClipTextEncoderConfig } from '../text/clip.js';
@@ -134,9 +125,11 @@ export class Txt2ImgPipeline {
 
   /**
    * Writes the whole pipeline folder under a temporary name and swaps it in, so an existing
-   * pipeline at `dir` stays intact until the new one is complete.
+   * pipeline at `dir` stays intact until the new one is complete. A CLIP encoder's text model and
+   * tokenizer are copied in (text_encoder/clip/, tokenizer/) when it was loaded from local files,
+   * so the folder is self-contained and can be moved.
    */
-  async save(dir: string, clipConfig?: ClipTextEncoderConfig, opts: SavePipelineOptions = {}): Promise<void> {
+  async save(dir: string, opts: SavePipelineOptions = {}): Promise<void> {
     const tmp = tempDirFor(dir);
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
@@ -147,8 +140,12 @@ export class Txt2ImgPipeline {
       if (this.encoder instanceof LabelEncoder) {
         await saveComponent(path.join(tmp, 'label_encoder'), this.encoder.config, this.encoder.params, undefined, weights);
       } else {
-        const cfg = clipConfig ?? (this.encoder as ClipTextEncoder).config;
-        writeJsonAtomic(path.join(tmp, 'text_encoder', 'config.json'), cfg);
+        const { config, embedded } = (this.encoder as ClipTextEncoder).embedFiles(tmp);
+        const hub = [!embedded.model && `the text model '${config.modelId}'`, !embedded.tokenizer && `the tokenizer '${config.tokenizerId ?? config.modelId}'`].filter(Boolean);
+        writeJsonAtomic(path.join(tmp, 'text_encoder', 'config.json'), {
+          ...(hub.length ? { _comment: `${hub.join(' and ')} load${hub.length === 1 ? 's' : ''} from the Hugging Face hub (or --local-models)` } : {}),
+          ...config,
+        });
       }
       writeJsonAtomic(path.join(tmp, 'scheduler', 'scheduler_config.json'), schedulerConfigToJSON(this.schedulerConfig));
       writeJsonAtomic(path.join(tmp, 'model_index.json'), this.modelIndex());

@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../checkpoint/io.js';
+import { writeFileAtomic } from '../checkpoint/files.js';
 import { encodeAnimation } from '../image/animate.js';
 import { type ImageBatch, batchImage, tensorToBatch, writePng } from '../image/convert.js';
 import { makeGrid, makeStrip } from '../image/grid.js';
@@ -64,37 +64,80 @@ export function checkOutputPath(out: string): void {
   if (existsSync(out) && statSync(out).isDirectory()) throw new Error(`cannot write '${out}': it is a folder`);
 }
 
+/** What one generation asks for, as users state it: prompts (or class labels) and the settings. */
+export type ImageRequest = Pick<Txt2ImgOptions, 'prompts' | 'labels' | 'negative' | 'cfg' | 'steps' | 'sampler' | 'eta' | 'seed' | 'n'>;
+
+/** The request's settings as GenerateOptions (without the inputs), and its resolved sampler. */
+export function requestSettings(r: ImageRequest, runtime?: Runtime) {
+  const settings: Omit<GenerateOptions, 'inputs'> = { negative: r.negative, guidanceScale: r.cfg, steps: r.steps, sampler: r.sampler, eta: r.eta, seed: r.seed, runtime };
+  if (!Number.isInteger(r.n) || r.n < 1 || r.n > 256) throw new Error(`--n must be an integer from 1 to 256, got ${r.n}`);
+  // No model needed for these checks, so callers run this before loading one.
+  const { sampler } = validateGenerateOptions({ ...settings, inputs: r.labels?.length ? r.labels.map((_, i) => i) : r.prompts });
+  return { settings, sampler };
+}
+
+/**
+ * Generates a request's images with a loaded pipeline: each prompt (or label) `n` times, as
+ * [B, H, W, C] in [-1, 1] (the caller disposes it), with each image's generation parameters in
+ * AUTOMATIC1111's infotext format.
+ */
+export async function generateImages(
+  pipe: Txt2ImgPipeline,
+  r: ImageRequest,
+  o: { model: string; runtime?: Runtime; log: (line: string) => void; onStep?: GenerateOptions['onStep'] },
+): Promise<{ images: tf.Tensor4D; parameters: string[] }> {
+  const { settings, sampler } = requestSettings(r, o.runtime);
+  let inputs: string[] | number[];
+  let shown: string[];
+  if (pipe.encoder instanceof LabelEncoder) {
+    if (!r.labels || r.labels.length === 0) throw new Error(`model ${o.model} is conditioned on class labels: pass --label (e.g. --label 3)`);
+    if (r.prompts.length) throw new Error(`model ${o.model} is conditioned on class labels, not text: use --label instead of a prompt`);
+    const ids = pipe.encoder.labelsToIndices(r.labels);
+    inputs = ids.flatMap((l) => new Array(r.n).fill(l));
+    shown = ids.flatMap((l) => new Array(r.n).fill(`label ${l}`));
+  } else {
+    if (r.labels?.length) throw new Error(`model ${o.model} is conditioned on text: --label is for class-conditional models`);
+    inputs = r.prompts.flatMap((p) => new Array(r.n).fill(p));
+    shown = inputs as string[];
+  }
+  const images = await pipe.generate({ ...settings, inputs, warn: o.log, onStep: o.onStep });
+  const size = pipe.info.imageSize;
+  const parameters = shown.map((prompt, i) =>
+    formatInfotext({
+      prompt,
+      negativePrompt: r.negative,
+      steps: r.steps,
+      sampler: sampler.name,
+      cfgScale: r.cfg,
+      seed: r.seed,
+      width: size,
+      height: size,
+      model: path.basename(path.resolve(o.model)),
+      extra: {
+        ...(sampler.type === 'ddim' && r.eta ? { Eta: r.eta } : {}),
+        ...(inputs.length > 1 ? { 'Batch size': inputs.length, 'Batch pos': i } : {}),
+        // the runtimes agree to ~2e-6, not bit for bit: say which made these pixels
+        ...(o.runtime && o.runtime !== 'tfjs' ? { 'U-Net runtime': o.runtime } : {}),
+      },
+    }),
+  );
+  return { images, parameters };
+}
+
 export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
   const log = o.log ?? ((l: string) => console.error(l));
-  if (!Number.isInteger(o.n) || o.n < 1 || o.n > 256) throw new Error(`--n must be an integer from 1 to 256, got ${o.n}`);
   checkOutputPath(o.out);
-  const settings: Omit<GenerateOptions, 'inputs'> = { negative: o.negative, guidanceScale: o.cfg, steps: o.steps, sampler: o.sampler, eta: o.eta, seed: o.seed, runtime: o.runtime };
-  // Before loading the model: bad input fails at once (the model adds its own checks).
-  const { sampler } = validateGenerateOptions({ ...settings, inputs: o.labels?.length ? o.labels.map((_, i) => i) : o.prompts });
+  requestSettings(o, o.runtime); // bad input fails before the model loads
   const pipe = await Txt2ImgPipeline.load(o.model, { clip: o.clip });
   try {
-    const isLabel = pipe.encoder instanceof LabelEncoder;
-    let inputs: string[] | number[];
-    let shown: string[];
-    if (isLabel) {
-      if (!o.labels || o.labels.length === 0) throw new Error(`model ${o.model} is conditioned on class labels: pass --label (e.g. --label 3)`);
-      if (o.prompts.length) throw new Error(`model ${o.model} is conditioned on class labels, not text: use --label instead of a prompt`);
-      const ids = (pipe.encoder as LabelEncoder).labelsToIndices(o.labels);
-      inputs = ids.flatMap((l) => new Array(o.n).fill(l));
-      shown = ids.flatMap((l) => new Array(o.n).fill(`label ${l}`));
-    } else {
-      if (o.labels?.length) throw new Error(`model ${o.model} is conditioned on text: --label is for class-conditional models`);
-      inputs = o.prompts.flatMap((p) => new Array(o.n).fill(p));
-      shown = inputs as string[];
-    }
     for (const w of pipe.info.notes ?? []) log(`note: ${w}`);
     log(describeUNetRuntime(o.runtime ?? 'tfjs') + (o.runtimeWhy ? ` (${o.runtimeWhy})` : ''));
     const bar = new ProgressBar({ total: o.steps, label: 'denoising', silent: o.quiet });
     const frames: ImageBatch[] = [];
-    const images = await pipe.generate({
-      ...settings,
-      inputs,
-      warn: log,
+    const { images, parameters: all } = await generateImages(pipe, o, {
+      model: o.model,
+      runtime: o.runtime,
+      log,
       onStep: async (s) => {
         bar.update(s.index + 1, { t: s.t });
         if (o.saveSteps) {
@@ -108,42 +151,21 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
     const batch = await tensorToBatch(images);
     images.dispose();
 
-    const size = pipe.info.imageSize;
-    const modelName = path.basename(path.resolve(o.model));
-    const infotext = (i: number) =>
-      formatInfotext({
-        prompt: shown[i],
-        negativePrompt: o.negative,
-        steps: o.steps,
-        sampler: sampler.name,
-        cfgScale: o.cfg,
-        seed: o.seed,
-        width: size,
-        height: size,
-        model: modelName,
-        extra: {
-          ...(sampler.type === 'ddim' && o.eta ? { Eta: o.eta } : {}),
-          ...(inputs.length > 1 ? { 'Batch size': inputs.length, 'Batch pos': i } : {}),
-          // the runtimes agree to ~2e-6, not bit for bit: say which made these pixels
-          ...(o.runtime && o.runtime !== 'tfjs' ? { 'U-Net runtime': o.runtime } : {}),
-        },
-      });
     const files: string[] = [];
     const parameters: string[] = [];
     const count = batch.shape[0];
     // A grid carries the first image's parameters (as A1111 does for grids).
-    parameters.push(infotext(0));
-    await writePng(o.out, count === 1 ? batchImage(batch, 0) : makeGrid(batch), { text: { parameters: parameters[0] } });
+    parameters.push(all[0]);
+    await writePng(o.out, count === 1 ? batchImage(batch, 0) : makeGrid(batch), { text: { parameters: all[0] } });
     files.push(o.out);
     if (o.separate && count > 1) {
       const base = o.out.replace(/\.png$/i, '');
       const width = String(count - 1).length;
       for (let i = 0; i < count; i++) {
         const file = `${base}-${String(i).padStart(width, '0')}.png`;
-        const p = infotext(i);
-        await writePng(file, batchImage(batch, i), { text: { parameters: p } });
+        await writePng(file, batchImage(batch, i), { text: { parameters: all[i] } });
         files.push(file);
-        parameters.push(p);
+        parameters.push(all[i]);
       }
     }
     if (o.saveSteps && frames.length) {

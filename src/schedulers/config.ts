@@ -18,9 +18,12 @@
  *   unipc            UniPCMultistepScheduler            Zhao et al. 2023, bh2, predicting x0
  */
 import { BETA_SCHEDULES, type BetaScheduleName } from './schedules.js';
-import { PREDICTION_TYPES, type PredictionType } from './prediction.js';
 import { TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.js';
 import { ConfigChecker } from '../checkpoint/config.js';
+
+/** What the network predicts (./prediction.ts converts between them). */
+export const PREDICTION_TYPES = ['epsilon', 'v', 'x0'] as const;
+export type PredictionType = (typeof PREDICTION_TYPES)[number];
 
 export const SCHEDULER_TYPES = ['ddpm', 'ddim', 'euler', 'euler-ancestral', 'heun', 'dpmpp-2m', 'dpmpp-2m-sde', 'unipc'] as const;
 export type SchedulerType = (typeof SCHEDULER_TYPES)[number];

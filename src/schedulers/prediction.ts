@@ -14,14 +14,8 @@
  * against x (per-sample timesteps, training). They do not dispose their inputs.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { PredictionType } from './config.js';
 
-export const PREDICTION_TYPES = ['epsilon', 'v', 'x0'] as const;
-export type PredictionType = (typeof PREDICTION_TYPES)[number];
-
-export function parsePredictionType(v: unknown, what = 'predictionType'): PredictionType {
-  if (typeof v === 'string' && (PREDICTION_TYPES as readonly string[]).includes(v)) return v as PredictionType;
-  throw new Error(`${what} '${String(v)}' is unknown; allowed: ${PREDICTION_TYPES.join(', ')}`);
-}
 
 type Coef = number | tf.Tensor;
 

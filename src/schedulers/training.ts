@@ -19,7 +19,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { Generator } from '../random/generator.js';
 import type { SchedulerBase } from './base.js';
 import { timestepsToArray } from './base.js';
-import { type PredictionType, predictionTarget } from './prediction.js';
+import type { PredictionType } from './config.js';
+import { predictionTarget } from './prediction.js';
 import { snr } from './schedules.js';
 import type { TimestepsInput } from './types.js';
 

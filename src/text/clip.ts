@@ -6,12 +6,14 @@
  * Long prompts are truncated keeping the end-of-text token last; embeddings are cached per prompt.
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { checkBatch, type ConditionEncoder, type Conditioning } from './types.js';
 import { ConfigChecker } from '../checkpoint/config.js';
 
-export const LOCAL_MODELS_ENV = 'TXT2IMG_LOCAL_MODELS';
+import { LOCAL_MODELS_ENV } from './local-models.js';
+
+export { LOCAL_MODELS_ENV };
 export const DEFAULT_CLIP_MODEL_ID = 'Xenova/clip-vit-base-patch32';
 /** CLIP's context length (its position table has 77 rows). */
 export const CLIP_MAX_LENGTH = 77;
@@ -593,6 +595,35 @@ export class ClipTextEncoder implements ConditionEncoder {
   }
 
   /** Releases the ONNX session and the cache. Holds no tf tensors. */
+  /**
+   * Copies the files this encoder was loaded from into a pipeline folder, so the folder carries
+   * its text model and tokenizer and works offline wherever it is moved: the model's config.json
+   * and ONNX file into `<dir>/<modelSubdir>`, the tokenizer's files into `<dir>/<tokenizerSubdir>`.
+   * Returns the config with ids relative to `<dir>/text_encoder`, or, for a part loaded from the
+   * hub or its cache (no local files), keeps that part's id (the caller says so).
+   */
+  embedFiles(dir: string, modelSubdir = 'text_encoder/clip', tokenizerSubdir = 'tokenizer'): { config: ClipTextEncoderConfig; embedded: { model: boolean; tokenizer: boolean } } {
+    const config: ClipTextEncoderConfig = { ...this.config, quantized: this.quantized };
+    delete config.localModelPath;
+    const copy = (from: string, files: string[], to: string): boolean => {
+      if (!files.every((f) => isFile(path.join(from, f)))) return false;
+      for (const f of files) {
+        mkdirSync(path.dirname(path.join(to, f)), { recursive: true });
+        copyFileSync(path.join(from, f), path.join(to, f));
+      }
+      return true;
+    };
+    const relative = (sub: string) => `./${path.relative('text_encoder', sub).split(path.sep).join('/')}`.replace(/^\.\/\.\.\//, '../');
+    const model = copy(this.location.localDir, [...MODEL_CONFIG_FILES, this.quantized ? ONNX_QUANT : ONNX_FP32], path.join(dir, modelSubdir));
+    if (model) config.modelId = relative(modelSubdir);
+    const tokFrom = this.tokenizerLocation.localDir;
+    const optional = ['special_tokens_map.json', 'vocab.json', 'merges.txt', 'LICENSE-openai-clip'].filter((f) => isFile(path.join(tokFrom, f)));
+    const tokenizer = copy(tokFrom, [...TOKENIZER_FILES, ...optional], path.join(dir, tokenizerSubdir));
+    if (tokenizer) config.tokenizerId = relative(tokenizerSubdir);
+    else if (model && config.tokenizerId === undefined) config.tokenizerId = this.tokenizerLocation.modelId;
+    return { config, embedded: { model, tokenizer } };
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;

@@ -452,7 +452,8 @@ export interface TinyClipFp16Result {
 export function writeTinyClipFp16Copy(opts: TinyClipFp16Options): TinyClipFp16Result {
   const src = path.resolve(opts.srcDir);
   const cfgFile = path.join(src, 'config.json');
-  const onnxFile = path.join(src, 'onnx', 'text_model.onnx');
+  // The float32 graph, or its copy under transformers.js' default (quantized) name.
+  const onnxFile = ['text_model.onnx', 'text_model_quantized.onnx'].map((f) => path.join(src, 'onnx', f)).find((f) => existsSync(f)) ?? path.join(src, 'onnx', 'text_model.onnx');
   for (const f of [cfgFile, onnxFile]) if (!existsSync(f)) throw new Error(`tiny CLIP folder '${src}' lacks ${f}`);
   let hf: Record<string, unknown>;
   try {

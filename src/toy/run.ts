@@ -7,7 +7,7 @@
  * diffusion.gif or .webp (forward then reverse), loss.png, scheduler_config.json, report.json.
  */
 import { join } from 'node:path';
-import { writeFileAtomic, writeJsonAtomic } from '../checkpoint/io.js';
+import { writeFileAtomic, writeJsonAtomic } from '../checkpoint/files.js';
 import { encodeAnimation } from '../image/animate.js';
 import { writePng } from '../image/convert.js';
 import { ProgressBar } from '../image/progress.js';

@@ -4,7 +4,7 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { writeJsonAtomic } from '../checkpoint/io.js';
+import { writeJsonAtomic } from '../checkpoint/files.js';
 import { type ImageSet, loadFolderSet, mnistSet } from '../data/in-memory.js';
 import { ProgressBar, trainingProgress } from '../image/progress.js';
 import { Generator } from '../random/generator.js';

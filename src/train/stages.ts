@@ -16,7 +16,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { recoverDir } from '../checkpoint/io.js';
+import { recoverDir } from '../checkpoint/files.js';
 import { EncoderCache, fingerprint, hashArrays } from '../data/cache.js';
 import { type ImageSet, type IndexBatch, IndexBatcher, gatherRows, imageBatch } from '../data/in-memory.js';
 import { tensorToBatch, writePng } from '../image/convert.js';

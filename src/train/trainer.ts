@@ -21,7 +21,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { readJson, readSafetensors, replaceDirAtomic, writeFileAtomic, writeJsonAtomic, writeSafetensors } from '../checkpoint/io.js';
+import { readSafetensors, writeSafetensors } from '../checkpoint/io.js';
+import { readJson, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../checkpoint/files.js';
 import { type ParamStore, type StagedLoss, disposeGrads } from '../nn/params.js';
 import { AdamW, type AdamWConfig, accumulateGrads, clipGradNorm } from '../optim/adamw.js';
 import { EMA } from '../optim/ema.js';

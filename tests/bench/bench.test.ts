@@ -1,13 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type BackendInfo, initBackend } from '../../src/backend/index.js';
 import { FIGURE_NAMES, formatBench, guardWasmMalloc, loadBenchSpec, median, runBench, wasmAllocStats, wasmHeapBytes } from '../../src/bench/bench.js';
 import { type PeerResult, compareRows, formatComparison, medianOfPeerRounds, medianOfRounds, mergeBenchResults } from '../../src/bench/compare.js';
 import { tempDir } from '../fixtures/captioned.js';
+import { LDM_SMALL, SHARED_LDM_SMALL } from '../helpers.js';
 
-const LDM_SMALL = '/work/shared/bench/ldm-small.json';
 let backend: BackendInfo;
 
 beforeAll(async () => {
@@ -27,6 +27,11 @@ function tinySpecFile(): string {
 }
 
 describe('bench spec', () => {
+  const shared = existsSync(SHARED_LDM_SMALL);
+  it.skipIf(!shared)(`the fixture copy equals the shared ldm-small.json${shared ? '' : ' (skipped: no ../shared/bench beside the repository)'}`, () => {
+    expect(JSON.parse(readFileSync(path.join(import.meta.dirname, '../fixtures/ldm-small.json'), 'utf8'))).toEqual(JSON.parse(readFileSync(SHARED_LDM_SMALL, 'utf8')));
+  });
+
   it('reads ldm-small.json: the four figures, the model shapes and a DDIM schedule', () => {
     const spec = loadBenchSpec(LDM_SMALL);
     expect(spec.figures).toEqual([...FIGURE_NAMES]);

@@ -7,14 +7,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random/generator.js';
 import { ParamStore } from '../../src/nn/params.js';
 import { decodeSafetensors, encodeSafetensors } from '../../src/checkpoint/safetensors.js';
-import {
-  loadComponentWeights,
-  readComponentConfig,
-  recoverDir,
-  replaceDirAtomic,
-  saveComponent,
-  writeFileAtomic,
-} from '../../src/checkpoint/io.js';
+import { loadComponentWeights, readComponentConfig, saveComponent } from '../../src/checkpoint/io.js';
+import { recoverDir, replaceDirAtomic, writeFileAtomic } from '../../src/checkpoint/files.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');

@@ -5,7 +5,6 @@
  * than the traced one, the trainer with the onnx option against the tfjs trainer, and no leaks.
  */
 import * as tf from '@tensorflow/tfjs';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,7 +28,7 @@ import { AutoencoderKL } from '../../src/vae/autoencoder-kl.js';
 import { parseVaeConfig } from '../../src/vae/config.js';
 import type { IndexBatch } from '../../src/data/in-memory.js';
 import { PEER_UNET_CONFIG, perturbParams } from '../unet/peer-fixture.js';
-import { float32BoundRatio, maxAbsDiff } from '../helpers.js';
+import { float32BoundRatio, maxAbsDiff, runCommand } from '../helpers.js';
 
 beforeAll(async () => {
   await initBackend({ backend: 'wasm', threads: 1, quiet: true });
@@ -258,17 +257,17 @@ describe('OnnxSession', () => {
   });
 
   // Data-parallel shards load onnxruntime-node in worker threads; bindings before 1.22 corrupt the heap then.
-  it('survives worker threads that load it, run and exit, round after round', () => {
+  it('survives worker threads that load it, run and exit, round after round', async () => {
     const x = tf.ones([2, 3]);
     const trace = traceKernels(() => [tf.matMul(x, x, false, true)], { x });
     const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'ort-workers-')), 'm.onnx');
     writeFileSync(file, traceToOnnx(trace, { outputNames: ['y'] }));
     x.dispose();
     const script = fileURLToPath(new URL('../fixtures/ort-workers.mjs', import.meta.url));
-    const r = spawnSync(process.execPath, [script, file, '20'], { encoding: 'utf8', timeout: 60_000 });
+    const r = await runCommand(process.execPath, [script, file, '20'], { timeout: 60_000 });
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('ok');
-    expect(r.status).toBe(0);
+    expect(r.code).toBe(0);
   }, 90_000);
 });
 

@@ -1,11 +1,10 @@
 /**
  * Bundling a trained pipeline into a self-contained folder (src/pipeline/bundle.ts): the tiny
- * NOT-pretrained text model travels inside it, the CLIP tokenizer does not (it comes from the
- * shared local models folder here, from the hub for users with internet).
+ * NOT-pretrained text model and the CLIP tokenizer travel inside it, so it loads offline with no
+ * setting, wherever it is moved.
  */
 import * as tf from '@tensorflow/tfjs';
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +18,7 @@ import { validateTrainConfig } from '../../src/train/train-config.js';
 import { LOCAL_MODELS_ENV } from '../../src/text/clip.js';
 import { tempDir, writeColorDataset } from '../fixtures/captioned.js';
 import { CLIP_ID, makeTinyModel, maxAbsDiff, sharedModelsDir } from '../text/shared.js';
+import { runCommand } from '../helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const stage = { batchSize: 4, lr: 1e-3, lrSchedule: 'constant', warmupSteps: 0, weightDecay: 0, clipGradNorm: 1, emaDecay: 0.5, accumulate: 1, checkpointEvery: 2 };
@@ -62,7 +62,7 @@ beforeAll(async () => {
 afterAll(() => tiny?.cleanup());
 
 describe('bundling a trained pipeline (--fp16)', () => {
-  it('writes the text model but no tokenizer files, F16 weights, and a README with the recipe', () => {
+  it('writes the text model and its tokenizer, F16 weights, and a README with the recipe', () => {
     expect(bundle.files.map((f) => f.path)).toEqual([
       'README.md',
       'model_index.json',
@@ -70,6 +70,12 @@ describe('bundling a trained pipeline (--fp16)', () => {
       'text_encoder/clip/config.json',
       'text_encoder/clip/onnx/text_model.onnx',
       'text_encoder/config.json',
+      'tokenizer/LICENSE-openai-clip',
+      'tokenizer/merges.txt',
+      'tokenizer/special_tokens_map.json',
+      'tokenizer/tokenizer.json',
+      'tokenizer/tokenizer_config.json',
+      'tokenizer/vocab.json',
       'unet/config.json',
       'unet/diffusion_pytorch_model.safetensors',
       'vae/config.json',
@@ -77,11 +83,13 @@ describe('bundling a trained pipeline (--fp16)', () => {
     ]);
     expect(bundle.tokenizerChecked).toBe(true);
     expect(bundle.totalBytes).toBe(bundle.files.reduce((a, f) => a + f.bytes, 0));
-    expect(bundle.totalBytes).toBeLessThan(bundle.sourceBytes * 0.55);
+    // The F16 weights and text model: about half of what was bundled (the tokenizer is copied as it is).
+    const tokenizerBytes = bundle.files.filter((f) => f.path.startsWith('tokenizer/')).reduce((a, f) => a + f.bytes, 0);
+    expect(bundle.totalBytes - tokenizerBytes).toBeLessThan(bundle.sourceBytes * 0.55);
     expect(bundle.textModelMaxDiff).toBeGreaterThan(0);
     expect(bundle.textModelMaxDiff).toBeLessThan(3e-3);
     const enc = JSON.parse(readFileSync(path.join(bundleDir, 'text_encoder', 'config.json'), 'utf8'));
-    expect(enc).toMatchObject({ kind: 'clip', modelId: './clip', tokenizerId: CLIP_ID, quantized: false, maxLength: 77, contextDim: 32 });
+    expect(enc).toMatchObject({ kind: 'clip', modelId: './clip', tokenizerId: '../tokenizer', quantized: false, maxLength: 77, contextDim: 32 });
     expect(enc).not.toHaveProperty('localModelPath');
     for (const comp of ['vae', 'unet']) {
       const file = path.join(bundleDir, comp, 'diffusion_pytorch_model.safetensors');
@@ -99,20 +107,20 @@ describe('bundling a trained pipeline (--fp16)', () => {
     expect(readme).toContain('scripts/bundle-model.ts');
     expect(readme).toContain('--fp16');
     expect(readme).toContain('"conditioning"'); // the run's config.json
-    expect(readme).toContain(`DIR/${CLIP_ID}/`);
+    expect(readme).toContain('`tokenizer/`');
     expect(existsSync(`${bundleDir}.old`)).toBe(false);
   });
 
-  it('loads offline with the tokenizer from the shared folder and generates close to (not equal to) the float32 pipeline; no leaks', async () => {
+  it('loads offline with no setting, moved elsewhere, and generates close to (not equal to) the float32 pipeline; no leaks', async () => {
     const before = tf.memory().numTensors;
-    const original = await Txt2ImgPipeline.load(pipeDir, { clip: shared });
+    const original = await Txt2ImgPipeline.load(pipeDir);
     const want = await generate(original);
     original.dispose();
-    // Moved elsewhere, the folder still loads: the text model path is relative to it.
+    // Moved elsewhere, the folder still loads: the text model and tokenizer paths are relative to it.
     const moved = path.join(path.dirname(bundleDir), 'moved');
     renameSync(bundleDir, moved);
     try {
-      const pipe = await Txt2ImgPipeline.load(moved, { clip: shared });
+      const pipe = await Txt2ImgPipeline.load(moved, { clip: { allowRemote: false, environment: {} } });
       expect(pipe.encoder.kind).toBe('clip');
       const got = await generate(pipe);
       const got2 = await generate(pipe);
@@ -127,44 +135,41 @@ describe('bundling a trained pipeline (--fp16)', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  it('without a tokenizer source (no local folder, downloads off) says where it looked and how to provide it', async () => {
+  it('with its tokenizer folder gone, says which files it looked for and how to provide them', async () => {
     const before = tf.memory().numTensors;
-    const err = await Txt2ImgPipeline.load(bundleDir, { clip: { allowRemote: false, environment: {} } }).then(
+    const broken = path.join(tempDir('bundle-no-tokenizer'), 'default');
+    cpSync(bundleDir, broken, { recursive: true });
+    rmSync(path.join(broken, 'tokenizer'), { recursive: true });
+    const err = await Txt2ImgPipeline.load(broken, { clip: { allowRemote: false, environment: {} } }).then(
       () => undefined,
       (e: Error) => e,
     );
     expect(err).toBeInstanceOf(Error);
     const msg = err!.message;
-    expect(msg).toContain(`CLIP tokenizer '${CLIP_ID}' (for the text model '${path.join(bundleDir, 'text_encoder', 'clip')}') could not be loaded`);
-    expect(msg).toMatch(new RegExp(`/${CLIP_ID}/tokenizer\\.json \\((missing|transformers\\.js cache, missing)\\)`));
-    expect(msg).toMatch(/allow internet access/);
-    expect(msg).toContain('--local-models');
-    expect(msg).toContain(LOCAL_MODELS_ENV);
-    expect(msg).toContain(`${CLIP_ID}/{tokenizer.json,tokenizer_config.json}`);
+    expect(msg).toContain(`CLIP tokenizer '${path.join(broken, 'tokenizer')}' (for the text model '${path.join(broken, 'text_encoder', 'clip')}') could not be loaded`);
+    expect(msg).toContain(`${path.join(broken, 'tokenizer', 'tokenizer.json')} (missing)`);
     expect(tf.memory().numTensors).toBe(before); // VAE and U-Net were disposed
   });
 
   it('without --fp16 the bundle (written by the CLI) generates exactly what the pipeline does', async () => {
     const out = path.join(tempDir('bundle-f32'), 'default');
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', pipeDir, '--out', out, '--quiet'], {
+    const r = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', pipeDir, '--out', out, '--quiet'], {
       cwd: repo,
-      encoding: 'utf8',
       env: { ...process.env, [LOCAL_MODELS_ENV]: sharedModelsDir() },
       timeout: 60_000,
     });
-    expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^bundled .* -> .*: 10 files, [\d.]+ MB/m);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^bundled .* -> .*: 16 files, [\d.]+ MB/m);
     expect(readFileSync(path.join(out, 'README.md'), 'utf8')).toMatch(/Stored as float32, exactly as trained/);
-    const bad = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', path.join(out, 'nope'), '--out', path.join(out, '..', 'x')], {
+    const bad = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', path.join(out, 'nope'), '--out', path.join(out, '..', 'x')], {
       cwd: repo,
-      encoding: 'utf8',
       timeout: 60_000,
     });
-    expect(bad.status).toBe(1);
+    expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^error: pipeline folder .*nope does not exist/m);
 
-    const a = await Txt2ImgPipeline.load(pipeDir, { clip: shared });
-    const b = await Txt2ImgPipeline.load(out, { clip: shared });
+    const a = await Txt2ImgPipeline.load(pipeDir);
+    const b = await Txt2ImgPipeline.load(out);
     try {
       expect(Array.from(await generate(b))).toEqual(Array.from(await generate(a)));
     } finally {
@@ -173,11 +178,11 @@ describe('bundling a trained pipeline (--fp16)', () => {
     }
   });
 
-  it('Txt2ImgPipeline.save(dir, undefined, { dtype: F16 }) writes F16 weights that load as the rounded values', async () => {
+  it('Txt2ImgPipeline.save(dir, { dtype: F16 }) writes F16 weights that load as the rounded values', async () => {
     const pipe = await Txt2ImgPipeline.load(pipeDir, { clip: shared });
     const dir = path.join(tempDir('save-f16'), 'pipe');
     try {
-      await pipe.save(dir, undefined, { dtype: 'F16' });
+      await pipe.save(dir, { dtype: 'F16' });
       const unet = readSafetensors(path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors')).tensors;
       const orig = await pipe.unet.store.toArrays();
       for (const [k, v] of orig) expect(Array.from(unet.get(k)!.data), k).toEqual(Array.from(roundToHalf(v.data)));

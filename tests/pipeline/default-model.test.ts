@@ -4,7 +4,6 @@
  * of the committed weights, scored by nearest palette colour rather than by eye).
  */
 import * as tf from '@tensorflow/tfjs';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,17 +15,16 @@ import { getPngText } from '../../src/image/png-text.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
 import { LOCAL_MODELS_ENV } from '../../src/text/clip.js';
 import { tempDir } from '../fixtures/captioned.js';
+import { runCommand } from '../helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MODEL = path.join(repo, 'models', 'default');
-/** The tokenizer files, as the README tells offline machines to provide them. */
-const LOCAL_MODELS = process.env[LOCAL_MODELS_ENV] ?? path.resolve(repo, '..', 'shared', 'models');
 
 let pipe: Txt2ImgPipeline;
 
 beforeAll(async () => {
   await initBackend({ backend: process.env.TXT2IMG_BACKEND ?? 'wasm', quiet: true });
-  pipe = await Txt2ImgPipeline.load(MODEL, { clip: { localModelPath: LOCAL_MODELS } });
+  pipe = await Txt2ImgPipeline.load(MODEL);
 }, 120_000);
 
 afterAll(() => pipe?.dispose());
@@ -69,20 +67,21 @@ async function generate(prompt: string, n: number, seed: number): Promise<Color[
 
 describe('the bundled default model', () => {
   it('is a complete, small pipeline folder', () => {
-    for (const f of ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'README.md']) {
+    for (const f of ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'tokenizer/tokenizer.json', 'README.md']) {
       expect(existsSync(path.join(MODEL, f)), f).toBe(true);
     }
   });
 
-  it("the README's first command writes a PNG of the prompt (CLI, offline tokenizer from the environment)", () => {
+  it("the README's first command writes a PNG of the prompt (the compiled CLI, offline, no environment variable)", async () => {
     const out = path.join(tempDir('default-cli'), 'txt2img.png');
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'txt2img.ts'), 'a smiling face', '--cfg', '7', '--out', out, '--quiet'], {
-      cwd: repo,
-      encoding: 'utf8',
-      env: { ...process.env, [LOCAL_MODELS_ENV]: LOCAL_MODELS, TXT2IMG_BACKEND: process.env.TXT2IMG_BACKEND ?? 'wasm' },
+    const env: NodeJS.ProcessEnv = { ...process.env, TXT2IMG_BACKEND: process.env.TXT2IMG_BACKEND ?? 'wasm' };
+    delete env[LOCAL_MODELS_ENV]; // the bundled model carries its tokenizer
+    const r = await runCommand(process.execPath, [path.join(repo, 'bin', 'txt2img.mjs'), 'a smiling face', '--cfg', '7', '--out', out, '--quiet'], {
+      cwd: tempDir('default-cwd'),
+      env,
       timeout: 120_000,
     });
-    expect(r.status, r.stderr).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     const info = parseInfotext(getPngText(readFileSync(out), 'parameters')!);
     expect(info.prompt).toBe('a smiling face');
     expect(info.params).toMatchObject({ 'CFG scale': '7', Size: '32x32' });

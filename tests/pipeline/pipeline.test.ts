@@ -4,8 +4,7 @@
  * checked against a hand-written reference loop.
  */
 import * as tf from '@tensorflow/tfjs';
-import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +21,7 @@ import { Generator } from '../../src/random/generator.js';
 import { createScheduler, withA1111Sampler } from '../../src/schedulers/index.js';
 import { BAD_FIXTURE_SIZE, tempDir, writeBadDataFixture, writeColorDataset } from '../fixtures/captioned.js';
 import { makeTinyModel } from '../text/shared.js';
+import { runCommand } from '../helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const stage = { batchSize: 4, lr: 1e-3, lrSchedule: 'constant', warmupSteps: 0, weightDecay: 0, clipGradNorm: 1, emaDecay: 0.9, accumulate: 1, checkpointEvery: 2 };
@@ -70,7 +70,7 @@ afterAll(() => tiny?.cleanup());
 
 describe('training a tiny text-to-image pipeline', () => {
   it('writes a complete pipeline folder with the training facts', () => {
-    expect(readdirSync(pipeA).sort()).toEqual(['model_index.json', 'scheduler', 'text_encoder', 'unet', 'vae']);
+    expect(readdirSync(pipeA).sort()).toEqual(['model_index.json', 'scheduler', 'text_encoder', 'tokenizer', 'unet', 'vae']);
     const index = JSON.parse(readFileSync(path.join(pipeA, 'model_index.json'), 'utf8'));
     expect(index).toMatchObject({ _class_name: 'Txt2ImgPipeline', conditioning: 'clip', conditioningDropout: 0.25, imageSize: 16, trainedSteps: 4 });
     const vaeCfg = JSON.parse(readFileSync(path.join(pipeA, 'vae', 'config.json'), 'utf8'));
@@ -79,6 +79,30 @@ describe('training a tiny text-to-image pipeline', () => {
     const log = readFileSync(path.join(runA, 'unet-stage', 'loss.jsonl'), 'utf8').trim().split('\n');
     expect(log).toHaveLength(4);
     expect(JSON.parse(readFileSync(path.join(runA, 'config.json'), 'utf8')).seed).toBe(1);
+  });
+
+  it('is self-contained: moved elsewhere, with the text model it was trained on gone, it gives the same image', async () => {
+    const cfg = JSON.parse(readFileSync(path.join(pipeA, 'text_encoder', 'config.json'), 'utf8'));
+    expect(cfg).toMatchObject({ modelId: './clip', tokenizerId: '../tokenizer' });
+    expect(JSON.stringify(cfg)).not.toContain(tiny.root);
+    const moved = path.join(tempDir('moved'), 'pipe');
+    cpSync(pipeA, moved, { recursive: true });
+    const opts = { inputs: ['a red square'], guidanceScale: 3, steps: 3, seed: 2 };
+    const a = await Txt2ImgPipeline.load(pipeA);
+    const want = await a.generate(opts);
+    a.dispose();
+    const away = `${tiny.root}-away`;
+    renameSync(tiny.root, away);
+    try {
+      const b = await Txt2ImgPipeline.load(moved);
+      const got = await b.generate(opts);
+      b.dispose();
+      expect(Array.from(await got.data())).toEqual(Array.from(await want.data()));
+      tf.dispose([got]);
+    } finally {
+      renameSync(away, tiny.root);
+      want.dispose();
+    }
   });
 
   it('an interrupted run resumed in both stages ends with the same weights', async () => {
@@ -174,15 +198,14 @@ describe('training a tiny text-to-image pipeline', () => {
     expect(parsed.params).toMatchObject({ Steps: '4', Sampler: 'DDIM', 'CFG scale': '3', Seed: '5', Size: '16x16' });
   });
 
-  it('the txt2img CLI itself samples the pipeline (exit 0, PNG with parameters)', () => {
+  it('the txt2img CLI itself samples the pipeline (exit 0, PNG with parameters)', async () => {
     const out = path.join(tempDir('cli-ok'), 'cli.png');
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'txt2img.ts'), 'a blue square', '--model', pipeA, '--steps', '3', '--cfg', '2', '--seed', '4', '--out', out, '--quiet'], {
+    const r = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'txt2img.ts'), 'a blue square', '--model', pipeA, '--steps', '3', '--cfg', '2', '--seed', '4', '--out', out, '--quiet'], {
       cwd: repo,
-      encoding: 'utf8',
       env: { ...process.env, TXT2IMG_BACKEND: process.env.TXT2IMG_BACKEND ?? 'wasm' },
       timeout: 120_000,
     });
-    expect(r.status, r.stderr).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^backend: /m);
     // the default --runtime auto picks onnxruntime on a CPU backend, says so, and records it
     expect(r.stderr).toMatch(/^U-Net runtime: onnxruntime-node on the CPU .*\(auto: faster than the \w+ backend/m);

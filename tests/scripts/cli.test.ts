@@ -2,23 +2,22 @@
  * The CLIs as a user runs them: bad input is one line on stderr naming the value and what is
  * allowed, a non-zero exit code, and no output file.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '../fixtures/captioned.js';
+import { runCommand } from '../helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-function cli(script: string, args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', script), ...args], {
+async function cli(script: string, args: string[]) {
+  const r = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', script), ...args], {
     cwd: repo,
-    encoding: 'utf8',
     env: { ...process.env, TXT2IMG_BACKEND: 'cpu' },
     timeout: 60_000,
   });
-  return { code: r.status, stderr: r.stderr.trim(), stdout: r.stdout };
+  return { code: r.code, stderr: r.stderr.trim(), stdout: r.stdout };
 }
 
 describe('txt2img CLI input errors', () => {
@@ -40,66 +39,66 @@ describe('txt2img CLI input errors', () => {
     ['unknown runtime', ['a cat', '--model', model, '--runtime', 'gpu', '--out', out], /--runtime: unknown U-Net runtime 'gpu'; allowed: auto, tfjs, onnx/],
   ];
   for (const [name, args, pattern] of cases) {
-    it(name, () => {
-      const r = cli('txt2img.ts', args);
+    it(name, async () => {
+      const r = await cli('txt2img.ts', args);
       expect(r.code, r.stderr).not.toBe(0);
       expect(r.stderr).toMatch(pattern);
       expect(existsSync(out)).toBe(false);
     });
   }
 
-  it('an incomplete model folder lists the missing components', () => {
+  it('an incomplete model folder lists the missing components', async () => {
     const m = tempDir('m2');
     mkdirSync(path.join(m, 'scheduler'), { recursive: true });
     writeFileSync(path.join(m, 'model_index.json'), JSON.stringify({ _class_name: 'Txt2ImgPipeline', _version: 1, conditioning: 'clip', conditioningDropout: 0.1, imageSize: 16 }));
-    const r = cli('txt2img.ts', ['a cat', '--model', m, '--out', out]);
+    const r = await cli('txt2img.ts', ['a cat', '--model', m, '--out', out]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/incomplete: missing vae\/, unet\/, text_encoder\//);
   });
 });
 
 describe('train CLI input errors', () => {
-  it('a bad config value is named with what is allowed', () => {
+  it('a bad config value is named with what is allowed', async () => {
     const dir = tempDir('traincli');
     const cfg = path.join(dir, 'c.json');
     writeFileSync(cfg, JSON.stringify({ seed: 0, data: { source: 'mnist' }, conditioning: { kind: 'label', numClasses: 10, contextDim: 8, dropout: 2 } }));
-    const r = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run')]);
+    const r = await cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run')]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/conditioning.dropout must be a probability in \[0, 1\], got 2/);
-    const r2 = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--stage', 'both']);
+    const r2 = await cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--stage', 'both']);
     expect(r2.stderr).toMatch(/--stage must be one of vae, unet, all, got 'both'/);
-    const r3 = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--workers', '0']);
+    const r3 = await cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--workers', '0']);
     expect(r3.stderr).toMatch(/--workers must be an integer from 1 to 64, got '0'/);
-    const r4 = cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--runtime', 'gpu']);
+    const r4 = await cli('train.ts', ['--config', cfg, '--out', path.join(dir, 'run'), '--runtime', 'gpu']);
     expect(r4.stderr).toMatch(/--runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx/);
   });
 });
 
 describe('bench CLI input errors', () => {
-  it('names the bad figure or runtime with what is allowed', () => {
-    const r = cli('bench.ts', ['--only', 'fid']);
+  it('names the bad figure or runtime with what is allowed', async () => {
+    const r = await cli('bench.ts', ['--only', 'fid']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--only: unknown figure 'fid'; allowed: vae_train_step_ms, unet_train_step_ms, unet_forward_ms, sample_images_per_s/);
-    const r2 = cli('bench.ts', ['--runtime', 'gpu']);
+    const r2 = await cli('bench.ts', ['--runtime', 'gpu']);
     expect(r2.stderr).toMatch(/--runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx/);
   });
 });
 
 describe('train-classifier CLI input errors', () => {
-  it('names the bad runtime or worker count with what is allowed', () => {
+  it('names the bad runtime or worker count with what is allowed', async () => {
     const out = path.join(tempDir('clfcli'), 'clf');
-    const r = cli('train-classifier.ts', ['--out', out, '--runtime', 'gpu']);
+    const r = await cli('train-classifier.ts', ['--out', out, '--runtime', 'gpu']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx/);
-    const r2 = cli('train-classifier.ts', ['--out', out, '--workers', '0']);
+    const r2 = await cli('train-classifier.ts', ['--out', out, '--workers', '0']);
     expect(r2.stderr).toMatch(/--workers must be an integer from 1 to 64, got '0'/);
     expect(existsSync(out)).toBe(false);
   });
 });
 
 describe('evaluate CLI', () => {
-  it('--no-vae is accepted (the next error is the missing model, not an unknown flag)', () => {
-    const r = cli('evaluate.ts', ['--model', path.join(tempDir('eval-cli'), 'nope'), '--classifier', 'runs/none', '--no-vae']);
+  it('--no-vae is accepted (the next error is the missing model, not an unknown flag)', async () => {
+    const r = await cli('evaluate.ts', ['--model', path.join(tempDir('eval-cli'), 'nope'), '--classifier', 'runs/none', '--no-vae']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).not.toMatch(/Unknown argument/);
     expect(r.stderr).toMatch(/nope/);

@@ -13,7 +13,7 @@ import {
   validateClipTextEncoderConfig,
 } from '../../src/text/clip.js';
 import { generateTinyClipWeights, tinyClipForward } from '../../src/text/tiny-clip.js';
-import { CLIP_ID, makeTinyModel, maxAbsDiff, sharedModelsDir } from './shared.js';
+import { CLIP_ID, clipTokenizerDir, makeTinyModel, maxAbsDiff, sharedModelsDir } from './shared.js';
 
 const ID = 'tiny-random-clip';
 const CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407];
@@ -143,13 +143,12 @@ describe('CLIP model locations and errors', () => {
   });
 
   it('a missing model names the exact files it looked for and how to provide them', async () => {
-    // Like the shared folder here: the real CLIP tokenizer and config, no ONNX weights (copied,
-    // so the test holds even where the shared folder gets the real weights).
+    // A model folder with the real CLIP tokenizer and a model config but no ONNX weights, as a
+    // user without network access has it.
     const shared = mkdtempSync(path.join(os.tmpdir(), 'txt2img-noweights-'));
     mkdirSync(path.join(shared, CLIP_ID), { recursive: true });
-    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) {
-      copyFileSync(path.join(sharedModelsDir(), CLIP_ID, f), path.join(shared, CLIP_ID, f));
-    }
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(path.join(clipTokenizerDir(), f), path.join(shared, CLIP_ID, f));
+    copyFileSync(path.join(tiny.root, ID, 'config.json'), path.join(shared, CLIP_ID, 'config.json'));
     const err = await loadClipTextEncoder({ modelId: CLIP_ID }, { localModelPath: shared }).then(
       () => undefined,
       (e: Error) => e,

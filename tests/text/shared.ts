@@ -1,5 +1,5 @@
 /** Test helpers: where the real CLIP tokenizer lives, and a tiny random (NOT pretrained) model. */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,22 +8,27 @@ export { maxAbsDiff } from '../helpers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/**
- * The shared transformers.js model folder: TXT2IMG_LOCAL_MODELS if set, else `../shared/models`
- * beside the repository (CI clones the repo with shared/ next to it).
- */
-export function sharedModelsDir(): string {
-  return path.resolve(process.env.TXT2IMG_LOCAL_MODELS || path.resolve(repoRoot, '../shared/models'));
-}
-
 export const CLIP_ID = 'Xenova/clip-vit-base-patch32';
 
+/** The real CLIP tokenizer, as the bundled model carries it (models/default/tokenizer). */
 export function clipTokenizerDir(): string {
-  const dir = path.join(sharedModelsDir(), CLIP_ID);
-  if (!existsSync(path.join(dir, 'tokenizer.json'))) {
-    throw new Error(`the real CLIP tokenizer is not at ${dir}/tokenizer.json; set TXT2IMG_LOCAL_MODELS to a folder holding ${CLIP_ID}/`);
+  return path.join(repoRoot, 'models', 'default', 'tokenizer');
+}
+
+let localLayout: string | undefined;
+
+/**
+ * A transformers.js local model folder holding `Xenova/clip-vit-base-patch32/` (its tokenizer):
+ * TXT2IMG_LOCAL_MODELS if set, else a temp folder made once from the bundled tokenizer, so the
+ * tests need nothing outside the repository.
+ */
+export function sharedModelsDir(): string {
+  if (process.env.TXT2IMG_LOCAL_MODELS) return path.resolve(process.env.TXT2IMG_LOCAL_MODELS);
+  if (!localLayout || !existsSync(path.join(localLayout, CLIP_ID, 'tokenizer.json'))) {
+    localLayout = mkdtempSync(path.join(os.tmpdir(), 'txt2img-models-'));
+    cpSync(clipTokenizerDir(), path.join(localLayout, CLIP_ID), { recursive: true });
   }
-  return dir;
+  return localLayout;
 }
 
 /** Writes a tiny model into a fresh temp folder `<root>/<name>`; returns the root and a cleanup. */

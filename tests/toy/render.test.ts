@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { writeFileAtomic } from '../../src/checkpoint/io.js';
+import { writeFileAtomic } from '../../src/checkpoint/files.js';
 import { encodeAnimation } from '../../src/image/animate.js';
 import { writePng } from '../../src/image/convert.js';
 import { RunningAverage } from '../../src/toy/metrics.js';

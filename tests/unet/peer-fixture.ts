@@ -2,7 +2,7 @@
  * Shared by tests/unet and tests/vae and by make-peer-fixture.ts, which made peer-fixture.json:
  * tiny configs, deterministic non-trivial weights and inputs.
  *
- * peer-fixture.json holds the outputs of /work/shared/bench/peer_torch.py's UNet and VAE
+ * peer-fixture.json holds the outputs of ../shared/bench/peer_torch.py's UNet and VAE
  * (Debian's python3-torch 1.13, float32 on CPU) for exactly these weights and inputs, the
  * weights transposed to PyTorch's layout (conv [out, in, kh, kw], linear [out, in]) and the
  * parameters matched by registration order (ours and the peer's list them in the same order).

@@ -10,10 +10,10 @@ import { Generator } from '../../src/random/generator.js';
 import { type UNetConfigInput, parseUNetConfig, unetConfigFromLdmSmall, unetConfigToJSON } from '../../src/unet/config.js';
 import { UNet2DCondition } from '../../src/unet/unet2d-condition.js';
 import { PEER_UNET_CONFIG, peerUNetInputs, perturbParams } from './peer-fixture.js';
-import { maxAbsDiff } from '../helpers.js';
+import { LDM_SMALL as LDM_SMALL_FILE, maxAbsDiff } from '../helpers.js';
 
 const BACKEND = 'wasm';
-const LDM_SMALL = JSON.parse(readFileSync('/work/shared/bench/ldm-small.json', 'utf8'));
+const LDM_SMALL = JSON.parse(readFileSync(LDM_SMALL_FILE, 'utf8'));
 const PEER = JSON.parse(readFileSync(new URL('./peer-fixture.json', import.meta.url), 'utf8'));
 
 /** Tiny: two levels (factor 2), attention on the deeper one only (the config the peer fixture uses). */
@@ -39,7 +39,7 @@ describe('UNet2DCondition config', () => {
     expect(cfg.channels).toEqual([64, 128]);
     expect(cfg._class_name).toBe('UNet2DCondition');
     const unet = UNet2DCondition.fromConfig(cfg, new Generator(0));
-    // 7,108,292 parameters in 434 tensors: /work/shared/bench/peer_torch.py's UNet(cfg["unet"]) built
+    // 7,108,292 parameters in 434 tensors: ../shared/bench/peer_torch.py's UNet(cfg["unet"]) built
     // with Debian's python3-torch (1.13) and counted as sum(p.numel() for p in unet.parameters()).
     expect(unet.numParams()).toBe(7_108_292);
     expect(unet.store.size).toBe(434);
@@ -66,8 +66,8 @@ describe('UNet2DCondition config', () => {
     expect(bad({ attentionLevels: [true] })).toThrow(/attentionLevels must be an array of 2 booleans.*got \[true\]/);
     expect(bad({ attentionHeads: 3 })).toThrow(/attentionHeads must be a divisor of channels\[1\] \(16\), got 3/);
     expect(bad({ sampleSize: 7 })).toThrow(/sampleSize must be divisible by 2.*got 7/);
-    expect(bad({ feedForward: 'swiglu' })).toThrow(/feedForward must be one of "geglu", got "swiglu"/);
-    expect(bad({ activation: 'relu' })).toThrow(/activation must be one of "silu", got "relu"/);
+    expect(bad({ feedForward: 'swiglu' })).toThrow(/feedForward 'swiglu' is unknown; allowed: geglu/);
+    expect(bad({ activation: 'relu' })).toThrow(/activation 'relu' is unknown; allowed: silu/);
     expect(bad({ resBlocksPerLevel: 0 })).toThrow(/resBlocksPerLevel must be an integer from 1 to 16, got 0/);
     expect(bad({ contextDim: 1.5 })).toThrow(/contextDim must be an integer.*got 1.5/);
     expect(bad({ channels: [7, 16], groupNormGroups: 1 })).toThrow(/channels\[0\] must be even.*got 7/);
