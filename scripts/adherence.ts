@@ -23,20 +23,38 @@ import { cliArgs, describeRun, emitReport, integer, parseStrict, runCli } from '
 
 await runCli(async () => {
   const argv = await parseStrict(
-    cliArgs('adherence', '$0 [--model PIPELINE] [--classifier DIR] [options]\n\nGenerates one image per prompt of a seen and a held-out prompt set for every cfg x sampler and scores what the scene classifier reads against what each prompt asks for.')
-    .option('model', { type: 'string', default: 'models/default', describe: 'a text-conditioned scene pipeline folder' })
-    .option('classifier', { type: 'string', default: 'runs/scene-classifier', describe: 'scene classifier folder (scripts/train-classifier.ts --data scenes)' })
-    .option('scenes', { type: 'string', default: 'data/scenes', describe: `scene dataset of the ceiling rows: real images of <scenes>/${TRAIN_DIR} (seen) and <scenes>/${HELDOUT_DIR} (held-out)` })
-    .option('real', { type: 'string', default: '1000', describe: 'real images per ceiling row (the first N of each split; 0 = no ceiling rows)' })
-    .option('per-set', { type: 'string', default: '140', describe: 'prompts (= images per row) of each prompt set; 140 = 10 per held-out combination' })
-    .option('cfg', { type: 'string', default: '1,3,7', describe: 'comma-separated guidance scales' })
-    .option('samplers', { type: 'string', default: 'ddim:10,ddim:25,ddim:50', describe: 'comma-separated SAMPLER:STEPS, SAMPLER a type or an A1111 name (ddim:25, DPM++ 2M Karras:20)' })
-    .option('batch-size', { type: 'string', default: String(MAX_ADHERENCE_BATCH), describe: `prompts per generation call (1..${MAX_ADHERENCE_BATCH})` })
-    .option('seed', { type: 'string', default: '0', describe: 'seed of the prompts, the ceiling captions and the generation noise' })
-    .option('grid', { type: 'string', describe: 'write a sample grid PNG here: one row per cfg x sampler, the first 8 seen then the first 8 held-out prompts' })
-    .option('out', { type: 'string', describe: 'also write the Markdown report to this file' })
-    .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
-    .option('local-models', { type: 'string', describe: `folder of local transformers.js models, for the tokenizer (env ${LOCAL_MODELS_ENV})` })
+    cliArgs(
+      'adherence',
+      '$0 [--model PIPELINE] [--classifier DIR] [options]\n\nGenerates one image per prompt of a seen and a held-out prompt set for every cfg x sampler and scores what the scene classifier reads against what each prompt asks for.',
+    )
+      .option('model', { type: 'string', default: 'models/default', describe: 'a text-conditioned scene pipeline folder' })
+      .option('classifier', {
+        type: 'string',
+        default: 'runs/scene-classifier',
+        describe: 'scene classifier folder (scripts/train-classifier.ts --data scenes)',
+      })
+      .option('scenes', {
+        type: 'string',
+        default: 'data/scenes',
+        describe: `scene dataset of the ceiling rows: real images of <scenes>/${TRAIN_DIR} (seen) and <scenes>/${HELDOUT_DIR} (held-out)`,
+      })
+      .option('real', { type: 'string', default: '1000', describe: 'real images per ceiling row (the first N of each split; 0 = no ceiling rows)' })
+      .option('per-set', { type: 'string', default: '140', describe: 'prompts (= images per row) of each prompt set; 140 = 10 per held-out combination' })
+      .option('cfg', { type: 'string', default: '1,3,7', describe: 'comma-separated guidance scales' })
+      .option('samplers', {
+        type: 'string',
+        default: 'ddim:10,ddim:25,ddim:50',
+        describe: 'comma-separated SAMPLER:STEPS, SAMPLER a type or an A1111 name (ddim:25, DPM++ 2M Karras:20)',
+      })
+      .option('batch-size', { type: 'string', default: String(MAX_ADHERENCE_BATCH), describe: `prompts per generation call (1..${MAX_ADHERENCE_BATCH})` })
+      .option('seed', { type: 'string', default: '0', describe: 'seed of the prompts, the ceiling captions and the generation noise' })
+      .option('grid', {
+        type: 'string',
+        describe: 'write a sample grid PNG here: one row per cfg x sampler, the first 8 seen then the first 8 held-out prompts',
+      })
+      .option('out', { type: 'string', describe: 'also write the Markdown report to this file' })
+      .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
+      .option('local-models', { type: 'string', describe: `folder of local transformers.js models, for the tokenizer (env ${LOCAL_MODELS_ENV})` }),
   );
 
   const perSet = integer(argv['per-set'], '--per-set', 1);
@@ -82,19 +100,23 @@ await runCli(async () => {
     if (argv.grid) {
       const columns = PROMPT_SETS.flatMap((s) => report.prompts[s].slice(0, GRID_COLS).map((p) => `${s}: ${p}`));
       const rows = [...gridRows.keys()];
-      await writePng(argv.grid, makeGrid([...gridRows.values()].flat(), { cols: columns.length }), { text: { Description: `rows: ${rows.join('; ')}\ncolumns:\n${columns.join('\n')}` } });
+      await writePng(argv.grid, makeGrid([...gridRows.values()].flat(), { cols: columns.length }), {
+        text: { Description: `rows: ${rows.join('; ')}\ncolumns:\n${columns.join('\n')}` },
+      });
       console.error(`grid: ${argv.grid} (rows: ${rows.join('; ')}; columns: the first ${Math.min(GRID_COLS, perSet)} prompts of each set)`);
     }
-    const clfAcc = typeof metrics?.testAccuracy === 'number' && metrics.testHeadAccuracy
-      ? ` (test ${formatHeadAccuracies({ all: metrics.testAccuracy, perHead: metrics.testHeadAccuracy as Record<string, number> })} on ${metrics.testSet})`
-      : '';
-    const header = [
-      `# Prompt adherence: ${argv.model}`,
-      '',
-      `classifier ${argv.classifier}${clfAcc}; ${describeRun(pipeline, backend)}`,
-      '',
-    ];
-    emitReport(argv, formatAdherence(report, header), () => ({ model: argv.model, classifier: argv.classifier, classifierMetrics: metrics, backend: backend.name, ...report }));
+    const clfAcc =
+      typeof metrics?.testAccuracy === 'number' && metrics.testHeadAccuracy
+        ? ` (test ${formatHeadAccuracies({ all: metrics.testAccuracy, perHead: metrics.testHeadAccuracy as Record<string, number> })} on ${metrics.testSet})`
+        : '';
+    const header = [`# Prompt adherence: ${argv.model}`, '', `classifier ${argv.classifier}${clfAcc}; ${describeRun(pipeline, backend)}`, ''];
+    emitReport(argv, formatAdherence(report, header), () => ({
+      model: argv.model,
+      classifier: argv.classifier,
+      classifierMetrics: metrics,
+      backend: backend.name,
+      ...report,
+    }));
   } finally {
     pipeline?.dispose();
     classifier.dispose();

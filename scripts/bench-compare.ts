@@ -50,7 +50,11 @@ const PEER_WRAPPER = [
 ].join('\n');
 
 function lastJsonLine(stdout: string, who: string): unknown {
-  const line = stdout.trim().split('\n').reverse().find((l) => l.trim().startsWith('{'));
+  const line = stdout
+    .trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.trim().startsWith('{'));
   if (!line) throw new Error(`${who} printed no JSON result`);
   return JSON.parse(line);
 }
@@ -58,14 +62,31 @@ function lastJsonLine(stdout: string, who: string): unknown {
 await runCli(async () => {
   const argv = await parseStrict(
     cliArgs('bench-compare', '$0 [options]\n\nOur benchmark, then the PyTorch peer, on this machine; a table of both and the ratios ours / PyTorch.')
-    .option('config', { type: 'string', default: '../shared/bench/ldm-small.json', describe: 'benchmark file (relative paths: to the repository root)' })
-    .option('peer', { type: 'string', default: '../shared/bench/peer_torch.py', describe: 'the PyTorch peer script' })
-    .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure, both sides' })
-    .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
-    .option('workers', { type: 'string', describe: 'ours: data-parallel shards of the training figures, 1 thread each (default as train: one per thread with the onnx runtime, else 1; with --runtime tfjs and N > 1: a separate training run at 1 wasm thread per worker, sampling keeps --threads)' })
-    .option('runtime', { type: 'string', default: 'auto', describe: `ours: what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (auto: onnxruntime-node on a CPU backend where it loads)` })
-    .option('rounds', { type: 'string', default: '1', describe: 'ours then PyTorch, this many times alternated; the table shows the medians and each round\'s ratios (the host\'s drift then falls on both sides)' })
-    .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object { ours, peer, table } (with rounds: the medians, and oursRounds, peerRounds)' })
+      .option('config', { type: 'string', default: '../shared/bench/ldm-small.json', describe: 'benchmark file (relative paths: to the repository root)' })
+      .option('peer', { type: 'string', default: '../shared/bench/peer_torch.py', describe: 'the PyTorch peer script' })
+      .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure, both sides' })
+      .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
+      .option('workers', {
+        type: 'string',
+        describe:
+          'ours: data-parallel shards of the training figures, 1 thread each (default as train: one per thread with the onnx runtime, else 1; with --runtime tfjs and N > 1: a separate training run at 1 wasm thread per worker, sampling keeps --threads)',
+      })
+      .option('runtime', {
+        type: 'string',
+        default: 'auto',
+        describe: `ours: what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (auto: onnxruntime-node on a CPU backend where it loads)`,
+      })
+      .option('rounds', {
+        type: 'string',
+        default: '1',
+        describe:
+          "ours then PyTorch, this many times alternated; the table shows the medians and each round's ratios (the host's drift then falls on both sides)",
+      })
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'stdout is one JSON object { ours, peer, table } (with rounds: the medians, and oursRounds, peerRounds)',
+      }),
   );
 
   const repeat = integer(argv.repeat, '--repeat', 1);
@@ -83,7 +104,10 @@ await runCli(async () => {
   if (argv.backend) base.push('--backend', argv.backend);
   const runs: string[][] =
     workers !== undefined && workers > 1 && runtime === 'tfjs'
-      ? [[...base, '--threads', '1', '--runtime', runtime, '--workers', String(workers), '--only', TRAIN_FIGURES.join(',')], [...base, '--threads', String(threads), '--runtime', runtime, '--only', FIGURE_NAMES.filter((f) => !TRAIN_FIGURES.includes(f)).join(',')]]
+      ? [
+          [...base, '--threads', '1', '--runtime', runtime, '--workers', String(workers), '--only', TRAIN_FIGURES.join(',')],
+          [...base, '--threads', String(threads), '--runtime', runtime, '--only', FIGURE_NAMES.filter((f) => !TRAIN_FIGURES.includes(f)).join(',')],
+        ]
       : [[...base, '--threads', String(threads), '--runtime', runtime, ...(workers === undefined ? [] : ['--workers', String(workers)])]];
   const rounds = integer(argv.rounds, '--rounds', 1);
   const peerArgs = [peerScript, '--json', '--config', config, '--repeat', String(repeat), '--threads', String(threads)];
@@ -97,7 +121,12 @@ await runCli(async () => {
     if (round === 0) loadBeforeOurs = os.loadavg();
     const results: BenchResult[] = [];
     for (const args of runs) {
-      console.error(`== ours${tag} (load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}): node ${args.slice(2).join(' ')}`);
+      console.error(
+        `== ours${tag} (load ${os
+          .loadavg()
+          .map((x) => x.toFixed(2))
+          .join(' ')}): node ${args.slice(2).join(' ')}`,
+      );
       const o = await run(process.execPath, args, repoRoot);
       results.push(lastJsonLine(o.stdout, 'our benchmark') as BenchResult);
       if (o.status !== 0) oursFailed = true;
@@ -106,7 +135,12 @@ await runCli(async () => {
 
     // 2. the PyTorch peer.
     if (round === 0) loadBeforePeer = os.loadavg();
-    console.error(`== PyTorch${tag} (load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}): ${PYTHON} ${peerArgs.join(' ')}`);
+    console.error(
+      `== PyTorch${tag} (load ${os
+        .loadavg()
+        .map((x) => x.toFixed(2))
+        .join(' ')}): ${PYTHON} ${peerArgs.join(' ')}`,
+    );
     const p = await run(PYTHON, ['-c', PEER_WRAPPER, ...peerArgs], repoRoot);
     if (p.status !== 0) throw new Error(`${PYTHON} ${path.basename(peerScript)} exited with ${p.status}\n${checkPython() ?? ''}`);
     const peer = lastJsonLine(p.stdout, 'peer_torch.py') as PeerResult;

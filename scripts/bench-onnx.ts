@@ -18,11 +18,11 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 await runCli(async () => {
   const argv = await parseStrict(
     cliArgs('bench-onnx', '$0 [options]\n\nU-Net forward time: tfjs backend vs onnxruntime-node (CPU).')
-    .option('unet-config', { type: 'string', describe: 'a saved unet/config.json (default: ldm-small.json\'s U-Net)' })
-    .option('batch', { type: 'string', default: '128', describe: 'U-Net batch (ldm-small\'s figure: 2 x sampleBatch = 128)' })
-    .option('threads', { type: 'string', default: '1', describe: 'onnxruntime intra-op threads (wasm: TXT2IMG_THREADS)' })
-    .option('repeat', { type: 'string', default: '3', describe: 'timed runs' })
-    .option('warmup', { type: 'string', default: '1', describe: 'untimed runs' })
+      .option('unet-config', { type: 'string', describe: "a saved unet/config.json (default: ldm-small.json's U-Net)" })
+      .option('batch', { type: 'string', default: '128', describe: "U-Net batch (ldm-small's figure: 2 x sampleBatch = 128)" })
+      .option('threads', { type: 'string', default: '1', describe: 'onnxruntime intra-op threads (wasm: TXT2IMG_THREADS)' })
+      .option('repeat', { type: 'string', default: '3', describe: 'timed runs' })
+      .option('warmup', { type: 'string', default: '1', describe: 'untimed runs' }),
   );
   const file = argv['unet-config'] ?? path.resolve(repoRoot, '../shared/bench/ldm-small.json');
   const json = JSON.parse(readFileSync(file, 'utf8'));
@@ -36,5 +36,7 @@ await runCli(async () => {
     repeat: integer(argv.repeat, '--repeat', 1),
     warmup: integer(argv.warmup, '--warmup', 0),
   });
-  console.log(`${name} U-Net forward, batch ${argv.batch}: tfjs ${backend.name} ${r.tfjsMs.toFixed(1)} ms, onnxruntime (${argv.threads} thread(s)) ${r.onnxMs.toFixed(1)} ms, ratio ${(r.tfjsMs / r.onnxMs).toFixed(2)}x; export ${r.onnxExportMs.toFixed(0)} ms; max |diff| ${r.maxAbsDiff.toExponential(2)}`);
+  console.log(
+    `${name} U-Net forward, batch ${argv.batch}: tfjs ${backend.name} ${r.tfjsMs.toFixed(1)} ms, onnxruntime (${argv.threads} thread(s)) ${r.onnxMs.toFixed(1)} ms, ratio ${(r.tfjsMs / r.onnxMs).toFixed(2)}x; export ${r.onnxExportMs.toFixed(0)} ms; max |diff| ${r.maxAbsDiff.toExponential(2)}`,
+  );
 });

@@ -21,23 +21,35 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 await runCli(async () => {
   const argv = await parseStrict(
     cliArgs('bench', '$0 [options]\n\nTimes the figures of ldm-small.json (median of --repeat runs after warm-up).')
-    .option('config', { type: 'string', default: '../shared/bench/ldm-small.json', describe: 'benchmark file (relative paths: to the repository root)' })
-    .option('threads', { type: 'string', describe: 'wasm threads (env TXT2IMG_THREADS; default: the number of cores)' })
-    .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure' })
-    .option('sample-repeat', { type: 'string', describe: 'timed runs of the sampling figure (default min(repeat, 3))' })
-    .option('warmup', { type: 'string', default: '2', describe: 'untimed runs before each figure' })
-    .option('train-batch', { type: 'string', describe: 'override measure.trainBatch (heap probe)' })
-    .option('sample-batch', { type: 'string', describe: 'override measure.sampleBatch' })
-    .option('only', { type: 'string', describe: `comma-separated figures: ${FIGURE_NAMES.join(', ')}` })
-    .option('runtime', { type: 'string', default: 'auto', describe: `what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node; auto: as train and txt2img choose)` })
-    .option('workers', { type: 'string', describe: 'data-parallel shards of the training figures, 1 thread each (default as train: one per thread with the onnx runtime, else 1; N > 1 with tfjs: the main thread uses 1 wasm thread unless --threads or TXT2IMG_THREADS says otherwise)' })
-    .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
+      .option('config', { type: 'string', default: '../shared/bench/ldm-small.json', describe: 'benchmark file (relative paths: to the repository root)' })
+      .option('threads', { type: 'string', describe: 'wasm threads (env TXT2IMG_THREADS; default: the number of cores)' })
+      .option('repeat', { type: 'string', default: '5', describe: 'timed runs per figure' })
+      .option('sample-repeat', { type: 'string', describe: 'timed runs of the sampling figure (default min(repeat, 3))' })
+      .option('warmup', { type: 'string', default: '2', describe: 'untimed runs before each figure' })
+      .option('train-batch', { type: 'string', describe: 'override measure.trainBatch (heap probe)' })
+      .option('sample-batch', { type: 'string', describe: 'override measure.sampleBatch' })
+      .option('only', { type: 'string', describe: `comma-separated figures: ${FIGURE_NAMES.join(', ')}` })
+      .option('runtime', {
+        type: 'string',
+        default: 'auto',
+        describe: `what computes the training gradients and the sampling U-Net: ${RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node; auto: as train and txt2img choose)`,
+      })
+      .option('workers', {
+        type: 'string',
+        describe:
+          'data-parallel shards of the training figures, 1 thread each (default as train: one per thread with the onnx runtime, else 1; N > 1 with tfjs: the main thread uses 1 wasm thread unless --threads or TXT2IMG_THREADS says otherwise)',
+      })
+      .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' }),
   );
 
   const file = path.resolve(repoRoot, argv.config);
   const spec = loadBenchSpec(file);
-  const only = argv.only?.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const f of only ?? []) if (!(FIGURE_NAMES as readonly string[]).includes(f)) throw new Error(`--only: unknown figure '${f}'; allowed: ${FIGURE_NAMES.join(', ')}`);
+  const only = argv.only
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const f of only ?? [])
+    if (!(FIGURE_NAMES as readonly string[]).includes(f)) throw new Error(`--only: unknown figure '${f}'; allowed: ${FIGURE_NAMES.join(', ')}`);
   const opt = (v: string | undefined, flag: string, min: number) => (v === undefined ? undefined : integer(v, flag, min));
   const asked = argv.workers === undefined ? undefined : integer(argv.workers, '--workers', 1, MAX_WORKERS);
   const choice = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime');

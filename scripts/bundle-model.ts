@@ -23,7 +23,11 @@ await runCli(async () => {
       .option('out', { type: 'string', demandOption: true, describe: 'bundle folder to write (e.g. models/default); replaced atomically' })
       .option('fp16', { type: 'boolean', default: false, describe: 'store weights as float16 (about half the size)' })
       .option('clip', { type: 'string', describe: "text model folder (default: the pipeline's text_encoder modelId)" })
-      .option('tokenizer-id', { type: 'string', default: DEFAULT_CLIP_MODEL_ID, describe: "the tokenizer's hub id (for the README and the --local-models check)" })
+      .option('tokenizer-id', {
+        type: 'string',
+        default: DEFAULT_CLIP_MODEL_ID,
+        describe: "the tokenizer's hub id (for the README and the --local-models check)",
+      })
       .option('recipe', { type: 'string', describe: 'the commands that produced the pipeline, quoted in the README' })
       .option('run-config', { type: 'string', describe: "the training run's config.json to quote (default <pipeline>/../config.json if present)" })
       .option('local-models', {
@@ -60,5 +64,7 @@ await runCli(async () => {
     for (const f of r.files) console.log(`  ${f.path.padEnd(48)} ${String(f.bytes).padStart(10)}`);
     if (!r.tokenizerChecked) console.log(`note: the tokenizer was not checked (pass --local-models DIR holding ${argv['tokenizer-id']}/ to check it)`);
   }
-  console.log(`bundled ${rel(argv.pipeline)} -> ${rel(r.outDir)}: ${r.files.length} files, ${(r.totalBytes / 1e6).toFixed(2)} MB (source ${(r.sourceBytes / 1e6).toFixed(2)} MB)`);
+  console.log(
+    `bundled ${rel(argv.pipeline)} -> ${rel(r.outDir)}: ${r.files.length} files, ${(r.totalBytes / 1e6).toFixed(2)} MB (source ${(r.sourceBytes / 1e6).toFixed(2)} MB)`,
+  );
 });

@@ -59,7 +59,7 @@ export function describeRun(pipeline: { info: { trainedSteps?: number; condition
 
 /** A report's output: the Markdown to --out (if given), and to stdout unless --json asks for one JSON object there. */
 export function emitReport(argv: { out?: string; json: boolean }, markdown: string, json: () => object): void {
-  if (argv.out) writeFileAtomic(argv.out, markdown + '\n');
+  if (argv.out) writeFileAtomic(argv.out, `${markdown}\n`);
   if (argv.json) console.log(JSON.stringify(json()));
   else console.log(markdown);
 }

@@ -20,19 +20,26 @@ import { cliArgs, describeRun, emitReport, integer, parseStrict, runCli } from '
 
 await runCli(async () => {
   const argv = await parseStrict(
-    cliArgs('evaluate', '$0 --model PIPELINE --classifier DIR [options]\n\nGenerates N images per digit for every cfg x sampler and measures them with the MNIST classifier.')
-    .option('model', { type: 'string', demandOption: true, describe: 'a label-conditioned pipeline folder (e.g. runs/mnist/pipeline)' })
-    .option('classifier', { type: 'string', demandOption: true, describe: 'classifier folder from scripts/train-classifier.ts' })
-    .option('per-class', { type: 'string', default: '20', describe: 'images per digit per row' })
-    .option('cfg', { type: 'string', default: '1,2,4,7', describe: 'comma-separated guidance scales' })
-    .option('samplers', { type: 'string', default: 'ddim:25,ddim:50', describe: 'comma-separated SAMPLER:STEPS, e.g. ddpm:1000,ddim:10,ddim:25,ddim:50,ddim:100' })
-    .option('real', { type: 'string', describe: 'use only the first N MNIST test images as the reference (default all 10000)' })
-    .option('batch-size', { type: 'string', default: '100', describe: 'images per generation call' })
-    .option('seed', { type: 'string', default: '0', describe: 'seed of the generation noise' })
-    .option('vae', { type: 'boolean', default: true, describe: 'VAE baselines (reconstruction, prior samples); --no-vae skips them' })
-    .option('grids', { type: 'string', describe: 'write a sample grid per row into this folder (one column per digit)' })
-    .option('out', { type: 'string', describe: 'also write the Markdown report to this file' })
-    .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' })
+    cliArgs(
+      'evaluate',
+      '$0 --model PIPELINE --classifier DIR [options]\n\nGenerates N images per digit for every cfg x sampler and measures them with the MNIST classifier.',
+    )
+      .option('model', { type: 'string', demandOption: true, describe: 'a label-conditioned pipeline folder (e.g. runs/mnist/pipeline)' })
+      .option('classifier', { type: 'string', demandOption: true, describe: 'classifier folder from scripts/train-classifier.ts' })
+      .option('per-class', { type: 'string', default: '20', describe: 'images per digit per row' })
+      .option('cfg', { type: 'string', default: '1,2,4,7', describe: 'comma-separated guidance scales' })
+      .option('samplers', {
+        type: 'string',
+        default: 'ddim:25,ddim:50',
+        describe: 'comma-separated SAMPLER:STEPS, e.g. ddpm:1000,ddim:10,ddim:25,ddim:50,ddim:100',
+      })
+      .option('real', { type: 'string', describe: 'use only the first N MNIST test images as the reference (default all 10000)' })
+      .option('batch-size', { type: 'string', default: '100', describe: 'images per generation call' })
+      .option('seed', { type: 'string', default: '0', describe: 'seed of the generation noise' })
+      .option('vae', { type: 'boolean', default: true, describe: 'VAE baselines (reconstruction, prior samples); --no-vae skips them' })
+      .option('grids', { type: 'string', describe: 'write a sample grid per row into this folder (one column per digit)' })
+      .option('out', { type: 'string', describe: 'also write the Markdown report to this file' })
+      .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' }),
   );
 
   const perClass = integer(argv['per-class'], '--per-class', 1);
@@ -72,7 +79,13 @@ await runCli(async () => {
       `classifier ${argv.classifier}${typeof metrics?.testAccuracy === 'number' ? ` (test accuracy ${(100 * metrics.testAccuracy).toFixed(2)}%)` : ''}; ${describeRun(pipeline, backend)}`,
       '',
     ];
-    emitReport(argv, formatEvaluation(report, header), () => ({ model: argv.model, classifier: argv.classifier, classifierMetrics: metrics, backend: backend.name, ...report }));
+    emitReport(argv, formatEvaluation(report, header), () => ({
+      model: argv.model,
+      classifier: argv.classifier,
+      classifierMetrics: metrics,
+      backend: backend.name,
+      ...report,
+    }));
   } finally {
     pipeline.dispose();
     classifier.dispose();

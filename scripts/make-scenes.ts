@@ -59,9 +59,7 @@ async function main(): Promise<void> {
   }
   const r = writeSceneDataset(options);
   const { counts, size, seed } = r.summary;
-  console.log(
-    `wrote ${counts.train} train + ${counts.heldout} held-out scenes (${size}x${size}, seed ${seed}) to ${r.outDir} in ${r.seconds.toFixed(1)} s`,
-  );
+  console.log(`wrote ${counts.train} train + ${counts.heldout} held-out scenes (${size}x${size}, seed ${seed}) to ${r.outDir} in ${r.seconds.toFixed(1)} s`);
   console.log(`  train on ${r.dirs.train}; held-out combinations (${r.summary.heldOutCombinations.length}) in ${r.dirs.heldout}; summary in dataset.json`);
 }
 

@@ -15,16 +15,22 @@ import { cliArgs, integer, parseStrict, runCli, workerThreads } from './cli.js';
 await runCli(async () => {
   const argv = await parseStrict(
     cliArgs('train', '$0 --config FILE --out RUN_DIR [options]\n\nTrains the VAE and the U-Net of a pipeline; the result is RUN_DIR/pipeline.')
-    .option('config', { type: 'string', demandOption: true, describe: 'training config JSON (see configs/)' })
-    .option('out', { type: 'string', demandOption: true, describe: 'run folder (checkpoints, logs, pipeline/)' })
-    .option('data', { type: 'string', describe: 'captioned image folder (overrides data.path)' })
-    .option('stage', { type: 'string', default: 'all', describe: `which stage(s): ${STAGES.join(' | ')}` })
-    .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' })
-    .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config field: --set unetTraining.steps=2000' })
-    .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
-    .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' })
-    .option('runtime', { type: 'string', describe: `what computes the gradients, both stages: ${RUNTIME_CHOICES.join(' | ')} (default auto: onnxruntime-node on a CPU backend where it loads, tfjs otherwise; sets vaeTraining.runtime and unetTraining.runtime)` })
-    .option('workers', { type: 'string', describe: `data-parallel shards per step for both stages, 1 thread each (default: one per core with the onnx runtime, 1 with tfjs; sets vaeTraining.workers and unetTraining.workers; with N > 1 the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)` })
+      .option('config', { type: 'string', demandOption: true, describe: 'training config JSON (see configs/)' })
+      .option('out', { type: 'string', demandOption: true, describe: 'run folder (checkpoints, logs, pipeline/)' })
+      .option('data', { type: 'string', describe: 'captioned image folder (overrides data.path)' })
+      .option('stage', { type: 'string', default: 'all', describe: `which stage(s): ${STAGES.join(' | ')}` })
+      .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' })
+      .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config field: --set unetTraining.steps=2000' })
+      .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
+      .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' })
+      .option('runtime', {
+        type: 'string',
+        describe: `what computes the gradients, both stages: ${RUNTIME_CHOICES.join(' | ')} (default auto: onnxruntime-node on a CPU backend where it loads, tfjs otherwise; sets vaeTraining.runtime and unetTraining.runtime)`,
+      })
+      .option('workers', {
+        type: 'string',
+        describe: `data-parallel shards per step for both stages, 1 thread each (default: one per core with the onnx runtime, 1 with tfjs; sets vaeTraining.workers and unetTraining.workers; with N > 1 the main thread's wasm backend uses 1 thread unless ${THREADS_ENV} says otherwise)`,
+      }),
   );
 
   if (!(STAGES as readonly string[]).includes(argv.stage)) throw new Error(`--stage must be one of ${STAGES.join(', ')}, got '${argv.stage}'`);

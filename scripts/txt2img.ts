@@ -17,22 +17,30 @@ import { cliArgs, finiteNumber, integer, parseStrict, runCli } from './cli.js';
 await runCli(async () => {
   const argv = await parseStrict(
     cliArgs('txt2img', '$0 [prompt..] [options]\n\nGenerate images with a txt2img pipeline folder.')
-    .positional('prompt', { type: 'string', array: true, describe: 'prompt(s); each gives --n images' })
-    .option('model', { type: 'string', describe: 'pipeline folder (default: the bundled models/default)' })
-    .option('negative', { type: 'string', describe: 'negative prompt (replaces the unconditional context)' })
-    .option('cfg', { type: 'string', default: '7', describe: 'classifier-free guidance scale (1 = no guidance)' })
-    .option('steps', { type: 'string', default: '25', describe: 'denoising steps' })
-    .option('sampler', { type: 'string', default: 'ddim', describe: `sampler: a type (${SAMPLER_NAMES.filter((n) => /^[a-z]/.test(n)).join(' | ')}) or an AUTOMATIC1111 name ('Euler a', 'DPM++ 2M Karras', ...)` })
-    .option('eta', { type: 'string', default: '0', describe: 'DDIM eta (0 = deterministic)' })
-    .option('seed', { type: 'string', default: '0', describe: 'seed of all noise' })
-    .option('n', { type: 'string', default: '1', describe: 'images per prompt (saved as a grid)' })
-    .option('out', { type: 'string', default: 'txt2img.png', describe: 'output PNG' })
-    .option('separate', { type: 'boolean', default: false, describe: 'also write each image of a grid as its own file' })
-    .option('label', { type: 'string', array: true, describe: 'class label(s) or class name(s), for label-conditioned models' })
-    .option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' })
-    .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
-    .option('runtime', { type: 'string', default: 'auto', describe: `what computes the U-Net: ${RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node on the CPU; auto: onnx unless the backend is on a GPU or onnxruntime-node is missing)` })
-    .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
+      .positional('prompt', { type: 'string', array: true, describe: 'prompt(s); each gives --n images' })
+      .option('model', { type: 'string', describe: 'pipeline folder (default: the bundled models/default)' })
+      .option('negative', { type: 'string', describe: 'negative prompt (replaces the unconditional context)' })
+      .option('cfg', { type: 'string', default: '7', describe: 'classifier-free guidance scale (1 = no guidance)' })
+      .option('steps', { type: 'string', default: '25', describe: 'denoising steps' })
+      .option('sampler', {
+        type: 'string',
+        default: 'ddim',
+        describe: `sampler: a type (${SAMPLER_NAMES.filter((n) => /^[a-z]/.test(n)).join(' | ')}) or an AUTOMATIC1111 name ('Euler a', 'DPM++ 2M Karras', ...)`,
+      })
+      .option('eta', { type: 'string', default: '0', describe: 'DDIM eta (0 = deterministic)' })
+      .option('seed', { type: 'string', default: '0', describe: 'seed of all noise' })
+      .option('n', { type: 'string', default: '1', describe: 'images per prompt (saved as a grid)' })
+      .option('out', { type: 'string', default: 'txt2img.png', describe: 'output PNG' })
+      .option('separate', { type: 'boolean', default: false, describe: 'also write each image of a grid as its own file' })
+      .option('label', { type: 'string', array: true, describe: 'class label(s) or class name(s), for label-conditioned models' })
+      .option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' })
+      .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
+      .option('runtime', {
+        type: 'string',
+        default: 'auto',
+        describe: `what computes the U-Net: ${RUNTIME_CHOICES.join(' | ')} (onnx: onnxruntime-node on the CPU; auto: onnx unless the backend is on a GPU or onnxruntime-node is missing)`,
+      })
+      .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' }),
   );
 
   const opts = {

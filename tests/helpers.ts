@@ -39,7 +39,7 @@ export function float32BoundRatio(want: ArrayLike<number>, got: ArrayLike<number
   if (want.length !== got.length || want.length !== absRef.length) throw new Error(`lengths ${want.length}, ${got.length}, ${absRef.length}`);
   // The absolute-value run is itself rounded (all terms positive: relative error <= gamma_n).
   const g = float32Gamma(n);
-  const scale = (2 * g) * (1 + g);
+  const scale = 2 * g * (1 + g);
   let worst = 0;
   for (let i = 0; i < want.length; i++) {
     const d = Math.abs(want[i] - got[i]);

@@ -10,7 +10,7 @@ import { cycles, importGraph, staticClosure, upwardImports } from './layout.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The rooms of src/, bottom floor first: a room imports only rooms on floors below its own. */
-export const FLOORS = [
+const FLOORS = [
   'random',
   'backend',
   'nn',
@@ -44,14 +44,36 @@ describe('the checks themselves', () => {
   };
 
   it('find a cycle of three files, and none in a diamond', () => {
-    expect(cycles(graph([['a', 'b'], ['b', 'c'], ['c', 'a'], ['c', 'd']]))).toEqual([['a', 'b', 'c']]);
-    expect(cycles(graph([['a', 'b'], ['a', 'c'], ['b', 'd'], ['c', 'd']]))).toEqual([]);
+    expect(
+      cycles(
+        graph([
+          ['a', 'b'],
+          ['b', 'c'],
+          ['c', 'a'],
+          ['c', 'd'],
+        ]),
+      ),
+    ).toEqual([['a', 'b', 'c']]);
+    expect(
+      cycles(
+        graph([
+          ['a', 'b'],
+          ['a', 'c'],
+          ['b', 'd'],
+          ['c', 'd'],
+        ]),
+      ),
+    ).toEqual([]);
   });
 
   it('find an upward import and a room without a floor', () => {
-    const edges = graph([['src/pipeline/p.ts', 'src/train/t.ts'], ['src/train/t.ts', 'src/pipeline/p.ts'], ['src/x/y.ts', 'src/random/generator.ts']]);
+    const edges = graph([
+      ['src/pipeline/p.ts', 'src/train/t.ts'],
+      ['src/train/t.ts', 'src/pipeline/p.ts'],
+      ['src/x/y.ts', 'src/random/generator.ts'],
+    ]);
     expect(upwardImports(edges, ['random', 'pipeline', 'train'])).toEqual([
-      "src/pipeline/p.ts -> src/train/t.ts (pipeline imports train, a floor above it)",
+      'src/pipeline/p.ts -> src/train/t.ts (pipeline imports train, a floor above it)',
       "src/x/y.ts: room 'x' has no floor",
     ]);
   });

@@ -53,7 +53,12 @@ describe('the packed package in an empty project', () => {
     );
     const lib = await run('node', ['use.mjs'], app);
     expect(lib.code, lib.out).toBe(0);
-    const result = JSON.parse(lib.out.trim().split('\n').find((l) => l.startsWith('{'))!);
+    const result = JSON.parse(
+      lib.out
+        .trim()
+        .split('\n')
+        .find((l) => l.startsWith('{'))!,
+    );
     expect(result.samplers).toBeGreaterThan(8);
     expect(parseInfotext(result.parameters)).toMatchObject({ prompt: 'a red square', params: { Steps: '3', Sampler: 'Euler a', Seed: '1' } });
     expect(getPngText(readFileSync(path.join(app, 'lib.png')), 'parameters')).toBe(result.parameters);

@@ -136,11 +136,7 @@ async function load(name: BackendName, threads: number | undefined): Promise<Bac
 export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo> {
   const fromFlag = opts.backend !== undefined && opts.backend !== '';
   const envValue = process.env[BACKEND_ENV];
-  const asked = fromFlag
-    ? parseBackendName(opts.backend!, '--backend')
-    : envValue
-      ? parseBackendName(envValue, BACKEND_ENV)
-      : undefined;
+  const asked = fromFlag ? parseBackendName(opts.backend!, '--backend') : envValue ? parseBackendName(envValue, BACKEND_ENV) : undefined;
   const threads = parseThreads(opts.threads, '--threads') ?? parseThreads(process.env[THREADS_ENV], THREADS_ENV);
 
   if (current) {

@@ -299,10 +299,17 @@ function normPad(pad: unknown): 'same' | 'valid' | number | [[number, number], [
     }
     if (pad.length === 4 && pad.every((p) => typeof p === 'number')) {
       const [t, b, l, r] = pad as number[];
-      return [[0, 0], [t, b], [l, r], [0, 0]];
+      return [
+        [0, 0],
+        [t, b],
+        [l, r],
+        [0, 0],
+      ];
     }
   }
-  throw new Error(`conv2d gradient on wasm: unsupported pad ${JSON.stringify(pad)}; allowed: 'same', 'valid', a number, or [[0,0],[top,bottom],[left,right],[0,0]]`);
+  throw new Error(
+    `conv2d gradient on wasm: unsupported pad ${JSON.stringify(pad)}; allowed: 'same', 'valid', a number, or [[0,0],[top,bottom],[left,right],[0,0]]`,
+  );
 }
 
 /** tfjs' conv gradients have no dilations (core refuses them); refuse any that come anyway. */
@@ -341,7 +348,18 @@ const IM2COL_CHUNK_FLOATS = 8 * 1024 * 1024;
  * gradient is then one plain GEMM colsT @ dy, with no transpose of the (large) im2col matrix.
  */
 function im2colT(s: Scope, xT: TensorInfo, info: tf.backend_util.Conv2DInfo, b0: number, b1: number): TensorInfo {
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: OH, outWidth: OW, filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
+  const {
+    batchSize: B,
+    inHeight: H,
+    inWidth: W,
+    inChannels: Ci,
+    outHeight: OH,
+    outWidth: OW,
+    filterHeight: fh,
+    filterWidth: fw,
+    strideHeight: sh,
+    strideWidth: sw,
+  } = info;
   const pt = info.padInfo.top;
   const pl = info.padInfo.left;
   const Nc = (b1 - b0) * OH * OW;
@@ -394,7 +412,14 @@ function conv2dBackpropFilter(args: KernelArgs): TensorInfo {
   }
   const [sh, sw] = pair(strides, 'strides');
   const info = tf.backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], filterShape, [sh, sw], 1, normPad(pad), dimRoundingMode, false, 'channelsLast',
+    x.shape as [number, number, number, number],
+    filterShape,
+    [sh, sw],
+    1,
+    normPad(pad),
+    dimRoundingMode,
+    false,
+    'channelsLast',
   );
   const [B, H, W, Ci] = x.shape;
   const [, OH, OW, Co] = dy.shape;
@@ -427,13 +452,22 @@ function conv2dBackpropFilter(args: KernelArgs): TensorInfo {
       const e = s.backend.typedArrayFromHeap(eye);
       e.fill(0);
       for (let p = 0; p < P; p++) e[p * P + p] = 1;
-      const cols = s.call('Conv2D', { x, filter: eye }, {
-        strides: [sh, sw],
-        pad: [[0, 0], [pt, info.padInfo.bottom], [pl, info.padInfo.right], [0, 0]],
-        dataFormat: 'NHWC',
-        dilations: [1, 1],
-        dimRoundingMode: undefined,
-      }); // [B, OH, OW, P]
+      const cols = s.call(
+        'Conv2D',
+        { x, filter: eye },
+        {
+          strides: [sh, sw],
+          pad: [
+            [0, 0],
+            [pt, info.padInfo.bottom],
+            [pl, info.padInfo.right],
+            [0, 0],
+          ],
+          dataFormat: 'NHWC',
+          dilations: [1, 1],
+          dimRoundingMode: undefined,
+        },
+      ); // [B, OH, OW, P]
       const N = B * OH * OW;
       const dw = gemm2d(s, s.reshape(cols, [N, P]), s.reshape(dy, [N, Co]), true, false); // cols^T dy
       return s.out(dw, [fh, fw, Ci, Co]);
@@ -458,13 +492,22 @@ function conv2dBackpropFilter(args: KernelArgs): TensorInfo {
     const xT = s.reshape(B === 1 ? x1 : transpose(s, s.reshape(x1, [B, Ci * H * W]), [1, 0]), [Ci, H, W, B]);
     // dy [B,OH,OW,Co] -> [OH,OW,B,Co]
     const dyT = s.reshape(transpose(s, s.reshape(dy, [B, OH * OW, Co]), [1, 0, 2]), [OH, OW, B, Co]);
-    const g = s.call('Conv2D', { x: xT, filter: dyT }, {
-      strides: [1, 1],
-      pad: [[0, 0], [pt, Math.max(0, pb)], [pl, Math.max(0, pr)], [0, 0]],
-      dataFormat: 'NHWC',
-      dilations: [sh, sw],
-      dimRoundingMode: undefined,
-    }); // [Ci, fh', fw', Co]
+    const g = s.call(
+      'Conv2D',
+      { x: xT, filter: dyT },
+      {
+        strides: [1, 1],
+        pad: [
+          [0, 0],
+          [pt, Math.max(0, pb)],
+          [pl, Math.max(0, pr)],
+          [0, 0],
+        ],
+        dataFormat: 'NHWC',
+        dilations: [sh, sw],
+        dimRoundingMode: undefined,
+      },
+    ); // [Ci, fh', fw', Co]
     const gc = cropHW(s, g, 0, fh, 0, fw); // [Ci, fh, fw, Co]
     const dw = transpose(s, gc, [1, 2, 0, 3]); // [fh, fw, Ci, Co]
     return s.out(dw, [fh, fw, Ci, Co]);
@@ -526,7 +569,14 @@ function conv2dBackpropInput(args: KernelArgs): TensorInfo {
   if (!isNHWC(dataFormat) || dy.dtype !== 'float32' || filter.dtype !== 'float32') return fallback();
   const [sh, sw] = pair(strides, 'strides');
   const info = tf.backend_util.computeConv2DInfo(
-    inputShape, filter.shape as [number, number, number, number], [sh, sw], 1, normPad(pad), dimRoundingMode, false, 'channelsLast',
+    inputShape,
+    filter.shape as [number, number, number, number],
+    [sh, sw],
+    1,
+    normPad(pad),
+    dimRoundingMode,
+    false,
+    'channelsLast',
   );
   const [B, H, W, Ci] = inputShape;
   const [, OH, OW, Co] = dy.shape;
@@ -552,13 +602,22 @@ function conv2dBackpropInput(args: KernelArgs): TensorInfo {
   if (padTop < 0 || padBottom < 0 || padLeft < 0 || padRight < 0) return fallback();
   return withScope(backend, (s) => {
     const wc = phaseFilter(s, filter, sh, sw); // [T, Tw, Co, sh*sw*Ci]
-    const y = s.call('Conv2D', { x: dy, filter: wc }, {
-      strides: [1, 1],
-      pad: [[0, 0], [padTop, padBottom], [padLeft, padRight], [0, 0]],
-      dataFormat: 'NHWC',
-      dilations: [1, 1],
-      dimRoundingMode: undefined,
-    }); // [B, Q, Qw, sh*sw*Ci]
+    const y = s.call(
+      'Conv2D',
+      { x: dy, filter: wc },
+      {
+        strides: [1, 1],
+        pad: [
+          [0, 0],
+          [padTop, padBottom],
+          [padLeft, padRight],
+          [0, 0],
+        ],
+        dataFormat: 'NHWC',
+        dilations: [1, 1],
+        dimRoundingMode: undefined,
+      },
+    ); // [B, Q, Qw, sh*sw*Ci]
     // interleave the phases: [B*Q, Qw, sh, sw*Ci] -> [B*Q, sh, Qw, sw*Ci] = [B, Q*sh, Qw*sw, Ci]
     const z = sh > 1 ? transpose(s, s.reshape(y, [B * Q, Qw, sh, sw * Ci]), [0, 2, 1, 3]) : y;
     const full = s.reshape(z, [B, Q * sh, Qw * sw, Ci]);
@@ -648,7 +707,8 @@ function fastMatMul(s: Scope, a: TensorInfo, b: TensorInfo, transposeA: boolean,
   if (M * N * K * batch === 0) return null;
   if (!twoSided && (M * N * K * batch < 8 * 1024 || (batchB > 1 && M * N * K < minGemmMacs()))) return null;
   const outShape = [...outer, M, N];
-  if (batchA === 1 && batchB === 1) return s.reshape(gemm2d(s, s.reshape(a, transposeA ? [K, M] : [M, K]), s.reshape(b, transposeB ? [N, K] : [K, N]), transposeA, transposeB), outShape);
+  if (batchA === 1 && batchB === 1)
+    return s.reshape(gemm2d(s, s.reshape(a, transposeA ? [K, M] : [M, K]), s.reshape(b, transposeB ? [N, K] : [K, N]), transposeA, transposeB), outShape);
   const a3 = transposeA ? transpose(s, s.reshape(a, [batchA, K, M]), [0, 2, 1]) : s.reshape(a, [batchA, M, K]);
   const b3 = transposeB ? transpose(s, s.reshape(b, [batchB, N, K]), [0, 2, 1]) : s.reshape(b, [batchB, K, N]);
   if (batchB === 1) {
@@ -776,11 +836,18 @@ function fastReduce(s: Scope, kind: 'Sum' | 'Mean', x: TensorInfo, axis: unknown
   });
   const outShape = x.shape.filter((_, i) => !reduced.has(i));
   const finalShape = keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, axes) : outShape;
-  let cur = s.reshape(x, blocks.map((b) => b.size));
+  let cur = s.reshape(
+    x,
+    blocks.map((b) => b.size),
+  );
   let scale = 1;
   if (blocks.length > 0 && blocks[blocks.length - 1].reduced) {
     // innermost block: tfjs' kernel reduces it without a transpose
-    cur = s.call(kind, { x: s.reshape(cur, [sizeOf(cur.shape) / blocks[blocks.length - 1].size, blocks[blocks.length - 1].size]) }, { axis: [1], keepDims: false });
+    cur = s.call(
+      kind,
+      { x: s.reshape(cur, [sizeOf(cur.shape) / blocks[blocks.length - 1].size, blocks[blocks.length - 1].size]) },
+      { axis: [1], keepDims: false },
+    );
     blocks.pop();
   }
   for (;;) {
@@ -796,8 +863,16 @@ function fastReduce(s: Scope, kind: 'Sum' | 'Mean', x: TensorInfo, axis: unknown
     // sqrt(R) each): faster, and pairwise-like rounding.
     const r1 = R >= 4096 ? [...Array(Math.floor(Math.sqrt(R)) + 1).keys()].reverse().find((d) => d > 1 && R % d === 0 && d * 4 >= Math.sqrt(R)) : undefined;
     if (r1 !== undefined) {
-      const p1 = s.call('AvgPool', { x: s.reshape(cur, [N, R / r1, r1, C]) }, { filterSize: [1, r1], strides: [1, r1], pad: 'valid', dimRoundingMode: undefined });
-      cur = s.call('AvgPool', { x: s.reshape(p1, [N, R / r1, 1, C]) }, { filterSize: [R / r1, 1], strides: [R / r1, 1], pad: 'valid', dimRoundingMode: undefined });
+      const p1 = s.call(
+        'AvgPool',
+        { x: s.reshape(cur, [N, R / r1, r1, C]) },
+        { filterSize: [1, r1], strides: [1, r1], pad: 'valid', dimRoundingMode: undefined },
+      );
+      cur = s.call(
+        'AvgPool',
+        { x: s.reshape(p1, [N, R / r1, 1, C]) },
+        { filterSize: [R / r1, 1], strides: [R / r1, 1], pad: 'valid', dimRoundingMode: undefined },
+      );
     } else {
       cur = s.call('AvgPool', { x: s.reshape(cur, [N, R, 1, C]) }, { filterSize: [R, 1], strides: [R, 1], pad: 'valid', dimRoundingMode: undefined });
     }
@@ -967,7 +1042,8 @@ function adamw(args: KernelArgs): TensorInfo[] {
   const { p, g, m, v } = args.inputs as Record<string, TensorInfo>;
   const { beta1, beta2, bc1, bc2, eps, lr, decay } = args.attrs as Record<string, number>;
   for (const t of [g, m, v]) {
-    if (t.dtype !== 'float32' || sizeOf(t.shape) !== sizeOf(p.shape)) throw new Error(`${ADAMW_KERNEL}: inputs must be float32 of p's size [${p.shape.join(', ')}]`);
+    if (t.dtype !== 'float32' || sizeOf(t.shape) !== sizeOf(p.shape))
+      throw new Error(`${ADAMW_KERNEL}: inputs must be float32 of p's size [${p.shape.join(', ')}]`);
   }
   const outs = [p, m, v].map((t) => backend.makeOutput([...t.shape], 'float32'));
   // Views only now: an allocation that grows the heap detaches views taken before it.

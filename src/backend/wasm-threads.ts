@@ -110,7 +110,10 @@ function readTfjsWorkerScript(bundleFile: string): string {
   const start = text.indexOf(marker);
   if (start < 0) throw new Error(`no '${marker.trim()}' in ${bundleFile}`);
   const end = text.indexOf('\n', start);
-  const literal = text.slice(start + marker.length, end).trim().replace(/;$/, '');
+  const literal = text
+    .slice(start + marker.length, end)
+    .trim()
+    .replace(/;$/, '');
   const script = JSON.parse(literal) as unknown;
   if (typeof script !== 'string' || !script.includes('importScripts') || !script.includes('"load"')) {
     throw new Error(`the worker script in ${bundleFile} does not look like the emscripten pthread worker`);
@@ -130,7 +133,7 @@ class ShimWorker extends NodeWorker {
   constructor(url: string | URL, options?: WorkerOptions) {
     const s = state;
     // Only the workers tfjs creates while our wrapped factory starts the threaded module.
-    const tfjsThread = s !== null && s.starting && typeof url === 'string' && url.startsWith('blob:');
+    const tfjsThread = s?.starting === true && typeof url === 'string' && url.startsWith('blob:');
     // execArgv: [] keeps loaders such as tsx (inherited by default) out of the pthreads: the
     // script is plain CommonJS, and V8 flags are process-wide anyway.
     super(tfjsThread ? s!.workerFile : url, tfjsThread ? { ...options, name: 'tfjs-wasm-pthread', execArgv: [] } : options);
@@ -162,7 +165,10 @@ class ShimWorker extends NodeWorker {
   }
 
   override postMessage(msg: unknown, transferList?: readonly unknown[]): void {
-    if (!this.tfjsThread) return super.postMessage(msg, transferList as never);
+    if (!this.tfjsThread) {
+      super.postMessage(msg, transferList as never);
+      return;
+    }
     const m = msg as { cmd?: string; urlOrBlob?: unknown } | null;
     if (m && m.cmd === 'load' && m.urlOrBlob !== undefined && typeof m.urlOrBlob !== 'string') {
       // The main script arrives as a Blob; the worker can only importScripts() a file.
@@ -249,7 +255,7 @@ const realCpus = os.cpus;
 function wrapFactory(s: ShimState): void {
   if (s.factoryWrapped) return;
   const engine = tf.engine();
-  const entry = engine.registryFactory['wasm'];
+  const entry = engine.registryFactory.wasm;
   if (!entry) throw new Error("the 'wasm' backend is not registered");
   const original = entry.factory as BackendFactory;
   const wrapped: BackendFactory = async () => {
@@ -320,7 +326,7 @@ export async function enableWasmThreads(n: number): Promise<number> {
   const asked = Number.isFinite(n) ? Math.floor(n) : 1;
   try {
     const wasm = await import('@tensorflow/tfjs-backend-wasm');
-    if (tf.engine().registry['wasm'] !== undefined) {
+    if (tf.engine().registry.wasm !== undefined) {
       lastReason = 'the wasm backend was already initialised';
       return wasm.getThreadsCount();
     }

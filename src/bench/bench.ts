@@ -25,7 +25,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync } from 'node:fs';
-import { type BackendInfo } from '../backend/index.js';
+import type { BackendInfo } from '../backend/index.js';
 import { type ParamStore, type StagedLoss, disposeGrads, stagedLossFn } from '../nn/params.js';
 import { OnnxGradients } from '../onnx/gradients.js';
 import { AdamW } from '../optim/adamw.js';
@@ -368,9 +368,16 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const onnxUNet = runtime === 'onnx' ? new OnnxUNet(unet) : undefined;
   if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_ms, unet_forward_cached_ms, sample_images_per_s); training gradients: onnxruntime-node too`);
   if (workers > 1) log(`training figures: data-parallel over ${workers} workers (${describeShards(runtime)})`);
-  log(`vae params: ${result.vaeParams.toLocaleString('en-US')}   unet params: ${result.unetParams.toLocaleString('en-US')}   trainBatch ${B}, sampleBatch ${S}`);
+  log(
+    `vae params: ${result.vaeParams.toLocaleString('en-US')}   unet params: ${result.unetParams.toLocaleString('en-US')}   trainBatch ${B}, sampleBatch ${S}`,
+  );
 
-  const run = async (name: FigureName | 'unet_forward_cached_ms', unit: FigureResult['unit'], body: () => Promise<{ median: number; times: number[] }>, toFigure: (s: number) => number) => {
+  const run = async (
+    name: FigureName | 'unet_forward_cached_ms',
+    unit: FigureResult['unit'],
+    body: () => Promise<{ median: number; times: number[] }>,
+    toFigure: (s: number) => number,
+  ) => {
     resetWasmAllocPeak();
     const r: FigureResult = { unit, times: [] };
     try {
@@ -408,7 +415,13 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
    * One optimizer step per timed run: gradients (onnxruntime with runtime 'onnx', else tfjs;
    * data-parallel over `workers`, 1 thread each) + AdamW. The warm-up runs trace and load the ONNX graph.
    */
-  async function trainStepFigure<Bt extends object>(name: FigureName, store: ParamStore, replica: ReplicaSpec, staged: StagedLoss<Bt>, batch: Bt): Promise<FigureResult> {
+  async function trainStepFigure<Bt extends object>(
+    name: FigureName,
+    store: ParamStore,
+    replica: ReplicaSpec,
+    staged: StagedLoss<Bt>,
+    batch: Bt,
+  ): Promise<FigureResult> {
     const opt = new AdamW(store, { lr: m.learningRate });
     const probe = store.entries()[0][1];
     const loss = stagedLossFn(staged);
@@ -422,7 +435,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     };
     try {
       const body = async () => {
-        if (workers > 1) source = await DataParallel.start({ workers, replica, store, loss, onnx: runtime === 'onnx' ? { loss: staged, fallback: false } : undefined, log });
+        if (workers > 1)
+          source = await DataParallel.start({ workers, replica, store, loss, onnx: runtime === 'onnx' ? { loss: staged, fallback: false } : undefined, log });
         else if (runtime === 'onnx') source = new OnnxGradients(store, staged);
         // onnxruntime's first runs of a new session grow its memory arena (1-2 s each at batch
         // 64, up to four runs after another figure's session): warm up longer.
@@ -453,7 +467,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
           latents: { shape: [B, h, h, zc], data: randomArray(rng, B * h * h * zc, 'normal') },
           captions: { table: { shape: [B, T, D], data: randomArray(rng, B * T * D, 'normal') }, uncond: randomArray(rng, T * D, 'normal') },
         };
-        result.figures[name] = await trainStepFigure(name, unet.store, unetReplicaSpec(task), unetStagedLoss(task, unet, undefined), { indices, rows: indices });
+        result.figures[name] = await trainStepFigure(name, unet.store, unetReplicaSpec(task), unetStagedLoss(task, unet, undefined), {
+          indices,
+          rows: indices,
+        });
       }
     } else if (name === 'unet_forward_ms') {
       const x = tf.tidy(() => rng.randn([2 * S, h, h, zc])) as tf.Tensor4D;
@@ -471,8 +488,18 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         y.dispose();
       };
       try {
-        result.figures[name] = await run(name, 'ms', () => timed(forward, repeat, warmup), (s) => 1000 * s);
-        const c = await run('unet_forward_cached_ms', 'ms', () => timed(forwardCached, repeat, 1), (s) => 1000 * s);
+        result.figures[name] = await run(
+          name,
+          'ms',
+          () => timed(forward, repeat, warmup),
+          (s) => 1000 * s,
+        );
+        const c = await run(
+          'unet_forward_cached_ms',
+          'ms',
+          () => timed(forwardCached, repeat, 1),
+          (s) => 1000 * s,
+        );
         result.extra.unet_forward_cached_ms = c.value;
       } finally {
         tf.dispose([x, t, context]);
@@ -492,7 +519,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         images.dispose();
       };
       try {
-        result.figures[name] = await run(name, 'images/s', () => timed(sample(m.sampleSteps), sampleRepeat, warmup > 0 ? 1 : 0, sample(2)), (s) => S / s);
+        result.figures[name] = await run(
+          name,
+          'images/s',
+          () => timed(sample(m.sampleSteps), sampleRepeat, warmup > 0 ? 1 : 0, sample(2)),
+          (s) => S / s,
+        );
       } finally {
         tf.dispose([cond.context, uncond.context]);
       }
@@ -528,17 +560,22 @@ function describeShards(runtime: Runtime): string {
 /** Human-readable report (the figures in the file's order, then memory). */
 export function formatBench(r: BenchResult): string {
   const lines: string[] = [];
-  lines.push(`ldm-small benchmark: backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}), tfjs ${r.tfjs}, median of ${r.repeat} (sampling: ${r.sampleRepeat}) after warm-up`);
+  lines.push(
+    `ldm-small benchmark: backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}), tfjs ${r.tfjs}, median of ${r.repeat} (sampling: ${r.sampleRepeat}) after warm-up`,
+  );
   if (r.unetRuntime === 'onnx') lines.push('  U-Net of unet_forward (raw and K/V cached) and sampling: onnxruntime-node on the CPU');
   if (r.trainRuntime === 'onnx') lines.push('  training figures: gradients by onnxruntime-node on the CPU (traced from tfjs), AdamW by tfjs');
   if ((r.trainWorkers ?? 1) > 1) lines.push(`  training figures: data-parallel over ${r.trainWorkers} workers (${describeShards(r.trainRuntime ?? 'tfjs')})`);
-  lines.push(`  vae params ${r.vaeParams.toLocaleString('en-US')}, unet params ${r.unetParams.toLocaleString('en-US')}, trainBatch ${r.trainBatch}, sampleBatch ${r.sampleBatch}`);
+  lines.push(
+    `  vae params ${r.vaeParams.toLocaleString('en-US')}, unet params ${r.unetParams.toLocaleString('en-US')}, trainBatch ${r.trainBatch}, sampleBatch ${r.sampleBatch}`,
+  );
   for (const [name, f] of Object.entries(r.figures)) {
     if (!f) continue;
     const mem = f.heapBytes ? `   (wasm heap ${fmtBytes(f.heapBytes)}${f.peakTensorBytes ? `, peak live tensors ${fmtBytes(f.peakTensorBytes)}` : ''})` : '';
     lines.push(f.error ? `  ${name.padEnd(22)} FAILED: ${f.error}` : `  ${name.padEnd(22)} ${String(f.value).padStart(10)} ${f.unit.padEnd(8)}${mem}`);
   }
-  if (r.extra.unet_forward_cached_ms !== undefined) lines.push(`  ${'(unet_forward, K/V cached'.padEnd(22)} ${String(r.extra.unet_forward_cached_ms).padStart(10)} ms: what each sampling step runs)`);
+  if (r.extra.unet_forward_cached_ms !== undefined)
+    lines.push(`  ${'(unet_forward, K/V cached'.padEnd(22)} ${String(r.extra.unet_forward_cached_ms).padStart(10)} ms: what each sampling step runs)`);
   lines.push(`  peak RSS ${fmtBytes(r.peakRssBytes)}`);
   if (r.wasmHeap) lines.push(`  wasm heap: ${r.wasmHeap.risk}`);
   for (const n of r.notes) lines.push(`  note: ${n}`);

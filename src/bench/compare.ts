@@ -9,7 +9,7 @@ import { type BenchResult, type FigureName, type FigureResult, median } from './
 export const PYTHON = '/usr/bin/python3';
 
 export const TORCH_INSTALL_HELP = [
-  'the PyTorch peer needs Debian\'s python3 with torch and OpenBLAS (OpenMP build):',
+  "the PyTorch peer needs Debian's python3 with torch and OpenBLAS (OpenMP build):",
   '  apt-get install -y python3-torch libopenblas0-openmp',
   '  for a in libblas.so.3 liblapack.so.3 libopenblas.so.0; do',
   '    update-alternatives --set $a-x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/openblas-openmp/$a; done',
@@ -88,9 +88,7 @@ export function medianOfRounds(results: BenchResult[]): BenchResult {
   for (const name of Object.keys(results[0].figures) as FigureName[]) {
     const all = results.map((r) => r.figures[name]).filter((f): f is FigureResult => f !== undefined);
     const ok = all.filter((f) => f.value !== undefined);
-    figures[name] = ok.length
-      ? { ...ok[0], value: median(ok.map((f) => f.value!)), times: ok.flatMap((f) => f.times) }
-      : all[0];
+    figures[name] = ok.length ? { ...ok[0], value: median(ok.map((f) => f.value!)), times: ok.flatMap((f) => f.times) } : all[0];
   }
   const cached = results.map((r) => r.extra.unet_forward_cached_ms).filter((x): x is number => x !== undefined);
   const heaps = results.map((r) => r.wasmHeap).filter((h) => h !== undefined);
@@ -138,7 +136,9 @@ export function mergeBenchResults(train: BenchResult, sample: BenchResult): Benc
 
 /** "backend wasm (2 threads), training figures data-parallel over 2 x 1-thread workers, sampling U-Net onnx". */
 export function describeOurSetup(r: BenchResult): string {
-  const parts = [`backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}${r.trainThreads !== undefined && r.trainThreads !== r.threads ? `; training figures ${r.trainThreads}` : ''})`];
+  const parts = [
+    `backend ${r.backend} (${r.threads} thread${r.threads === 1 ? '' : 's'}${r.trainThreads !== undefined && r.trainThreads !== r.threads ? `; training figures ${r.trainThreads}` : ''})`,
+  ];
   if ((r.trainWorkers ?? 1) > 1) parts.push(`training figures data-parallel over ${r.trainWorkers} x 1-thread shards`);
   if (r.trainRuntime === 'onnx' && r.unetRuntime === 'onnx') parts.push('training gradients, U-Net forward and sampling on onnxruntime-node');
   else if (r.unetRuntime === 'onnx') parts.push('U-Net forward and sampling on onnxruntime-node');
@@ -154,24 +154,37 @@ export function formatComparison(ours: BenchResult, peer: PeerResult, ctx: Compa
   lines.push(`ours: txt2img on tfjs ${ours.tfjs}, ${describeOurSetup(ours)}, median of ${ours.repeat} (sampling ${ours.sampleRepeat})${of}`);
   lines.push(`PyTorch: torch ${peer.torch}, ${peer.device} (${peer.threads} threads), blas ${peer.blas}, median of ${peer.repeat}${of}`);
   if (ours.vaeParams !== peer.vae_params || ours.unetParams !== peer.unet_params) {
-    lines.push(`WARNING: parameter counts differ: ours vae ${ours.vaeParams} / unet ${ours.unetParams}, PyTorch vae ${peer.vae_params} / unet ${peer.unet_params}`);
+    lines.push(
+      `WARNING: parameter counts differ: ours vae ${ours.vaeParams} / unet ${ours.unetParams}, PyTorch vae ${peer.vae_params} / unet ${peer.unet_params}`,
+    );
   }
   lines.push('');
   lines.push('| figure | unit | ours | PyTorch | ours / PyTorch | we are |');
   lines.push('|---|---|---:|---:|---:|---|');
   for (const r of rows) {
     const verdict =
-      r.slowdown === undefined ? (r.oursError ? `failed: ${r.oursError}` : '') : r.slowdown >= 1 ? `${r.slowdown.toFixed(2)}x slower` : `${(1 / r.slowdown).toFixed(2)}x faster`;
+      r.slowdown === undefined
+        ? r.oursError
+          ? `failed: ${r.oursError}`
+          : ''
+        : r.slowdown >= 1
+          ? `${r.slowdown.toFixed(2)}x slower`
+          : `${(1 / r.slowdown).toFixed(2)}x faster`;
     lines.push(`| ${r.figure} | ${r.unit} | ${fmt(r.ours)} | ${fmt(r.peer)} | ${r.ratio === undefined ? 'n/a' : r.ratio.toFixed(2)} | ${verdict} |`);
   }
   lines.push('');
   lines.push('ms figures: lower is better (ratio > 1 = we are slower); images/s: higher is better (ratio < 1 = we are slower).');
   if (ctx.rounds && n > 1) {
     const per = ctx.rounds.ours.map((o, i) => compareRows(o, ctx.rounds!.peer[i]));
-    lines.push(`ratio ours / PyTorch in each round: ${rows.map((r) => `${r.figure} ${per.map((p) => p.find((x) => x.figure === r.figure)?.ratio?.toFixed(2) ?? 'n/a').join(' ')}`).join('; ')}`);
+    lines.push(
+      `ratio ours / PyTorch in each round: ${rows.map((r) => `${r.figure} ${per.map((p) => p.find((x) => x.figure === r.figure)?.ratio?.toFixed(2) ?? 'n/a').join(' ')}`).join('; ')}`,
+    );
   }
-  if (ours.extra.unet_forward_cached_ms !== undefined) lines.push(`ours, U-Net forward with cross-attention K/V precomputed (what each sampling step runs): ${fmt(ours.extra.unet_forward_cached_ms)} ms`);
-  const mem = [`peak RSS: ours ${(ours.peakRssBytes / 1024 ** 3).toFixed(2)} GiB${peer.peakRssBytes ? `, PyTorch ${(peer.peakRssBytes / 1024 ** 3).toFixed(2)} GiB` : ''}`];
+  if (ours.extra.unet_forward_cached_ms !== undefined)
+    lines.push(`ours, U-Net forward with cross-attention K/V precomputed (what each sampling step runs): ${fmt(ours.extra.unet_forward_cached_ms)} ms`);
+  const mem = [
+    `peak RSS: ours ${(ours.peakRssBytes / 1024 ** 3).toFixed(2)} GiB${peer.peakRssBytes ? `, PyTorch ${(peer.peakRssBytes / 1024 ** 3).toFixed(2)} GiB` : ''}`,
+  ];
   if (ours.wasmHeap) mem.push(`wasm heap ${ours.wasmHeap.risk}`);
   lines.push(mem.join('; '));
   if (ctx.loadBeforeOurs || ctx.loadBeforePeer) {

@@ -61,7 +61,8 @@ export class ConfigChecker {
   /** One of `allowed`; a wrong name reads "key 'x' is unknown; allowed: a, b", as names do everywhere. */
   oneOf<T extends string | number>(allowed: readonly T[], v: unknown, key: string): T {
     if ((allowed as readonly unknown[]).includes(v)) return v as T;
-    if (typeof v === 'string' && allowed.every((a) => typeof a === 'string')) throw new Error(`${this.what}: ${key} '${v}' is unknown; allowed: ${allowed.join(', ')}`);
+    if (typeof v === 'string' && allowed.every((a) => typeof a === 'string'))
+      throw new Error(`${this.what}: ${key} '${v}' is unknown; allowed: ${allowed.join(', ')}`);
     const names = allowed.map((a) => JSON.stringify(a));
     return this.fail(key, v, names.length === 1 ? names[0] : `one of ${names.join(', ')}`);
   }

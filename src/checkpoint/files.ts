@@ -41,7 +41,7 @@ export function writeFileAtomic(file: string, data: Buffer | string): void {
 }
 
 export function writeJsonAtomic(file: string, value: unknown): void {
-  writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
+  writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 export function readJson(file: string, what: string): unknown {

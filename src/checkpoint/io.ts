@@ -3,9 +3,9 @@
  * is `model_index.json` + one subfolder per component (diffusers' layout). Every write is atomic
  * (./files.ts).
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { type NamedArray, ParamStore } from '../nn/params.js';
+import type { NamedArray, ParamStore } from '../nn/params.js';
 import { type EncodeSafetensorsOptions, decodeSafetensors, encodeSafetensors } from './safetensors.js';
 import { readJson, writeFileAtomic, writeJsonAtomic } from './files.js';
 
@@ -13,7 +13,12 @@ export const CONFIG_NAME = 'config.json';
 export const WEIGHTS_NAME = 'diffusion_pytorch_model.safetensors';
 export const MODEL_INDEX_NAME = 'model_index.json';
 
-export function writeSafetensors(file: string, tensors: Map<string, NamedArray>, metadata: Record<string, string> = {}, opts: EncodeSafetensorsOptions = {}): void {
+export function writeSafetensors(
+  file: string,
+  tensors: Map<string, NamedArray>,
+  metadata: Record<string, string> = {},
+  opts: EncodeSafetensorsOptions = {},
+): void {
   writeFileAtomic(file, encodeSafetensors(tensors, metadata, opts));
 }
 
@@ -31,7 +36,13 @@ export interface SaveComponentOptions {
 }
 
 /** Saves `config.json` and the store's weights into a component folder. */
-export async function saveComponent(dir: string, config: object, store: ParamStore, weightsName = WEIGHTS_NAME, opts: SaveComponentOptions = {}): Promise<void> {
+export async function saveComponent(
+  dir: string,
+  config: object,
+  store: ParamStore,
+  weightsName = WEIGHTS_NAME,
+  opts: SaveComponentOptions = {},
+): Promise<void> {
   const arrays = await store.toArrays();
   mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, weightsName), arrays, { format: 'pt' }, { dtype: opts.dtype });
@@ -71,4 +82,3 @@ export function loadComponent<C, M extends { store: ParamStore; dispose(): void 
   }
   return model;
 }
-

@@ -134,7 +134,8 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
 export function decodeSafetensors(buf: Buffer, source = 'safetensors file'): SafetensorsFile {
   if (buf.length < 8) throw new Error(`${source}: too short to be safetensors (${buf.length} bytes)`);
   const n = Number(buf.readBigUInt64LE(0));
-  if (n > MAX_HEADER || 8 + n > buf.length) throw new Error(`${source}: header length ${n} does not fit the file (${buf.length} bytes); truncated or not safetensors`);
+  if (n > MAX_HEADER || 8 + n > buf.length)
+    throw new Error(`${source}: header length ${n} does not fit the file (${buf.length} bytes); truncated or not safetensors`);
   let header: Record<string, unknown>;
   try {
     header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));

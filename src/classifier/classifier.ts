@@ -25,7 +25,7 @@ import { loadComponent, saveComponent } from '../checkpoint/io.js';
 import { writeJsonAtomic } from '../checkpoint/files.js';
 import type { ImageSet, LabelHead } from '../data/in-memory.js';
 import { Conv2d, Linear } from '../nn/layers.js';
-import { ParamStore, type StagedLoss, stagedLossFn } from '../nn/params.js';
+import { ParamStore } from '../nn/params.js';
 import { Generator } from '../random/generator.js';
 
 export const CLASSIFIER_CLASS_NAME = 'AttributeClassifier';
@@ -74,7 +74,12 @@ const check = new ConfigChecker('classifier config');
 function migrateV1(c: Record<string, unknown>): Record<string, unknown> {
   if (c._class_name !== V1_CLASS_NAME) check.fail('_class_name', c._class_name, `'${V1_CLASS_NAME}' in a version 1 config (_version 1)`);
   const { numClasses = 10, ...rest } = c;
-  return { ...rest, _class_name: CLASSIFIER_CLASS_NAME, _version: CLASSIFIER_VERSION, heads: [{ name: DIGIT_HEAD.name, classes: digitClasses(check.int(numClasses, 'numClasses', 2)) }] };
+  return {
+    ...rest,
+    _class_name: CLASSIFIER_CLASS_NAME,
+    _version: CLASSIFIER_VERSION,
+    heads: [{ name: DIGIT_HEAD.name, classes: digitClasses(check.int(numClasses, 'numClasses', 2)) }],
+  };
 }
 
 function parseHeads(v: unknown): LabelHead[] {
@@ -87,7 +92,8 @@ function parseHeads(v: unknown): LabelHead[] {
     if (names.has(name)) check.fail(`heads[${i}].name`, name, 'a name no other head uses');
     names.add(name);
     const { classes } = head;
-    const good = Array.isArray(classes) && classes.length >= 2 && classes.every((k) => typeof k === 'string' && k !== '') && new Set(classes).size === classes.length;
+    const good =
+      Array.isArray(classes) && classes.length >= 2 && classes.every((k) => typeof k === 'string' && k !== '') && new Set(classes).size === classes.length;
     if (!good) check.fail(`heads[${i}].classes (head '${name}')`, classes, 'at least 2 distinct non-empty strings');
     return { name, classes: [...(classes as string[])] };
   });
@@ -129,7 +135,12 @@ export class AttributeClassifier {
 
   constructor(config: Partial<ClassifierConfig> = {}, rng = new Generator(0)) {
     this.config = parseClassifierConfig({ ...DEFAULT_CLASSIFIER_CONFIG, ...config });
-    const { imageChannels, channels: [c0, c1], hidden, imageSize } = this.config;
+    const {
+      imageChannels,
+      channels: [c0, c1],
+      hidden,
+      imageSize,
+    } = this.config;
     this.headSizes = this.config.heads.map((h) => h.classes.length);
     this.numLogits = this.headSizes.reduce((a, b) => a + b, 0);
     this.conv1 = new Conv2d(this.store, 'conv1', imageChannels, c0, 3, rng);
@@ -179,7 +190,8 @@ export class AttributeClassifier {
    */
   lossFn(x: tf.Tensor4D, labels: tf.Tensor1D | tf.Tensor2D): tf.Scalar {
     const heads = this.headSizes.length;
-    if (labels.size !== x.shape[0] * heads) throw new Error(`classifier loss: ${x.shape[0]} images need [${x.shape[0]}, ${heads}] labels, got [${labels.shape.join(', ')}]`);
+    if (labels.size !== x.shape[0] * heads)
+      throw new Error(`classifier loss: ${x.shape[0]} images need [${x.shape[0]}, ${heads}] labels, got [${labels.shape.join(', ')}]`);
     return tf.tidy(() => {
       const perHead = tf.unstack(labels.reshape([-1, heads]), 1) as tf.Tensor1D[]; // numHeads x [B]
       const terms = this.splitHeads(this.apply(x)).map((l, h) => tf.losses.softmaxCrossEntropy(tf.oneHot(perHead[h], this.headSizes[h]), l) as tf.Scalar);
@@ -215,7 +227,8 @@ export class AttributeClassifier {
  */
 export function argmaxHeads(logits: ArrayLike<number>, headSizes: readonly number[]): Int32Array {
   const width = headSizes.reduce((a, b) => a + b, 0);
-  if (width === 0 || logits.length % width !== 0) throw new Error(`argmax: ${logits.length} values are not rows of ${width} logits (heads of ${headSizes.join(' + ')})`);
+  if (width === 0 || logits.length % width !== 0)
+    throw new Error(`argmax: ${logits.length} values are not rows of ${width} logits (heads of ${headSizes.join(' + ')})`);
   const n = logits.length / width;
   const out = new Int32Array(n * headSizes.length);
   for (let i = 0; i < n; i++) {
@@ -281,7 +294,7 @@ export interface Predictions {
  */
 export async function predict(clf: AttributeClassifier, images: Float32Array | tf.Tensor4D, shape?: number[], batchSize = 256): Promise<Predictions> {
   const sh = images instanceof tf.Tensor ? images.shape : shape;
-  if (!sh || sh.length !== 4) throw new Error('predict: needs the [N, H, W, C] shape of the images');
+  if (sh?.length !== 4) throw new Error('predict: needs the [N, H, W, C] shape of the images');
   const [n, h, w, c] = sh;
   const per = h * w * c;
   const { numLogits } = clf;
@@ -291,9 +304,10 @@ export async function predict(clf: AttributeClassifier, images: Float32Array | t
   for (let i = 0; i < n; i += batchSize) {
     const b = Math.min(batchSize, n - i);
     const [f, l] = tf.tidy(() => {
-      const x = images instanceof tf.Tensor
-        ? (tf.slice(images, [i, 0, 0, 0], [b, h, w, c]) as tf.Tensor4D)
-        : tf.tensor4d(images.subarray(i * per, (i + b) * per), [b, h, w, c]);
+      const x =
+        images instanceof tf.Tensor
+          ? (tf.slice(images, [i, 0, 0, 0], [b, h, w, c]) as tf.Tensor4D)
+          : tf.tensor4d(images.subarray(i * per, (i + b) * per), [b, h, w, c]);
       const feats = clf.features(x);
       return [feats, clf.logits(feats)];
     });
@@ -309,11 +323,16 @@ export function checkLabels(set: ImageSet, heads: readonly LabelHead[]): Int32Ar
   const labels = set.labels;
   if (!labels) throw new Error(`${set.source} has no labels`);
   const n = set.shape[0];
-  if (labels.length !== n * heads.length) throw new Error(`${set.source}: ${labels.length} labels for ${n} images and ${heads.length} head(s) (${heads.map((h) => h.name).join(', ')}); need [N, numHeads]`);
+  if (labels.length !== n * heads.length)
+    throw new Error(
+      `${set.source}: ${labels.length} labels for ${n} images and ${heads.length} head(s) (${heads.map((h) => h.name).join(', ')}); need [N, numHeads]`,
+    );
   for (let i = 0; i < labels.length; i++) {
     const head = heads[i % heads.length];
     if (!Number.isInteger(labels[i]) || labels[i] < 0 || labels[i] >= head.classes.length) {
-      throw new Error(`${set.source}: image ${Math.floor(i / heads.length)} has label ${labels[i]} for head '${head.name}', which has classes 0..${head.classes.length - 1}`);
+      throw new Error(
+        `${set.source}: image ${Math.floor(i / heads.length)} has label ${labels[i]} for head '${head.name}', which has classes 0..${head.classes.length - 1}`,
+      );
     }
   }
   return labels;

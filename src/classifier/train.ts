@@ -144,7 +144,9 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
     for (const set of o.test ? [o.train, o.test] : [o.train]) {
       const [, sh, sw, sc] = set.shape;
       if (sh !== clf.config.imageSize || sw !== clf.config.imageSize || sc !== clf.config.imageChannels) {
-        throw new Error(`classifier: ${set.source} is ${sh}x${sw}x${sc}, the classifier takes ${clf.config.imageSize}x${clf.config.imageSize}x${clf.config.imageChannels}`);
+        throw new Error(
+          `classifier: ${set.source} is ${sh}x${sw}x${sc}, the classifier takes ${clf.config.imageSize}x${clf.config.imageSize}x${clf.config.imageChannels}`,
+        );
       }
     }
     labels = checkLabels(o.train, heads);
@@ -157,7 +159,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
   const maxShift = o.maxShift ?? 0;
   const task: ClassifierShardTask = { config: clf.config, data: { images: o.train.images, shape: o.train.shape }, labels, maxShift };
   const staged = classifierStagedLoss(task, clf);
-  let result;
+  let result: Awaited<ReturnType<typeof train>>;
   try {
     result = await train<{ indices: number[] }>({
       runDir: path.join(o.outDir, 'train'),

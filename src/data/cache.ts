@@ -28,7 +28,11 @@ export function stableStringify(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => {
     if (v && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v)) {
       const o = v as Record<string, unknown>;
-      return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
+      return Object.fromEntries(
+        Object.keys(o)
+          .sort()
+          .map((k) => [k, o[k]]),
+      );
     }
     if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<number>);
     return v;
@@ -53,9 +57,7 @@ export function hashArrays(arrays: Map<string, NamedArray>): string {
 
 /** What of a scanned dataset the encoder outputs depend on: paths, sizes, mtimes, captions. */
 export function datasetFingerprint(dataset: CaptionedDataset): string {
-  return fingerprint(
-    dataset.items.map((it) => ({ path: it.relPath, bytes: it.bytes, mtimeMs: it.mtimeMs, captions: it.captions })),
-  );
+  return fingerprint(dataset.items.map((it) => ({ path: it.relPath, bytes: it.bytes, mtimeMs: it.mtimeMs, captions: it.captions })));
 }
 
 export interface CacheLookup {
@@ -82,7 +84,7 @@ export class EncoderCache {
   lookup(name: string, fp: string): CacheLookup {
     const file = this.file(name);
     if (!existsSync(file)) return { arrays: null, reason: 'not cached yet' };
-    let decoded;
+    let decoded: ReturnType<typeof decodeSafetensors>;
     try {
       decoded = decodeSafetensors(readFileSync(file), file);
     } catch (e) {

@@ -233,7 +233,7 @@ async function readMetadata(
       }
       const target = path.resolve(dir, name);
       const relToMeta = path.relative(dir, target);
-      if (relToMeta === '' || relToMeta === '..' || relToMeta.startsWith('..' + path.sep) || path.isAbsolute(relToMeta)) {
+      if (relToMeta === '' || relToMeta === '..' || relToMeta.startsWith(`..${path.sep}`) || path.isAbsolute(relToMeta)) {
         skipped.push({ file: where, reason: `"file_name" ${JSON.stringify(name)} points outside the folder of ${relMeta}` });
         continue;
       }
@@ -414,7 +414,7 @@ export async function scanCaptionedFolder(root: string, options: ScanOptions): P
     const file = listing.images[i];
     const relPath = toRel(abs, file);
     const cap = await captionsFor(abs, file, meta, listing.texts, allowEmpty);
-    if (!cap || !cap.captions) {
+    if (!cap?.captions) {
       // A metadata problem for this image was already reported with its line.
       return metaReported.has(relPath) && cap?.source === 'metadata' ? null : { skip: { file: relPath, reason: cap?.reason ?? 'no caption' } };
     }
@@ -447,7 +447,12 @@ export async function scanCaptionedFolder(root: string, options: ScanOptions): P
         ? `found no image files (${IMAGE_EXTENSIONS.join(', ')}, searched recursively)` +
           (listing.others.length > 0 || listing.texts.size > 0
             ? `; it holds ${listing.texts.size} .txt file(s), ${listing.metadata.length} ${METADATA_FILE} and ${listing.others.length} other file(s)` +
-              (listing.others.length > 0 ? ` (e.g. ${listing.others.slice(0, 3).map((f) => toRel(abs, f)).join(', ')})` : '')
+              (listing.others.length > 0
+                ? ` (e.g. ${listing.others
+                    .slice(0, 3)
+                    .map((f) => toRel(abs, f))
+                    .join(', ')})`
+                : '')
             : '; it is empty')
         : `found ${listing.images.length} image file(s) and all were skipped`;
     throw new DatasetError(`no usable images in dataset folder ${abs}: ${found}\n${formatReport(report, { maxLines: 20 })}`, report);

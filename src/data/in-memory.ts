@@ -60,7 +60,10 @@ export async function loadFolderSet(root: string, o: FolderSetOptions): Promise<
   const ds: CaptionedDataset = await scanCaptionedFolder(root, { size: o.size, minSize: o.minSize });
   if (ds.report.skipped.length > 0) log(formatReport(ds.report));
   const n = ds.items.length;
-  const images = await loadImageFiles(ds.items.map((it) => it.file), o);
+  const images = await loadImageFiles(
+    ds.items.map((it) => it.file),
+    o,
+  );
   return {
     images,
     shape: [n, o.size, o.size, o.channels],
@@ -72,7 +75,13 @@ export async function loadFolderSet(root: string, o: FolderSetOptions): Promise<
 
 export function mnistSet(split: 'train' | 'test' = 'train', limit?: number): ImageSet {
   const m: MnistData = loadMnist({ split, limit });
-  return { images: m.images, shape: m.shape, labels: m.labels, fingerprint: fingerprint('mnist', split, m.shape[0]), source: `MNIST ${split} (${m.shape[0]} images)` };
+  return {
+    images: m.images,
+    shape: m.shape,
+    labels: m.labels,
+    fingerprint: fingerprint('mnist', split, m.shape[0]),
+    source: `MNIST ${split} (${m.shape[0]} images)`,
+  };
 }
 
 export interface IndexBatch {
@@ -131,7 +140,9 @@ export class IndexBatcher {
 export function gatherRows(data: Float32Array, shape: number[], indices: number[]): tf.Tensor {
   const per = shape.slice(1).reduce((a, b) => a * b, 1);
   const out = new Float32Array(indices.length * per);
-  indices.forEach((idx, i) => out.set(data.subarray(idx * per, (idx + 1) * per), i * per));
+  indices.forEach((idx, i) => {
+    out.set(data.subarray(idx * per, (idx + 1) * per), i * per);
+  });
   return tf.tensor(out, [indices.length, ...shape.slice(1)], 'float32');
 }
 
@@ -140,7 +151,10 @@ export function imageBatch(set: Pick<ImageSet, 'images' | 'shape'>, b: IndexBatc
   return tf.tidy(() => {
     const x = gatherRows(set.images, set.shape, b.indices) as tf.Tensor4D;
     if (!b.flips.some(Boolean)) return x;
-    const mask = tf.tensor4d(b.flips.map((f) => (f ? 1 : 0)), [b.indices.length, 1, 1, 1]);
+    const mask = tf.tensor4d(
+      b.flips.map((f) => (f ? 1 : 0)),
+      [b.indices.length, 1, 1, 1],
+    );
     return tf.add(tf.mul(tf.reverse(x, 2), mask), tf.mul(x, tf.sub(1, mask))) as tf.Tensor4D;
   });
 }

@@ -9,10 +9,6 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { Generator } from '../random/generator.js';
-import type { ImageBatch } from '../image/convert.js';
-import { checkPosition, EpochSampler, initialRngState, type LoaderPosition } from './sampler.js';
 
 export const IDX_IMAGES_MAGIC = 2051;
 export const IDX_LABELS_MAGIC = 2049;

@@ -81,7 +81,9 @@ export function scenePrompts(set: PromptSetName, n: number, seed: number): Scene
 export function namedCombinations(asked: PromptAttributes): HeldOutCombination[] {
   const object = asked.kind === 'face' ? (asked.expression ? `${asked.expression} face` : undefined) : asked.shape;
   if (object === undefined) return [];
-  return HELD_OUT_COMBINATIONS.filter((c) => c.object === object && ((c.color !== undefined && c.color === asked.color) || (c.position !== undefined && c.position === asked.position)));
+  return HELD_OUT_COMBINATIONS.filter(
+    (c) => c.object === object && ((c.color !== undefined && c.color === asked.color) || (c.position !== undefined && c.position === asked.position)),
+  );
 }
 
 /** Right / wrong per score of one image: only what the prompt mentions is set. */
@@ -93,7 +95,10 @@ export function scoreImage(prompt: string, read: SceneLabels): Partial<Record<Sc
   if (asked.kind === 'shape' && asked.shape !== undefined) out.shape = read.object === asked.shape;
   for (const k of ['color', 'position', 'size', 'background'] as const) if (asked[k] !== undefined) out[k] = read[k] === asked[k];
   const combos = namedCombinations(asked);
-  if (combos.length) out.pair = combos.every((c) => read.object === c.object && (c.color === undefined || read.color === c.color) && (c.position === undefined || read.position === c.position));
+  if (combos.length)
+    out.pair = combos.every(
+      (c) => read.object === c.object && (c.color === undefined || read.color === c.color) && (c.position === undefined || read.position === c.position),
+    );
   const kindRight = asked.kind === undefined || (asked.kind === 'face') === isFace;
   out.all = kindRight && Object.values(out).every(Boolean);
   return out;
@@ -171,14 +176,17 @@ export interface AdherenceReport {
 export async function evaluateAdherence(o: AdherenceOptions): Promise<AdherenceReport> {
   const log = o.log ?? ((l: string) => console.error(l));
   const { pipeline, classifier } = o;
-  if (pipeline.info.conditioning !== 'clip') throw new Error('adherence: the pipeline must be text-conditioned (clip); this one is conditioned on class labels');
+  if (pipeline.info.conditioning !== 'clip')
+    throw new Error('adherence: the pipeline must be text-conditioned (clip); this one is conditioned on class labels');
   checkSceneHeads(classifier.config.heads);
   const size = pipeline.info.imageSize;
   const { imageSize, imageChannels } = classifier.config;
-  if (size !== imageSize || imageChannels !== 3) throw new Error(`adherence: the pipeline makes ${size}x${size} images, the classifier reads ${imageSize}x${imageSize}x${imageChannels}`);
+  if (size !== imageSize || imageChannels !== 3)
+    throw new Error(`adherence: the pipeline makes ${size}x${size} images, the classifier reads ${imageSize}x${imageSize}x${imageChannels}`);
   if (!Number.isInteger(o.perSet) || o.perSet < 1) throw new Error(`adherence: prompts per set must be an integer >= 1, got ${o.perSet}`);
   const batchSize = o.batchSize ?? MAX_ADHERENCE_BATCH;
-  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_ADHERENCE_BATCH) throw new Error(`adherence: batch size must be an integer from 1 to ${MAX_ADHERENCE_BATCH}, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_ADHERENCE_BATCH)
+    throw new Error(`adherence: batch size must be an integer from 1 to ${MAX_ADHERENCE_BATCH}, got ${batchSize}`);
   const seed = o.seed ?? 0;
   const notes: string[] = [];
   const prompts = Object.fromEntries(PROMPT_SETS.map((s) => [s, scenePrompts(s, o.perSet, seed).map((p) => p.prompt)])) as Record<PromptSetName, string[]>;
@@ -191,7 +199,8 @@ export async function evaluateAdherence(o: AdherenceOptions): Promise<AdherenceR
     const real = o.real?.[set];
     if (!real) continue;
     const [, h, w, c] = real.shape;
-    if (h !== imageSize || w !== imageSize || c !== 3) throw new Error(`adherence: ${real.source} is ${h}x${w}x${c}, the classifier reads ${imageSize}x${imageSize}x3`);
+    if (h !== imageSize || w !== imageSize || c !== 3)
+      throw new Error(`adherence: ${real.source} is ${h}x${w}x${c}, the classifier reads ${imageSize}x${imageSize}x3`);
     const captions = real.records.map((r) => promptFor(r, realGen));
     const scores = scoreImages(captions, await readScenes(classifier, real.images, real.shape));
     rows.push({ set, source: 'real', images: real.shape[0], ...scores });
@@ -250,7 +259,9 @@ export function formatAdherence(r: AdherenceReport, header: string[] = []): stri
   for (const row of r.rows) {
     const cells = COLUMNS.map(([k]) => pct(row.accuracy[k]));
     const sec = row.secondsPerImage === undefined ? '–' : row.secondsPerImage.toFixed(3);
-    lines.push(`| ${row.set} | ${row.source} | ${row.sampler ?? '–'} | ${row.steps ?? '–'} | ${row.cfg ?? '–'} | ${cells.join(' | ')} | ${row.images} | ${sec} |`);
+    lines.push(
+      `| ${row.set} | ${row.source} | ${row.sampler ?? '–'} | ${row.steps ?? '–'} | ${row.cfg ?? '–'} | ${cells.join(' | ')} | ${row.images} | ${sec} |`,
+    );
   }
   if (r.notes.length) {
     lines.push('');

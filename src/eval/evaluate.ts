@@ -42,7 +42,8 @@ export function parseSamplers(text: string): SamplerSpec[] {
     .filter(Boolean)
     .map((item) => {
       const m = /^(.+):(\d+)$/.exec(item);
-      if (!m || Number(m[2]) < 1) throw new Error(`--samplers: '${item}' is not SAMPLER:STEPS with STEPS >= 1 (e.g. ddim:25, euler-ancestral:20, DPM++ 2M Karras:20)`);
+      if (!m || Number(m[2]) < 1)
+        throw new Error(`--samplers: '${item}' is not SAMPLER:STEPS with STEPS >= 1 (e.g. ddim:25, euler-ancestral:20, DPM++ 2M Karras:20)`);
       const sampler = m[1].trim();
       parseSamplerName(sampler);
       return { sampler, steps: Number(m[2]) };
@@ -126,7 +127,9 @@ interface Reference {
 
 function rowsOf(features: Float32Array, dim: number, indices: number[]): Float32Array {
   const out = new Float32Array(indices.length * dim);
-  indices.forEach((i, k) => out.set(features.subarray(i * dim, (i + 1) * dim), k * dim));
+  indices.forEach((i, k) => {
+    out.set(features.subarray(i * dim, (i + 1) * dim), k * dim);
+  });
   return out;
 }
 
@@ -163,16 +166,19 @@ export function requestedLabels(perClass: number, numClasses: number): number[] 
 export async function evaluatePipeline(o: EvaluateOptions): Promise<EvaluateReport> {
   const log = o.log ?? ((l: string) => console.error(l));
   const { pipeline, classifier } = o;
-  if (pipeline.info.conditioning !== 'label') throw new Error('evaluate: the pipeline must be label-conditioned (an MNIST pipeline); this one is conditioned on text');
+  if (pipeline.info.conditioning !== 'label')
+    throw new Error('evaluate: the pipeline must be label-conditioned (an MNIST pipeline); this one is conditioned on text');
   if (!o.real.labels) throw new Error(`evaluate: the reference set ${o.real.source} has no labels`);
   if (!Number.isInteger(o.perClass) || o.perClass < 1) throw new Error(`evaluate: per-class must be an integer >= 1, got ${o.perClass}`);
   const { heads } = classifier.config;
-  if (heads.length !== 1) throw new Error(`evaluate: the classifier must have one head (digits); this one has ${heads.length}: ${heads.map((h) => h.name).join(', ')}`);
+  if (heads.length !== 1)
+    throw new Error(`evaluate: the classifier must have one head (digits); this one has ${heads.length}: ${heads.map((h) => h.name).join(', ')}`);
   const numClasses = heads[0].classes.length;
   const encClasses = (pipeline.encoder as unknown as { numClasses?: number }).numClasses;
   if (encClasses !== undefined && encClasses !== numClasses) throw new Error(`evaluate: the pipeline has ${encClasses} classes, the classifier ${numClasses}`);
   const size = pipeline.info.imageSize;
-  if (size !== classifier.config.imageSize) throw new Error(`evaluate: the pipeline makes ${size}x${size} images, the classifier reads ${classifier.config.imageSize}x${classifier.config.imageSize}`);
+  if (size !== classifier.config.imageSize)
+    throw new Error(`evaluate: the pipeline makes ${size}x${size} images, the classifier reads ${classifier.config.imageSize}x${classifier.config.imageSize}`);
   const dim = classifier.config.hidden;
   const batchSize = o.batchSize ?? 100;
   const seed = o.seed ?? 0;
@@ -199,7 +205,9 @@ export async function evaluatePipeline(o: EvaluateOptions): Promise<EvaluateRepo
   realGroups.forEach((idx, c) => {
     if (idx.length < 2) throw new Error(`evaluate: the reference set has ${idx.length} image(s) of digit ${c}; needs at least 2`);
   });
-  log(`reference: ${o.real.source}, ${realPred.count} images, classifier accuracy ${(100 * accuracyFromLogits(realPred.logits, o.real.labels, numClasses)).toFixed(2)}% (${((performance.now() - tRef) / 1000).toFixed(1)} s)`);
+  log(
+    `reference: ${o.real.source}, ${realPred.count} images, classifier accuracy ${(100 * accuracyFromLogits(realPred.logits, o.real.labels, numClasses)).toFixed(2)}% (${((performance.now() - tRef) / 1000).toFixed(1)} s)`,
+  );
 
   const rows: RowResult[] = [];
   // A real subset with the same per-class count as the generated sets (the small-sample floor).
@@ -240,7 +248,13 @@ export async function evaluatePipeline(o: EvaluateOptions): Promise<EvaluateRepo
     }
     const reconImages = concat(recon);
     const pr = await predict(classifier, reconImages, [subset.length, ...o.real.shape.slice(1)]);
-    rows.push({ kind: 'vae-recon', name: 'VAE reconstructions', images: subset.length, mse: sqErr / reconImages.length, ...measure(pr, subsetLabels, ref, numClasses, dim) });
+    rows.push({
+      kind: 'vae-recon',
+      name: 'VAE reconstructions',
+      images: subset.length,
+      mse: sqErr / reconImages.length,
+      ...measure(pr, subsetLabels, ref, numClasses, dim),
+    });
 
     // Decoded prior samples.
     const f = vae.config.downsampleFactor;
@@ -262,8 +276,16 @@ export async function evaluatePipeline(o: EvaluateOptions): Promise<EvaluateRepo
       t.dispose();
     }
     const pp = await predict(classifier, priorImages, shape);
-    rows.push({ kind: 'vae-prior', name: 'VAE alone: prior N(0,I)/scalingFactor, decoded', images: n, secondsPerImage, ...measure(pp, undefined, ref, numClasses, dim) });
-    log(`baselines: real subset FID ${rows[0].fid.toFixed(2)}, VAE recon MSE ${rows[1].mse!.toFixed(4)} FID ${rows[1].fid.toFixed(2)}, VAE prior FID ${rows[2].fid.toFixed(2)}`);
+    rows.push({
+      kind: 'vae-prior',
+      name: 'VAE alone: prior N(0,I)/scalingFactor, decoded',
+      images: n,
+      secondsPerImage,
+      ...measure(pp, undefined, ref, numClasses, dim),
+    });
+    log(
+      `baselines: real subset FID ${rows[0].fid.toFixed(2)}, VAE recon MSE ${rows[1].mse!.toFixed(4)} FID ${rows[1].fid.toFixed(2)}, VAE prior FID ${rows[2].fid.toFixed(2)}`,
+    );
   }
 
   const warn = keepFirstWarning(notes);
@@ -277,12 +299,26 @@ export async function evaluatePipeline(o: EvaluateOptions): Promise<EvaluateRepo
         t.dispose();
       }
       const p = await predict(classifier, data, shape);
-      const row: RowResult = { kind: 'diffusion', name, sampler: s.sampler, steps: s.steps, cfg, images: n, secondsPerImage, ...measure(p, labels, ref, numClasses, dim) };
+      const row: RowResult = {
+        kind: 'diffusion',
+        name,
+        sampler: s.sampler,
+        steps: s.steps,
+        cfg,
+        images: n,
+        secondsPerImage,
+        ...measure(p, labels, ref, numClasses, dim),
+      };
       rows.push(row);
-      log(`${name}: acc ${(100 * row.accuracy!).toFixed(1)}%, FID ${row.fid.toFixed(2)}, diversity ${row.diversity.toFixed(2)}, ${secondsPerImage.toFixed(3)} s/image`);
+      log(
+        `${name}: acc ${(100 * row.accuracy!).toFixed(1)}%, FID ${row.fid.toFixed(2)}, diversity ${row.diversity.toFixed(2)}, ${secondsPerImage.toFixed(3)} s/image`,
+      );
     }
   }
-  if (n < 2 * dim) notes.push(`${n} images per row for ${dim}-dimensional features: the covariances are rank-deficient and FID is biased upward at this size; compare rows of equal size only (the "real test subset" row is the floor).`);
+  if (n < 2 * dim)
+    notes.push(
+      `${n} images per row for ${dim}-dimensional features: the covariances are rank-deficient and FID is biased upward at this size; compare rows of equal size only (the "real test subset" row is the floor).`,
+    );
   return { perClass: o.perClass, numClasses, featureDim: dim, referenceImages: realPred.count, referenceSource: o.real.source, rows, notes };
 }
 

@@ -95,7 +95,8 @@ export function jacobiEigen(matrix: ArrayLike<number>, n: number, opts: { maxSwe
   if (sweeps === maxSweeps) {
     let off = 0;
     for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += a[p * n + q] * a[p * n + q];
-    if (Math.sqrt(2 * off) > 1e-8 * Math.max(frob, 1e-300)) throw new Error(`jacobiEigen: no convergence after ${maxSweeps} sweeps (off-diagonal norm ${Math.sqrt(2 * off)})`);
+    if (Math.sqrt(2 * off) > 1e-8 * Math.max(frob, 1e-300))
+      throw new Error(`jacobiEigen: no convergence after ${maxSweeps} sweeps (off-diagonal norm ${Math.sqrt(2 * off)})`);
   }
   // Sort descending.
   const order = Array.from({ length: n }, (_, i) => i).sort((i, j) => a[j * n + j] - a[i * n + i]);

@@ -59,7 +59,9 @@ function u24(buf: Buffer, off: number, v: number): void {
 
 function checkFrames(frames: Uint8Image[]): { width: number; height: number; channels: number } {
   if (frames.length === 0) throw new Error('animation: no frames');
-  frames.forEach((f, i) => checkUint8Image(f, `animation frame ${i}`));
+  frames.forEach((f, i) => {
+    checkUint8Image(f, `animation frame ${i}`);
+  });
   const { width, height, channels } = frames[0];
   frames.forEach((f, i) => {
     if (f.width !== width || f.height !== height || f.channels !== channels) {

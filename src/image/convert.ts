@@ -42,7 +42,7 @@ export function checkImageBatch(batch: ImageBatch, what = 'image batch'): void {
 /** Maps a float in [-1, 1] to a byte (clamped, rounded). NaN maps to 0. */
 export function floatToByte(x: number): number {
   const v = Math.round((x + 1) * 127.5);
-  return v > 255 ? 255 : v >= 0 ? v : 0; // `v >= 0` is false for NaN
+  return v > 255 ? 255 : Math.max(v, 0); // `v >= 0` is false for NaN
 }
 
 /** [-1, 1] floats -> bytes. */

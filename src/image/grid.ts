@@ -19,7 +19,9 @@ export function makeGrid(images: Uint8Image[] | ImageBatch, options: GridOptions
   const list = Array.isArray(images) ? images : batchToImages(images);
   const n = list.length;
   if (n === 0) throw new Error('makeGrid: no images');
-  list.forEach((im, i) => checkUint8Image(im, `makeGrid image ${i}`));
+  list.forEach((im, i) => {
+    checkUint8Image(im, `makeGrid image ${i}`);
+  });
   const { width: w, height: h, channels: c } = list[0];
   list.forEach((im, i) => {
     if (im.width !== w || im.height !== h || im.channels !== c) {

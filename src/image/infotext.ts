@@ -64,7 +64,8 @@ export function infotextParams(info: Infotext): [string, InfotextValue][] {
     throw new Error(`infotext: width and height must be given together, got width=${info.width} height=${info.height}`);
   }
   for (const [k, v] of Object.entries(info.extra ?? {})) {
-    if (!/^[\p{L}\p{N}_][\p{L}\p{N}_ \-/]+$/u.test(k)) throw new Error(`infotext: parameter name ${JSON.stringify(k)} must be a word character then word characters, spaces, '-' or '/'`);
+    if (!/^[\p{L}\p{N}_][\p{L}\p{N}_ \-/]+$/u.test(k))
+      throw new Error(`infotext: parameter name ${JSON.stringify(k)} must be a word character then word characters, spaces, '-' or '/'`);
     out.push([k, v]);
   }
   return out.filter((p): p is [string, InfotextValue] => p[1] !== undefined && p[1] !== null);
@@ -125,19 +126,19 @@ export function parseInfotext(text: string): ParsedInfotext {
     params[k] = raw.length >= 2 && raw[0] === '"' && raw[raw.length - 1] === '"' ? unquote(raw) : raw;
   }
   const out: ParsedInfotext = { prompt, negativePrompt, params };
-  const size = params['Size'] !== undefined ? SIZE_RE.exec(params['Size']) : null;
+  const size = params.Size !== undefined ? SIZE_RE.exec(params.Size) : null;
   if (size) {
     out.width = Number(size[1]);
     out.height = Number(size[2]);
   }
-  const steps = num(params['Steps']);
+  const steps = num(params.Steps);
   if (steps !== undefined) out.steps = steps;
   const cfg = num(params['CFG scale']);
   if (cfg !== undefined) out.cfgScale = cfg;
-  const seed = num(params['Seed']);
+  const seed = num(params.Seed);
   if (seed !== undefined) out.seed = seed;
-  if (params['Sampler'] !== undefined) out.sampler = params['Sampler'];
+  if (params.Sampler !== undefined) out.sampler = params.Sampler;
   if (params['Model hash'] !== undefined) out.modelHash = params['Model hash'];
-  if (params['Model'] !== undefined) out.model = params['Model'];
+  if (params.Model !== undefined) out.model = params.Model;
   return out;
 }

@@ -201,7 +201,7 @@ export class ProgressBar {
     this.lastLineBucket = this.bucket(this.step);
     this.lastLineTime = t;
     this.lastPrinted = this.step;
-    this.stream.write(this.render() + '\n');
+    this.stream.write(`${this.render()}\n`);
   }
 
   private draw(t: number): void {
@@ -211,7 +211,7 @@ export class ProgressBar {
     if (cols && line.length > cols - 1) line = line.slice(0, cols - 1);
     const pad = this.lastLen > line.length ? ' '.repeat(this.lastLen - line.length) : '';
     this.lastLen = line.length;
-    this.stream.write('\r' + line + pad);
+    this.stream.write(`\r${line}${pad}`);
   }
 }
 

@@ -19,7 +19,14 @@ import type { ParamStore } from './params.js';
 export class Conv1x1 {
   readonly conv: Conv2d;
 
-  constructor(store: ParamStore, name: string, readonly inChannels: number, readonly outChannels: number, rng: Generator, zeroInit = false) {
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly inChannels: number,
+    readonly outChannels: number,
+    rng: Generator,
+    zeroInit = false,
+  ) {
     this.conv = new Conv2d(store, name, inChannels, outChannels, 1, rng, { zeroInit });
   }
 
@@ -94,7 +101,12 @@ export class ResBlock {
 export class Downsample {
   readonly conv: Conv2d;
 
-  constructor(store: ParamStore, name: string, readonly channels: number, rng: Generator) {
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly channels: number,
+    rng: Generator,
+  ) {
     this.conv = new Conv2d(store, `${name}.conv`, channels, channels, 3, rng, { stride: 2 });
   }
 
@@ -111,7 +123,12 @@ export class Downsample {
 export class Upsample {
   readonly conv: Conv2d;
 
-  constructor(store: ParamStore, name: string, readonly channels: number, rng: Generator) {
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly channels: number,
+    rng: Generator,
+  ) {
     this.conv = new Conv2d(store, `${name}.conv`, channels, channels, 3, rng);
   }
 
@@ -190,7 +207,13 @@ export class GEGLU {
   readonly proj: Linear;
   readonly out: Linear;
 
-  constructor(store: ParamStore, name: string, readonly dim: number, rng: Generator, readonly mult = 4) {
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly dim: number,
+    rng: Generator,
+    readonly mult = 4,
+  ) {
     this.proj = new Linear(store, `${name}.proj`, dim, 2 * mult * dim, rng);
     this.out = new Linear(store, `${name}.out`, mult * dim, dim, rng);
   }
@@ -270,7 +293,14 @@ export class SpatialSelfAttention {
   readonly norm: GroupNorm;
   readonly attn: Attention;
 
-  constructor(store: ParamStore, name: string, readonly channels: number, groups: number, rng: Generator, heads = 1) {
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly channels: number,
+    groups: number,
+    rng: Generator,
+    heads = 1,
+  ) {
     this.norm = new GroupNorm(store, `${name}.norm`, groups, channels, rng, 1e-6);
     this.attn = new Attention(store, name, channels, heads, rng, { qkvBias: true }); // `${name}.to_q`, ...
   }

@@ -37,7 +37,7 @@ export class Linear {
   apply(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
-      const x2 = x.rank === 2 ? (x as tf.Tensor2D) : x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
+      const x2 = x.rank === 2 ? (x as tf.Tensor2D) : (x.reshape([-1, this.inFeatures]) as tf.Tensor2D);
       let y: tf.Tensor = tf.matMul(x2, this.weight as tf.Tensor2D);
       if (this.bias) y = tf.add(y, this.bias);
       return x.rank === 2 ? y : y.reshape([...lead, this.outFeatures]);
@@ -252,8 +252,7 @@ export function gelu(x: tf.Tensor): tf.Tensor {
     const s = tf.sigmoid(tf.mul(xIn, tf.add(a, tf.mul(b, x2))));
     const value = tf.mul(xIn, s);
     save([x2, s, value]);
-    const gradFunc = (dy: tf.Tensor, [sq, sv, y]: tf.Tensor[]) =>
-      tf.mul(dy, tf.add(sv, tf.mul(tf.mul(y, tf.sub(1, sv)), tf.add(a, tf.mul(3 * b, sq)))));
+    const gradFunc = (dy: tf.Tensor, [sq, sv, y]: tf.Tensor[]) => tf.mul(dy, tf.add(sv, tf.mul(tf.mul(y, tf.sub(1, sv)), tf.add(a, tf.mul(3 * b, sq)))));
     return { value, gradFunc };
   });
   return tf.tidy(() => op(x));
@@ -290,7 +289,10 @@ export function splitHeads(x: tf.Tensor3D, heads: number): tf.Tensor3D {
   return tf.tidy(() => {
     const [b, t, c] = x.shape;
     const d = c / heads;
-    return x.reshape([b, t, heads, d]).transpose([0, 2, 1, 3]).reshape([b * heads, t, d]) as tf.Tensor3D;
+    return x
+      .reshape([b, t, heads, d])
+      .transpose([0, 2, 1, 3])
+      .reshape([b * heads, t, d]) as tf.Tensor3D;
   });
 }
 
@@ -299,7 +301,10 @@ export function mergeHeads(x: tf.Tensor3D, heads: number): tf.Tensor3D {
   return tf.tidy(() => {
     const [bh, t, d] = x.shape;
     const b = bh / heads;
-    return x.reshape([b, heads, t, d]).transpose([0, 2, 1, 3]).reshape([b, t, heads * d]) as tf.Tensor3D;
+    return x
+      .reshape([b, heads, t, d])
+      .transpose([0, 2, 1, 3])
+      .reshape([b, t, heads * d]) as tf.Tensor3D;
   });
 }
 

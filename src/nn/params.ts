@@ -8,11 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Generator } from '../random/generator.js';
 
-export type Init =
-  | { kind: 'zeros' }
-  | { kind: 'ones' }
-  | { kind: 'normal'; std: number }
-  | { kind: 'uniform'; limit: number };
+export type Init = { kind: 'zeros' } | { kind: 'ones' } | { kind: 'normal'; std: number } | { kind: 'uniform'; limit: number };
 
 export const zeros: Init = { kind: 'zeros' };
 export const ones: Init = { kind: 'ones' };
@@ -68,7 +64,11 @@ export class ParamStore {
   /** A new store holding copies of another store's values (EMA shadows, frozen snapshots). */
   static copyOf(other: ParamStore, trainable = false): ParamStore {
     const copy = new ParamStore();
-    for (const [name, v] of other.entries()) copy.vars.set(name, tf.tidy(() => tf.variable(v.clone(), trainable)));
+    for (const [name, v] of other.entries())
+      copy.vars.set(
+        name,
+        tf.tidy(() => tf.variable(v.clone(), trainable)),
+      );
     return copy;
   }
 
@@ -157,13 +157,13 @@ export class ParamStore {
  * Gradients of a scalar loss with respect to every trainable parameter of the store that the
  * loss depends on. Returns our names as keys; the caller owns (and disposes) loss and grads.
  */
-export function computeGradients(
-  store: ParamStore,
-  lossFn: () => tf.Scalar,
-): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+export function computeGradients(store: ParamStore, lossFn: () => tf.Scalar): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
   const entries = store.entries().filter(([, v]) => v.trainable);
   const byTfName = new Map(entries.map(([name, v]) => [v.name, name]));
-  const { value, grads } = tf.variableGrads(lossFn, entries.map(([, v]) => v));
+  const { value, grads } = tf.variableGrads(
+    lossFn,
+    entries.map(([, v]) => v),
+  );
   const out = new Map<string, tf.Tensor>();
   for (const [tfName, g] of Object.entries(grads)) {
     const name = byTfName.get(tfName);

@@ -34,7 +34,9 @@ const NCHW = [0, 3, 1, 2];
 const isIdentity = (perm: readonly number[]): boolean => perm.every((p, i) => p === i);
 const invert = (perm: readonly number[]): number[] => {
   const inv = new Array<number>(perm.length);
-  perm.forEach((p, i) => (inv[p] = i));
+  perm.forEach((p, i) => {
+    inv[p] = i;
+  });
   return inv;
 };
 const sameList = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
@@ -243,8 +245,12 @@ function elementwise(e: Emitter, n: TracedNode, ids: number[], build: (names: st
   return perm ? { name: y, perm } : y;
 }
 
-const unary = (op: string, attrs: Record<string, AttrValue> = {}): Translate => (e, n) => [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op(op, [x], attrs))];
-const binary = (op: string): Translate => (e, n) => [elementwise(e, n, [input(n, 'a'), input(n, 'b')], ([a, b]) => e.g.op(op, [a, b]))];
+const unary =
+  (op: string, attrs: Record<string, AttrValue> = {}): Translate =>
+  (e, n) => [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op(op, [x], attrs))];
+const binary =
+  (op: string): Translate =>
+  (e, n) => [elementwise(e, n, [input(n, 'a'), input(n, 'b')], ([a, b]) => e.g.op(op, [a, b]))];
 
 /**
  * A reshape of a value stored permuted by `perm`, done on the stored data: possible when each
@@ -276,7 +282,11 @@ function reshapePermuted(from: number[], to: number[], perm: number[]): { perm: 
   }
   if (i !== from.length || j !== to.length) return undefined;
   const groupOf = new Map<number, number>();
-  groups.forEach(([gi], k) => gi.forEach((ax) => groupOf.set(ax, k)));
+  groups.forEach(([gi], k) => {
+    gi.forEach((ax) => {
+      groupOf.set(ax, k);
+    });
+  });
   const out: number[] = [];
   for (let pos = 0; pos < perm.length; ) {
     const [gi, gj] = groups[groupOf.get(perm[pos])!];
@@ -297,28 +307,28 @@ const reshape: Translate = (e, n) => {
   return [e.g.op('Reshape', [e.name(x), e.ints(to)])];
 };
 
-const reduce = (op: string): Translate => (e, n) => {
-  const x = input(n, 'x');
-  // Mean/Sum name the axes `axis`, Max/Min `reductionIndices`.
-  const rank = e.shape(x).length;
-  const given = n.attrs.axis ?? n.attrs.reductionIndices;
-  const logical = given == null ? [...Array(rank).keys()] : axes(given, rank); // no axis: every axis
-  const keep = Boolean(n.attrs.keepDims);
-  const perm = e.layout(x);
-  const axesHere = perm ? logical.map((a) => perm.indexOf(a)).sort((p, q) => p - q) : logical;
-  const src = perm ? e.as(x, perm) : e.name(x);
-  // Opset 13 moved ReduceSum's axes to an input; the other reductions keep the attribute.
-  const y =
-    op === 'ReduceSum'
-      ? e.g.op(op, [src, e.ints(axesHere)], { keepdims: keep ? 1 : 0 })
-      : e.g.op(op, [src], { axes: axesHere, keepdims: keep ? 1 : 0 });
-  if (!perm) return [y];
-  if (keep) return [{ name: y, perm }];
-  // The kept axes stay in stored order; renumber them as the output's logical axes.
-  const left = perm.filter((a) => !logical.includes(a));
-  const sorted = [...left].sort((p, q) => p - q);
-  return [{ name: y, perm: left.map((a) => sorted.indexOf(a)) }];
-};
+const reduce =
+  (op: string): Translate =>
+  (e, n) => {
+    const x = input(n, 'x');
+    // Mean/Sum name the axes `axis`, Max/Min `reductionIndices`.
+    const rank = e.shape(x).length;
+    const given = n.attrs.axis ?? n.attrs.reductionIndices;
+    const logical = given == null ? [...Array(rank).keys()] : axes(given, rank); // no axis: every axis
+    const keep = Boolean(n.attrs.keepDims);
+    const perm = e.layout(x);
+    const axesHere = perm ? logical.map((a) => perm.indexOf(a)).sort((p, q) => p - q) : logical;
+    const src = perm ? e.as(x, perm) : e.name(x);
+    // Opset 13 moved ReduceSum's axes to an input; the other reductions keep the attribute.
+    const y =
+      op === 'ReduceSum' ? e.g.op(op, [src, e.ints(axesHere)], { keepdims: keep ? 1 : 0 }) : e.g.op(op, [src], { axes: axesHere, keepdims: keep ? 1 : 0 });
+    if (!perm) return [y];
+    if (keep) return [{ name: y, perm }];
+    // The kept axes stay in stored order; renumber them as the output's logical axes.
+    const left = perm.filter((a) => !logical.includes(a));
+    const sorted = [...left].sort((p, q) => p - q);
+    return [{ name: y, perm: left.map((a) => sorted.indexOf(a)) }];
+  };
 
 function checkConvAttrs(n: TracedNode): void {
   if (n.attrs.dataFormat !== 'NHWC') throw new Error(`ONNX export: ${n.kernel} dataFormat ${String(n.attrs.dataFormat)} is not supported (NHWC only)`);
@@ -351,7 +361,15 @@ const useIm2col = (e: Emitter, filter: number, outPixels: number): boolean => ou
  * im2col copy of the plain Conv and outweighs the reorders (README, Speed). Filter gradients stay
  * products: as an NCHWc Conv with the batch as channels (output 3x3) they were slower.
  */
-function conv(e: Emitter, x: string, w: string, [kh, kw, a, b]: number[], outAxis: 2 | 3, constant: boolean, attrs: { strides: number[]; pads: number[] }): string {
+function conv(
+  e: Emitter,
+  x: string,
+  w: string,
+  [kh, kw, a, b]: number[],
+  outAxis: 2 | 3,
+  constant: boolean,
+  attrs: { strides: number[]; pads: number[] },
+): string {
   const [cin, cout] = outAxis === 3 ? [a, b] : [b, a];
   const block = e.nchwcBlock;
   if (constant || block === 0 || cin % block !== 0 || cout % block !== 0) {
@@ -407,11 +425,13 @@ function im2colConv(e: Emitter, x: string, c: number, kernel: number[], strides:
 }
 
 /** A tfjs 2-D pool as the ONNX one, on NCHW data (as the convs around it leave it). */
-const pool = (op: string, attrs: Record<string, AttrValue> = {}): Translate => (e, n) => {
-  const x = input(n, 'x');
-  const { kernel, strides, pads } = poolGeometry(e, n, x, n.outputs[0]);
-  return [{ name: e.g.op(op, [e.as(x, NCHW)], { kernel_shape: kernel, strides, pads, ...attrs }), perm: NCHW }];
-};
+const pool =
+  (op: string, attrs: Record<string, AttrValue> = {}): Translate =>
+  (e, n) => {
+    const x = input(n, 'x');
+    const { kernel, strides, pads } = poolGeometry(e, n, x, n.outputs[0]);
+    return [{ name: e.g.op(op, [e.as(x, NCHW)], { kernel_shape: kernel, strides, pads, ...attrs }), perm: NCHW }];
+  };
 
 /** tfjs kernel name -> ONNX nodes. */
 const TRANSLATIONS: Record<string, Translate> = {
@@ -437,12 +457,20 @@ const TRANSLATIONS: Record<string, Translate> = {
   Maximum: binary('Max'),
   Minimum: binary('Min'),
   Pow: binary('Pow'),
-  SquaredDifference: (e, n) =>
-    [elementwise(e, n, [input(n, 'a'), input(n, 'b')], ([a, b]) => {
+  SquaredDifference: (e, n) => [
+    elementwise(e, n, [input(n, 'a'), input(n, 'b')], ([a, b]) => {
       const d = e.g.op('Sub', [a, b]);
       return e.g.op('Mul', [d, d]);
-    })],
-  AddN: (e, n) => [elementwise(e, n, n.inputs.map(([, id]) => id), (xs) => e.g.op('Sum', xs))],
+    }),
+  ],
+  AddN: (e, n) => [
+    elementwise(
+      e,
+      n,
+      n.inputs.map(([, id]) => id),
+      (xs) => e.g.op('Sum', xs),
+    ),
+  ],
   Cast: (e, n) => {
     const to = CAST_TO[n.attrs.dtype as tf.DataType];
     if (to === undefined) throw new Error(`ONNX export: Cast to ${String(n.attrs.dtype)} is not supported`);
@@ -466,8 +494,24 @@ const TRANSLATIONS: Record<string, Translate> = {
     const ids = n.inputs.map(([, id]) => id);
     const axis = axes(n.attrs.axis, e.shape(ids[0]).length)[0];
     const perm = ids.map((id) => e.layout(id)).find((p) => p !== undefined);
-    if (perm) return [{ name: e.g.op('Concat', ids.map((id) => e.as(id, perm)), { axis: perm.indexOf(axis) }), perm }];
-    return [e.g.op('Concat', ids.map((id) => e.name(id)), { axis })];
+    if (perm)
+      return [
+        {
+          name: e.g.op(
+            'Concat',
+            ids.map((id) => e.as(id, perm)),
+            { axis: perm.indexOf(axis) },
+          ),
+          perm,
+        },
+      ];
+    return [
+      e.g.op(
+        'Concat',
+        ids.map((id) => e.name(id)),
+        { axis },
+      ),
+    ];
   },
   SplitV: (e, n) => {
     // One Slice per part (the graph builder makes single-output nodes); bounds from traced shapes.
@@ -527,8 +571,9 @@ const TRANSLATIONS: Record<string, Translate> = {
   Step: (e, n) =>
     // x > 0 ? 1 : alpha (NaN stays NaN in tfjs; here it gives alpha).
     [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op('Where', [e.g.op('Greater', [x, e.scalar(0)]), e.scalar(1), e.scalar(n.attrs.alpha as number)]))],
-  ClipByValue: (e, n) =>
-    [elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op('Clip', [x, e.scalar(n.attrs.clipValueMin as number), e.scalar(n.attrs.clipValueMax as number)]))],
+  ClipByValue: (e, n) => [
+    elementwise(e, n, [input(n, 'x')], ([x]) => e.g.op('Clip', [x, e.scalar(n.attrs.clipValueMin as number), e.scalar(n.attrs.clipValueMax as number)])),
+  ],
   GreaterEqual: binary('GreaterOrEqual'),
   LessEqual: binary('LessOrEqual'),
   LogicalAnd: binary('And'),
@@ -563,7 +608,9 @@ const TRANSLATIONS: Record<string, Translate> = {
     const [kh, kw] = kernel;
     const w = e.g.floats(`avgpool_grad_filter_${n.outputs[0]}`, [c, 1, kh, kw], new Float32Array(c * kh * kw).fill(1 / (kh * kw)));
     const outputPadding = transposedOutputPadding([ih, iw], [oh, ow], kernel, strides, pads);
-    return [{ name: e.g.op('ConvTranspose', [e.as(dy, NCHW), w], { kernel_shape: kernel, strides, pads, output_padding: outputPadding, group: c }), perm: NCHW }];
+    return [
+      { name: e.g.op('ConvTranspose', [e.as(dy, NCHW), w], { kernel_shape: kernel, strides, pads, output_padding: outputPadding, group: c }), perm: NCHW },
+    ];
   },
   MaxPoolGrad: (e, n) => {
     // Each dy goes to the first maximum of its window (tfjs' tie rule, and MaxPool's indices':
@@ -608,7 +655,8 @@ const TRANSLATIONS: Record<string, Translate> = {
     // ConvTranspose (GEMM, then a col2im scatter).
     const flippedPads = [kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2], kw - 1 - pads[3]];
     if (strides[0] === 1 && strides[1] === 1 && flippedPads.every((p) => p >= 0) && outputPadding.every((p) => p === 0)) {
-      const flip = (t: string, hAxis: number) => e.g.op('Slice', [t, e.ints([kh - 1, kw - 1]), e.ints([-(kh + 1), -(kw + 1)]), e.ints([hAxis, hAxis + 1]), e.ints([-1, -1])]);
+      const flip = (t: string, hAxis: number) =>
+        e.g.op('Slice', [t, e.ints([kh - 1, kw - 1]), e.ints([-(kh + 1), -(kw + 1)]), e.ints([hAxis, hAxis + 1]), e.ints([-1, -1])]);
       if (useIm2col(e, w, ih * iw)) {
         const [, , cin, cout] = e.shape(w);
         const wFlipped = flip(e.g.op('Transpose', [e.name(w)], { perm: [0, 1, 3, 2] }), 0); // [kh, kw, Cout, Cin]
@@ -721,14 +769,18 @@ export interface ExportOptions {
 export function traceToOnnx(trace: KernelTrace, opts: ExportOptions = {}): Uint8Array {
   const unsupported = [...new Set(trace.nodes.map((n) => n.kernel).filter((k) => !(k in TRANSLATIONS)))];
   if (unsupported.length > 0) {
-    throw new Error(`ONNX export: no translation for tfjs kernel(s) ${unsupported.map((k) => `'${k}'`).join(', ')}; supported: ${SUPPORTED_KERNELS.join(', ')}`);
+    throw new Error(
+      `ONNX export: no translation for tfjs kernel(s) ${unsupported.map((k) => `'${k}'`).join(', ')}; supported: ${SUPPORTED_KERNELS.join(', ')}`,
+    );
   }
   const block = opts.nchwcBlock ?? 0;
   if (!Number.isInteger(block) || block < 0) throw new Error(`ONNX export: nchwcBlock must be a non-negative integer, got ${block}`);
   const e = new Emitter(trace, opts.name ?? 'traced', opts.propagateLayout ?? true, block);
   for (const n of trace.nodes) {
     const outs = TRANSLATIONS[n.kernel](e, n);
-    n.outputs.forEach((id, i) => e.bind(id, outs[i]));
+    n.outputs.forEach((id, i) => {
+      e.bind(id, outs[i]);
+    });
   }
   const outputNames = opts.outputNames ?? [opts.outputName ?? 'output'];
   if (outputNames.length !== trace.outputs.length) throw new Error(`ONNX export: ${outputNames.length} output names for ${trace.outputs.length} outputs`);

@@ -60,7 +60,8 @@ export class OnnxGradients<B> {
     for (const [name, v] of this.store.entries()) {
       const data = arrays.get(name);
       if (!data) throw new Error(`OnnxGradients.setWeights: no values for parameter '${name}'`);
-      if (data.length !== v.size) throw new Error(`OnnxGradients.setWeights: '${name}' has ${data.length} values, its shape [${v.shape.join(', ')}] needs ${v.size}`);
+      if (data.length !== v.size)
+        throw new Error(`OnnxGradients.setWeights: '${name}' has ${data.length} values, its shape [${v.shape.join(', ')}] needs ${v.size}`);
       weights[PARAM + name] = { data, dims: [...v.shape] };
     }
     this.weights = weights;

@@ -78,23 +78,26 @@ let nchwcBlock: Promise<number> | undefined;
  * or 0 where this onnxruntime build has none: ReorderInput pads 4 channels (its least) up to a block.
  */
 export function nchwcBlockSize(): Promise<number> {
-  return (nchwcBlock ??= (async () => {
-    const g = new OnnxGraphBuilder('nchwc_block');
-    g.input({ name: 'x', dataType: 'FLOAT', shape: [1, 4, 1, 1] });
-    g.output({ name: 'y', dataType: 'FLOAT', shape: [1, 'C', 1, 1] });
-    const y = g.opIn(NCHWC_DOMAIN, 1, 'ReorderInput', ['x']);
-    g.op('Identity', [y], {}, 'y');
-    let session: OnnxSession | undefined;
-    try {
-      session = await OnnxSession.create(g.toModel({ opsetVersion: 13 }), { threads: 1, quiet: true });
-      const out = await session.runHost({ x: { data: new Float32Array(4), dims: [1, 4, 1, 1] } });
-      return out.y.dims[1] > 4 ? out.y.dims[1] : 0;
-    } catch {
-      return 0;
-    } finally {
-      session?.dispose();
-    }
-  })());
+  nchwcBlock ??= probeNchwcBlock();
+  return nchwcBlock;
+}
+
+async function probeNchwcBlock(): Promise<number> {
+  const g = new OnnxGraphBuilder('nchwc_block');
+  g.input({ name: 'x', dataType: 'FLOAT', shape: [1, 4, 1, 1] });
+  g.output({ name: 'y', dataType: 'FLOAT', shape: [1, 'C', 1, 1] });
+  const y = g.opIn(NCHWC_DOMAIN, 1, 'ReorderInput', ['x']);
+  g.op('Identity', [y], {}, 'y');
+  let session: OnnxSession | undefined;
+  try {
+    session = await OnnxSession.create(g.toModel({ opsetVersion: 13 }), { threads: 1, quiet: true });
+    const out = await session.runHost({ x: { data: new Float32Array(4), dims: [1, 4, 1, 1] } });
+    return out.y.dims[1] > 4 ? out.y.dims[1] : 0;
+  } catch {
+    return 0;
+  } finally {
+    session?.dispose();
+  }
 }
 
 /** A tensor's values on the host, as onnxruntime takes them. */

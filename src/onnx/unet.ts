@@ -90,7 +90,11 @@ export class OnnxUNet {
 
   /** Drops the loaded sessions (the tfjs U-Net stays with its owner). */
   dispose(): void {
-    for (const s of this.sessions.values()) s.then((x) => x.dispose(), () => undefined);
+    for (const s of this.sessions.values())
+      s.then(
+        (x) => x.dispose(),
+        () => undefined,
+      );
     this.sessions.clear();
   }
 }

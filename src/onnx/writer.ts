@@ -109,13 +109,7 @@ export class ProtoWriter {
 }
 
 /** An attribute value: number (int unless `float()`-wrapped), number[] (ints), or tagged forms. */
-export type AttrValue =
-  | number
-  | number[]
-  | string
-  | { float: number }
-  | { floats: number[] }
-  | { tensor: OnnxTensor };
+export type AttrValue = number | number[] | string | { float: number } | { floats: number[] } | { tensor: OnnxTensor };
 
 /** Marks a number as a FLOAT attribute (plain numbers are INT attributes). */
 export function float(value: number): { float: number } {
@@ -165,10 +159,22 @@ function tensorProto(t: OnnxTensor): ProtoWriter {
   // raw_data is little-endian; every platform Node runs on is little-endian, but be explicit.
   const bytes = new Uint8Array(t.data.byteLength);
   const view = new DataView(bytes.buffer);
-  if (t.data instanceof Float32Array) t.data.forEach((v, i) => view.setFloat32(4 * i, v, true));
-  else if (t.data instanceof Int32Array) t.data.forEach((v, i) => view.setInt32(4 * i, v, true));
-  else if (t.data instanceof Uint16Array) t.data.forEach((v, i) => view.setUint16(2 * i, v, true));
-  else t.data.forEach((v, i) => view.setBigInt64(8 * i, v, true));
+  if (t.data instanceof Float32Array)
+    t.data.forEach((v, i) => {
+      view.setFloat32(4 * i, v, true);
+    });
+  else if (t.data instanceof Int32Array)
+    t.data.forEach((v, i) => {
+      view.setInt32(4 * i, v, true);
+    });
+  else if (t.data instanceof Uint16Array)
+    t.data.forEach((v, i) => {
+      view.setUint16(2 * i, v, true);
+    });
+  else
+    t.data.forEach((v, i) => {
+      view.setBigInt64(8 * i, v, true);
+    });
   w.bytes(9, bytes);
   return w;
 }
@@ -507,7 +513,11 @@ export function convertOnnxInitializersToFloat16(model: Uint8Array, names: strin
   const wanted = new Set(names);
   const existing = new Set<string>();
   for (const f of graph) if (f.field === 5 && f.bytes) existing.add(parseTensor(f.bytes).name);
-  const inputs = new Set(graph.filter((f) => f.field === 11 && f.bytes).map((f) => utf8Decoder.decode(readProtoFields(f.bytes!).find((g) => g.field === 1)?.bytes ?? new Uint8Array())));
+  const inputs = new Set(
+    graph
+      .filter((f) => f.field === 11 && f.bytes)
+      .map((f) => utf8Decoder.decode(readProtoFields(f.bytes!).find((g) => g.field === 1)?.bytes ?? new Uint8Array())),
+  );
   const missing = names.filter((n) => !existing.has(n));
   if (missing.length > 0) throw new Error(`ONNX model has no initializer ${missing.map((n) => `'${n}'`).join(', ')}`);
   for (const n of names) {
@@ -525,7 +535,13 @@ export function convertOnnxInitializersToFloat16(model: Uint8Array, names: strin
     const halves = toHalfBits(tensorFloats(t), `ONNX initializer '${t.name}'`);
     const tensor = tensorProto({ name: t.name + FLOAT16_SUFFIX, dataType: 'FLOAT16', dims: t.dims, data: halves });
     converted.set(f, new ProtoWriter().message(5, tensor).finish());
-    const cast = nodeProto({ opType: 'Cast', inputs: [t.name + FLOAT16_SUFFIX], outputs: [t.name], name: `Cast_${t.name}_to_float`, attributes: { to: OnnxDataType.FLOAT } });
+    const cast = nodeProto({
+      opType: 'Cast',
+      inputs: [t.name + FLOAT16_SUFFIX],
+      outputs: [t.name],
+      name: `Cast_${t.name}_to_float`,
+      attributes: { to: OnnxDataType.FLOAT },
+    });
     casts.push(new ProtoWriter().message(1, cast).finish());
   }
   const newGraph: Uint8Array[] = [];

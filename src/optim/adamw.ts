@@ -87,7 +87,10 @@ export class AdamW {
   /** State as named arrays: `m.<param>`, `v.<param>`; the step count is returned separately. */
   async stateArrays(): Promise<{ step: number; arrays: Map<string, NamedArray> }> {
     const arrays = new Map<string, NamedArray>();
-    for (const [prefix, map] of [['m', this.m], ['v', this.v]] as const) {
+    for (const [prefix, map] of [
+      ['m', this.m],
+      ['v', this.v],
+    ] as const) {
       for (const [name, s] of map) arrays.set(`${prefix}.${name}`, { shape: [...s.shape], data: (await s.data()) as Float32Array });
     }
     return { step: this.stepCount, arrays };
@@ -110,7 +113,10 @@ export class AdamW {
     for (const [key, a] of arrays) {
       const dot = key.indexOf('.');
       const map = key.slice(0, dot) === 'm' ? this.m : this.v;
-      map.set(key.slice(dot + 1), tf.tidy(() => tf.variable(tf.tensor(a.data, a.shape, 'float32'), false)));
+      map.set(
+        key.slice(dot + 1),
+        tf.tidy(() => tf.variable(tf.tensor(a.data, a.shape, 'float32'), false)),
+      );
     }
     this.stepCount = step;
   }

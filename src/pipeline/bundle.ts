@@ -197,13 +197,14 @@ function readme(o: {
   }
   for (const n of o.index.notes ?? []) L.push(`Note from training: ${n}`);
   if (o.index.notes?.length) L.push('');
-  if (clip) L.push(
-    '## Tokenizer',
-    '',
-    `Prompts are tokenized with the real CLIP BPE tokenizer of \`${o.tokenizerId}\` (OpenAI CLIP's vocabulary), whose files`,
-    'are in `tokenizer/` (`tokenizerId: "../tokenizer"` in `text_encoder/config.json`), so this folder loads offline as it is.',
-    '',
-  );
+  if (clip)
+    L.push(
+      '## Tokenizer',
+      '',
+      `Prompts are tokenized with the real CLIP BPE tokenizer of \`${o.tokenizerId}\` (OpenAI CLIP's vocabulary), whose files`,
+      'are in `tokenizer/` (`tokenizerId: "../tokenizer"` in `text_encoder/config.json`), so this folder loads offline as it is.',
+      '',
+    );
   L.push('## Weights', '');
   if (fp16) {
     L.push(
@@ -243,14 +244,15 @@ export async function bundlePipeline(opts: BundleOptions): Promise<BundleResult>
   const index = readModelIndex(src);
   const components = ['vae', 'unet', index.conditioning === 'clip' ? 'text_encoder' : 'label_encoder', 'scheduler'];
   const missing = components.filter((c) => !existsSync(path.join(src, c)));
-  if (missing.length) throw new Error(`pipeline folder ${src} is incomplete: missing ${missing.map((m) => m + '/').join(', ')}`);
+  if (missing.length) throw new Error(`pipeline folder ${src} is incomplete: missing ${missing.map((m) => `${m}/`).join(', ')}`);
   const tokenizerId = opts.tokenizerId ?? DEFAULT_CLIP_MODEL_ID;
   const tolerance = opts.textModelTolerance ?? 1e-2;
 
   const runConfigFile = opts.runConfigFile === false ? undefined : (opts.runConfigFile ?? path.join(path.dirname(src), 'config.json'));
   let runConfig: { file: string; text: string } | undefined;
   if (runConfigFile !== undefined) {
-    if (existsSync(runConfigFile)) runConfig = { file: path.resolve(runConfigFile), text: JSON.stringify(readJson(runConfigFile, 'training run config'), null, 2) };
+    if (existsSync(runConfigFile))
+      runConfig = { file: path.resolve(runConfigFile), text: JSON.stringify(readJson(runConfigFile, 'training run config'), null, 2) };
     else if (opts.runConfigFile !== undefined) throw new Error(`training run config ${runConfigFile} does not exist`);
   }
 
@@ -290,14 +292,18 @@ export async function bundlePipeline(opts: BundleOptions): Promise<BundleResult>
       const hasTokenizer = (dir: string) => TOKENIZER_FILES.every((f) => existsSync(path.join(dir, f)));
       const tokSrc = [path.join(src, 'tokenizer'), clipSrc, ...(ref ? [ref] : [])].find(hasTokenizer);
       if (!tokSrc) {
-        throw new Error(`no tokenizer to bundle: neither ${path.join(src, 'tokenizer')} nor the text model folder ${clipSrc} has ${TOKENIZER_FILES.join(' and ')}; pass --local-models DIR (a transformers.js folder holding ${tokenizerId}/)`);
+        throw new Error(
+          `no tokenizer to bundle: neither ${path.join(src, 'tokenizer')} nor the text model folder ${clipSrc} has ${TOKENIZER_FILES.join(' and ')}; pass --local-models DIR (a transformers.js folder holding ${tokenizerId}/)`,
+        );
       }
       if (ref) {
         for (const f of TOKENIZER_FILES) {
           const theirs = path.join(ref, f);
           if (!existsSync(theirs)) throw new Error(`tokenizer check: ${theirs} does not exist (tokenizerCheckDir must hold ${tokenizerId}/${f})`);
           if (!readFileSync(path.join(tokSrc, f)).equals(readFileSync(theirs))) {
-            throw new Error(`tokenizer check: ${path.join(tokSrc, f)} differs from ${theirs}; the model was trained with another tokenizer than '${tokenizerId}' (pass the right tokenizerId)`);
+            throw new Error(
+              `tokenizer check: ${path.join(tokSrc, f)} differs from ${theirs}; the model was trained with another tokenizer than '${tokenizerId}' (pass the right tokenizerId)`,
+            );
           }
         }
         tokenizerChecked = true;
@@ -305,7 +311,8 @@ export async function bundlePipeline(opts: BundleOptions): Promise<BundleResult>
       }
       const tokOut = path.join(tmp, 'tokenizer');
       mkdirSync(tokOut, { recursive: true });
-      for (const f of [...TOKENIZER_FILES, ...TOKENIZER_EXTRA_FILES]) if (existsSync(path.join(tokSrc, f))) copyFileSync(path.join(tokSrc, f), path.join(tokOut, f));
+      for (const f of [...TOKENIZER_FILES, ...TOKENIZER_EXTRA_FILES])
+        if (existsSync(path.join(tokSrc, f))) copyFileSync(path.join(tokSrc, f), path.join(tokOut, f));
 
       const clipOut = path.join(tmp, 'text_encoder', CLIP_SUBDIR);
       if (fp16) {

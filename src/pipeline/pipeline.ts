@@ -14,8 +14,16 @@ import path from 'node:path';
 import { loadComponentWeights, readComponentConfig, type SaveComponentOptions, saveComponent } from '../checkpoint/io.js';
 import { readJson, recoverDir, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../checkpoint/files.js';
 import { Generator } from '../random/generator.js';
-import { type A1111Sampler, type SchedulerConfig, createScheduler, parseSamplerName, parseSchedulerConfig, schedulerConfigToJSON, withA1111Sampler } from '../schedulers/index.js';
-import { type ClipLoadOptions, type ClipTextEncoder, type ClipTextEncoderConfig, loadClipTextEncoder, validateClipTextEncoderConfig } from '../text/clip.js';
+import {
+  type A1111Sampler,
+  type SchedulerConfig,
+  createScheduler,
+  parseSamplerName,
+  parseSchedulerConfig,
+  schedulerConfigToJSON,
+  withA1111Sampler,
+} from '../schedulers/index.js';
+import { type ClipLoadOptions, type ClipTextEncoder, loadClipTextEncoder, validateClipTextEncoderConfig } from '../text/clip.js';
 import { LabelEncoder, validateLabelEncoderConfig } from '../text/label.js';
 import { type ConditionEncoder, type Conditioning, disposeConditioning } from '../text/types.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
@@ -111,7 +119,10 @@ export class Txt2ImgPipeline {
   }
 
   modelIndex(): ModelIndex {
-    const enc = this.info.conditioning === 'clip' ? { text_encoder: ['txt2img', 'ClipTextEncoder'] as [string, string] } : { label_encoder: ['txt2img', 'LabelEncoder'] as [string, string] };
+    const enc =
+      this.info.conditioning === 'clip'
+        ? { text_encoder: ['txt2img', 'ClipTextEncoder'] as [string, string] }
+        : { label_encoder: ['txt2img', 'LabelEncoder'] as [string, string] };
     return {
       _class_name: PIPELINE_CLASS_NAME,
       _version: PIPELINE_VERSION,
@@ -141,7 +152,10 @@ export class Txt2ImgPipeline {
         await saveComponent(path.join(tmp, 'label_encoder'), this.encoder.config, this.encoder.params, undefined, weights);
       } else {
         const { config, embedded } = (this.encoder as ClipTextEncoder).embedFiles(tmp);
-        const hub = [!embedded.model && `the text model '${config.modelId}'`, !embedded.tokenizer && `the tokenizer '${config.tokenizerId ?? config.modelId}'`].filter(Boolean);
+        const hub = [
+          !embedded.model && `the text model '${config.modelId}'`,
+          !embedded.tokenizer && `the tokenizer '${config.tokenizerId ?? config.modelId}'`,
+        ].filter(Boolean);
         writeJsonAtomic(path.join(tmp, 'text_encoder', 'config.json'), {
           ...(hub.length ? { _comment: `${hub.join(' and ')} load${hub.length === 1 ? 's' : ''} from the Hugging Face hub (or --local-models)` } : {}),
           ...config,
@@ -165,7 +179,7 @@ export class Txt2ImgPipeline {
     const missing = ['vae', 'unet', index.conditioning === 'clip' ? 'text_encoder' : 'label_encoder', 'scheduler'].filter(
       (c) => !existsSync(path.join(dir, c)),
     );
-    if (missing.length) throw new Error(`model folder ${dir} is incomplete: missing ${missing.map((m) => m + '/').join(', ')}`);
+    if (missing.length) throw new Error(`model folder ${dir} is incomplete: missing ${missing.map((m) => `${m}/`).join(', ')}`);
     const vae = AutoencoderKL.load(path.join(dir, 'vae'));
     const unet = UNet2DCondition.load(path.join(dir, 'unet'));
     let encoder: ConditionEncoder;
@@ -208,7 +222,8 @@ export class Txt2ImgPipeline {
     const resolved = validateGenerateOptions(o);
     const T = this.schedulerConfig.numTrainTimesteps;
     if (o.steps > T) throw new Error(`steps must be an integer from 1 to ${T} (the model's training steps), got ${o.steps}`);
-    if (o.negative !== undefined && this.info.conditioning !== 'clip') throw new Error('a negative prompt needs a text-conditioned model; this one is conditioned on class labels');
+    if (o.negative !== undefined && this.info.conditioning !== 'clip')
+      throw new Error('a negative prompt needs a text-conditioned model; this one is conditioned on class labels');
     return resolved;
   }
 
@@ -217,7 +232,9 @@ export class Txt2ImgPipeline {
     const { sampler, eta } = this.checkOptions(o);
     const warn = o.warn ?? ((m: string) => console.error(m));
     if (o.guidanceScale !== 1 && !(this.info.conditioningDropout > 0)) {
-      warn(`warning: guidance scale ${o.guidanceScale} requested, but this model was trained without conditioning dropout, so its unconditional prediction is untrained; --cfg 1 is the meaningful setting`);
+      warn(
+        `warning: guidance scale ${o.guidanceScale} requested, but this model was trained without conditioning dropout, so its unconditional prediction is untrained; --cfg 1 is the meaningful setting`,
+      );
     }
     if (sampler.type !== 'ddim' && eta > 0) warn(`warning: eta ${eta} is ignored: eta applies to the ddim sampler only, not ${sampler.name}`);
     const b = o.inputs.length;
@@ -272,7 +289,8 @@ export class Txt2ImgPipeline {
  * its own in checkOptions): callers run it before loading a model, so bad input fails at once.
  */
 export function validateGenerateOptions(o: GenerateOptions): { sampler: A1111Sampler; eta: number } {
-  if (!Array.isArray(o.inputs) || o.inputs.length === 0) throw new Error('no prompts given: pass at least one prompt, e.g. txt2img "a smiling face" (or --label for class-conditional models)');
+  if (!Array.isArray(o.inputs) || o.inputs.length === 0)
+    throw new Error('no prompts given: pass at least one prompt, e.g. txt2img "a smiling face" (or --label for class-conditional models)');
   if (o.inputs.some((p) => typeof p === 'string' && p.trim() === '')) throw new Error('a prompt is empty: give text, e.g. txt2img "a smiling face"');
   validateGuidanceScale(o.guidanceScale);
   if (!Number.isInteger(o.steps) || o.steps < 1) throw new Error(`steps must be an integer >= 1, got ${o.steps}`);
@@ -290,10 +308,12 @@ export function readModelIndex(dir: string): ModelIndex {
   const idx = readJson(file, 'model index') as Partial<ModelIndex>;
   if (idx._class_name !== PIPELINE_CLASS_NAME) throw new Error(`${file}: _class_name must be '${PIPELINE_CLASS_NAME}', got ${JSON.stringify(idx._class_name)}`);
   if (idx._version !== PIPELINE_VERSION) throw new Error(`${file}: _version ${idx._version} is not supported (this txt2img reads version ${PIPELINE_VERSION})`);
-  if (idx.conditioning !== 'clip' && idx.conditioning !== 'label') throw new Error(`${file}: conditioning must be 'clip' or 'label', got ${JSON.stringify(idx.conditioning)}`);
+  if (idx.conditioning !== 'clip' && idx.conditioning !== 'label')
+    throw new Error(`${file}: conditioning must be 'clip' or 'label', got ${JSON.stringify(idx.conditioning)}`);
   if (typeof idx.conditioningDropout !== 'number' || idx.conditioningDropout < 0 || idx.conditioningDropout > 1) {
     throw new Error(`${file}: conditioningDropout must be a number in [0, 1], got ${JSON.stringify(idx.conditioningDropout)}`);
   }
-  if (!Number.isInteger(idx.imageSize) || idx.imageSize! < 1) throw new Error(`${file}: imageSize must be a positive integer, got ${JSON.stringify(idx.imageSize)}`);
+  if (!Number.isInteger(idx.imageSize) || idx.imageSize! < 1)
+    throw new Error(`${file}: imageSize must be a positive integer, got ${JSON.stringify(idx.imageSize)}`);
   return idx as ModelIndex;
 }

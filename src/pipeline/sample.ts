@@ -48,7 +48,7 @@ export function guide(output: tf.Tensor4D, scale: number): tf.Tensor4D {
 
 export function validateGuidanceScale(scale: unknown): number {
   if (typeof scale !== 'number' || !Number.isFinite(scale) || scale < 0) {
-    throw new Error(`guidance scale (cfg) must be a finite number >= 0, got ${typeof scale === "number" ? scale : JSON.stringify(scale)}`);
+    throw new Error(`guidance scale (cfg) must be a finite number >= 0, got ${typeof scale === 'number' ? scale : JSON.stringify(scale)}`);
   }
   return scale;
 }

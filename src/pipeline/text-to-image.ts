@@ -80,7 +80,8 @@ export async function pipeline(model: string = defaultModelDir(), options: TextT
   const request = (prompts: string | string[], o: ImageOptions): ImageRequest => {
     return { ...DEFAULTS, ...o, prompts: o.labels?.length ? [] : typeof prompts === 'string' ? [prompts] : prompts };
   };
-  const tensors = async (prompts: string | string[], o: ImageOptions = {}) => (await generateImages(loaded, request(prompts, o), { model, runtime, log })).images;
+  const tensors = async (prompts: string | string[], o: ImageOptions = {}) =>
+    (await generateImages(loaded, request(prompts, o), { model, runtime, log })).images;
   const generate = async (prompts: string | string[], o: ImageOptions = {}): Promise<GeneratedImage[]> => {
     const { images, parameters } = await generateImages(loaded, request(prompts, o), { model, runtime, log });
     const batch = await tensorToBatch(images);

@@ -69,7 +69,15 @@ export type ImageRequest = Pick<Txt2ImgOptions, 'prompts' | 'labels' | 'negative
 
 /** The request's settings as GenerateOptions (without the inputs), and its resolved sampler. */
 export function requestSettings(r: ImageRequest, runtime?: Runtime) {
-  const settings: Omit<GenerateOptions, 'inputs'> = { negative: r.negative, guidanceScale: r.cfg, steps: r.steps, sampler: r.sampler, eta: r.eta, seed: r.seed, runtime };
+  const settings: Omit<GenerateOptions, 'inputs'> = {
+    negative: r.negative,
+    guidanceScale: r.cfg,
+    steps: r.steps,
+    sampler: r.sampler,
+    eta: r.eta,
+    seed: r.seed,
+    runtime,
+  };
   if (!Number.isInteger(r.n) || r.n < 1 || r.n > 256) throw new Error(`--n must be an integer from 1 to 256, got ${r.n}`);
   // No model needed for these checks, so callers run this before loading one.
   const { sampler } = validateGenerateOptions({ ...settings, inputs: r.labels?.length ? r.labels.map((_, i) => i) : r.prompts });

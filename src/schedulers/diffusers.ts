@@ -25,7 +25,7 @@ const PREDICTION_TO_DIFFUSERS: Record<SchedulerConfig['predictionType'], string>
  * and NaN (diffusers writes `"lambda_min_clipped": -Infinity`), which JSON.parse rejects.
  */
 export function parseDiffusersJSON(text: string): Record<string, unknown> {
-  const marked = text.replace(/("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)/g, (m, str: string | undefined, tok: string | undefined) =>
+  const marked = text.replace(/("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)/g, (_m, str: string | undefined, tok: string | undefined) =>
     str !== undefined ? str : `{"__nonfinite__":"${tok}"}`,
   );
   const value: unknown = JSON.parse(marked, (_k, v: unknown) => {
@@ -130,12 +130,14 @@ export function schedulerConfigFromDiffusers(d: Record<string, unknown>, options
   out.timestepSpacing = dd.timestep_spacing !== undefined ? parseTimestepSpacing(dd.timestep_spacing, 'timestep_spacing') : vp ? 'leading' : 'linspace';
   if (dd.beta_schedule !== undefined) {
     const s = resolveScheduleAlias('diffusers', String(dd.beta_schedule));
-    if (s === 'sigmoid' && type !== 'ddpm') throw new Error(`diffusers ${cls} has no beta_schedule 'sigmoid'; allowed: linear, scaled_linear, squaredcos_cap_v2`);
+    if (s === 'sigmoid' && type !== 'ddpm')
+      throw new Error(`diffusers ${cls} has no beta_schedule 'sigmoid'; allowed: linear, scaled_linear, squaredcos_cap_v2`);
     out.betaSchedule = s;
   }
   if (dd.prediction_type !== undefined) {
     const p = PREDICTION_FROM_DIFFUSERS[String(dd.prediction_type)];
-    if (!p) throw new Error(`diffusers prediction_type '${String(dd.prediction_type)}' is unknown; allowed: ${Object.keys(PREDICTION_FROM_DIFFUSERS).join(', ')}`);
+    if (!p)
+      throw new Error(`diffusers prediction_type '${String(dd.prediction_type)}' is unknown; allowed: ${Object.keys(PREDICTION_FROM_DIFFUSERS).join(', ')}`);
     out.predictionType = p;
   }
   if (type === 'ddpm' && dd.variance_type !== undefined) {

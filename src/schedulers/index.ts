@@ -11,7 +11,7 @@
  *
  * The sampling loop every type supports is documented in types.ts.
  */
-import { SchedulerBase } from './base.js';
+import type { SchedulerBase } from './base.js';
 import { type SchedulerConfig, parseSchedulerConfig } from './config.js';
 import { DDIMScheduler } from './ddim.js';
 import { DDPMScheduler } from './ddpm.js';

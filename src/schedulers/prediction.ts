@@ -16,17 +16,10 @@
 import * as tf from '@tensorflow/tfjs';
 import type { PredictionType } from './config.js';
 
-
 type Coef = number | tf.Tensor;
 
 /** Both x0 and eps implied by a model output of the given type at noisy sample x_t. */
-export function toX0AndEps(
-  type: PredictionType,
-  modelOutput: tf.Tensor,
-  xt: tf.Tensor,
-  a: Coef,
-  s: Coef,
-): { x0: tf.Tensor; eps: tf.Tensor } {
+export function toX0AndEps(type: PredictionType, modelOutput: tf.Tensor, xt: tf.Tensor, a: Coef, s: Coef): { x0: tf.Tensor; eps: tf.Tensor } {
   return tf.tidy(() => {
     switch (type) {
       case 'epsilon': {

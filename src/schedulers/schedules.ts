@@ -77,10 +77,7 @@ export function isBetaScheduleName(v: unknown): v is BetaScheduleName {
 
 export function parseBetaScheduleName(v: unknown, what = 'beta schedule'): BetaScheduleName {
   if (isBetaScheduleName(v)) return v;
-  const hint =
-    v === 'scaled_linear' || v === 'squaredcos_cap_v2'
-      ? ` (that is a diffusers name; use resolveScheduleAlias('diffusers', '${v}'))`
-      : '';
+  const hint = v === 'scaled_linear' || v === 'squaredcos_cap_v2' ? ` (that is a diffusers name; use resolveScheduleAlias('diffusers', '${v}'))` : '';
   throw new Error(`${what} '${String(v)}' is unknown; allowed: ${BETA_SCHEDULES.join(', ')}${hint}`);
 }
 

@@ -61,7 +61,9 @@ export function validateClipTextEncoderConfig(obj: unknown): ClipTextEncoderConf
   const optional = <K extends keyof ClipTextEncoderConfig>(key: K, read: (v: unknown) => ClipTextEncoderConfig[K]) => {
     if (o[key] !== undefined) cfg[key] = read(o[key]);
   };
-  optional('tokenizerId', (v) => check.str(v, 'tokenizerId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a tokenizer folder), or absent (same as modelId)`));
+  optional('tokenizerId', (v) =>
+    check.str(v, 'tokenizerId', `a non-empty string (a hub id like '${DEFAULT_CLIP_MODEL_ID}' or a tokenizer folder), or absent (same as modelId)`),
+  );
   optional('localModelPath', (v) => check.str(v, 'localModelPath', 'a non-empty folder path'));
   optional('quantized', (v) => check.bool(v, 'quantized'));
   optional('maxLength', (v) => check.int(v, 'maxLength', 2, 4096));
@@ -255,10 +257,16 @@ function missingTokenizerError(config: ClipTextEncoderConfig, loc: ClipModelLoca
     const p = path.join(loc.localDir, f);
     tried.push(`  ${p} (${isFile(p) ? 'found' : 'missing'})`);
   }
-  if (cacheDir) for (const f of TOKENIZER_FILES) tried.push(`  ${path.join(cacheDir, f)} (transformers.js cache, ${isFile(path.join(cacheDir, f)) ? 'found' : 'missing'})`);
-  const lines = [`CLIP tokenizer '${id}' (for the text model '${config.modelId}') could not be loaded. Looked for it in ${describeSource(loc, 'tokenizerId')}${cacheDir ? " and transformers.js' download cache" : ''}:`, ...tried];
+  if (cacheDir)
+    for (const f of TOKENIZER_FILES) tried.push(`  ${path.join(cacheDir, f)} (transformers.js cache, ${isFile(path.join(cacheDir, f)) ? 'found' : 'missing'})`);
+  const lines = [
+    `CLIP tokenizer '${id}' (for the text model '${config.modelId}') could not be loaded. Looked for it in ${describeSource(loc, 'tokenizerId')}${cacheDir ? " and transformers.js' download cache" : ''}:`,
+    ...tried,
+  ];
   if (loc.allowRemote) {
-    lines.push(`and then on the Hugging Face hub: ${TOKENIZER_FILES.map((f) => `${loc.remoteBase}/${f}`).join(', ')}${cause ? `, which failed: ${cause}` : ''}`);
+    lines.push(
+      `and then on the Hugging Face hub: ${TOKENIZER_FILES.map((f) => `${loc.remoteBase}/${f}`).join(', ')}${cause ? `, which failed: ${cause}` : ''}`,
+    );
   } else {
     lines.push(
       `Downloads from the Hugging Face hub are off (${loc.source === 'transformers.js default' ? 'allowRemote is false' : loc.source === 'model path' ? 'the tokenizer is a folder path' : 'a local model folder was given; allowRemote: true would allow them'}).`,
@@ -312,7 +320,6 @@ export class ClipTextEncoder implements ConditionEncoder {
   private readonly cache = new Map<string, Float32Array>();
   private emptyPrompt?: Float32Array;
   private disposed = false;
-  private readonly bos: number;
   private readonly eos: number;
   private readonly pad: number;
   private contextDimValue = 0;
@@ -332,8 +339,9 @@ export class ClipTextEncoder implements ConditionEncoder {
   ) {
     this.contextLength = config.maxLength;
     const special = tokenizer.encode('');
-    if (special.length !== 2) throw new Error(`CLIP tokenizer '${config.tokenizerId ?? config.modelId}': expected "" to encode as [start, end], got [${special.join(', ')}]`);
-    [this.bos, this.eos] = special;
+    if (special.length !== 2)
+      throw new Error(`CLIP tokenizer '${config.tokenizerId ?? config.modelId}': expected "" to encode as [start, end], got [${special.join(', ')}]`);
+    this.eos = special[1]; // special[0] is the start token, which tokenize() keeps from encode()
     this.pad = tokenizer.pad_token_id ?? this.eos;
   }
 
@@ -345,7 +353,10 @@ export class ClipTextEncoder implements ConditionEncoder {
   /** Loads tokenizer and model (see the file comment for where it looks). */
   static async load(config: ClipTextEncoderConfig, opts: ClipLoadOptions = {}): Promise<ClipTextEncoder> {
     const cfg = validateClipTextEncoderConfig(config);
-    for (const [k, v] of [['cacheSize', opts.cacheSize], ['batchSize', opts.batchSize]] as const) {
+    for (const [k, v] of [
+      ['cacheSize', opts.cacheSize],
+      ['batchSize', opts.batchSize],
+    ] as const) {
       if (v !== undefined && (!Number.isInteger(v) || v < (k === 'batchSize' ? 1 : 0))) {
         throw new Error(`CLIP load option '${k}' must be an integer >= ${k === 'batchSize' ? 1 : 0}, got ${JSON.stringify(v)}`);
       }
@@ -361,7 +372,8 @@ export class ClipTextEncoder implements ConditionEncoder {
     const loc = resolveClipModelLocation(cfg, opts, env.localModelPath);
     const tokLoc = resolveClipTokenizerLocation(cfg, opts, env.localModelPath);
     // One place for both (the usual case): checked and reported together, as one folder.
-    const together = tokLoc.modelId === loc.modelId && tokLoc.localModelPath === loc.localModelPath && tokLoc.allowRemote === loc.allowRemote && tokLoc.source === loc.source;
+    const together =
+      tokLoc.modelId === loc.modelId && tokLoc.localModelPath === loc.localModelPath && tokLoc.allowRemote === loc.allowRemote && tokLoc.source === loc.source;
     // transformers.js consults its download cache BEFORE the local folder, so a cached hub copy
     // with the same id would shadow a folder the user named: with a named folder, no cache.
     const cacheFor = (l: ClipModelLocation) => {
@@ -374,11 +386,18 @@ export class ClipTextEncoder implements ConditionEncoder {
     const onnxFile = quantized ? ONNX_QUANT : ONNX_FP32;
     const wanted = [...BASE_FILES, onnxFile];
     const modelWanted = together ? wanted : [...MODEL_CONFIG_FILES, onnxFile];
-    const present = (l: ClipModelLocation, cacheDir: string | undefined, f: string) => isFile(path.join(l.localDir, f)) || (cacheDir !== undefined && isFile(path.join(cacheDir, f)));
+    const present = (l: ClipModelLocation, cacheDir: string | undefined, f: string) =>
+      isFile(path.join(l.localDir, f)) || (cacheDir !== undefined && isFile(path.join(cacheDir, f)));
     if (!loc.allowRemote && modelWanted.some((f) => !present(loc, modelCache.dir, f))) {
       const explicit = opts.quantized ?? cfg.quantized;
       const both = [ONNX_FP32, ONNX_QUANT];
-      throw missingModelError(cfg, loc, explicit === undefined ? [...(together ? BASE_FILES : MODEL_CONFIG_FILES), ...both] : modelWanted, undefined, !together);
+      throw missingModelError(
+        cfg,
+        loc,
+        explicit === undefined ? [...(together ? BASE_FILES : MODEL_CONFIG_FILES), ...both] : modelWanted,
+        undefined,
+        !together,
+      );
     }
     if (!together && !tokLoc.allowRemote && TOKENIZER_FILES.some((f) => !present(tokLoc, tokCache.dir, f))) {
       throw missingTokenizerError(cfg, tokLoc, tokCache.dir);
@@ -393,7 +412,11 @@ export class ClipTextEncoder implements ConditionEncoder {
         useFSCache: env.useFSCache,
       };
       // Each from_pretrained call gets its own location settings.
-      const withEnv = async <T>(l: ClipModelLocation, useCache: boolean, f: (common: { revision: string; local_files_only: boolean }) => Promise<T>): Promise<T> => {
+      const withEnv = async <T>(
+        l: ClipModelLocation,
+        useCache: boolean,
+        f: (common: { revision: string; local_files_only: boolean }) => Promise<T>,
+      ): Promise<T> => {
         env.localModelPath = l.localModelPath ?? saved.localModelPath;
         env.allowRemoteModels = l.allowRemote;
         env.allowLocalModels = true;
@@ -440,7 +463,17 @@ export class ClipTextEncoder implements ConditionEncoder {
       );
     }
 
-    const enc = new ClipTextEncoder(cfg, loc, quantized, loaded.tokenizer, loaded.model, opts.warn ?? ((m) => console.warn(m)), opts.cacheSize ?? 256, opts.batchSize ?? 16, tokLoc);
+    const enc = new ClipTextEncoder(
+      cfg,
+      loc,
+      quantized,
+      loaded.tokenizer,
+      loaded.model,
+      opts.warn ?? ((m) => console.warn(m)),
+      opts.cacheSize ?? 256,
+      opts.batchSize ?? 16,
+      tokLoc,
+    );
     try {
       await enc.checkModel();
     } catch (e) {
@@ -455,7 +488,9 @@ export class ClipTextEncoder implements ConditionEncoder {
     const textConfig = (this.model.config.text_config ?? this.model.config) as Record<string, unknown>;
     const maxPos = textConfig.max_position_embeddings;
     if (typeof maxPos === 'number' && this.config.maxLength > maxPos) {
-      throw new Error(`CLIP text encoder config: maxLength ${this.config.maxLength} exceeds the model's max_position_embeddings (${maxPos}) for '${this.config.modelId}'`);
+      throw new Error(
+        `CLIP text encoder config: maxLength ${this.config.maxLength} exceeds the model's max_position_embeddings (${maxPos}) for '${this.config.modelId}'`,
+      );
     }
     const [row] = await this.compute(['']);
     this.emptyPrompt = row;
@@ -488,7 +523,8 @@ export class ClipTextEncoder implements ConditionEncoder {
 
   private checkPrompts(inputs: unknown, who: string): string[] {
     if (this.disposed) throw new Error(`CLIP text encoder: ${who} after dispose()`);
-    if (!Array.isArray(inputs) || inputs.length === 0) throw new Error(`CLIP text encoder: ${who} needs a non-empty array of prompts, got ${JSON.stringify(inputs)}`);
+    if (!Array.isArray(inputs) || inputs.length === 0)
+      throw new Error(`CLIP text encoder: ${who} needs a non-empty array of prompts, got ${JSON.stringify(inputs)}`);
     inputs.forEach((p, i) => {
       if (typeof p !== 'string') {
         throw new Error(`CLIP text encoder: prompt ${i} is ${typeof p} ${JSON.stringify(p)}; prompts must be strings (class labels need the label encoder)`);
@@ -514,12 +550,16 @@ export class ClipTextEncoder implements ConditionEncoder {
         );
       });
       const ids = new BigInt64Array(chunk.length * L);
-      tok.ids.forEach((r, b) => r.forEach((id, t) => (ids[b * L + t] = BigInt(id))));
+      tok.ids.forEach((r, b) => {
+        r.forEach((id, t) => {
+          ids[b * L + t] = BigInt(id);
+        });
+      });
       const input = new tjs.Tensor('int64', ids, [chunk.length, L]) as unknown as TjsTensor;
       const out = await this.model({ input_ids: input });
       this.stats.modelRuns++;
       const hs = out.last_hidden_state;
-      if (!hs || hs.dims.length !== 3 || hs.dims[0] !== chunk.length || hs.dims[1] !== L || !(hs.data instanceof Float32Array)) {
+      if (hs?.dims.length !== 3 || hs.dims[0] !== chunk.length || hs.dims[1] !== L || !(hs.data instanceof Float32Array)) {
         throw new Error(
           `CLIP text model '${this.config.modelId}' must return last_hidden_state float32 [${chunk.length}, ${L}, hidden]; ` +
             `got ${hs ? `[${hs.dims.join(', ')}]` : `only ${Object.keys(out).join(', ')}`}`,
@@ -578,7 +618,9 @@ export class ClipTextEncoder implements ConditionEncoder {
     const T = this.contextLength;
     const D = this.contextDim;
     const data = new Float32Array(prompts.length * T * D);
-    prompts.forEach((p, b) => data.set(rows.get(p)!, b * T * D));
+    prompts.forEach((p, b) => {
+      data.set(rows.get(p)!, b * T * D);
+    });
     return { context: tf.tensor3d(data, [prompts.length, T, D]) };
   }
 
@@ -602,7 +644,11 @@ export class ClipTextEncoder implements ConditionEncoder {
    * Returns the config with ids relative to `<dir>/text_encoder`, or, for a part loaded from the
    * hub or its cache (no local files), keeps that part's id (the caller says so).
    */
-  embedFiles(dir: string, modelSubdir = 'text_encoder/clip', tokenizerSubdir = 'tokenizer'): { config: ClipTextEncoderConfig; embedded: { model: boolean; tokenizer: boolean } } {
+  embedFiles(
+    dir: string,
+    modelSubdir = 'text_encoder/clip',
+    tokenizerSubdir = 'tokenizer',
+  ): { config: ClipTextEncoderConfig; embedded: { model: boolean; tokenizer: boolean } } {
     const config: ClipTextEncoderConfig = { ...this.config, quantized: this.quantized };
     delete config.localModelPath;
     const copy = (from: string, files: string[], to: string): boolean => {
@@ -656,10 +702,18 @@ export async function runClipTextModel(modelDir: string, ids: number[][], opts: 
   const tjs = await import('@xenova/transformers');
   const env = tjs.env as unknown as { localModelPath: string; allowRemoteModels: boolean; allowLocalModels: boolean; useFSCache: boolean };
   const run = async () => {
-    const saved = { localModelPath: env.localModelPath, allowRemoteModels: env.allowRemoteModels, allowLocalModels: env.allowLocalModels, useFSCache: env.useFSCache };
+    const saved = {
+      localModelPath: env.localModelPath,
+      allowRemoteModels: env.allowRemoteModels,
+      allowLocalModels: env.allowLocalModels,
+      useFSCache: env.useFSCache,
+    };
     try {
       Object.assign(env, { localModelPath: path.dirname(dir), allowRemoteModels: false, allowLocalModels: true, useFSCache: false });
-      return (await tjs.CLIPTextModelWithProjection.from_pretrained(path.basename(dir), { quantized: opts.quantized ?? false, local_files_only: true })) as unknown as TextModel;
+      return (await tjs.CLIPTextModelWithProjection.from_pretrained(path.basename(dir), {
+        quantized: opts.quantized ?? false,
+        local_files_only: true,
+      })) as unknown as TextModel;
     } finally {
       Object.assign(env, saved);
     }

@@ -95,7 +95,9 @@ export class LabelEncoder implements ConditionEncoder {
     const values = labels.dataSync();
     for (let i = 0; i < values.length; i++) {
       if (values[i] < 0 || values[i] > this.nullClass) {
-        throw new Error(`label encoder: label ${values[i]} at index ${i} is out of range; allowed 0..${this.numClasses - 1}, or ${this.nullClass} (the null class)`);
+        throw new Error(
+          `label encoder: label ${values[i]} at index ${i} is out of range; allowed 0..${this.numClasses - 1}, or ${this.nullClass} (the null class)`,
+        );
       }
     }
     return tf.tidy(() => this.embedding.apply(labels).reshape([labels.shape[0], 1, this.contextDim]) as tf.Tensor3D);
@@ -117,13 +119,20 @@ export class LabelEncoder implements ConditionEncoder {
           const names = this.config.classNames;
           throw new Error(
             `label encoder: label ${i} '${x}' is not a class; allowed: ${range}` +
-              (names ? ` or one of ${names.slice(0, 20).map((s) => `'${s}'`).join(', ')}${names.length > 20 ? ', ...' : ''}` : ' (this encoder has no class names)'),
+              (names
+                ? ` or one of ${names
+                    .slice(0, 20)
+                    .map((s) => `'${s}'`)
+                    .join(', ')}${names.length > 20 ? ', ...' : ''}`
+                : ' (this encoder has no class names)'),
           );
         }
         v = k;
       } else throw new Error(`label encoder: label ${i} is ${typeof x} ${JSON.stringify(x)}; allowed: ${range}`);
       if (!Number.isInteger(v) || v < 0 || v >= this.numClasses) {
-        throw new Error(`label encoder: label ${i} is ${JSON.stringify(x)}; allowed: ${range} (${this.nullClass} is the reserved null class, use unconditional())`);
+        throw new Error(
+          `label encoder: label ${i} is ${JSON.stringify(x)}; allowed: ${range} (${this.nullClass} is the reserved null class, use unconditional())`,
+        );
       }
       return v;
     });

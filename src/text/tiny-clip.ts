@@ -277,13 +277,20 @@ export function tinyClipForward(
     for (let l = 0; l < c.layers; l++) {
       const L = `${P}.encoder.layers.${l}`;
       const h = layerNorm(x, `${L}.layer_norm1`);
-      const split = (y: tf.Tensor2D) => y.reshape([B, S, nh, hd]).transpose([0, 2, 1, 3]).reshape([B * nh, S, hd]) as tf.Tensor3D;
+      const split = (y: tf.Tensor2D) =>
+        y
+          .reshape([B, S, nh, hd])
+          .transpose([0, 2, 1, 3])
+          .reshape([B * nh, S, hd]) as tf.Tensor3D;
       const q = split(linear(h, `${L}.self_attn.q_proj`));
       const k = split(linear(h, `${L}.self_attn.k_proj`));
       const v = split(linear(h, `${L}.self_attn.v_proj`));
       const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), hd ** -0.5), mask); // [B*nh, S, S]
       const ctx = tf.matMul(tf.softmax(scores, -1), v); // [B*nh, S, hd]
-      const merged = ctx.reshape([B, nh, S, hd]).transpose([0, 2, 1, 3]).reshape([B * S, H]) as tf.Tensor2D;
+      const merged = ctx
+        .reshape([B, nh, S, hd])
+        .transpose([0, 2, 1, 3])
+        .reshape([B * S, H]) as tf.Tensor2D;
       x = tf.add(x, linear(merged, `${L}.self_attn.out_proj`));
       const f1 = linear(layerNorm(x, `${L}.layer_norm2`), `${L}.mlp.fc1`);
       const act = tf.mul(f1, tf.sigmoid(tf.mul(f1, 1.702))) as tf.Tensor2D;
@@ -374,11 +381,15 @@ export function writeTinyClipModel(opts: WriteTinyClipOptions): WriteTinyClipRes
   const tokDir = path.resolve(opts.tokenizerDir);
   const missing = REQUIRED_TOKENIZER_FILES.map((f) => path.join(tokDir, f)).filter((f) => !existsSync(f));
   if (missing.length > 0) {
-    throw new Error(`tokenizer folder '${tokDir}' lacks ${missing.join(', ')}; pass a folder holding a CLIP tokenizer (e.g. <models>/Xenova/clip-vit-base-patch32)`);
+    throw new Error(
+      `tokenizer folder '${tokDir}' lacks ${missing.join(', ')}; pass a folder holding a CLIP tokenizer (e.g. <models>/Xenova/clip-vit-base-patch32)`,
+    );
   }
   const maxId = tokenizerMaxId(path.join(tokDir, 'tokenizer.json'));
   if (maxId >= c.vocabSize) {
-    throw new Error(`tiny CLIP option 'vocabSize' (${c.vocabSize}) is too small for the tokenizer in '${tokDir}', whose ids go up to ${maxId}; use at least ${maxId + 1}`);
+    throw new Error(
+      `tiny CLIP option 'vocabSize' (${c.vocabSize}) is too small for the tokenizer in '${tokDir}', whose ids go up to ${maxId}; use at least ${maxId + 1}`,
+    );
   }
   const outDir = path.resolve(opts.outDir);
   mkdirSync(path.join(outDir, 'onnx'), { recursive: true });
@@ -391,7 +402,7 @@ export function writeTinyClipModel(opts: WriteTinyClipOptions): WriteTinyClipRes
   };
   write('onnx/text_model.onnx', onnx);
   if (opts.quantizedCopy ?? true) write('onnx/text_model_quantized.onnx', onnx);
-  write('config.json', JSON.stringify(tinyClipHfConfig(c), null, 2) + '\n');
+  write('config.json', `${JSON.stringify(tinyClipHfConfig(c), null, 2)}\n`);
   for (const f of TOKENIZER_FILES) {
     const src = path.join(tokDir, f);
     if (existsSync(src)) {
@@ -410,7 +421,7 @@ export function writeTinyClipModel(opts: WriteTinyClipOptions): WriteTinyClipRes
       `text tower: hidden ${c.hidden}, ${c.layers} layers, ${c.heads} heads, MLP ${c.intermediate}, projection ${c.projectionDim},`,
       `vocabulary ${c.vocabSize}, ${c.maxPositions} positions, ${numParams} parameters.`,
       '',
-      'Files: `onnx/text_model.onnx` (inputs/outputs of Xenova\'s CLIP text_model.onnx: `input_ids` ->',
+      "Files: `onnx/text_model.onnx` (inputs/outputs of Xenova's CLIP text_model.onnx: `input_ids` ->",
       '`text_embeds`, `last_hidden_state`); `onnx/text_model_quantized.onnx`, if present, is an identical',
       'float32 copy (NOT quantized) so transformers.js loads it with its default `quantized: true`.',
       `Tokenizer files are copies of '${tokDir}' (OpenAI CLIP BPE, MIT licence).`,
@@ -453,7 +464,9 @@ export function writeTinyClipFp16Copy(opts: TinyClipFp16Options): TinyClipFp16Re
   const src = path.resolve(opts.srcDir);
   const cfgFile = path.join(src, 'config.json');
   // The float32 graph, or its copy under transformers.js' default (quantized) name.
-  const onnxFile = ['text_model.onnx', 'text_model_quantized.onnx'].map((f) => path.join(src, 'onnx', f)).find((f) => existsSync(f)) ?? path.join(src, 'onnx', 'text_model.onnx');
+  const onnxFile =
+    ['text_model.onnx', 'text_model_quantized.onnx'].map((f) => path.join(src, 'onnx', f)).find((f) => existsSync(f)) ??
+    path.join(src, 'onnx', 'text_model.onnx');
   for (const f of [cfgFile, onnxFile]) if (!existsSync(f)) throw new Error(`tiny CLIP folder '${src}' lacks ${f}`);
   let hf: Record<string, unknown>;
   try {
@@ -480,7 +493,7 @@ export function writeTinyClipFp16Copy(opts: TinyClipFp16Options): TinyClipFp16Re
     _txt2img_fp16: `onnx/text_model.onnx stores '${TINY_CLIP_TOKEN_EMBEDDING}' as float16 (rounded to nearest even, cast to float32 in the graph); every other weight is float32. Converted from ${onnx.length} bytes.`,
     ...rest,
   };
-  writeFileSync(path.join(outDir, 'config.json'), JSON.stringify(outCfg, null, 2) + '\n');
+  writeFileSync(path.join(outDir, 'config.json'), `${JSON.stringify(outCfg, null, 2)}\n`);
   files.push('config.json');
   if (opts.copyTokenizer) {
     for (const f of TOKENIZER_FILES) {

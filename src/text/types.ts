@@ -54,7 +54,10 @@ export function concatConditioning(parts: Conditioning[]): Conditioning {
     }
   });
   return tf.tidy(() => {
-    const context = tf.concat(parts.map((p) => p.context), 0) as tf.Tensor3D;
+    const context = tf.concat(
+      parts.map((p) => p.context),
+      0,
+    ) as tf.Tensor3D;
     if (!parts.some((p) => p.mask)) return { context };
     const mask = tf.concat(
       parts.map((p) => (p.mask ? p.mask.toFloat() : tf.ones([p.context.shape[0], t]))),

@@ -23,17 +23,7 @@ import {
 } from '../schedulers/index.js';
 import { type DatasetSpec, loadDataset, parseDatasetSpec } from './datasets.js';
 import { type DistanceReport, RunningAverage, distances } from './metrics.js';
-import {
-  ANIMATION_FORMATS,
-  type AnimationFormat,
-  type Canvas,
-  type RGB,
-  renderFrame,
-  renderLossCurve,
-  stack,
-  strip,
-  viewFor,
-} from './render.js';
+import { ANIMATION_FORMATS, type AnimationFormat, type Canvas, type RGB, renderFrame, renderLossCurve, stack, strip, viewFor } from './render.js';
 import { type ToyFrame, forwardFrames, frameSchedule, sampleToy, trainToy } from './train.js';
 
 export const SAMPLERS = ['ddpm', 'ddim'] as const;
@@ -292,7 +282,14 @@ export async function runToy2d(options: Toy2dOptions): Promise<Toy2dReport> {
       ...revCanvases.map((_, i) => (i === revCanvases.length - 1 ? 1500 : 90)),
     ];
     const animPath = join(o.out, `diffusion.${o.anim}`);
-    writeFileAtomic(animPath, await encodeAnimation([...fwdCanvases, ...revCanvases].map((c) => c.toImage()), o.anim, { delay: delays, loop: 0 }));
+    writeFileAtomic(
+      animPath,
+      await encodeAnimation(
+        [...fwdCanvases, ...revCanvases].map((c) => c.toImage()),
+        o.anim,
+        { delay: delays, loop: 0 },
+      ),
+    );
     files.push(animPath);
     await save(stack([fwdStrip, revStrip]), 'process.png');
 

@@ -10,7 +10,17 @@ import { initBackend } from '../backend/index.js';
 import { computeHostGradients } from '../nn/params.js';
 import { OnnxGradients } from '../onnx/gradients.js';
 import { Generator } from '../random/generator.js';
-import { type Replica, type ReplicaSpec, type ShardRequest, type WorkerInit, type WorkerMessage, layoutProblems, readParamArrays, readParams, writeGrads } from './data-parallel.js';
+import {
+  type Replica,
+  type ReplicaSpec,
+  type ShardRequest,
+  type WorkerInit,
+  type WorkerMessage,
+  layoutProblems,
+  readParamArrays,
+  readParams,
+  writeGrads,
+} from './data-parallel.js';
 
 async function buildReplica(spec: ReplicaSpec): Promise<Replica<never>> {
   const build = ((await import(spec.module)) as Record<string, unknown>)[spec.exportName];
@@ -24,7 +34,9 @@ const backend = await initBackend({ backend: init.backend, threads: init.threads
 const replica = await buildReplica(init.replica);
 const problems = layoutProblems(replica.store, init.layout);
 if (problems.length > 0) {
-  throw new Error(`the ${init.replica.kind} replica does not match the main thread's model (${problems.length} problem(s)): ${problems.slice(0, 5).join('; ')}`);
+  throw new Error(
+    `the ${init.replica.kind} replica does not match the main thread's model (${problems.length} problem(s)): ${problems.slice(0, 5).join('; ')}`,
+  );
 }
 
 let onnx: OnnxGradients<never> | undefined;
@@ -44,7 +56,9 @@ port.on('message', async (req: ShardRequest) => {
     loadedWeights = req.weights;
   }
   const rng = Generator.fromState(req.rng);
-  const { loss, grads } = onnx ? await onnx.hostGradients(req.batch as never, rng) : computeHostGradients(replica.store, () => replica.loss(req.batch as never, rng));
+  const { loss, grads } = onnx
+    ? await onnx.hostGradients(req.batch as never, rng)
+    : computeHostGradients(replica.store, () => replica.loss(req.batch as never, rng));
   const written = writeGrads(grads, init.layout, init.grads, req.id);
   port.postMessage({ type: 'grads', id: req.id, loss, written } satisfies WorkerMessage);
 });

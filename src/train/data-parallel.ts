@@ -211,7 +211,9 @@ export function readParamArrays(layout: ParamLayout, from: SharedParams, stamp: 
 /** Assigns every parameter of the store from the buffer (which must carry `stamp`). */
 export function readParams(store: ParamStore, layout: ParamLayout, from: SharedParams, stamp: number): void {
   const values = readParamArrays(layout, from, stamp);
-  layout.names.forEach((n, i) => tf.tidy(() => store.get(n).assign(tf.tensor(values.get(n)!, layout.shapes[i], 'float32'))));
+  layout.names.forEach((n, i) => {
+    tf.tidy(() => store.get(n).assign(tf.tensor(values.get(n)!, layout.shapes[i], 'float32')));
+  });
 }
 
 /** Writes gradients into the buffer and stamps it; returns the layout indices written. */
@@ -232,7 +234,8 @@ export function writeGrads(grads: Map<string, Float32Array>, layout: ParamLayout
 function shareArrays<T>(value: T): T {
   if (value instanceof Float32Array || value instanceof Int32Array) {
     if (value.buffer instanceof SharedArrayBuffer) return value;
-    const shared = value instanceof Float32Array ? new Float32Array(new SharedArrayBuffer(value.byteLength)) : new Int32Array(new SharedArrayBuffer(value.byteLength));
+    const shared =
+      value instanceof Float32Array ? new Float32Array(new SharedArrayBuffer(value.byteLength)) : new Int32Array(new SharedArrayBuffer(value.byteLength));
     shared.set(value);
     return shared as T;
   }
@@ -244,7 +247,7 @@ function shareArrays<T>(value: T): T {
 }
 
 /** What computes a shard's gradients: tfjs (the backend), or onnxruntime with 1 thread. */
-export type ShardRuntime = { kind: 'tfjs' } | { kind: 'onnx'; /** export failure: tfjs instead (else an error) */ fallback: boolean };
+export type ShardRuntime = { kind: 'tfjs' } | { kind: 'onnx' /** export failure: tfjs instead (else an error) */; fallback: boolean };
 
 /** What a worker receives at start (workerData). */
 export interface WorkerInit {
@@ -326,7 +329,12 @@ export class DataParallel<B extends object> implements GradientSource<B> {
   ) {
     this.layout = layout;
     this.weights = weights;
-    this.onnx = o.onnx && new OnnxGradients(o.store, o.onnx.loss, { threads: 1, onFallback: o.onnx.fallback ? (why) => (o.log ?? ((l: string) => console.error(l)))(fallbackLine(why, 'shard 0')) : undefined });
+    this.onnx =
+      o.onnx &&
+      new OnnxGradients(o.store, o.onnx.loss, {
+        threads: 1,
+        onFallback: o.onnx.fallback ? (why) => (o.log ?? ((l: string) => console.error(l)))(fallbackLine(why, 'shard 0')) : undefined,
+      });
     // Ctrl-C: stop the workers, then let the signal end the process as it would have.
     this.onSignal = (signal) => {
       this.removeSignalHandlers();
@@ -401,7 +409,10 @@ export class DataParallel<B extends object> implements GradientSource<B> {
     let own: { loss: number; grads: Map<string, Float32Array> } | undefined;
     let workerReplies: Awaited<typeof replies>;
     try {
-      if (shards[0].size > 0) own = this.onnx ? await this.onnx.hostGradients(shards[0].batch, rngs[0]) : computeHostGradients(this.o.store, () => this.o.loss(shards[0].batch, rngs[0]));
+      if (shards[0].size > 0)
+        own = this.onnx
+          ? await this.onnx.hostGradients(shards[0].batch, rngs[0])
+          : computeHostGradients(this.o.store, () => this.o.loss(shards[0].batch, rngs[0]));
       workerReplies = await replies;
     } catch (e) {
       await replies.catch(() => {}); // no worker may still write its gradients once this throws
@@ -424,7 +435,9 @@ export class DataParallel<B extends object> implements GradientSource<B> {
       const parts: [Float32Array, number][] = [];
       const mine = own?.grads.get(name);
       if (mine) parts.push([mine, w[0]]);
-      written.forEach((set, k) => set.has(i) && parts.push([this.slots[k].grads.data.subarray(off, off + size), w[k + 1]]));
+      written.forEach((set, k) => {
+        set.has(i) && parts.push([this.slots[k].grads.data.subarray(off, off + size), w[k + 1]]);
+      });
       if (parts.length === 0) return;
       grads.set(name, tf.tensor(weightedSum(parts, size), this.layout.shapes[i], 'float32'));
     });

@@ -61,7 +61,18 @@ export async function runTraining(o: RunTrainingOptions): Promise<string | undef
   let vae: AutoencoderKL | undefined;
   if (o.stage === 'vae' || o.stage === 'all') {
     const p = progress(c.vaeTraining.steps, 'vae', o.quiet);
-    vae = await trainVaeStage({ runDir: o.runDir, seed: c.seed, resume: o.resume, data, vae: vaeCfg, training: c.vaeTraining, flip: c.data.source === 'folder' && c.data.flip, onStep: p.onStep, log, stopAfter: o.stopAfter });
+    vae = await trainVaeStage({
+      runDir: o.runDir,
+      seed: c.seed,
+      resume: o.resume,
+      data,
+      vae: vaeCfg,
+      training: c.vaeTraining,
+      flip: c.data.source === 'folder' && c.data.flip,
+      onStep: p.onStep,
+      log,
+      stopAfter: o.stopAfter,
+    });
     p.bar.finish();
     if (!vae) return undefined;
     if (o.stage === 'vae') {
@@ -87,7 +98,9 @@ export async function runTraining(o: RunTrainingOptions): Promise<string | undef
     }
     const unetCfg = parseUNetConfig(c.unet);
     if (unetCfg.contextDim !== encoder.contextDim) {
-      throw new Error(`unet.contextDim is ${unetCfg.contextDim} but the ${encoder.kind} encoder gives ${encoder.contextDim}-wide contexts; set unet.contextDim to ${encoder.contextDim}`);
+      throw new Error(
+        `unet.contextDim is ${unetCfg.contextDim} but the ${encoder.kind} encoder gives ${encoder.contextDim}-wide contexts; set unet.contextDim to ${encoder.contextDim}`,
+      );
     }
     const p = progress(c.unetTraining.steps, 'unet', o.quiet);
     const out = await trainUnetStage({
@@ -102,9 +115,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<string | undef
       training: c.unetTraining as StageTraining,
       conditioningDropout: c.conditioning.dropout,
       lossWeighting: parseLossWeighting(c.lossWeighting, c.minSnrGamma),
-      validation: c.validation
-        ? { ...c.validation, inputs: c.validation.inputs as string[] | number[] }
-        : undefined,
+      validation: c.validation ? { ...c.validation, inputs: c.validation.inputs as string[] | number[] } : undefined,
       notes: c.notes,
       onStep: p.onStep,
       log,

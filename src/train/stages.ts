@@ -259,10 +259,16 @@ export function unetStagedLoss(task: UnetShardTask, unet: UNet2DCondition, label
         const { noisy, target, weights } = trainingTargets(scheduler, lat, noise, ts, task.lossWeighting);
         const out: Record<string, tf.Tensor> = { noisy, target, weights, timesteps: tf.tensor1d(Array.from(ts), 'float32') }; // weights, timesteps: [B]
         if (labelEncoder) {
-          out.labels = tf.tensor1d(b.labels!.map((l, i) => (drop[i] ? labelEncoder.nullClass : l)), 'int32');
+          out.labels = tf.tensor1d(
+            b.labels!.map((l, i) => (drop[i] ? labelEncoder.nullClass : l)),
+            'int32',
+          );
         } else {
           const [, tl, d] = captions!.table.shape;
-          const keep = tf.tensor3d(drop.map((x) => (x ? 0 : 1)), [B, 1, 1]);
+          const keep = tf.tensor3d(
+            drop.map((x) => (x ? 0 : 1)),
+            [B, 1, 1],
+          );
           const uncond = tf.tensor3d(captions!.uncond, [1, tl, d]);
           const cond = gatherRows(captions!.table.data, captions!.table.shape, b.rows!); // [B, T, D]
           out.context = tf.add(tf.mul(cond, keep), tf.mul(uncond, tf.sub(1, keep)));
@@ -416,7 +422,14 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
     if (!o.validation) return;
     await withEmaWeights(store, ema, async () => {
       const p = new Txt2ImgPipeline(o.vae, unet, o.encoder, o.scheduler, info);
-      const images = await p.generate({ inputs: o.validation!.inputs, guidanceScale: o.validation!.guidanceScale, steps: o.validation!.steps, sampler: 'ddim', seed: 0, warn: () => {} });
+      const images = await p.generate({
+        inputs: o.validation!.inputs,
+        guidanceScale: o.validation!.guidanceScale,
+        steps: o.validation!.steps,
+        sampler: 'ddim',
+        seed: 0,
+        warn: () => {},
+      });
       const dir = path.join(stageDir, 'samples');
       mkdirSync(dir, { recursive: true });
       const file = path.join(dir, `step-${String(step).padStart(6, '0')}.png`);

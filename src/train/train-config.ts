@@ -16,9 +16,7 @@ import { validateLabelEncoderConfig } from '../text/label.js';
 import { checkWorkers } from './data-parallel.js';
 import { ConfigChecker } from '../checkpoint/config.js';
 
-export type DataConfig =
-  | { source: 'folder'; path: string; imageSize: number; channels: 1 | 3; flip: boolean }
-  | { source: 'mnist'; limit?: number };
+export type DataConfig = { source: 'folder'; path: string; imageSize: number; channels: 1 | 3; flip: boolean } | { source: 'mnist'; limit?: number };
 
 export type ConditioningConfig =
   | { kind: 'clip'; modelId: string; localModelPath?: string; dropout: number }
@@ -39,7 +37,20 @@ export interface TrainConfig {
   notes?: string[];
 }
 
-const STAGE_KEYS: (keyof StageTraining)[] = ['steps', 'batchSize', 'lr', 'lrSchedule', 'warmupSteps', 'weightDecay', 'clipGradNorm', 'emaDecay', 'accumulate', 'checkpointEvery', 'workers', 'runtime'];
+const STAGE_KEYS: (keyof StageTraining)[] = [
+  'steps',
+  'batchSize',
+  'lr',
+  'lrSchedule',
+  'warmupSteps',
+  'weightDecay',
+  'clipGradNorm',
+  'emaDecay',
+  'accumulate',
+  'checkpointEvery',
+  'workers',
+  'runtime',
+];
 
 const check = new ConfigChecker('training config');
 const BIG = Number.MAX_SAFE_INTEGER;
@@ -67,7 +78,21 @@ export function validateStageTraining(v: unknown, where: string): StageTraining 
 
 export function validateTrainConfig(v: unknown): TrainConfig {
   const o = check.object(v, 'config');
-  check.known(o, ['$comment', 'seed', 'data', 'conditioning', 'vae', 'vaeTraining', 'unet', 'unetTraining', 'scheduler', 'lossWeighting', 'minSnrGamma', 'validation', 'notes']);
+  check.known(o, [
+    '$comment',
+    'seed',
+    'data',
+    'conditioning',
+    'vae',
+    'vaeTraining',
+    'unet',
+    'unetTraining',
+    'scheduler',
+    'lossWeighting',
+    'minSnrGamma',
+    'validation',
+    'notes',
+  ]);
   const seed = check.int(o.seed, 'seed', 0, BIG);
 
   const d = check.object(o.data, 'data');

@@ -263,12 +263,22 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | unde
     const opt = await optimizer.stateArrays();
     writeSafetensors(path.join(tmp, 'optimizer.safetensors'), opt.arrays, { step: String(opt.step) });
     if (ema) writeSafetensors(path.join(tmp, 'ema.safetensors'), await ema.toArrays(), { updates: String(ema.updates) });
-    const state: SavedState = { version: 1, step, rng: rng.getState(), data: o.data.position(), optimizerStep: optimizer.stepCount, emaUpdates: ema?.updates ?? 0, workers: o.parallel?.workers ?? 1 };
+    const state: SavedState = {
+      version: 1,
+      step,
+      rng: rng.getState(),
+      data: o.data.position(),
+      optimizerStep: optimizer.stepCount,
+      emaUpdates: ema?.updates ?? 0,
+      workers: o.parallel?.workers ?? 1,
+    };
     writeJsonAtomic(path.join(tmp, 'state.json'), state);
     replaceDirAtomic(tmp, final);
-    writeFileAtomic(path.join(root, 'latest'), name + '\n');
+    writeFileAtomic(path.join(root, 'latest'), `${name}\n`);
     // Keep the newest `keep` checkpoints.
-    const all = readdirSync(root).filter((d) => /^step-\d+$/.test(d)).sort();
+    const all = readdirSync(root)
+      .filter((d) => /^step-\d+$/.test(d))
+      .sort();
     for (const d of all.slice(0, Math.max(0, all.length - keep))) rmSync(path.join(root, d), { recursive: true, force: true });
     await o.onCheckpoint?.({ dir: final, step, store: o.store, ema });
   };
@@ -318,7 +328,7 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | unde
     lastLoss = loss;
     const seconds = (performance.now() - t0) / 1000;
     const log: StepLog = { step, loss, lr, gradNorm, seconds };
-    writeFileSync(path.join(o.runDir, LOG_NAME), JSON.stringify(log) + '\n', { flag: 'a' });
+    writeFileSync(path.join(o.runDir, LOG_NAME), `${JSON.stringify(log)}\n`, { flag: 'a' });
     o.onStep?.(log);
     if (step % checkpointEvery === 0 || step === o.totalSteps) await saveCheckpoint();
     if (o.onSample && o.sampleEvery && step % o.sampleEvery === 0) await o.onSample(step, ema);
@@ -342,5 +352,5 @@ function truncateLog(file: string, step: number): void {
         return false;
       }
     });
-  writeFileAtomic(file, kept.length ? kept.join('\n') + '\n' : '');
+  writeFileAtomic(file, kept.length ? `${kept.join('\n')}\n` : '');
 }

@@ -196,10 +196,12 @@ export class UNet2DCondition {
     this.checkContext(context, 'precomputeContext');
     const [b, t] = context.shape;
     if (mask) this.checkMask(mask, b, t, 'precomputeContext');
-    const flat = tf.tidy(() => this.transformers.flatMap((tr) => {
-      const { k, v } = tr.projectContext(context);
-      return [k, v];
-    }));
+    const flat = tf.tidy(() =>
+      this.transformers.flatMap((tr) => {
+        const { k, v } = tr.projectContext(context);
+        return [k, v];
+      }),
+    );
     const kv = new Map<string, KeyValue>(this.transformers.map((tr, i) => [tr.name, { k: flat[2 * i], v: flat[2 * i + 1] }]));
     return new ContextCache(this, kv, b, t, mask ? tf.clone(mask) : undefined);
   }

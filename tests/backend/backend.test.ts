@@ -4,14 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  BACKEND_ENV,
-  BACKEND_NAMES,
-  THREADS_ENV,
-  currentBackend,
-  initBackend,
-  parseBackendName,
-} from '../../src/backend/index.js';
+import { BACKEND_ENV, BACKEND_NAMES, THREADS_ENV, currentBackend, initBackend, parseBackendName } from '../../src/backend/index.js';
 import { wasmThreadsUnavailableReason } from '../../src/backend/wasm-threads.js';
 import { Generator } from '../../src/random/generator.js';
 import { lastJson, moduleUrl, runChild } from './child.js';
@@ -95,8 +88,14 @@ describe('initBackend (one process)', () => {
     const grads = (name: string) => {
       tf.setBackend(name);
       return tf.tidy(() => {
-        const f = (a: tf.Tensor, b: tf.Tensor) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same').square().sum();
-        return tf.grads(f)([tf.tensor(x, [2, 16, 16, 24]), tf.tensor(w, [3, 3, 24, 32])]).map((t) => t.dataSync());
+        const f = (a: tf.Tensor, b: tf.Tensor) =>
+          tf
+            .conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')
+            .square()
+            .sum();
+        return tf
+          .grads(f)([tf.tensor(x, [2, 16, 16, 24]), tf.tensor(w, [3, 3, 24, 32])])
+          .map((t) => t.dataSync());
       });
     };
     const cpu = grads('cpu');
@@ -118,7 +117,9 @@ describe('initBackend (one process)', () => {
     setEnv(BACKEND_ENV, undefined);
     expect(await initBackend({ quiet: true })).toBe(first);
     expect(await initBackend({ backend: 'wasm', quiet: true })).toBe(first);
-    await expect(initBackend({ backend: 'cpu', quiet: true })).rejects.toThrow("backend already initialised as 'wasm'; cannot switch to 'cpu' in the same process");
+    await expect(initBackend({ backend: 'cpu', quiet: true })).rejects.toThrow(
+      "backend already initialised as 'wasm'; cannot switch to 'cpu' in the same process",
+    );
   });
 });
 

@@ -62,9 +62,7 @@ describe('registration', () => {
     registerWasmKernels();
     registerWasmKernels();
     expect(WASM_KERNEL_NAMES.map((n) => tf.getKernel(n, 'wasm'))).toEqual(before);
-    expect(WASM_KERNEL_NAMES).toEqual(
-      expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'BatchMatMul', '_FusedMatMul', 'Sum', 'Mean']),
-    );
+    expect(WASM_KERNEL_NAMES).toEqual(expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'BatchMatMul', '_FusedMatMul', 'Sum', 'Mean']));
     const marker = Symbol.for('txt2img.wasmKernels.replaced');
     for (const n of WASM_KERNEL_NAMES) {
       expect(marker in (tf.getKernel(n, 'wasm') as object)).toBe(true);
@@ -87,8 +85,28 @@ describe('conv2d gradients', () => {
     [[1, 5, 5, 2], [1, 1, 2, 3], 1, 'valid'],
     [[1, 5, 5, 2], [1, 1, 2, 3], 2, 'valid'],
     [[2, 11, 9, 4], [5, 5, 4, 3], 2, 'same'],
-    [[2, 8, 8, 3], [3, 3, 3, 4], 2, [[0, 0], [1, 1], [1, 1], [0, 0]]],
-    [[2, 8, 8, 3], [3, 3, 3, 4], 2, [[0, 0], [0, 1], [0, 1], [0, 0]]],
+    [
+      [2, 8, 8, 3],
+      [3, 3, 3, 4],
+      2,
+      [
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [0, 0],
+      ],
+    ],
+    [
+      [2, 8, 8, 3],
+      [3, 3, 3, 4],
+      2,
+      [
+        [0, 0],
+        [0, 1],
+        [0, 1],
+        [0, 0],
+      ],
+    ],
     [[1, 9, 9, 3], [4, 4, 3, 2], 2, 'same'],
     [[1, 10, 10, 3], [3, 3, 3, 2], 3, 'same'],
     [[1, 8, 8, 2], [3, 3, 2, 2], 2, 1],
@@ -98,11 +116,31 @@ describe('conv2d gradients', () => {
     [[3, 7, 7, 12], [3, 3, 12, 5], 1, 'same'],
     [[4, 7, 7, 12], [3, 3, 12, 5], 2, 'same'],
     [[3, 8, 8, 12], [3, 3, 12, 5], 2, 'valid'],
-    [[3, 9, 8, 12], [3, 3, 12, 5], 2, [[0, 0], [1, 1], [1, 1], [0, 0]]],
+    [
+      [3, 9, 8, 12],
+      [3, 3, 12, 5],
+      2,
+      [
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [0, 0],
+      ],
+    ],
     [[3, 9, 9, 12], [5, 5, 12, 3], 2, 'same'],
     [[3, 7, 5, 12], [2, 2, 12, 3], [2, 1], 'valid'],
     [[3, 7, 9, 12], [3, 3, 12, 5], [1, 2], 'same'],
-    [[3, 6, 6, 12], [3, 3, 12, 2], 1, [[0, 0], [4, 4], [1, 0], [0, 0]]],
+    [
+      [3, 6, 6, 12],
+      [3, 3, 12, 2],
+      1,
+      [
+        [0, 0],
+        [4, 4],
+        [1, 0],
+        [0, 0],
+      ],
+    ],
     [[3, 5, 5, 12], [4, 4, 12, 2], 2, 'valid'],
     // batch <= 2 (or >= 32 input channels): im2col and GEMMs for the filter gradient
     [[2, 7, 7, 12], [3, 3, 12, 5], 1, 'same'],
@@ -110,12 +148,32 @@ describe('conv2d gradients', () => {
     [[1, 128, 128, 64], [3, 3, 64, 2], 1, 'same'], // im2col in two chunks
     [[2, 7, 7, 12], [3, 3, 12, 5], 2, 'same'],
     [[2, 8, 8, 12], [3, 3, 12, 5], 2, 'valid'],
-    [[2, 9, 8, 12], [3, 3, 12, 5], 2, [[0, 0], [1, 1], [1, 1], [0, 0]]],
+    [
+      [2, 9, 8, 12],
+      [3, 3, 12, 5],
+      2,
+      [
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [0, 0],
+      ],
+    ],
     [[1, 9, 9, 12], [5, 5, 12, 3], 2, 'same'],
     [[2, 9, 9, 12], [5, 5, 12, 3], 1, 'valid'],
     [[1, 8, 8, 16], [3, 3, 16, 4], 1, 2],
     [[2, 7, 5, 12], [2, 2, 12, 3], [2, 1], 'valid'],
-    [[1, 6, 6, 12], [3, 3, 12, 2], 1, [[0, 0], [4, 4], [1, 0], [0, 0]]], // padding wider than the filter
+    [
+      [1, 6, 6, 12],
+      [3, 3, 12, 2],
+      1,
+      [
+        [0, 0],
+        [4, 4],
+        [1, 0],
+        [0, 0],
+      ],
+    ], // padding wider than the filter
     [[1, 5, 5, 12], [4, 4, 12, 2], 2, 'valid'],
     // 1x1: a GEMM at stride 1, the general paths at stride 2
     [[2, 6, 6, 40], [1, 1, 40, 7], 1, 'same'],
@@ -128,7 +186,11 @@ describe('conv2d gradients', () => {
       const yShape = tf.tidy(() => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, strides, pad).shape);
       const r = normal(yShape); // a random upstream gradient
       await expectMatch(() => {
-        const f = (a: tf.Tensor, b: tf.Tensor) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, strides, pad).mul(T(r)).sum();
+        const f = (a: tf.Tensor, b: tf.Tensor) =>
+          tf
+            .conv2d(a as tf.Tensor4D, b as tf.Tensor4D, strides, pad)
+            .mul(T(r))
+            .sum();
         return tf.grads(f)([T(x), T(w)]);
       });
     });
@@ -138,14 +200,16 @@ describe('conv2d gradients', () => {
     await tf.setBackend('wasm');
     const x = tf.zeros([1, 2, 5, 5]);
     const dy = tf.zeros([1, 3, 5, 5]);
-    expect(() =>
-      tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { strides: 1, pad: 'same', dataFormat: 'NCHW', filterShape: [3, 3, 2, 3] }),
-    ).toThrow(/NHWC/);
-    const dx = tf.engine().runKernel(
-      'Conv2DBackpropInput',
-      { dy, filter: tf.zeros([3, 3, 2, 3]) },
-      { strides: 1, pad: 'same', dataFormat: 'NCHW', inputShape: [1, 2, 5, 5] },
-    ) as tf.Tensor;
+    expect(() => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { strides: 1, pad: 'same', dataFormat: 'NCHW', filterShape: [3, 3, 2, 3] })).toThrow(
+      /NHWC/,
+    );
+    const dx = tf
+      .engine()
+      .runKernel(
+        'Conv2DBackpropInput',
+        { dy, filter: tf.zeros([3, 3, 2, 3]) },
+        { strides: 1, pad: 'same', dataFormat: 'NCHW', inputShape: [1, 2, 5, 5] },
+      ) as tf.Tensor;
     expect(dx.shape).toEqual([1, 2, 5, 5]);
     const xh = tf.zeros([1, 5, 5, 2]);
     const dyh = tf.zeros([1, 5, 5, 3]);
@@ -238,7 +302,14 @@ describe('matMul', () => {
     const k = normal([6, 10, 8]);
     await expectMatch(() => {
       const f = (xx: tf.Tensor, ww: tf.Tensor, qq: tf.Tensor, kk: tf.Tensor) =>
-        tf.add(tf.matMul(xx, ww).square().sum(), tf.softmax(tf.matMul(qq, kk, false, true)).matMul(kk).square().sum());
+        tf.add(
+          tf.matMul(xx, ww).square().sum(),
+          tf
+            .softmax(tf.matMul(qq, kk, false, true))
+            .matMul(kk)
+            .square()
+            .sum(),
+        );
       return tf.grads(f as (...args: tf.Tensor[]) => tf.Tensor)([T(x), T(w), T(q), T(k)]);
     });
   });
@@ -273,7 +344,16 @@ describe('sum and mean', () => {
     await expectMatch(() => [
       tf.sum(tf.tensor(v, [64, 64], 'int32'), 0).cast('float32'),
       tf.mean(tf.tensor(v, [64, 64], 'int32'), 0),
-      tf.sum(tf.tensor(v.map((t) => t > 6), [64, 64], 'bool'), 0).cast('float32'),
+      tf
+        .sum(
+          tf.tensor(
+            v.map((t) => t > 6),
+            [64, 64],
+            'bool',
+          ),
+          0,
+        )
+        .cast('float32'),
     ]);
   });
 });
@@ -311,7 +391,17 @@ describe('the classifier', () => {
   it('has the same loss and gradients on wasm as on cpu (avg and max pooling, two heads)', async () => {
     const images = normal([5, 8, 8, 2]);
     for (const pool of ['avg', 'max'] as const) {
-      const config = parseClassifierConfig({ imageSize: 8, imageChannels: 2, channels: [4, 6], hidden: 8, pool, heads: [{ name: 'a', classes: ['x', 'y', 'z'] }, { name: 'b', classes: ['p', 'q'] }] });
+      const config = parseClassifierConfig({
+        imageSize: 8,
+        imageChannels: 2,
+        channels: [4, 6],
+        hidden: 8,
+        pool,
+        heads: [
+          { name: 'a', classes: ['x', 'y', 'z'] },
+          { name: 'b', classes: ['p', 'q'] },
+        ],
+      });
       const run = async (backend: string): Promise<Arrays> => {
         await tf.setBackend(backend);
         const clf = new AttributeClassifier(config, new Generator(3));
@@ -337,7 +427,9 @@ describe('the classifier', () => {
         tf.env().set('IS_TEST', true);
       }
       expect(tf.memory().numTensors).toBe(before);
-      cpu.forEach((c, i) => expect(relErr(wasm[i], c), `${pool} output ${i}`).toBeLessThan(1e-4));
+      cpu.forEach((c, i) => {
+        expect(relErr(wasm[i], c), `${pool} output ${i}`).toBeLessThan(1e-4);
+      });
     }
   });
 });
@@ -393,8 +485,7 @@ function makeWeights(): Weights {
 }
 
 const silu = (x: tf.Tensor) => x.mul(tf.sigmoid(x));
-const geluTanh = (x: tf.Tensor) =>
-  x.mul(0.5).mul(tf.tanh(x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI))).add(1));
+const geluTanh = (x: tf.Tensor) => x.mul(0.5).mul(tf.tanh(x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI))).add(1));
 
 function groupNorm(x: tf.Tensor, groups: number, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
   const [B, H, W, C] = x.shape;
@@ -419,7 +510,11 @@ function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
 function attention(x: tf.Tensor, p: Record<string, tf.Tensor>, heads: number): tf.Tensor {
   const [B, Tn, D] = x.shape;
   const d = D / heads;
-  const split = (t: tf.Tensor) => t.reshape([B, Tn, heads, d]).transpose([0, 2, 1, 3]).reshape([B * heads, Tn, d]);
+  const split = (t: tf.Tensor) =>
+    t
+      .reshape([B, Tn, heads, d])
+      .transpose([0, 2, 1, 3])
+      .reshape([B * heads, Tn, d]);
   const h = layerNorm(x, p.lnGamma, p.lnBeta);
   const q = split(dense(h, p.wq));
   const k = split(dense(h, p.wk));
@@ -431,7 +526,10 @@ function attention(x: tf.Tensor, p: Record<string, tf.Tensor>, heads: number): t
 
 function upsample2x(x: tf.Tensor): tf.Tensor {
   const [B, H, W, C] = x.shape;
-  return x.reshape([B, H, 1, W, 1, C]).mul(tf.ones([1, 1, 2, 1, 2, 1])).reshape([B, 2 * H, 2 * W, C]);
+  return x
+    .reshape([B, H, 1, W, 1, C])
+    .mul(tf.ones([1, 1, 2, 1, 2, 1]))
+    .reshape([B, 2 * H, 2 * W, C]);
 }
 
 function net(p: Record<string, tf.Tensor>, x: tf.Tensor): tf.Tensor {
@@ -442,7 +540,19 @@ function net(p: Record<string, tf.Tensor>, x: tf.Tensor): tf.Tensor {
   const u = upsample2x(a); // [B,8,8,16]
   const cat = tf.concat([u, h1], 3); // [B,8,8,24]
   const h3 = silu(tf.conv2d(cat as tf.Tensor4D, p.conv3 as tf.Tensor4D, 1, 'valid')); // [B,8,8,12]
-  return tf.conv2d(h3 as tf.Tensor4D, p.conv4 as tf.Tensor4D, [2, 1], [[0, 0], [2, 1], [1, 2], [0, 0]]).add(p.conv4b);
+  return tf
+    .conv2d(
+      h3 as tf.Tensor4D,
+      p.conv4 as tf.Tensor4D,
+      [2, 1],
+      [
+        [0, 0],
+        [2, 1],
+        [1, 2],
+        [0, 0],
+      ],
+    )
+    .add(p.conv4b);
 }
 
 describe('identity', () => {

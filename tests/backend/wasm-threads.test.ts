@@ -36,10 +36,17 @@ describe('enableWasmThreads (one process, before and after the backend starts)',
     expect(await tf.setBackend('wasm')).toBe(true);
     expect(wasm.getThreadsCount()).toBe(2);
     expect(ourTempDirs()).toEqual([]);
-    const y = tf.tidy(() => tf.conv2d(tf.ones([2, 16, 16, 8]) as tf.Tensor4D, tf.ones([3, 3, 8, 16]) as tf.Tensor4D, 1, 'same').sum().dataSync()[0]);
+    const y = tf.tidy(
+      () =>
+        tf
+          .conv2d(tf.ones([2, 16, 16, 8]) as tf.Tensor4D, tf.ones([3, 3, 8, 16]) as tf.Tensor4D, 1, 'same')
+          .sum()
+          .dataSync()[0],
+    );
     // each of the 16 outputs at a pixel sums 8 channels over its in-image taps
     let taps = 0;
-    for (let i = 0; i < 16; i++) for (let j = 0; j < 16; j++) taps += (Math.min(i + 1, 15) - Math.max(i - 1, 0) + 1) * (Math.min(j + 1, 15) - Math.max(j - 1, 0) + 1);
+    for (let i = 0; i < 16; i++)
+      for (let j = 0; j < 16; j++) taps += (Math.min(i + 1, 15) - Math.max(i - 1, 0) + 1) * (Math.min(j + 1, 15) - Math.max(j - 1, 0) + 1);
     expect(y).toBe(2 * 16 * 8 * taps);
     // too late to change: reports what runs
     expect(await enableWasmThreads(4)).toBe(2);

@@ -29,7 +29,9 @@ function tinySpecFile(): string {
 describe('bench spec', () => {
   const shared = existsSync(SHARED_LDM_SMALL);
   it.skipIf(!shared)(`the fixture copy equals the shared ldm-small.json${shared ? '' : ' (skipped: no ../shared/bench beside the repository)'}`, () => {
-    expect(JSON.parse(readFileSync(path.join(import.meta.dirname, '../fixtures/ldm-small.json'), 'utf8'))).toEqual(JSON.parse(readFileSync(SHARED_LDM_SMALL, 'utf8')));
+    expect(JSON.parse(readFileSync(path.join(import.meta.dirname, '../fixtures/ldm-small.json'), 'utf8'))).toEqual(
+      JSON.parse(readFileSync(SHARED_LDM_SMALL, 'utf8')),
+    );
   });
 
   it('reads ldm-small.json: the four figures, the model shapes and a DDIM schedule', () => {
@@ -37,7 +39,15 @@ describe('bench spec', () => {
     expect(spec.figures).toEqual([...FIGURE_NAMES]);
     expect(spec.unet).toMatchObject({ contextDim: 512, contextLength: 77, channels: [64, 128] });
     expect(spec.vae).toMatchObject({ channels: [32, 64, 64], imageChannels: 1, downsampleFactor: 4 });
-    expect(spec.scheduler).toMatchObject({ type: 'ddim', numTrainTimesteps: 1000, betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012, predictionType: 'epsilon', eta: 0 });
+    expect(spec.scheduler).toMatchObject({
+      type: 'ddim',
+      numTrainTimesteps: 1000,
+      betaSchedule: 'scaled-linear',
+      betaStart: 0.00085,
+      betaEnd: 0.012,
+      predictionType: 'epsilon',
+      eta: 0,
+    });
     expect(spec.measure).toMatchObject({ trainBatch: 64, sampleBatch: 64, sampleSteps: 50, guidanceScale: 7, learningRate: 1e-4 });
   });
 
@@ -121,12 +131,40 @@ describe('comparison with the PyTorch peer', () => {
   it('prints both figures and the ratios ours / PyTorch', () => {
     const fig = (value: number, unit: 'ms' | 'images/s') => ({ value, unit, times: [] });
     const ours = {
-      config: 'x', backend: 'wasm', threads: 2, tfjs: '4.22.0', repeat: 5, sampleRepeat: 3, trainBatch: 64, sampleBatch: 64, vaeParams: 10, unetParams: 20,
-      figures: { vae_train_step_ms: fig(300, 'ms'), unet_train_step_ms: fig(2400, 'ms'), unet_forward_ms: fig(500, 'ms'), sample_images_per_s: fig(2, 'images/s') },
-      extra: {}, peakRssBytes: 1, notes: [],
+      config: 'x',
+      backend: 'wasm',
+      threads: 2,
+      tfjs: '4.22.0',
+      repeat: 5,
+      sampleRepeat: 3,
+      trainBatch: 64,
+      sampleBatch: 64,
+      vaeParams: 10,
+      unetParams: 20,
+      figures: {
+        vae_train_step_ms: fig(300, 'ms'),
+        unet_train_step_ms: fig(2400, 'ms'),
+        unet_forward_ms: fig(500, 'ms'),
+        sample_images_per_s: fig(2, 'images/s'),
+      },
+      extra: {},
+      peakRssBytes: 1,
+      notes: [],
     };
-    const peer = { device: 'cpu', threads: 2, torch: '1.13.1', blas: 'openblas-openmp/libblas.so.3', repeat: 5, vae_params: 10, unet_params: 20, times_s: {},
-      vae_train_step_ms: 100, unet_train_step_ms: 1200, unet_forward_ms: 1000, sample_images_per_s: 8 } as PeerResult;
+    const peer = {
+      device: 'cpu',
+      threads: 2,
+      torch: '1.13.1',
+      blas: 'openblas-openmp/libblas.so.3',
+      repeat: 5,
+      vae_params: 10,
+      unet_params: 20,
+      times_s: {},
+      vae_train_step_ms: 100,
+      unet_train_step_ms: 1200,
+      unet_forward_ms: 1000,
+      sample_images_per_s: 8,
+    } as PeerResult;
     const rows = compareRows(ours, peer);
     expect(rows.map((r) => [r.figure, r.ratio, r.slowdown])).toEqual([
       ['vae_train_step_ms', 3, 3],
@@ -142,14 +180,28 @@ describe('comparison with the PyTorch peer', () => {
     expect(formatComparison(ours, { ...peer, unet_params: 21 })).toContain('WARNING: parameter counts differ');
 
     // --runtime tfjs --workers: training figures from a 1-thread data-parallel run, sampling from a 2-thread run.
-    const train = { ...ours, threads: 1, trainWorkers: 2, figures: { vae_train_step_ms: fig(150, 'ms'), unet_train_step_ms: fig(1100, 'ms') }, peakRssBytes: 5, notes: ['a'] };
-    const sample = { ...ours, unetRuntime: 'onnx' as const, figures: { unet_forward_ms: fig(400, 'ms'), sample_images_per_s: fig(4, 'images/s') }, peakRssBytes: 3 };
+    const train = {
+      ...ours,
+      threads: 1,
+      trainWorkers: 2,
+      figures: { vae_train_step_ms: fig(150, 'ms'), unet_train_step_ms: fig(1100, 'ms') },
+      peakRssBytes: 5,
+      notes: ['a'],
+    };
+    const sample = {
+      ...ours,
+      unetRuntime: 'onnx' as const,
+      figures: { unet_forward_ms: fig(400, 'ms'), sample_images_per_s: fig(4, 'images/s') },
+      peakRssBytes: 3,
+    };
     const merged = mergeBenchResults(train, sample);
     expect(Object.keys(merged.figures)).toEqual([...FIGURE_NAMES]);
     expect(merged.peakRssBytes).toBe(5);
     expect(merged.notes).toEqual(['training run: a']);
     const t2 = formatComparison(merged, peer);
-    expect(t2).toContain('backend wasm (2 threads; training figures 1), training figures data-parallel over 2 x 1-thread shards, U-Net forward and sampling on onnxruntime-node');
+    expect(t2).toContain(
+      'backend wasm (2 threads; training figures 1), training figures data-parallel over 2 x 1-thread shards, U-Net forward and sampling on onnxruntime-node',
+    );
     expect(t2).toContain('| unet_train_step_ms | ms | 1100 | 1200 | 0.92 | 1.09x faster |');
 
     // --rounds: ours and PyTorch alternated; the table shows each side's medians and every round's ratios.

@@ -89,7 +89,9 @@ describe('component folders', () => {
     c.add('conv.bias', [8], { kind: 'zeros' }, new Generator(0));
     expect(() => loadComponentWeights(dir, c)).toThrow(/'conv.weight' has shape \[3, 3, 2, 4\], the model expects \[3, 3, 2, 8\]/);
     expect(() => readComponentConfig(path.join(dir, 'missing'))).toThrow(/does not exist/);
-    [a, b, c].forEach((s) => s.dispose());
+    [a, b, c].forEach((s) => {
+      s.dispose();
+    });
   });
 
   it('an atomic write never leaves a partial file in place of the old one', () => {

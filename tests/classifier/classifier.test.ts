@@ -27,11 +27,21 @@ const tmp = (name: string) => mkdtempSync(path.join(os.tmpdir(), `eval-${name}-`
 describe('accuracy', () => {
   it('is computed correctly on a hand-made case', () => {
     const logits = [
-      0.1, 0.9, 0, // -> 1
-      2, 1, 0, // -> 0
-      0, 0, 5, // -> 2
-      1, 1.5, 0, // -> 1
-      7, 7, 7, // tie -> first index, 0
+      0.1,
+      0.9,
+      0, // -> 1
+      2,
+      1,
+      0, // -> 0
+      0,
+      0,
+      5, // -> 2
+      1,
+      1.5,
+      0, // -> 1
+      7,
+      7,
+      7, // tie -> first index, 0
     ];
     expect(Array.from(argmaxRows(logits, 3))).toEqual([1, 0, 2, 1, 0]);
     expect(accuracyFromLogits(logits, [1, 0, 1, 1, 2], 3)).toBeCloseTo(3 / 5, 12);
@@ -81,7 +91,8 @@ describe('MNIST classifier', () => {
     expect(r.steps).toBe(30);
     // 32 images seen 30 times: it fits them.
     expect(r.testAccuracy!).toBeGreaterThan(0.85);
-    for (const f of ['config.json', 'model.safetensors', 'metrics.json', 'train/loss.jsonl', 'train/checkpoints/latest']) expect(existsSync(path.join(out, f)), f).toBe(true);
+    for (const f of ['config.json', 'model.safetensors', 'metrics.json', 'train/loss.jsonl', 'train/checkpoints/latest'])
+      expect(existsSync(path.join(out, f)), f).toBe(true);
     expect(AttributeClassifier.metrics(out)!.testAccuracy).toBeCloseTo(r.testAccuracy!, 12);
 
     const loaded = AttributeClassifier.load(out);
@@ -102,7 +113,19 @@ describe('training on the onnx runtime', () => {
     const run = async (runtime: 'tfjs' | 'onnx', workers: number) => {
       const losses: number[] = [];
       const lines: string[] = [];
-      const r = await trainClassifier({ outDir: tmp(`clf-${runtime}`), train: slice, steps: 4, batchSize: 16, lr: 3e-3, maxShift: 2, seed: 3, runtime, workers, log: (l) => lines.push(l), onStep: (s) => losses.push(s.loss) });
+      const r = await trainClassifier({
+        outDir: tmp(`clf-${runtime}`),
+        train: slice,
+        steps: 4,
+        batchSize: 16,
+        lr: 3e-3,
+        maxShift: 2,
+        seed: 3,
+        runtime,
+        workers,
+        log: (l) => lines.push(l),
+        onStep: (s) => losses.push(s.loss),
+      });
       r.classifier!.dispose();
       return { losses, log: lines.join('\n') };
     };
@@ -111,7 +134,9 @@ describe('training on the onnx runtime', () => {
     expect(onnx.log).toMatch(/classifier gradients: onnxruntime-node on the CPU/);
     expect(tfjs.log).toMatch(/classifier gradients: tfjs/);
     expect(onnx.losses).toHaveLength(4);
-    onnx.losses.forEach((l, i) => expect(Math.abs(l - tfjs.losses[i]), `step ${i + 1}`).toBeLessThan(1e-4 * Math.max(1, tfjs.losses[i])));
+    onnx.losses.forEach((l, i) => {
+      expect(Math.abs(l - tfjs.losses[i]), `step ${i + 1}`).toBeLessThan(1e-4 * Math.max(1, tfjs.losses[i]));
+    });
     const dp = await run('onnx', 2);
     expect(dp.log).toMatch(/data-parallel over 2 shards/);
     expect(dp.losses.every(Number.isFinite)).toBe(true);
@@ -126,9 +151,21 @@ describe('heads', () => {
 
   it('argmax and accuracies per head on a hand-made case', () => {
     const logits = [
-      0.1, 0.9, /* | */ 3, 0, 1, // a=1, b=0
-      2, 1, /*     | */ 0, 0, 5, // a=0, b=2
-      4, 4, /*     | */ 1, 2, 0, // a=0 (tie), b=1
+      0.1,
+      0.9,
+      /* | */ 3,
+      0,
+      1, // a=1, b=0
+      2,
+      1,
+      /*     | */ 0,
+      0,
+      5, // a=0, b=2
+      4,
+      4,
+      /*     | */ 1,
+      2,
+      0, // a=0 (tie), b=1
     ];
     const pred = argmaxHeads(logits, [2, 3]);
     expect(Array.from(pred)).toEqual([1, 0, 0, 2, 0, 1]);
@@ -138,7 +175,7 @@ describe('heads', () => {
     expect(() => argmaxHeads([1, 2, 3, 4], [2, 3])).toThrow(/not rows of 5 logits/);
   });
 
-  it('splits the logits per head and sums the heads\' softmax cross-entropies', () => {
+  it("splits the logits per head and sums the heads' softmax cross-entropies", () => {
     const clf = new AttributeClassifier({ imageSize: 8, imageChannels: 3, channels: [2, 3], hidden: 4, heads }, new Generator(3));
     expect(clf.numLogits).toBe(5);
     expect(clf.store.get('fc2.weight').shape).toEqual([4, 5]);
@@ -147,7 +184,10 @@ describe('heads', () => {
     const labels = [1, 2, 0, 0, 1, 1]; // [3, 2]
     const logits = clf.apply(x);
     const parts = clf.splitHeads(logits);
-    expect(parts.map((p) => p.shape)).toEqual([[3, 2], [3, 3]]);
+    expect(parts.map((p) => p.shape)).toEqual([
+      [3, 2],
+      [3, 3],
+    ]);
     const l = logits.arraySync() as number[][];
     expect(parts[1].arraySync()).toEqual(l.map((r) => r.slice(2)));
     // By hand: mean over images of -log softmax(head logits)[label], summed over heads.
@@ -165,7 +205,9 @@ describe('heads', () => {
   it('validates heads, naming the bad value', () => {
     const base = { _class_name: 'AttributeClassifier', _version: 2 };
     expect(() => parseClassifierConfig({ ...base, heads: [] })).toThrow(/heads must be a non-empty array/);
-    expect(() => parseClassifierConfig({ ...base, heads: [{ name: 'a', classes: ['x'] }] })).toThrow(/heads\[0\]\.classes \(head 'a'\) must be at least 2 distinct/);
+    expect(() => parseClassifierConfig({ ...base, heads: [{ name: 'a', classes: ['x'] }] })).toThrow(
+      /heads\[0\]\.classes \(head 'a'\) must be at least 2 distinct/,
+    );
     expect(() => parseClassifierConfig({ ...base, heads: [heads[0], { name: 'a', classes: ['u', 'v'] }] })).toThrow(/heads\[1\]\.name .*"a"/);
     expect(() => parseClassifierConfig({ ...base, _version: 3 })).toThrow(/_version must be one of 1, 2, got 3/);
     expect(() => parseClassifierConfig({ ...base, numClasses: 10 })).toThrow(/unknown key\(s\) 'numClasses'/);

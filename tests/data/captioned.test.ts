@@ -78,7 +78,9 @@ describe('scanCaptionedFolder', () => {
       await expect(scanCaptionedFolder(path.join(dir, 'file.txt'), { size: 16 })).rejects.toThrow(/is not a folder/);
 
       mkdirSync(path.join(dir, 'empty'));
-      await expect(scanCaptionedFolder(path.join(dir, 'empty'), { size: 16 })).rejects.toThrow(/no usable images in dataset folder .*empty: found no image files.*it is empty/);
+      await expect(scanCaptionedFolder(path.join(dir, 'empty'), { size: 16 })).rejects.toThrow(
+        /no usable images in dataset folder .*empty: found no image files.*it is empty/,
+      );
 
       mkdirSync(path.join(dir, 'only-bad'));
       writeFileSync(path.join(dir, 'only-bad', 'a.bmp'), 'x');

@@ -38,7 +38,10 @@ describe('loadFolderSet', () => {
       // so the displayed image is black on top and white at the bottom.
       const px = Buffer.alloc(40 * 24 * 3);
       for (let y = 0; y < 24; y++) for (let x = 20; x < 40; x++) px.fill(255, (y * 40 + x) * 3, (y * 40 + x) * 3 + 3);
-      const jpg = await sharp(px, { raw: { width: 40, height: 24, channels: 3 } }).jpeg({ quality: 100 }).withMetadata({ orientation: 6 }).toBuffer();
+      const jpg = await sharp(px, { raw: { width: 40, height: 24, channels: 3 } })
+        .jpeg({ quality: 100 })
+        .withMetadata({ orientation: 6 })
+        .toBuffer();
       writeFileSync(path.join(d, 'rot.jpg'), jpg);
       writeFileSync(path.join(d, 'rot.txt'), 'rotated');
       const s = await loadFolderSet(d, { size: 16, channels: 1, log: () => {} });
@@ -78,7 +81,10 @@ describe('IndexBatcher', () => {
     const multi = set.captions!.findIndex((c) => c.length > 1);
     expect(multi).toBeGreaterThanOrEqual(0);
     const seen = new Set<number>();
-    for (const b of take(new IndexBatcher(set, 5, 1, true), 40)) b.indices.forEach((i, k) => i === multi && seen.add(b.captionChoice[k]));
+    for (const b of take(new IndexBatcher(set, 5, 1, true), 40))
+      b.indices.forEach((i, k) => {
+        i === multi && seen.add(b.captionChoice[k]);
+      });
     expect([...seen].sort()).toEqual([...set.captions![multi].keys()]);
     const noFlip = take(new IndexBatcher(set, 5, 1, false), 10);
     expect(noFlip.every((b) => b.flips.every((f) => !f))).toBe(true);

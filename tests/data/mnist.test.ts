@@ -57,7 +57,7 @@ describe('MNIST', () => {
     }
     // Pixel (y, x) of the raw 28x28 image lands at (y + 2, x + 2).
     const raw = readFileSync(path.join(mnistDataDir(), 'train-images-idx3-ubyte')).subarray(16, 16 + 784);
-    const k = raw.findIndex((v) => v === 255);
+    const k = raw.indexOf(255);
     expect(m.images[(Math.floor(k / 28) + 2) * 32 + (k % 28) + 2]).toBe(1);
   });
 

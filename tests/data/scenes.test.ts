@@ -121,16 +121,25 @@ describe('dataset writer', () => {
     expect(summary.vocabularies.colors).toEqual(COLORS);
     expect(summary.vocabularies.expressions).toEqual(EXPRESSIONS);
     expect(Object.values(summary.attributeCounts.train.kind).reduce((s, v) => s + v, 0)).toBe(40);
-    const meta = readFileSync(path.join(a, 'train', 'metadata.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const meta = readFileSync(path.join(a, 'train', 'metadata.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(meta).toHaveLength(40);
     expect(meta[3].file_name).toBe('00003.png');
-    expect(meta[3].text).toEqual(readFileSync(path.join(a, 'train', '00003.txt'), 'utf8').trim().split('\n'));
+    expect(meta[3].text).toEqual(
+      readFileSync(path.join(a, 'train', '00003.txt'), 'utf8')
+        .trim()
+        .split('\n'),
+    );
   });
 
   it('captions match the attributes, and parsePrompt recovers what each caption mentions', () => {
     for (const r of [...records, ...heldRecords]) {
       const dir = path.join(a, r.split === 'train' ? 'train' : 'heldout');
-      const lines = readFileSync(path.join(dir, r.file_name.replace(/\.png$/, '.txt')), 'utf8').trim().split('\n');
+      const lines = readFileSync(path.join(dir, r.file_name.replace(/\.png$/, '.txt')), 'utf8')
+        .trim()
+        .split('\n');
       expect(lines).toHaveLength(PHRASING_COUNT);
       const { file_name: _f, split: _s, ...attrs } = r;
       validateSceneAttributes(attrs);
@@ -174,11 +183,15 @@ describe('dataset writer', () => {
     }
     for (const [x, y] of TOO_SIMILAR_COLORS) expect(colorDistance(x, y)).toBeLessThan(MIN_COLOR_DISTANCE);
     expect(TOO_SIMILAR_COLORS.map((p) => p.join('-'))).toContain('blue-purple');
-    expect(() => validateSceneAttributes({ kind: 'shape', shape: 'star', color: 'red', size: 'small', position: 'left', background: 'red' })).toThrow(/red.*too similar/);
+    expect(() => validateSceneAttributes({ kind: 'shape', shape: 'star', color: 'red', size: 'small', position: 'left', background: 'red' })).toThrow(
+      /red.*too similar/,
+    );
   });
 
   it('PNGs decode with sharp at the requested size (32 and 64)', async () => {
-    const img = await sharp(path.join(a, 'train', '00000.png')).raw().toBuffer({ resolveWithObject: true });
+    const img = await sharp(path.join(a, 'train', '00000.png'))
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     expect(img.info).toMatchObject({ width: 32, height: 32, channels: 3 });
     const e = path.join(tmp, 'e');
     writeSceneDataset({ outDir: e, count: 3, heldoutCount: 1, size: 64, seed: 1 });
@@ -188,9 +201,13 @@ describe('dataset writer', () => {
     }
     // The decoded pixels are the rendered ones.
     const r = readSceneRecords(path.join(e, 'train'))[0];
-    const { data } = await sharp(path.join(e, 'train', r.file_name)).raw().toBuffer({ resolveWithObject: true });
+    const { data } = await sharp(path.join(e, 'train', r.file_name))
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     const pix = renderScene({ kind: 'shape', shape: 'circle', color: 'red', size: 'large', position: 'center', background: 'white' }, 32);
-    const back = await sharp(encodeRgbPng(pix, 32, 32)).raw().toBuffer();
+    const back = await sharp(encodeRgbPng(pix, 32, 32))
+      .raw()
+      .toBuffer();
     expect(Buffer.from(pix).equals(back)).toBe(true);
     expect(data.length).toBe(64 * 64 * 3);
   });
@@ -388,7 +405,13 @@ describe('captions and prompts', () => {
     });
     expect(parsePrompt('A Happy face, in the middle!')).toEqual({ kind: 'face', expression: 'smiling', position: 'center' });
     expect(parsePrompt('frowning')).toEqual({ kind: 'face', expression: 'sad' });
-    expect(parsePrompt('a big shocked black face on pink')).toEqual({ kind: 'face', expression: 'surprised', color: 'black', size: 'large', background: 'pink' });
+    expect(parsePrompt('a big shocked black face on pink')).toEqual({
+      kind: 'face',
+      expression: 'surprised',
+      color: 'black',
+      size: 'large',
+      background: 'pink',
+    });
     expect(parsePrompt('a triangle, red background')).toEqual({ kind: 'shape', shape: 'triangle', background: 'red' });
     expect(parsePrompt('a cat')).toEqual({});
   });

@@ -12,14 +12,18 @@ async function halves(width: number, height: number): Promise<Buffer> {
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) px.set(x < width / 2 ? [255, 0, 0] : [0, 0, 255], (y * width + x) * 3);
   }
-  return sharp(px, { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return sharp(px, { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 /** Column x has red = 25 * x, green = 10 * y. */
 async function ramp(width: number, height: number): Promise<Buffer> {
   const px = Buffer.alloc(width * height * 3);
   for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) px.set([25 * x, 10 * y, 0], (y * width + x) * 3);
-  return sharp(px, { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return sharp(px, { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 function pixel(data: Float32Array, size: number, c: number, x: number, y: number): number[] {
@@ -99,7 +103,9 @@ describe('image transform', () => {
 
   it('flattens transparency onto white', async () => {
     const rgba = Buffer.from([255, 0, 0, 255, 0, 0, 0, 0, 255, 0, 0, 255, 0, 0, 0, 0]);
-    const png = await sharp(rgba, { raw: { width: 2, height: 2, channels: 4 } }).png().toBuffer();
+    const png = await sharp(rgba, { raw: { width: 2, height: 2, channels: 4 } })
+      .png()
+      .toBuffer();
     const out = await loadImageArray(png, { size: 2 });
     expect(pixel(out.data, 2, 3, 0, 0)).toEqual(RED);
     expect(pixel(out.data, 2, 3, 1, 0)).toEqual([1, 1, 1]);

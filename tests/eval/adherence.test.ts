@@ -65,7 +65,7 @@ describe('prompt sets', () => {
     expect(() => scenePrompts('unseen' as never, 3, 0)).toThrow(/prompt set must be one of seen, held-out/);
   });
 
-  it('promptFor picks one of the scene\'s own captions', () => {
+  it("promptFor picks one of the scene's own captions", () => {
     const [p] = scenePrompts('held-out', 1, 0);
     const own = Array.from({ length: PHRASING_COUNT }, (_, i) => captionFor(p.scene, i));
     expect(own).toContain(promptFor(p.scene, new Generator(1)));
@@ -102,7 +102,10 @@ describe('scoring', () => {
         off += SCENE_HEADS[h].classes.length;
       });
     });
-    const pred = argmaxHeads(logits, SCENE_HEADS.map((h) => h.classes.length));
+    const pred = argmaxHeads(
+      logits,
+      SCENE_HEADS.map((h) => h.classes.length),
+    );
     const read = scenes.map((_, i) => decodeSceneLabels(pred.subarray(i * 5, (i + 1) * 5)));
     const r = scoreImages(['a red sad face on the left', 'a red star', 'a blue circle at the top'], read);
     // Held-out pairs named: red star (read right), blue circle (read green).
@@ -114,7 +117,10 @@ describe('scoring', () => {
   it('a real image scored against its own caption is right when the classifier reads its labels', () => {
     const p = scenePrompts('held-out', 20, 3);
     const read = p.map((x) => decodeSceneLabels(sceneLabels(x.scene)));
-    const r = scoreImages(p.map((x) => x.prompt), read);
+    const r = scoreImages(
+      p.map((x) => x.prompt),
+      read,
+    );
     expect(r.accuracy.all).toBe(1);
     expect(r.counts.pair).toBe(20);
     // mentionedAttributes and parsePrompt agree on what a caption asks for.
@@ -132,9 +138,23 @@ describe('evaluateAdherence', () => {
     await initBackend({ backend: process.env.TXT2IMG_BACKEND ?? 'wasm', quiet: true });
     tiny = makeTinyModel('tiny-random-clip', { hidden: 32, layers: 1, heads: 2 });
     const rng = new Generator(0);
-    const vae = new AutoencoderKL({ imageChannels: 3, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 4, downsampleFactor: 4, groupNormGroups: 4 }, rng.spawn());
+    const vae = new AutoencoderKL(
+      { imageChannels: 3, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 4, downsampleFactor: 4, groupNormGroups: 4 },
+      rng.spawn(),
+    );
     const unet = new UNet2DCondition(
-      { inChannels: 4, sampleSize: 4, channels: [8, 16], resBlocksPerLevel: 1, attentionLevels: [false, true], attentionHeads: 2, contextDim: 32, contextLength: 77, timeEmbedDim: 16, groupNormGroups: 4 },
+      {
+        inChannels: 4,
+        sampleSize: 4,
+        channels: [8, 16],
+        resBlocksPerLevel: 1,
+        attentionLevels: [false, true],
+        attentionHeads: 2,
+        contextDim: 32,
+        contextLength: 77,
+        timeEmbedDim: 16,
+        groupNormGroups: 4,
+      },
       rng.spawn(),
     );
     const encoder = await loadClipTextEncoder({ modelId: tiny.result.outDir });
@@ -195,7 +215,9 @@ describe('evaluateAdherence', () => {
     const md = formatAdherence(report, ['# title', '']);
     const table = md.split('\n').filter((l) => l.startsWith('|'));
     expect(table).toHaveLength(2 + 6);
-    expect(table[0]).toBe('| set | source | sampler | steps | cfg | expression | shape | colour | position | size | background | held-out pair | all mentioned | n | s/image |');
+    expect(table[0]).toBe(
+      '| set | source | sampler | steps | cfg | expression | shape | colour | position | size | background | held-out pair | all mentioned | n | s/image |',
+    );
     expect(table.every((l) => l.split('|').length === table[0].split('|').length)).toBe(true);
     expect(table[4]).toMatch(/^\| seen \| generated \| ddim \| 2 \| 2 \|/);
   });

@@ -15,7 +15,18 @@ import { validateTrainConfig } from '../../src/train/train-config.js';
 import { Generator } from '../../src/random/generator.js';
 import { tempDir } from '../fixtures/captioned.js';
 
-const stage = { batchSize: 4, lr: 1e-3, lrSchedule: 'constant', warmupSteps: 0, weightDecay: 0, clipGradNorm: 1, emaDecay: 0, accumulate: 1, checkpointEvery: 2, steps: 2 };
+const stage = {
+  batchSize: 4,
+  lr: 1e-3,
+  lrSchedule: 'constant',
+  warmupSteps: 0,
+  weightDecay: 0,
+  clipGradNorm: 1,
+  emaDecay: 0,
+  accumulate: 1,
+  checkpointEvery: 2,
+  steps: 2,
+};
 
 let pipeDir: string;
 
@@ -27,7 +38,18 @@ beforeAll(async () => {
     conditioning: { kind: 'label', numClasses: 10, contextDim: 16, dropout: 0.1 },
     vae: { imageChannels: 1, channels: [8, 8, 16], resBlocksPerLevel: 1, latentChannels: 4, downsampleFactor: 4, groupNormGroups: 4 },
     vaeTraining: stage,
-    unet: { inChannels: 4, sampleSize: 8, channels: [16, 32], resBlocksPerLevel: 1, attentionLevels: [false, true], attentionHeads: 2, contextDim: 16, contextLength: 1, timeEmbedDim: 32, groupNormGroups: 4 },
+    unet: {
+      inChannels: 4,
+      sampleSize: 8,
+      channels: [16, 32],
+      resBlocksPerLevel: 1,
+      attentionLevels: [false, true],
+      attentionHeads: 2,
+      contextDim: 16,
+      contextLength: 1,
+      timeEmbedDim: 32,
+      groupNormGroups: 4,
+    },
     unetTraining: stage,
     scheduler: { type: 'ddpm', numTrainTimesteps: 100, betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012 },
     lossWeighting: 'mse',
@@ -37,8 +59,14 @@ beforeAll(async () => {
 
 describe('option parsing', () => {
   it('reads sampler and cfg lists and names bad values', () => {
-    expect(parseSamplers('ddpm:1000, ddim:10')).toEqual([{ sampler: 'ddpm', steps: 1000 }, { sampler: 'ddim', steps: 10 }]);
-    expect(parseSamplers('euler-ancestral:10,DPM++ 2M Karras:20')).toEqual([{ sampler: 'euler-ancestral', steps: 10 }, { sampler: 'DPM++ 2M Karras', steps: 20 }]);
+    expect(parseSamplers('ddpm:1000, ddim:10')).toEqual([
+      { sampler: 'ddpm', steps: 1000 },
+      { sampler: 'ddim', steps: 10 },
+    ]);
+    expect(parseSamplers('euler-ancestral:10,DPM++ 2M Karras:20')).toEqual([
+      { sampler: 'euler-ancestral', steps: 10 },
+      { sampler: 'DPM++ 2M Karras', steps: 20 },
+    ]);
     expect(() => parseSamplers('euler')).toThrow(/'euler' is not SAMPLER:STEPS/);
     expect(() => parseSamplers('warp:10')).toThrow(/unknown sampler 'warp'; allowed: ddpm, ddim/);
     expect(() => parseSamplers('ddim:0')).toThrow(/ddim:0/);
@@ -109,8 +137,12 @@ describe('evaluate', () => {
     const classifier = new AttributeClassifier({}, new Generator(0));
     const real = mnistSet('test', 50);
     try {
-      await expect(evaluatePipeline({ pipeline, classifier, real: { ...real, labels: undefined }, perClass: 1, cfgs: [1], samplers: [{ sampler: 'ddim', steps: 1 }] })).rejects.toThrow(/has no labels/);
-      await expect(evaluatePipeline({ pipeline, classifier, real, perClass: 0, cfgs: [1], samplers: [{ sampler: 'ddim', steps: 1 }] })).rejects.toThrow(/per-class/);
+      await expect(
+        evaluatePipeline({ pipeline, classifier, real: { ...real, labels: undefined }, perClass: 1, cfgs: [1], samplers: [{ sampler: 'ddim', steps: 1 }] }),
+      ).rejects.toThrow(/has no labels/);
+      await expect(evaluatePipeline({ pipeline, classifier, real, perClass: 0, cfgs: [1], samplers: [{ sampler: 'ddim', steps: 1 }] })).rejects.toThrow(
+        /per-class/,
+      );
     } finally {
       pipeline.dispose();
       classifier.dispose();

@@ -9,7 +9,6 @@ function transpose(a: Float64Array, n: number): Float64Array {
   return t;
 }
 
-
 /** A random symmetric n x n matrix. */
 function randomSymmetric(n: number, rng: Generator): Float64Array {
   const a = new Float64Array(n * n);

@@ -18,7 +18,15 @@ describe('A1111 infotext', () => {
   });
 
   it('omits the negative prompt line when empty and quotes awkward values', () => {
-    const text = formatInfotext({ prompt: 'cat', negativePrompt: '', steps: 4, sampler: 'DDPM', cfgScale: 1.5, seed: 0, extra: { Eta: 0, Note: 'a, b: c', Skip: undefined } });
+    const text = formatInfotext({
+      prompt: 'cat',
+      negativePrompt: '',
+      steps: 4,
+      sampler: 'DDPM',
+      cfgScale: 1.5,
+      seed: 0,
+      extra: { Eta: 0, Note: 'a, b: c', Skip: undefined },
+    });
     expect(text).toBe('cat\nSteps: 4, Sampler: DDPM, CFG scale: 1.5, Seed: 0, Eta: 0, Note: "a, b: c"');
     expect(quoteInfotextValue('plain')).toBe('plain');
     expect(quoteInfotextValue('line\nbreak')).toBe('"line\\nbreak"');
@@ -42,7 +50,16 @@ describe('A1111 infotext', () => {
     const p = parseInfotext(formatInfotext(info));
     expect(p.prompt).toBe(info.prompt);
     expect(p.negativePrompt).toBe(info.negativePrompt);
-    expect([p.steps, p.sampler, p.cfgScale, p.seed, p.width, p.height, p.modelHash, p.model]).toEqual([25, 'DDIM', 7.5, 123456789, 64, 32, 'abc123', 'my model']);
+    expect([p.steps, p.sampler, p.cfgScale, p.seed, p.width, p.height, p.modelHash, p.model]).toEqual([
+      25,
+      'DDIM',
+      7.5,
+      123456789,
+      64,
+      32,
+      'abc123',
+      'my model',
+    ]);
     expect(p.params).toEqual({
       Steps: '25',
       Sampler: 'DDIM',

@@ -24,7 +24,17 @@ describe('crc32', () => {
 describe('PNG text chunks', () => {
   it('round-trips a Latin-1 parameters chunk as tEXt after IHDR; sharp still decodes the file', async () => {
     const png = await smallPng();
-    const text = formatInfotext({ prompt: 'a café, süß', negativePrompt: 'blurry', steps: 20, sampler: 'DDIM', cfgScale: 7, seed: 42, width: 32, height: 32, model: 'tiny' });
+    const text = formatInfotext({
+      prompt: 'a café, süß',
+      negativePrompt: 'blurry',
+      steps: 20,
+      sampler: 'DDIM',
+      cfgScale: 7,
+      seed: 42,
+      width: 32,
+      height: 32,
+      model: 'tiny',
+    });
     const out = insertPngText(png, 'parameters', text);
     const chunks = readPngChunks(out);
     expect(chunks.map((c) => c.type).slice(0, 2)).toEqual(['IHDR', 'tEXt']);
@@ -45,9 +55,19 @@ describe('PNG text chunks', () => {
     const out = insertPngText(first, 'parameters', '猫の絵 🐱\nSteps: 5, Sampler: DDIM, Seed: 1');
     const texts = readPngText(out);
     expect(texts).toHaveLength(1);
-    expect(texts[0]).toEqual({ type: 'iTXt', keyword: 'parameters', text: '猫の絵 🐱\nSteps: 5, Sampler: DDIM, Seed: 1', languageTag: '', translatedKeyword: '' });
+    expect(texts[0]).toEqual({
+      type: 'iTXt',
+      keyword: 'parameters',
+      text: '猫の絵 🐱\nSteps: 5, Sampler: DDIM, Seed: 1',
+      languageTag: '',
+      translatedKeyword: '',
+    });
     const kept = insertPngText(first, 'comment', 'x', { replace: true });
-    expect(readPngText(kept).map((t) => t.keyword).sort()).toEqual(['comment', 'parameters']);
+    expect(
+      readPngText(kept)
+        .map((t) => t.keyword)
+        .sort(),
+    ).toEqual(['comment', 'parameters']);
     expect((await sharp(out).metadata()).channels).toBe(1);
     await sharp(out).raw().toBuffer();
   });

@@ -3,7 +3,16 @@ import { formatDuration, ProgressBar, trainingProgress } from '../../src/image/p
 
 function sink(isTTY: boolean): { stream: { write(s: string): boolean; isTTY: boolean }; out: string[] } {
   const out: string[] = [];
-  return { stream: { write: (s: string) => (out.push(s), true), isTTY }, out };
+  return {
+    stream: {
+      write: (s: string) => {
+        out.push(s);
+        return true;
+      },
+      isTTY,
+    },
+    out,
+  };
 }
 
 describe('ProgressBar', () => {

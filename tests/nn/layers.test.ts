@@ -2,13 +2,24 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random/generator.js';
 import { ParamStore, computeGradients, disposeGrads } from '../../src/nn/params.js';
-import { Conv2d, GroupNorm, LayerNorm, Linear, attention, gelu, groupNorm, layerNorm, silu, timestepEmbedding, upsampleNearest2x } from '../../src/nn/layers.js';
+import {
+  Conv2d,
+  GroupNorm,
+  LayerNorm,
+  Linear,
+  attention,
+  gelu,
+  groupNorm,
+  layerNorm,
+  silu,
+  timestepEmbedding,
+  upsampleNearest2x,
+} from '../../src/nn/layers.js';
 import { maxAbsDiff } from '../helpers.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
 });
-
 
 describe('layers (reference values computed with plain loops)', () => {
   it('Linear on rank-3 input equals x W + b per row', () => {
@@ -17,12 +28,16 @@ describe('layers (reference values computed with plain loops)', () => {
     const x = new Generator(1).randn([2, 4, 3]);
     const y = lin.apply(x);
     expect(y.shape).toEqual([2, 4, 2]);
-    const xs = x.dataSync(), w = lin.weight.dataSync(), b = lin.bias!.dataSync(), ys = y.dataSync();
-    for (let r = 0; r < 8; r++) for (let o = 0; o < 2; o++) {
-      let s = b[o];
-      for (let i = 0; i < 3; i++) s += xs[r * 3 + i] * w[i * 2 + o];
-      expect(ys[r * 2 + o]).toBeCloseTo(s, 5);
-    }
+    const xs = x.dataSync(),
+      w = lin.weight.dataSync(),
+      b = lin.bias!.dataSync(),
+      ys = y.dataSync();
+    for (let r = 0; r < 8; r++)
+      for (let o = 0; o < 2; o++) {
+        let s = b[o];
+        for (let i = 0; i < 3; i++) s += xs[r * 3 + i] * w[i * 2 + o];
+        expect(ys[r * 2 + o]).toBeCloseTo(s, 5);
+      }
     tf.dispose([x, y]);
     store.dispose();
   });
@@ -32,14 +47,15 @@ describe('layers (reference values computed with plain loops)', () => {
     const gn = new GroupNorm(store, 'gn', 2, 4, new Generator(0));
     const x = tf.add(tf.mul(new Generator(2).randn([2, 3, 3, 4]), 3), 5) as tf.Tensor4D;
     const y = gn.apply(x).arraySync() as number[][][][];
-    for (let b = 0; b < 2; b++) for (let g = 0; g < 2; g++) {
-      const vals: number[] = [];
-      for (let h = 0; h < 3; h++) for (let w = 0; w < 3; w++) for (let c = g * 2; c < g * 2 + 2; c++) vals.push(y[b][h][w][c]);
-      const mean = vals.reduce((a, v) => a + v, 0) / vals.length;
-      const variance = vals.reduce((a, v) => a + (v - mean) ** 2, 0) / vals.length;
-      expect(mean).toBeCloseTo(0, 5);
-      expect(variance).toBeCloseTo(1, 3);
-    }
+    for (let b = 0; b < 2; b++)
+      for (let g = 0; g < 2; g++) {
+        const vals: number[] = [];
+        for (let h = 0; h < 3; h++) for (let w = 0; w < 3; w++) for (let c = g * 2; c < g * 2 + 2; c++) vals.push(y[b][h][w][c]);
+        const mean = vals.reduce((a, v) => a + v, 0) / vals.length;
+        const variance = vals.reduce((a, v) => a + (v - mean) ** 2, 0) / vals.length;
+        expect(mean).toBeCloseTo(0, 5);
+        expect(variance).toBeCloseTo(1, 3);
+      }
     expect(() => new GroupNorm(store, 'bad', 3, 4, new Generator(0))).toThrow(/divisible by groups/);
     x.dispose();
     store.dispose();
@@ -49,8 +65,14 @@ describe('layers (reference values computed with plain loops)', () => {
     const store = new ParamStore();
     const ln = new LayerNorm(store, 'ln', 6, new Generator(0));
     const y = ln.apply(tf.tensor2d([[1, 2, 3, 4, 5, 6]])).dataSync();
-    const mean = 3.5, std = Math.sqrt(17.5 / 6 + 1e-5);
-    expect(maxAbsDiff(y, [1, 2, 3, 4, 5, 6].map((v) => (v - mean) / std))).toBeLessThan(1e-5);
+    const mean = 3.5,
+      std = Math.sqrt(17.5 / 6 + 1e-5);
+    expect(
+      maxAbsDiff(
+        y,
+        [1, 2, 3, 4, 5, 6].map((v) => (v - mean) / std),
+      ),
+    ).toBeLessThan(1e-5);
     store.dispose();
   });
 
@@ -58,37 +80,50 @@ describe('layers (reference values computed with plain loops)', () => {
     const x = new Generator(3).randn([2, 2, 3, 2]) as tf.Tensor4D;
     const y = upsampleNearest2x(x);
     expect(y.shape).toEqual([2, 4, 6, 2]);
-    const xa = x.arraySync() as number[][][][], ya = y.arraySync() as number[][][][];
-    for (let b = 0; b < 2; b++) for (let i = 0; i < 4; i++) for (let j = 0; j < 6; j++) for (let c = 0; c < 2; c++) {
-      expect(ya[b][i][j][c]).toBe(xa[b][i >> 1][j >> 1][c]);
-    }
+    const xa = x.arraySync() as number[][][][],
+      ya = y.arraySync() as number[][][][];
+    for (let b = 0; b < 2; b++)
+      for (let i = 0; i < 4; i++)
+        for (let j = 0; j < 6; j++)
+          for (let c = 0; c < 2; c++) {
+            expect(ya[b][i][j][c]).toBe(xa[b][i >> 1][j >> 1][c]);
+          }
   });
 
   it('attention equals softmax(q k^T / sqrt(d)) v per head, with a key mask', () => {
     const g = new Generator(4);
     const [b, tq, tk, c, heads] = [2, 3, 4, 4, 2];
-    const q = g.randn([b, tq, c]) as tf.Tensor3D, k = g.randn([b, tk, c]) as tf.Tensor3D, v = g.randn([b, tk, c]) as tf.Tensor3D;
-    const mask = tf.tensor2d([[1, 1, 1, 0], [1, 0, 1, 1]]);
+    const q = g.randn([b, tq, c]) as tf.Tensor3D,
+      k = g.randn([b, tk, c]) as tf.Tensor3D,
+      v = g.randn([b, tk, c]) as tf.Tensor3D;
+    const mask = tf.tensor2d([
+      [1, 1, 1, 0],
+      [1, 0, 1, 1],
+    ]);
     const out = attention(q, k, v, heads, mask).arraySync() as number[][][];
-    const qa = q.arraySync() as number[][][], ka = k.arraySync() as number[][][], va = v.arraySync() as number[][][];
+    const qa = q.arraySync() as number[][][],
+      ka = k.arraySync() as number[][][],
+      va = v.arraySync() as number[][][];
     const ma = mask.arraySync() as number[][];
     const d = c / heads;
-    for (let bi = 0; bi < b; bi++) for (let h = 0; h < heads; h++) for (let i = 0; i < tq; i++) {
-      const s = [];
-      for (let j = 0; j < tk; j++) {
-        let dot = 0;
-        for (let e = 0; e < d; e++) dot += qa[bi][i][h * d + e] * ka[bi][j][h * d + e];
-        s.push(ma[bi][j] ? dot / Math.sqrt(d) : -Infinity);
-      }
-      const mx = Math.max(...s);
-      const ex = s.map((x) => Math.exp(x - mx));
-      const z = ex.reduce((a, x) => a + x, 0);
-      for (let e = 0; e < d; e++) {
-        let o = 0;
-        for (let j = 0; j < tk; j++) o += (ex[j] / z) * va[bi][j][h * d + e];
-        expect(out[bi][i][h * d + e]).toBeCloseTo(o, 5);
-      }
-    }
+    for (let bi = 0; bi < b; bi++)
+      for (let h = 0; h < heads; h++)
+        for (let i = 0; i < tq; i++) {
+          const s = [];
+          for (let j = 0; j < tk; j++) {
+            let dot = 0;
+            for (let e = 0; e < d; e++) dot += qa[bi][i][h * d + e] * ka[bi][j][h * d + e];
+            s.push(ma[bi][j] ? dot / Math.sqrt(d) : -Infinity);
+          }
+          const mx = Math.max(...s);
+          const ex = s.map((x) => Math.exp(x - mx));
+          const z = ex.reduce((a, x) => a + x, 0);
+          for (let e = 0; e < d; e++) {
+            let o = 0;
+            for (let j = 0; j < tk; j++) o += (ex[j] / z) * va[bi][j][h * d + e];
+            expect(out[bi][i][h * d + e]).toBeCloseTo(o, 5);
+          }
+        }
   });
 
   it('timestep embedding is [cos(t f), sin(t f)] with f_i = 10000^(-i/half)', () => {
@@ -123,8 +158,18 @@ describe('layers (reference values computed with plain loops)', () => {
     const a = 2 * Math.sqrt(2 / Math.PI);
     const plainGelu = (t: tf.Tensor) => tf.mul(t, tf.sigmoid(tf.mul(t, tf.add(a, tf.mul(a * 0.044715, tf.square(t))))));
     const cases = [
-      { name: 'GroupNorm + SiLU', shape: [2, 3, 5, 6], ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => silu(groupNorm(x as tf.Tensor4D, g, b, 3, 1e-5)), plain: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => plainSilu(plainNorm(x, g, b, [2, 15, 3, 2], [1, 3])) },
-      { name: 'LayerNorm + GELU', shape: [2, 7, 6], ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => gelu(layerNorm(x, g, b, 1e-5)), plain: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => plainGelu(plainNorm(x, g, b, [2, 7, 6], [2])) },
+      {
+        name: 'GroupNorm + SiLU',
+        shape: [2, 3, 5, 6],
+        ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => silu(groupNorm(x as tf.Tensor4D, g, b, 3, 1e-5)),
+        plain: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => plainSilu(plainNorm(x, g, b, [2, 15, 3, 2], [1, 3])),
+      },
+      {
+        name: 'LayerNorm + GELU',
+        shape: [2, 7, 6],
+        ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => gelu(layerNorm(x, g, b, 1e-5)),
+        plain: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => plainGelu(plainNorm(x, g, b, [2, 7, 6], [2])),
+      },
     ];
     const rng = new Generator(9);
     for (const c of cases) {
@@ -203,7 +248,10 @@ describe('ParamStore', () => {
     b.add('x.bias', [3], { kind: 'ones' }, new Generator(1));
     b.loadArrays(await a.toArrays());
     expect(Array.from(b.get('x.weight').dataSync())).toEqual(Array.from(a.get('x.weight').dataSync()));
-    const bad = new Map([['x.weight', { shape: [3, 2], data: new Float32Array(6) }], ['y', { shape: [1], data: new Float32Array(1) }]]);
+    const bad = new Map([
+      ['x.weight', { shape: [3, 2], data: new Float32Array(6) }],
+      ['y', { shape: [1], data: new Float32Array(1) }],
+    ]);
     expect(() => b.loadArrays(bad, 'test ckpt')).toThrow(/test ckpt does not match the model \(3 problem\(s\)\)/);
     try {
       b.loadArrays(bad);

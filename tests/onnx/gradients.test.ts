@@ -196,7 +196,11 @@ describe('ONNX export with NCHWc convs', () => {
     if (block === 0) return; // no NCHWc kernels in this onnxruntime build: plain Convs, tested above
     const rng = new Generator(5);
     const x = rng.randn([2, 6, 7, 16]);
-    const shapes = [[3, 3, 16, 32], [1, 1, 16, 32], [3, 3, 32, 16]];
+    const shapes = [
+      [3, 3, 16, 32],
+      [1, 1, 16, 32],
+      [3, 3, 32, 16],
+    ];
     const [w1, w2, w3] = shapes.map((shape) => rng.randn(shape));
     // A fixed random cotangent on y [2, 3, 4, 16]: the gradients are multilinear in (x, w, r).
     const r = rng.randn([2, 3, 4, 16]);
@@ -276,7 +280,15 @@ describe('OnnxGradients', () => {
     const rng = new Generator(3);
     const n = 6;
     // L1 reconstruction (the default model's): its gradient is tfjs' Step kernel.
-    const config = parseVaeConfig({ imageChannels: 1, channels: [4, 8, 8], resBlocksPerLevel: 1, latentChannels: 2, downsampleFactor: 4, groupNormGroups: 2, reconLoss: 'l1' });
+    const config = parseVaeConfig({
+      imageChannels: 1,
+      channels: [4, 8, 8],
+      resBlocksPerLevel: 1,
+      latentChannels: 2,
+      downsampleFactor: 4,
+      groupNormGroups: 2,
+      reconLoss: 'l1',
+    });
     const task: VaeShardTask = { vae: config, data: { images: Float32Array.from({ length: n * 8 * 8 }, () => rng.uniform() * 2 - 1), shape: [n, 8, 8, 1] } };
     const vae = new AutoencoderKL(config, new Generator(1));
     perturbParams(vae.store, 4);
@@ -285,7 +297,10 @@ describe('OnnxGradients', () => {
     const batch = (indices: number[]): IndexBatch => ({ indices, flips: indices.map((i) => i % 2 === 0), captionChoice: indices.map(() => 0) });
     await source.gradients(batch([0, 1, 2]), new Generator(9)).then((r) => disposeGrads(r.grads)); // traces
     const before = tf.memory().numTensors;
-    for (const [indices, seed] of [[[3, 4, 5], 20], [[5, 0, 2], 21]] as const) {
+    for (const [indices, seed] of [
+      [[3, 4, 5], 20],
+      [[5, 0, 2], 21],
+    ] as const) {
       await expectSameGradients(vae.store, staged, source, batch([...indices]), seed);
     }
     expect(tf.memory().numTensors).toBe(before);
@@ -299,7 +314,10 @@ describe('OnnxGradients', () => {
       it(`gives the classifier loss and its gradients (${pool} pooling, ${heads} head${heads > 1 ? 's' : ''}, shifted images)`, async () => {
         const rng = new Generator(8);
         const n = 6;
-        const headList = [{ name: 'a', classes: ['x', 'y', 'z'] }, { name: 'b', classes: ['p', 'q'] }].slice(0, heads);
+        const headList = [
+          { name: 'a', classes: ['x', 'y', 'z'] },
+          { name: 'b', classes: ['p', 'q'] },
+        ].slice(0, heads);
         const config = parseClassifierConfig({ imageSize: 8, imageChannels: 2, channels: [4, 6], hidden: 8, pool, heads: headList });
         const task: ClassifierShardTask = {
           config,
@@ -311,7 +329,10 @@ describe('OnnxGradients', () => {
         const staged = classifierStagedLoss(task, clf);
         const source = new OnnxGradients(clf.store, staged, { threads: 1 });
         const before = tf.memory().numTensors;
-        for (const [indices, seed] of [[[0, 1, 2], 4], [[5, 3, 1], 6]] as const) {
+        for (const [indices, seed] of [
+          [[0, 1, 2], 4],
+          [[5, 3, 1], 6],
+        ] as const) {
           await expectSameGradients(clf.store, staged, source, { indices: [...indices] }, seed);
         }
         expect(tf.memory().numTensors).toBe(before);
@@ -346,7 +367,10 @@ describe('OnnxGradients', () => {
       const staged = unetStagedLoss(task, unet, labelEncoder);
       const source = new OnnxGradients(store, staged, { threads: 1 });
       const batch = (indices: number[]): UnetShardBatch => (labels ? { indices, labels: indices.map((i) => i % 3) } : { indices, rows: indices });
-      for (const [indices, seed] of [[[0, 1, 2, 3], 30], [[4, 2, 0, 1], 31]] as const) {
+      for (const [indices, seed] of [
+        [[0, 1, 2, 3], 30],
+        [[4, 2, 0, 1], 31],
+      ] as const) {
         const { want, got } = await bothGradients(store, staged, source, batch([...indices]), seed);
         expect(got.loss).toBeCloseTo(want.loss.dataSync()[0], 5);
         expect([...got.grads.keys()].sort()).toEqual([...want.grads.keys()].sort());

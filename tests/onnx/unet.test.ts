@@ -40,7 +40,10 @@ afterAll(() => {
 describe('OnnxUNet', () => {
   it('matches the tfjs U-Net, with and without a context mask, and leaks no tensors', async () => {
     const { sample, timesteps, context } = peerUNetInputs(); // [2, 8, 8, 4], int32 [2], [2, 5, 12]
-    const mask = tf.tensor2d([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]);
+    const mask = tf.tensor2d([
+      [1, 1, 1, 0, 0],
+      [1, 1, 1, 1, 1],
+    ]);
     const before = tf.memory().numTensors;
     for (const m of [undefined, mask]) {
       const want = unet.apply(sample, timesteps, context, m);
@@ -134,8 +137,13 @@ describe('OnnxUNet', () => {
 
   it("resolves 'auto': onnx on a CPU backend where onnxruntime-node loads, tfjs on a GPU backend", async () => {
     expect(parseRuntimeName(RUNTIME_CHOICES, 'Auto', '--runtime', 'U-Net runtime')).toBe('auto');
-    expect(() => parseRuntimeName(RUNTIME_CHOICES, 'gpu', '--runtime', 'U-Net runtime')).toThrow("--runtime: unknown U-Net runtime 'gpu'; allowed: auto, tfjs, onnx");
-    expect(await resolveRuntime('auto', { gpu: false, name: 'wasm' })).toEqual({ runtime: 'onnx', why: expect.stringMatching(/^auto: faster than the wasm backend/) });
+    expect(() => parseRuntimeName(RUNTIME_CHOICES, 'gpu', '--runtime', 'U-Net runtime')).toThrow(
+      "--runtime: unknown U-Net runtime 'gpu'; allowed: auto, tfjs, onnx",
+    );
+    expect(await resolveRuntime('auto', { gpu: false, name: 'wasm' })).toEqual({
+      runtime: 'onnx',
+      why: expect.stringMatching(/^auto: faster than the wasm backend/),
+    });
     expect(await resolveRuntime('auto', { gpu: true, name: 'node-gpu' })).toEqual({ runtime: 'tfjs', why: 'auto: the node-gpu backend computes on the GPU' });
     expect(await resolveRuntime('tfjs', { gpu: false, name: 'wasm' })).toEqual({ runtime: 'tfjs' });
     expect(await resolveRuntime('onnx', { gpu: true, name: 'node-gpu' })).toEqual({ runtime: 'onnx' });
@@ -158,7 +166,21 @@ describe('traceToOnnx', () => {
     const before = tf.memory().numTensors;
     const f = () => {
       const a = tf.conv2d(x, w, 2, 'same'); // [2, 4, 4, 4]
-      const b = tf.conv2d(tf.pad(x, [[0, 0], [1, 0], [0, 1], [0, 0]], 0.5), w, 1, 'valid'); // [2, 6, 7, 4]
+      const b = tf.conv2d(
+        tf.pad(
+          x,
+          [
+            [0, 0],
+            [1, 0],
+            [0, 1],
+            [0, 0],
+          ],
+          0.5,
+        ),
+        w,
+        1,
+        'valid',
+      ); // [2, 6, 7, 4]
       const c = tf.slice(b, [0, 1, 2, 0], [2, 4, 4, 4]); // [2, 4, 4, 4]
       const d = tf.div(tf.tanh(a), tf.add(tf.exp(tf.neg(tf.abs(c))), 1));
       const e = tf.concat([d, tf.tile(tf.max(d, 3, true), [1, 1, 1, 2])], -1); // [2, 4, 4, 6]
@@ -179,8 +201,15 @@ describe('traceToOnnx', () => {
   });
 
   it('folds constant-only kernels and runs a small graph exactly', async () => {
-    const x = tf.tensor2d([[1, -2, 3], [0.5, 4, -1]]);
-    const w = tf.tensor2d([[1, 0], [0, 1], [1, 1]]);
+    const x = tf.tensor2d([
+      [1, -2, 3],
+      [0.5, 4, -1],
+    ]);
+    const w = tf.tensor2d([
+      [1, 0],
+      [0, 1],
+      [1, 1],
+    ]);
     const before = tf.memory().numTensors;
     const f = () => tf.softmax(tf.matMul(tf.sigmoid(x), tf.transpose(tf.mul(tf.transpose(w), 2)), false, false), -1);
     const trace = traceKernels(f, { x });

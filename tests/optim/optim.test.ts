@@ -20,16 +20,23 @@ function storeWith(values: number[]): ParamStore {
 describe('AdamW', () => {
   it('matches a float64 reference of Loshchilov & Hutter Algorithm 2 over three steps', () => {
     const p0 = [0.5, -1.0, 2.0];
-    const gradsSeq = [[0.1, -0.2, 0.3], [0.05, 0.4, -0.1], [-0.3, 0.1, 0.2]];
+    const gradsSeq = [
+      [0.1, -0.2, 0.3],
+      [0.05, 0.4, -0.1],
+      [-0.3, 0.1, 0.2],
+    ];
     const cfg = { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 };
     // Reference, written from the paper independently of src/optim.
-    const p = [...p0], m = [0, 0, 0], v = [0, 0, 0];
+    const p = [...p0],
+      m = [0, 0, 0],
+      v = [0, 0, 0];
     gradsSeq.forEach((g, k) => {
       const t = k + 1;
       for (let i = 0; i < 3; i++) {
         m[i] = cfg.beta1 * m[i] + (1 - cfg.beta1) * g[i];
         v[i] = cfg.beta2 * v[i] + (1 - cfg.beta2) * g[i] ** 2;
-        const mh = m[i] / (1 - cfg.beta1 ** t), vh = v[i] / (1 - cfg.beta2 ** t);
+        const mh = m[i] / (1 - cfg.beta1 ** t),
+          vh = v[i] / (1 - cfg.beta2 ** t);
         p[i] = p[i] - cfg.lr * (mh / (Math.sqrt(vh) + cfg.eps) + cfg.weightDecay * p[i]);
       }
     });
@@ -41,7 +48,9 @@ describe('AdamW', () => {
       grads.get('p')!.dispose();
     }
     const got = store.get('p').dataSync();
-    p.forEach((x, i) => expect(got[i]).toBeCloseTo(x, 6));
+    p.forEach((x, i) => {
+      expect(got[i]).toBeCloseTo(x, 6);
+    });
     opt.dispose();
     store.dispose();
   });
@@ -85,7 +94,10 @@ describe('AdamW', () => {
 
 describe('gradient utilities', () => {
   it('clipGradNorm scales to the max norm and returns the original norm', () => {
-    const grads = new Map([['a', tf.tensor1d([3, 0])], ['b', tf.tensor1d([0, 4])]]);
+    const grads = new Map([
+      ['a', tf.tensor1d([3, 0])],
+      ['b', tf.tensor1d([0, 4])],
+    ]);
     const norm = clipGradNorm(grads, 1);
     expect(norm).toBeCloseTo(5, 5);
     expect(grads.get('a')!.dataSync()[0]).toBeCloseTo(0.6, 5);

@@ -17,11 +17,21 @@ import { runTraining } from '../../src/train/run-training.js';
 import { validateTrainConfig } from '../../src/train/train-config.js';
 import { LOCAL_MODELS_ENV } from '../../src/text/clip.js';
 import { tempDir, writeColorDataset } from '../fixtures/captioned.js';
-import { CLIP_ID, makeTinyModel, maxAbsDiff, sharedModelsDir } from '../text/shared.js';
+import { makeTinyModel, maxAbsDiff, sharedModelsDir } from '../text/shared.js';
 import { runCommand } from '../helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const stage = { batchSize: 4, lr: 1e-3, lrSchedule: 'constant', warmupSteps: 0, weightDecay: 0, clipGradNorm: 1, emaDecay: 0.5, accumulate: 1, checkpointEvery: 2 };
+const stage = {
+  batchSize: 4,
+  lr: 1e-3,
+  lrSchedule: 'constant',
+  warmupSteps: 0,
+  weightDecay: 0,
+  clipGradNorm: 1,
+  emaDecay: 0.5,
+  accumulate: 1,
+  checkpointEvery: 2,
+};
 const RECIPE = 'npx tsx scripts/train.ts --config tiny.json --out run  # the test recipe';
 
 let tiny: ReturnType<typeof makeTinyModel>;
@@ -48,7 +58,18 @@ beforeAll(async () => {
     conditioning: { kind: 'clip', modelId: tiny.result.outDir, dropout: 0.25 },
     vae: { imageChannels: 3, channels: [8, 8, 16], resBlocksPerLevel: 1, latentChannels: 4, downsampleFactor: 4, groupNormGroups: 4, activation: 'silu' },
     vaeTraining: { ...stage, steps: 2 },
-    unet: { inChannels: 4, sampleSize: 4, channels: [16, 32], resBlocksPerLevel: 1, attentionLevels: [false, true], attentionHeads: 2, contextDim: 32, contextLength: 77, timeEmbedDim: 32, groupNormGroups: 4 },
+    unet: {
+      inChannels: 4,
+      sampleSize: 4,
+      channels: [16, 32],
+      resBlocksPerLevel: 1,
+      attentionLevels: [false, true],
+      attentionHeads: 2,
+      contextDim: 32,
+      contextLength: 77,
+      timeEmbedDim: 32,
+      groupNormGroups: 4,
+    },
     unetTraining: { ...stage, steps: 2 },
     scheduler: { type: 'ddpm', numTrainTimesteps: 100, betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012 },
     lossWeighting: 'mse',
@@ -95,7 +116,13 @@ describe('bundling a trained pipeline (--fp16)', () => {
       const file = path.join(bundleDir, comp, 'diffusion_pytorch_model.safetensors');
       const buf = readFileSync(file);
       const header = JSON.parse(buf.subarray(8, 8 + Number(buf.readBigUInt64LE(0))).toString());
-      expect(new Set(Object.entries(header).filter(([k]) => k !== '__metadata__').map(([, v]) => (v as { dtype: string }).dtype))).toEqual(new Set(['F16']));
+      expect(
+        new Set(
+          Object.entries(header)
+            .filter(([k]) => k !== '__metadata__')
+            .map(([, v]) => (v as { dtype: string }).dtype),
+        ),
+      ).toEqual(new Set(['F16']));
       // Loading gives exactly the rounded float32 weights.
       const a = readSafetensors(path.join(pipeDir, comp, 'diffusion_pytorch_model.safetensors')).tensors;
       const b = readSafetensors(file).tensors;
@@ -146,25 +173,35 @@ describe('bundling a trained pipeline (--fp16)', () => {
     );
     expect(err).toBeInstanceOf(Error);
     const msg = err!.message;
-    expect(msg).toContain(`CLIP tokenizer '${path.join(broken, 'tokenizer')}' (for the text model '${path.join(broken, 'text_encoder', 'clip')}') could not be loaded`);
+    expect(msg).toContain(
+      `CLIP tokenizer '${path.join(broken, 'tokenizer')}' (for the text model '${path.join(broken, 'text_encoder', 'clip')}') could not be loaded`,
+    );
     expect(msg).toContain(`${path.join(broken, 'tokenizer', 'tokenizer.json')} (missing)`);
     expect(tf.memory().numTensors).toBe(before); // VAE and U-Net were disposed
   });
 
   it('without --fp16 the bundle (written by the CLI) generates exactly what the pipeline does', async () => {
     const out = path.join(tempDir('bundle-f32'), 'default');
-    const r = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', pipeDir, '--out', out, '--quiet'], {
-      cwd: repo,
-      env: { ...process.env, [LOCAL_MODELS_ENV]: sharedModelsDir() },
-      timeout: 60_000,
-    });
+    const r = await runCommand(
+      process.execPath,
+      ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', pipeDir, '--out', out, '--quiet'],
+      {
+        cwd: repo,
+        env: { ...process.env, [LOCAL_MODELS_ENV]: sharedModelsDir() },
+        timeout: 60_000,
+      },
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^bundled .* -> .*: 16 files, [\d.]+ MB/m);
     expect(readFileSync(path.join(out, 'README.md'), 'utf8')).toMatch(/Stored as float32, exactly as trained/);
-    const bad = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', path.join(out, 'nope'), '--out', path.join(out, '..', 'x')], {
-      cwd: repo,
-      timeout: 60_000,
-    });
+    const bad = await runCommand(
+      process.execPath,
+      ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', path.join(out, 'nope'), '--out', path.join(out, '..', 'x')],
+      {
+        cwd: repo,
+        timeout: 60_000,
+      },
+    );
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^error: pipeline folder .*nope does not exist/m);
 

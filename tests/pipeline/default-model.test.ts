@@ -67,7 +67,15 @@ async function generate(prompt: string, n: number, seed: number): Promise<Color[
 
 describe('the bundled default model', () => {
   it('is a complete, small pipeline folder', () => {
-    for (const f of ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'tokenizer/tokenizer.json', 'README.md']) {
+    for (const f of [
+      'model_index.json',
+      'unet/config.json',
+      'unet/diffusion_pytorch_model.safetensors',
+      'vae/diffusion_pytorch_model.safetensors',
+      'text_encoder/config.json',
+      'tokenizer/tokenizer.json',
+      'README.md',
+    ]) {
       expect(existsSync(path.join(MODEL, f)), f).toBe(true);
     }
   });

@@ -24,7 +24,17 @@ import { makeTinyModel } from '../text/shared.js';
 import { runCommand } from '../helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const stage = { batchSize: 4, lr: 1e-3, lrSchedule: 'constant', warmupSteps: 0, weightDecay: 0, clipGradNorm: 1, emaDecay: 0.9, accumulate: 1, checkpointEvery: 2 };
+const stage = {
+  batchSize: 4,
+  lr: 1e-3,
+  lrSchedule: 'constant',
+  warmupSteps: 0,
+  weightDecay: 0,
+  clipGradNorm: 1,
+  emaDecay: 0.9,
+  accumulate: 1,
+  checkpointEvery: 2,
+};
 
 function tinyConfig(dataPath: string, clipDir: string): TrainConfig {
   return validateTrainConfig({
@@ -76,7 +86,9 @@ describe('training a tiny text-to-image pipeline', () => {
     const vaeCfg = JSON.parse(readFileSync(path.join(pipeA, 'vae', 'config.json'), 'utf8'));
     expect(vaeCfg.scalingFactor).toBeGreaterThan(0);
     expect(vaeCfg.scalingFactor).not.toBe(1);
-    const log = readFileSync(path.join(runA, 'unet-stage', 'loss.jsonl'), 'utf8').trim().split('\n');
+    const log = readFileSync(path.join(runA, 'unet-stage', 'loss.jsonl'), 'utf8')
+      .trim()
+      .split('\n');
     expect(log).toHaveLength(4);
     expect(JSON.parse(readFileSync(path.join(runA, 'config.json'), 'utf8')).seed).toBe(1);
   });
@@ -154,17 +166,29 @@ describe('training a tiny text-to-image pipeline', () => {
         img.dispose();
         return out;
       };
-      expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: 1, steps: 101, seed: 0 })).toThrow(/steps must be an integer from 1 to 100 \(the model's training steps\), got 101/);
+      expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: 1, steps: 101, seed: 0 })).toThrow(
+        /steps must be an integer from 1 to 100 \(the model's training steps\), got 101/,
+      );
       expect(() => pipe.checkOptions({ inputs: [], guidanceScale: 1, steps: 1, seed: 0 })).toThrow(/no prompts given/);
       expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: NaN, steps: 1, seed: 0 })).toThrow(/cfg\) must be a finite number >= 0, got NaN/);
       const warnings: string[] = [];
-      for (const [sampler, eta] of [['ddpm', 0.5], ['ddpm', 0], ['ddim', 0.5]] as const) {
+      for (const [sampler, eta] of [
+        ['ddpm', 0.5],
+        ['ddpm', 0],
+        ['ddim', 0.5],
+      ] as const) {
         tf.dispose(await pipe.generate({ inputs: prompts, guidanceScale: 1, steps: 1, sampler, eta, seed: 7, warn: (m) => warnings.push(m) }));
       }
       expect(warnings).toEqual(['warning: eta 0.5 is ignored: eta applies to the ddim sampler only, not DDPM']);
       // Every sampler kind through the same loop: deterministic, sigma-scaled inputs (Euler a,
       // Heun's repeated timesteps), multistep state (DPM++ with Karras sigmas).
-      for (const [scale, sampler] of [[1, 'ddim'], [3, 'ddim'], [3, 'Euler a'], [3, 'heun'], [3, 'DPM++ 2M Karras']] as const) {
+      for (const [scale, sampler] of [
+        [1, 'ddim'],
+        [3, 'ddim'],
+        [3, 'Euler a'],
+        [3, 'heun'],
+        [3, 'DPM++ 2M Karras'],
+      ] as const) {
         const before = tf.memory().numTensors;
         const got = await pipe.generate({ inputs: prompts, guidanceScale: scale, steps: 5, sampler, seed: 7 });
         const values = Array.from(await got.data());
@@ -174,7 +198,9 @@ describe('training a tiny text-to-image pipeline', () => {
         const diff = Math.max(...values.map((v, i) => Math.abs(v - ref[i])));
         expect(diff, `cfg ${scale} ${sampler}`).toBeLessThan(1e-4);
       }
-      await expect(pipe.generate({ inputs: prompts, guidanceScale: 1, steps: 2, sampler: 'LMS', seed: 7 })).rejects.toThrow(/sampler 'LMS' is not implemented.*; allowed: ddpm, ddim, euler/);
+      await expect(pipe.generate({ inputs: prompts, guidanceScale: 1, steps: 2, sampler: 'LMS', seed: 7 })).rejects.toThrow(
+        /sampler 'LMS' is not implemented.*; allowed: ddpm, ddim, euler/,
+      );
     } finally {
       pipe.dispose();
     }
@@ -200,11 +226,31 @@ describe('training a tiny text-to-image pipeline', () => {
 
   it('the txt2img CLI itself samples the pipeline (exit 0, PNG with parameters)', async () => {
     const out = path.join(tempDir('cli-ok'), 'cli.png');
-    const r = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'txt2img.ts'), 'a blue square', '--model', pipeA, '--steps', '3', '--cfg', '2', '--seed', '4', '--out', out, '--quiet'], {
-      cwd: repo,
-      env: { ...process.env, TXT2IMG_BACKEND: process.env.TXT2IMG_BACKEND ?? 'wasm' },
-      timeout: 120_000,
-    });
+    const r = await runCommand(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        path.join(repo, 'scripts', 'txt2img.ts'),
+        'a blue square',
+        '--model',
+        pipeA,
+        '--steps',
+        '3',
+        '--cfg',
+        '2',
+        '--seed',
+        '4',
+        '--out',
+        out,
+        '--quiet',
+      ],
+      {
+        cwd: repo,
+        env: { ...process.env, TXT2IMG_BACKEND: process.env.TXT2IMG_BACKEND ?? 'wasm' },
+        timeout: 120_000,
+      },
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^backend: /m);
     // the default --runtime auto picks onnxruntime on a CPU backend, says so, and records it
@@ -215,7 +261,20 @@ describe('training a tiny text-to-image pipeline', () => {
   it('--n with --separate writes a grid plus one file per image, and --save-steps a strip and an animation', async () => {
     const dir = tempDir('grid');
     const out = path.join(dir, 'g.png');
-    const r = await runTxt2Img({ prompts: ['a red square'], model: pipeA, cfg: 1, steps: 3, sampler: 'ddpm', eta: 0, seed: 1, n: 3, out, separate: true, saveSteps: true, ...quiet });
+    const r = await runTxt2Img({
+      prompts: ['a red square'],
+      model: pipeA,
+      cfg: 1,
+      steps: 3,
+      sampler: 'ddpm',
+      eta: 0,
+      seed: 1,
+      n: 3,
+      out,
+      separate: true,
+      saveSteps: true,
+      ...quiet,
+    });
     expect(r.files.map((f) => path.basename(f)).sort()).toEqual(['g-0.png', 'g-1.png', 'g-2.png', 'g-steps.png', 'g-steps.webp', 'g.png']);
     for (const f of r.files) expect(existsSync(f)).toBe(true);
   });
@@ -234,7 +293,8 @@ describe('bad data and a label-conditioned MNIST model', () => {
     expect(report).toMatch(new RegExp(`${fixture.good.length} images used, ${fixture.bad.length} skipped`));
     // The default runtime (auto) on wasm: gradients by onnxruntime (one 1-thread shard per core), and the log says so.
     const cores = defaultOnnxThreads();
-    const how = cores > 1 ? `, data-parallel over ${cores} shards of 1 thread \\(one per core; --workers 1: one session on ${cores} threads\\)` : ' \\(1 thread\\)';
+    const how =
+      cores > 1 ? `, data-parallel over ${cores} shards of 1 thread \\(one per core; --workers 1: one session on ${cores} threads\\)` : ' \\(1 thread\\)';
     expect(report).toMatch(new RegExp(`vae gradients: onnxruntime-node on the CPU${how}, loss and backward pass traced from tfjs \\(auto: `));
   });
 
@@ -245,8 +305,14 @@ describe('bad data and a label-conditioned MNIST model', () => {
     const lines: string[] = [];
     const pipeDir = (await runTraining({ config, runDir: dir, stage: 'unet', resume: false, quiet: true, log: (l) => lines.push(l) }))!;
     expect(lines.join('\n')).toMatch(/data-parallel: 3 shards x 1 onnxruntime-node thread/);
-    expect(lines.join('\n')).toMatch(/unet gradients: onnxruntime-node on the CPU, data-parallel over 3 shards of 1 thread, loss and backward pass traced from tfjs \(auto: /);
-    expect(readFileSync(path.join(dir, 'unet-stage', 'loss.jsonl'), 'utf8').trim().split('\n')).toHaveLength(2);
+    expect(lines.join('\n')).toMatch(
+      /unet gradients: onnxruntime-node on the CPU, data-parallel over 3 shards of 1 thread, loss and backward pass traced from tfjs \(auto: /,
+    );
+    expect(
+      readFileSync(path.join(dir, 'unet-stage', 'loss.jsonl'), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toHaveLength(2);
     expect(existsSync(path.join(pipeDir, 'unet', 'diffusion_pytorch_model.safetensors'))).toBe(true);
   });
 
@@ -267,7 +333,11 @@ describe('bad data and a label-conditioned MNIST model', () => {
     const out = path.join(dir, 'three.png');
     const r = await runTxt2Img({ prompts: [], labels: [3], model: pipeDir, cfg: 2, steps: 3, sampler: 'ddim', eta: 0, seed: 0, n: 2, out, ...quiet });
     expect(parseInfotext(r.parameters[0]).prompt).toBe('label 3');
-    await expect(runTxt2Img({ prompts: [], labels: [12], model: pipeDir, cfg: 2, steps: 3, sampler: 'ddim', eta: 0, seed: 0, n: 1, out, ...quiet })).rejects.toThrow(/12/);
-    await expect(runTxt2Img({ prompts: ['a cat'], model: pipeDir, cfg: 2, steps: 3, sampler: 'ddim', eta: 0, seed: 0, n: 1, out, ...quiet })).rejects.toThrow(/class labels/);
+    await expect(
+      runTxt2Img({ prompts: [], labels: [12], model: pipeDir, cfg: 2, steps: 3, sampler: 'ddim', eta: 0, seed: 0, n: 1, out, ...quiet }),
+    ).rejects.toThrow(/12/);
+    await expect(runTxt2Img({ prompts: ['a cat'], model: pipeDir, cfg: 2, steps: 3, sampler: 'ddim', eta: 0, seed: 0, n: 1, out, ...quiet })).rejects.toThrow(
+      /class labels/,
+    );
   });
 });

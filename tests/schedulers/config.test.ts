@@ -20,7 +20,15 @@ describe('SchedulerConfig', () => {
   });
 
   it('round-trips through JSON (scheduler_config.json) to an identical scheduler', () => {
-    const s = createScheduler({ type: 'ddim', betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012, predictionType: 'v', stepsOffset: 1, eta: 0.3 });
+    const s = createScheduler({
+      type: 'ddim',
+      betaSchedule: 'scaled-linear',
+      betaStart: 0.00085,
+      betaEnd: 0.012,
+      predictionType: 'v',
+      stepsOffset: 1,
+      eta: 0.3,
+    });
     const json = JSON.stringify(schedulerConfigToJSON(s.config), null, 2);
     const again = createScheduler(JSON.parse(json));
     expect(again).toBeInstanceOf(DDIMScheduler);
@@ -38,8 +46,12 @@ describe('SchedulerConfig', () => {
   });
 
   it('bad values and unknown keys are errors naming the value and what is allowed', () => {
-    expect(() => parseSchedulerConfig({ type: 'lms' })).toThrow(/type 'lms' is unknown; allowed: ddpm, ddim, euler, euler-ancestral, heun, dpmpp-2m, dpmpp-2m-sde, unipc$/);
-    expect(() => parseSchedulerConfig({ betaSchedule: 'scaled_linear' })).toThrow(/betaSchedule 'scaled_linear' is unknown; allowed: linear, scaled-linear, cosine, sigmoid, quadratic/);
+    expect(() => parseSchedulerConfig({ type: 'lms' })).toThrow(
+      /type 'lms' is unknown; allowed: ddpm, ddim, euler, euler-ancestral, heun, dpmpp-2m, dpmpp-2m-sde, unipc$/,
+    );
+    expect(() => parseSchedulerConfig({ betaSchedule: 'scaled_linear' })).toThrow(
+      /betaSchedule 'scaled_linear' is unknown; allowed: linear, scaled-linear, cosine, sigmoid, quadratic/,
+    );
     expect(() => parseSchedulerConfig({ predictionType: 'v_prediction' })).toThrow(/predictionType 'v_prediction' is unknown; allowed: epsilon, v, x0/);
     expect(() => parseSchedulerConfig({ numTrainTimesteps: 10.5 })).toThrow(/numTrainTimesteps must be an integer from 2 to 100000, got 10.5/);
     expect(() => parseSchedulerConfig({ eta: -1 })).toThrow(/eta must be a number >= 0, got -1/);
@@ -65,7 +77,16 @@ describe('SchedulerConfig', () => {
       clip_sample: false,
     };
     const c = schedulerConfigFromDiffusers(sd);
-    expect(c).toMatchObject({ type: 'ddim', betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012, setAlphaToOne: false, stepsOffset: 1, clipSample: false, predictionType: 'epsilon' });
+    expect(c).toMatchObject({
+      type: 'ddim',
+      betaSchedule: 'scaled-linear',
+      betaStart: 0.00085,
+      betaEnd: 0.012,
+      setAlphaToOne: false,
+      stepsOffset: 1,
+      clipSample: false,
+      predictionType: 'epsilon',
+    });
     const s = createScheduler(c);
     s.setTimesteps(50);
     expect(s.timesteps.slice(0, 3)).toEqual([981, 961, 941]);

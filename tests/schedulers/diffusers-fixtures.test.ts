@@ -72,8 +72,7 @@ function nhwc(b64: string, [N, C, H, W]: number[]): Float32Array {
   if (src.length !== N * C * H * W) throw new Error(`fixture array has ${src.length} values, expected ${N * C * H * W}`);
   const out = new Float32Array(src.length);
   for (let n = 0; n < N; n++)
-    for (let c = 0; c < C; c++)
-      for (let h = 0; h < H; h++) for (let w = 0; w < W; w++) out[((n * H + h) * W + w) * C + c] = src[((n * C + c) * H + h) * W + w];
+    for (let c = 0; c < C; c++) for (let h = 0; h < H; h++) for (let w = 0; w < W; w++) out[((n * H + h) * W + w) * C + c] = src[((n * C + c) * H + h) * W + w];
   return out;
 }
 

@@ -75,7 +75,9 @@ describe('AUTOMATIC1111 sampler names', () => {
 
   it('unknown and unimplemented names are one-line errors listing the allowed names', () => {
     expect(() => parseA1111Sampler('Euler b')).toThrow(new RegExp(`^unknown A1111 sampler 'Euler b'; allowed: ${ALLOWED_A1111}$`));
-    expect(() => parseA1111Sampler('LMS Karras')).toThrow(new RegExp(`^A1111 sampler 'LMS Karras' is not implemented \\(diffusers: LMSDiscreteScheduler\\); allowed: ${ALLOWED_A1111}$`));
+    expect(() => parseA1111Sampler('LMS Karras')).toThrow(
+      new RegExp(`^A1111 sampler 'LMS Karras' is not implemented \\(diffusers: LMSDiscreteScheduler\\); allowed: ${ALLOWED_A1111}$`),
+    );
     expect(() => parseA1111Sampler(3)).toThrow(/^A1111 sampler name must be a string, got 3; allowed: Euler/);
     for (const name of Object.keys(A1111_NOT_IMPLEMENTED)) expect(() => parseA1111Sampler(name)).toThrow(/is not implemented/);
   });
@@ -90,7 +92,9 @@ describe('diffusers scheduler_config.json', () => {
   });
 
   it("SD 1.5's PNDMScheduler file is an error naming the class; read as another type it takes that class's defaults", () => {
-    expect(() => schedulerConfigFromDiffusers(SD15)).toThrow(/^diffusers scheduler 'PNDMScheduler' is not implemented; allowed: DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler/);
+    expect(() => schedulerConfigFromDiffusers(SD15)).toThrow(
+      /^diffusers scheduler 'PNDMScheduler' is not implemented; allowed: DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler/,
+    );
     // diffusers: EulerDiscreteScheduler.from_config(sd15) -> timestep_spacing 'linspace', timesteps 999, 888, 777, ...
     const euler = schedulerConfigFromDiffusers(SD15, { type: 'euler' });
     expect(euler).toMatchObject({ type: 'euler', timestepSpacing: 'linspace', stepsOffset: 1, clipSample: false, betaSchedule: 'scaled-linear' });
@@ -110,36 +114,62 @@ describe('diffusers scheduler_config.json', () => {
 
   it('reads the class and its algorithm: DPMSolverMultistep dpmsolver++ / sde-dpmsolver++', () => {
     expect(schedulerConfigFromDiffusers({ _class_name: 'DPMSolverMultistepScheduler' }).type).toBe('dpmpp-2m');
-    expect(schedulerConfigFromDiffusers({ _class_name: 'DPMSolverMultistepScheduler', algorithm_type: 'sde-dpmsolver++', use_karras_sigmas: true, solver_order: 3 })).toMatchObject({
+    expect(
+      schedulerConfigFromDiffusers({ _class_name: 'DPMSolverMultistepScheduler', algorithm_type: 'sde-dpmsolver++', use_karras_sigmas: true, solver_order: 3 }),
+    ).toMatchObject({
       type: 'dpmpp-2m-sde',
       useKarrasSigmas: true,
       solverOrder: 3,
     });
-    expect(schedulerConfigFromDiffusers({ _class_name: 'UniPCMultistepScheduler', solver_order: 1, prediction_type: 'v_prediction' })).toMatchObject({ type: 'unipc', solverOrder: 1, predictionType: 'v' });
+    expect(schedulerConfigFromDiffusers({ _class_name: 'UniPCMultistepScheduler', solver_order: 1, prediction_type: 'v_prediction' })).toMatchObject({
+      type: 'unipc',
+      solverOrder: 1,
+      predictionType: 'v',
+    });
   });
 
   it('settings we do not implement are one-line errors naming key, value and what is allowed', () => {
     const cases: [Record<string, unknown>, RegExp][] = [
-      [{ _class_name: 'EulerDiscreteScheduler', trained_betas: [0.1, 0.2] }, /^diffusers EulerDiscreteScheduler config with trained_betas=\[0.1,0.2\] is not supported; allowed: null/],
+      [
+        { _class_name: 'EulerDiscreteScheduler', trained_betas: [0.1, 0.2] },
+        /^diffusers EulerDiscreteScheduler config with trained_betas=\[0.1,0.2\] is not supported; allowed: null/,
+      ],
       [{ _class_name: 'EulerDiscreteScheduler', use_exponential_sigmas: true }, /use_exponential_sigmas=true is not supported; allowed: false$/],
       [{ _class_name: 'EulerDiscreteScheduler', interpolation_type: 'log_linear' }, /interpolation_type="log_linear" is not supported; allowed: 'linear'$/],
       [{ _class_name: 'EulerDiscreteScheduler', final_sigmas_type: 'sigma_min' }, /final_sigmas_type="sigma_min" is not supported; allowed: 'zero'$/],
       [{ _class_name: 'EulerDiscreteScheduler', timestep_type: 'continuous' }, /timestep_type="continuous" is not supported/],
-      [{ _class_name: 'DPMSolverMultistepScheduler', algorithm_type: 'dpmsolver' }, /^diffusers DPMSolverMultistepScheduler algorithm_type 'dpmsolver' is not implemented; allowed: dpmsolver\+\+, sde-dpmsolver\+\+$/],
+      [
+        { _class_name: 'DPMSolverMultistepScheduler', algorithm_type: 'dpmsolver' },
+        /^diffusers DPMSolverMultistepScheduler algorithm_type 'dpmsolver' is not implemented; allowed: dpmsolver\+\+, sde-dpmsolver\+\+$/,
+      ],
       [{ _class_name: 'DPMSolverMultistepScheduler', solver_type: 'heun' }, /solver_type="heun" is not supported; allowed: 'midpoint'$/],
-      [{ _class_name: 'DPMSolverMultistepScheduler', thresholding: true }, /thresholding=true is not supported; allowed: false \(dynamic thresholding is not implemented\)$/],
+      [
+        { _class_name: 'DPMSolverMultistepScheduler', thresholding: true },
+        /thresholding=true is not supported; allowed: false \(dynamic thresholding is not implemented\)$/,
+      ],
       [{ _class_name: 'DPMSolverMultistepScheduler', lambda_min_clipped: -5.1 }, /lambda_min_clipped=-5.1 is not supported; allowed: -Infinity/],
-      [{ _class_name: 'DPMSolverMultistepScheduler', solver_order: 3, lower_order_final: false }, /lower_order_final=false is not supported; allowed: true with solver_order 3$/],
+      [
+        { _class_name: 'DPMSolverMultistepScheduler', solver_order: 3, lower_order_final: false },
+        /lower_order_final=false is not supported; allowed: true with solver_order 3$/,
+      ],
       [{ _class_name: 'UniPCMultistepScheduler', solver_type: 'bh1' }, /solver_type="bh1" is not supported; allowed: 'bh2'$/],
       [{ _class_name: 'UniPCMultistepScheduler', disable_corrector: [0] }, /disable_corrector=\[0\] is not supported; allowed: \[\]$/],
-      [{ _class_name: 'HeunDiscreteScheduler', beta_schedule: 'exp' }, /^diffusers schedule 'exp' has no equivalent here; allowed diffusers names: linear, scaled_linear, squaredcos_cap_v2, sigmoid$/],
+      [
+        { _class_name: 'HeunDiscreteScheduler', beta_schedule: 'exp' },
+        /^diffusers schedule 'exp' has no equivalent here; allowed diffusers names: linear, scaled_linear, squaredcos_cap_v2, sigmoid$/,
+      ],
       [{ _class_name: 'EulerDiscreteScheduler', beta_schedule: 'sigmoid' }, /^diffusers EulerDiscreteScheduler has no beta_schedule 'sigmoid'/],
-      [{ _class_name: 'EulerDiscreteScheduler', prediction_type: 'flow_prediction' }, /^diffusers prediction_type 'flow_prediction' is unknown; allowed: epsilon, v_prediction, sample$/],
+      [
+        { _class_name: 'EulerDiscreteScheduler', prediction_type: 'flow_prediction' },
+        /^diffusers prediction_type 'flow_prediction' is unknown; allowed: epsilon, v_prediction, sample$/,
+      ],
       [{ _class_name: 'UniPCMultistepScheduler', solver_order: 4 }, /^scheduler config: solverOrder must be one of 1, 2, 3, got 4$/],
     ];
     for (const [d, re] of cases) expect(() => schedulerConfigFromDiffusers(d)).toThrow(re);
     // What diffusers itself treats as equivalent is accepted.
-    expect(schedulerConfigFromDiffusers({ _class_name: 'DPMSolverMultistepScheduler', solver_order: 2, lower_order_final: false, euler_at_final: true }).type).toBe('dpmpp-2m');
+    expect(
+      schedulerConfigFromDiffusers({ _class_name: 'DPMSolverMultistepScheduler', solver_order: 2, lower_order_final: false, euler_at_final: true }).type,
+    ).toBe('dpmpp-2m');
     expect(schedulerConfigFromDiffusers({ _class_name: 'DPMSolverMultistepScheduler', algorithm_type: 'deis', solver_type: 'logrho' }).type).toBe('dpmpp-2m');
   });
 
@@ -174,9 +204,13 @@ describe('diffusers scheduler_config.json', () => {
 
   it('refuses to write what the diffusers class cannot express', () => {
     const w = (p: Partial<SchedulerConfig>) => () => schedulerConfigToDiffusers(parseSchedulerConfig(p));
-    expect(w({ type: 'euler-ancestral', useKarrasSigmas: true })).toThrow(/^cannot write useKarrasSigmas as a diffusers EulerAncestralDiscreteScheduler config \(the class has no such option\)$/);
+    expect(w({ type: 'euler-ancestral', useKarrasSigmas: true })).toThrow(
+      /^cannot write useKarrasSigmas as a diffusers EulerAncestralDiscreteScheduler config \(the class has no such option\)$/,
+    );
     expect(w({ type: 'euler', clipSample: true })).toThrow(/^cannot write clipSample as a diffusers EulerDiscreteScheduler config/);
-    expect(w({ type: 'heun', predictionType: 'v', rescaleBetasZeroSnr: true })).toThrow(/^cannot write rescaleBetasZeroSnr as a diffusers HeunDiscreteScheduler config/);
+    expect(w({ type: 'heun', predictionType: 'v', rescaleBetasZeroSnr: true })).toThrow(
+      /^cannot write rescaleBetasZeroSnr as a diffusers HeunDiscreteScheduler config/,
+    );
     expect(w({ type: 'unipc', betaSchedule: 'sigmoid' })).toThrow(/^cannot write betaSchedule 'sigmoid' as a diffusers UniPCMultistepScheduler config/);
     // Options a type ignores are left out, not refused.
     expect(schedulerConfigToDiffusers(parseSchedulerConfig({ type: 'ddim', useKarrasSigmas: true, eta: 0.5 }))).not.toHaveProperty('use_karras_sigmas');
@@ -189,7 +223,9 @@ describe('config fields useKarrasSigmas and solverOrder', () => {
     expect(DEFAULT_SCHEDULER_CONFIG.solverOrder).toBe(2);
     expect(() => parseSchedulerConfig({ useKarrasSigmas: 'yes' })).toThrow(/^scheduler config: useKarrasSigmas must be true or false, got "yes"$/);
     expect(() => parseSchedulerConfig({ solverOrder: 2.5 })).toThrow(/^scheduler config: solverOrder must be one of 1, 2, 3, got 2.5$/);
-    expect(() => parseSchedulerConfig({ type: 'euler_a' })).toThrow(/^scheduler config: type 'euler_a' is unknown; allowed: ddpm, ddim, euler, euler-ancestral, heun, dpmpp-2m, dpmpp-2m-sde, unipc$/);
+    expect(() => parseSchedulerConfig({ type: 'euler_a' })).toThrow(
+      /^scheduler config: type 'euler_a' is unknown; allowed: ddpm, ddim, euler, euler-ancestral, heun, dpmpp-2m, dpmpp-2m-sde, unipc$/,
+    );
     const c = parseSchedulerConfig({ type: 'unipc', useKarrasSigmas: true, solverOrder: 3 });
     expect(parseSchedulerConfig(JSON.parse(JSON.stringify(c)))).toEqual(c);
   });

@@ -261,8 +261,16 @@ describe('sampling statistics with the exact denoiser of N(0, 0.5^2) data', () =
     ['DDIM eta=1, 1000 steps', { type: 'ddim', eta: 1 }, 1000],
     ['DDPM 50 steps, cosine, v-prediction', { type: 'ddpm', betaSchedule: 'cosine', predictionType: 'v' }, 50],
     ['DDIM eta=0, 50 steps, trailing', { type: 'ddim', timestepSpacing: 'trailing' }, 50],
-    ['DDIM eta=0, 25 steps, scaled-linear, x0-prediction', { type: 'ddim', betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012, predictionType: 'x0' }, 25],
-    ['DDIM eta=0.5, 30 steps, v, zero terminal SNR', { type: 'ddim', eta: 0.5, predictionType: 'v', rescaleBetasZeroSnr: true, timestepSpacing: 'trailing' }, 30],
+    [
+      'DDIM eta=0, 25 steps, scaled-linear, x0-prediction',
+      { type: 'ddim', betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012, predictionType: 'x0' },
+      25,
+    ],
+    [
+      'DDIM eta=0.5, 30 steps, v, zero terminal SNR',
+      { type: 'ddim', eta: 0.5, predictionType: 'v', rescaleBetasZeroSnr: true, timestepSpacing: 'trailing' },
+      30,
+    ],
   ];
   for (const [name, config, steps] of cases) {
     it(name, () => {
@@ -284,9 +292,24 @@ describe('pinned sampling loops (dummy model out = x * t / (t + 1))', () => {
   const dummy: Model = (x, t) => tf.mul(x, t / (t + 1));
   const pins: [string, Partial<SchedulerConfig>, number, number][] = [
     ['DDPM, linear, 50 leading steps', { type: 'ddpm' }, 50, -0.48627353],
-    ['DDPM, cosine, fixed-large, v, 20 linspace steps', { type: 'ddpm', betaSchedule: 'cosine', varianceType: 'fixed-large', predictionType: 'v', timestepSpacing: 'linspace' }, 20, -2.2596595],
-    ['DDIM eta=0, scaled-linear, 20 trailing steps', { type: 'ddim', betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012, timestepSpacing: 'trailing' }, 20, -2.3570817],
-    ['DDIM eta=0.7, sigmoid, 13 linspace steps, clip', { type: 'ddim', eta: 0.7, betaSchedule: 'sigmoid', timestepSpacing: 'linspace', clipSample: true }, 13, 2.0811336],
+    [
+      'DDPM, cosine, fixed-large, v, 20 linspace steps',
+      { type: 'ddpm', betaSchedule: 'cosine', varianceType: 'fixed-large', predictionType: 'v', timestepSpacing: 'linspace' },
+      20,
+      -2.2596595,
+    ],
+    [
+      'DDIM eta=0, scaled-linear, 20 trailing steps',
+      { type: 'ddim', betaSchedule: 'scaled-linear', betaStart: 0.00085, betaEnd: 0.012, timestepSpacing: 'trailing' },
+      20,
+      -2.3570817,
+    ],
+    [
+      'DDIM eta=0.7, sigmoid, 13 linspace steps, clip',
+      { type: 'ddim', eta: 0.7, betaSchedule: 'sigmoid', timestepSpacing: 'linspace', clipSample: true },
+      13,
+      2.0811336,
+    ],
   ];
   for (const [name, config, steps, pinned] of pins) {
     it(name, () => {

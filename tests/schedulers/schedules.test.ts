@@ -116,7 +116,9 @@ describe('schedule alias table', () => {
     expect(resolveScheduleAlias('diffusers', 'squaredcos_cap_v2')).toBe('cosine');
     expect(resolveScheduleAlias('diffusers', 'linear')).toBe('linear');
     expect(resolveScheduleAlias('ddpm', 'quad')).toBe('quadratic');
-    expect(() => resolveScheduleAlias('compvis', 'sqrt')).toThrow(/compvis schedule 'sqrt' has no equivalent here; allowed compvis names: linear, sqrt_linear, cosine/);
+    expect(() => resolveScheduleAlias('compvis', 'sqrt')).toThrow(
+      /compvis schedule 'sqrt' has no equivalent here; allowed compvis names: linear, sqrt_linear, cosine/,
+    );
     for (const a of SCHEDULE_ALIASES) expect(BETA_SCHEDULES).toContain(a.ours);
   });
 

@@ -303,7 +303,15 @@ describe('UniPC order conditions', () => {
     expect(x[0]).toBeCloseTo(1, 12);
     expect(x[1]).toBeCloseTo(1, 12);
     expect(x[2]).toBeCloseTo(1, 12);
-    expect(() => solveSmall([[1, 1], [1, 1]], [1, 2])).toThrow(/singular/);
+    expect(() =>
+      solveSmall(
+        [
+          [1, 1],
+          [1, 1],
+        ],
+        [1, 2],
+      ),
+    ).toThrow(/singular/);
   });
 });
 

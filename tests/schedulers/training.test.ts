@@ -2,15 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { Generator } from '../../src/random/generator.js';
-import {
-  DDPMScheduler,
-  lossWeights,
-  minSnrWeight,
-  parseLossWeighting,
-  sampleTimesteps,
-  trainingTargets,
-  weightedMse,
-} from '../../src/schedulers/index.js';
+import { DDPMScheduler, lossWeights, minSnrWeight, parseLossWeighting, sampleTimesteps, trainingTargets, weightedMse } from '../../src/schedulers/index.js';
 
 beforeAll(async () => {
   await initBackend({ backend: 'cpu', quiet: true });
@@ -67,8 +59,14 @@ describe('training targets and loss weights', () => {
   });
 
   it('weightedMse is the plain MSE with unit weights and weights per sample', () => {
-    const p = tf.tensor2d([[1, 2], [3, 4]]);
-    const t = tf.tensor2d([[0, 0], [0, 0]]);
+    const p = tf.tensor2d([
+      [1, 2],
+      [3, 4],
+    ]);
+    const t = tf.tensor2d([
+      [0, 0],
+      [0, 0],
+    ]);
     const plain = weightedMse(p, t);
     expect(plain.dataSync()[0]).toBeCloseTo((1 + 4 + 9 + 16) / 4, 6);
     const w = tf.tensor1d([1, 0]);

@@ -29,7 +29,11 @@ describe('txt2img CLI input errors', () => {
     ['non-finite cfg', ['a cat', '--model', model, '--cfg', 'Infinity', '--out', out], /--cfg must be a finite decimal number, got 'Infinity'/],
     ['hexadecimal cfg', ['a cat', '--model', model, '--cfg', '0x10', '--out', out], /--cfg must be a finite decimal number, got '0x10'/],
     ['steps < 1', ['a cat', '--model', model, '--steps', '0', '--out', out], /--steps must be an integer from 1 to .*, got '0'/],
-    ['unknown sampler', ['a cat', '--model', model, '--sampler', 'warp', '--out', out], /unknown sampler 'warp'; allowed: ddpm, ddim, euler, .*DPM\+\+ 2M Karras/],
+    [
+      'unknown sampler',
+      ['a cat', '--model', model, '--sampler', 'warp', '--out', out],
+      /unknown sampler 'warp'; allowed: ddpm, ddim, euler, .*DPM\+\+ 2M Karras/,
+    ],
     ['empty prompt', ['', '--model', model, '--out', out], /prompt is empty/],
     ['missing model folder', ['a cat', '--model', path.join(dir, 'nope'), '--out', out], /model folder .*nope does not exist/],
     ['incomplete model folder', ['a cat', '--model', model, '--out', out], /incomplete: no model_index.json/],
@@ -50,7 +54,10 @@ describe('txt2img CLI input errors', () => {
   it('an incomplete model folder lists the missing components', async () => {
     const m = tempDir('m2');
     mkdirSync(path.join(m, 'scheduler'), { recursive: true });
-    writeFileSync(path.join(m, 'model_index.json'), JSON.stringify({ _class_name: 'Txt2ImgPipeline', _version: 1, conditioning: 'clip', conditioningDropout: 0.1, imageSize: 16 }));
+    writeFileSync(
+      path.join(m, 'model_index.json'),
+      JSON.stringify({ _class_name: 'Txt2ImgPipeline', _version: 1, conditioning: 'clip', conditioningDropout: 0.1, imageSize: 16 }),
+    );
     const r = await cli('txt2img.ts', ['a cat', '--model', m, '--out', out]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/incomplete: missing vae\/, unet\/, text_encoder\//);

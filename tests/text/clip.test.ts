@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  ClipTextEncoder,
+  type ClipTextEncoder,
   LOCAL_MODELS_ENV,
   defaultClipTextEncoderConfig,
   loadClipTextEncoder,
@@ -81,7 +81,7 @@ describe('CLIP text encoder on a tiny random (not pretrained) model with the rea
   });
 
   it('warns about and truncates prompts over 77 tokens, keeping the end token last', async () => {
-    const long = Array.from({ length: 90 }, (_, i) => (i % 2 ? 'cat' : 'dog')).join(' ') + ' zebra';
+    const long = `${Array.from({ length: 90 }, (_, i) => (i % 2 ? 'cat' : 'dog')).join(' ')} zebra`;
     const tok = enc.tokenize([long]);
     expect(tok.lengths[0]).toBe(93); // start + 91 words + end, counted before truncation
     expect(tok.truncated[0]).toBe(true);
@@ -202,7 +202,11 @@ describe('CLIP model locations and errors', () => {
       () => '',
       (err: Error) => err.message,
     );
-    const tokLoc = resolveClipTokenizerLocation(validateClipTextEncoderConfig({ modelId: weightsOnly, tokenizerId: CLIP_ID }), { allowRemote: false, environment: {} }, (await import('@xenova/transformers')).env.localModelPath);
+    const tokLoc = resolveClipTokenizerLocation(
+      validateClipTextEncoderConfig({ modelId: weightsOnly, tokenizerId: CLIP_ID }),
+      { allowRemote: false, environment: {} },
+      (await import('@xenova/transformers')).env.localModelPath,
+    );
     expect(tokLoc.source).toBe('transformers.js default');
     expect(msg).toContain(`CLIP tokenizer '${CLIP_ID}' (for the text model '${weightsOnly}') could not be loaded`);
     expect(msg).toContain(`${path.join(tokLoc.localDir, 'tokenizer.json')} (missing)`);
@@ -233,7 +237,17 @@ describe('CLIP model locations and errors', () => {
 
   it('validates configs with errors naming the field and what is allowed', () => {
     expect(validateClipTextEncoderConfig({})).toEqual({ kind: 'clip', modelId: CLIP_ID, maxLength: 77 });
-    const full = { kind: 'clip', modelId: 'm', localModelPath: '/x', quantized: false, maxLength: 64, allowRemote: true, revision: 'main', contextDim: 512, _comment: 'x' };
+    const full = {
+      kind: 'clip',
+      modelId: 'm',
+      localModelPath: '/x',
+      quantized: false,
+      maxLength: 64,
+      allowRemote: true,
+      revision: 'main',
+      contextDim: 512,
+      _comment: 'x',
+    };
     const { _comment, ...rest } = full;
     expect(validateClipTextEncoderConfig(full)).toEqual(rest);
     expect(JSON.parse(JSON.stringify(validateClipTextEncoderConfig(full)))).toEqual(rest);
@@ -244,13 +258,24 @@ describe('CLIP model locations and errors', () => {
     expect(() => validateClipTextEncoderConfig({ modelId: '' })).toThrow(/modelId must be a non-empty string/);
     expect(() => validateClipTextEncoderConfig({ modelID: 'x' })).toThrow(/unknown key\(s\) 'modelID'; allowed: kind, modelId/);
     expect(() => validateClipTextEncoderConfig({ contextDim: -1 })).toThrow(/contextDim must be an integer from 1 to 65536, got -1/);
-    expect(validateClipTextEncoderConfig({ modelId: './clip', tokenizerId: CLIP_ID })).toEqual({ kind: 'clip', modelId: './clip', tokenizerId: CLIP_ID, maxLength: 77 });
+    expect(validateClipTextEncoderConfig({ modelId: './clip', tokenizerId: CLIP_ID })).toEqual({
+      kind: 'clip',
+      modelId: './clip',
+      tokenizerId: CLIP_ID,
+      maxLength: 77,
+    });
     expect(validateClipTextEncoderConfig({ modelId: './clip' })).not.toHaveProperty('tokenizerId'); // absent: same as modelId
-    expect(() => validateClipTextEncoderConfig({ tokenizerId: ' ' })).toThrow(/tokenizerId must be a non-empty string .*or absent \(same as modelId\), got " "/);
+    expect(() => validateClipTextEncoderConfig({ tokenizerId: ' ' })).toThrow(
+      /tokenizerId must be a non-empty string .*or absent \(same as modelId\), got " "/,
+    );
     expect(() => validateClipTextEncoderConfig({ tokenizerId: 3 })).toThrow(/tokenizerId must be a non-empty string/);
     const split = validateClipTextEncoderConfig({ modelId: '/m/clip', tokenizerId: CLIP_ID });
     expect(resolveClipModelLocation(split, { localModelPath: '/opt' })).toMatchObject({ source: 'model path', localDir: '/m/clip' });
-    expect(resolveClipTokenizerLocation(split, { localModelPath: '/opt' })).toMatchObject({ source: 'option', localDir: path.join('/opt', CLIP_ID), allowRemote: false });
+    expect(resolveClipTokenizerLocation(split, { localModelPath: '/opt' })).toMatchObject({
+      source: 'option',
+      localDir: path.join('/opt', CLIP_ID),
+      allowRemote: false,
+    });
     expect(resolveClipTokenizerLocation(split, { environment: {} }, '/tjs')).toMatchObject({ source: 'transformers.js default', allowRemote: true });
     expect(resolveClipTokenizerLocation(split, { environment: {}, allowRemote: false }, '/tjs').allowRemote).toBe(false);
   });

@@ -91,7 +91,9 @@ describe('label encoder', () => {
     expect(() => validateLabelEncoderConfig({ numClasses: 0, contextDim: 8 })).toThrow(/numClasses must be an integer from 1 to 1000000, got 0/);
     expect(() => validateLabelEncoderConfig({ numClasses: 2 })).toThrow(/contextDim is missing; it must be an integer from 1 to 65536/);
     expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, kind: 'clip' })).toThrow(/kind 'clip' is unknown; allowed: label/);
-    expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classes: 3 })).toThrow(/unknown key\(s\) 'classes'; allowed: kind, numClasses, contextDim, classNames/);
+    expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classes: 3 })).toThrow(
+      /unknown key\(s\) 'classes'; allowed: kind, numClasses, contextDim, classNames/,
+    );
     expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classNames: ['a'] })).toThrow(/classNames must be an array of 2 non-empty strings/);
     expect(() => validateLabelEncoderConfig({ numClasses: 2, contextDim: 8, classNames: ['a', 'a'] })).toThrow(/'a' appears twice/);
     expect(() => validateLabelEncoderConfig([])).toThrow(/the config must be an object, got \[\]/);

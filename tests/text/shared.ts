@@ -40,4 +40,3 @@ export function makeTinyModel(
   const result = writeTinyClipModel({ outDir: path.join(root, name), tokenizerDir: clipTokenizerDir(), ...opts });
   return { root, result, cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
-

@@ -66,7 +66,14 @@ describe('tiny CLIP generator (random weights, not pretrained)', () => {
     const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
     expect(cfg.model_type).toBe('clip');
     expect(cfg._txt2img_note).toContain('not pretrained');
-    expect(cfg.text_config).toMatchObject({ hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 49408, max_position_embeddings: 77, hidden_act: 'quick_gelu' });
+    expect(cfg.text_config).toMatchObject({
+      hidden_size: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      vocab_size: 49408,
+      max_position_embeddings: 77,
+      hidden_act: 'quick_gelu',
+    });
     expect(readFileSync(path.join(dir, 'README.md'), 'utf8')).toMatch(/NOT PRETRAINED/);
     expect(TINY_CLIP_NOTE).toBe('random weights, not pretrained');
     const fp32 = readFileSync(path.join(dir, 'onnx/text_model.onnx'));
@@ -78,7 +85,7 @@ describe('tiny CLIP generator (random weights, not pretrained)', () => {
     const saved = { localModelPath: env.localModelPath, allowRemoteModels: env.allowRemoteModels };
     env.localModelPath = tiny.root;
     env.allowRemoteModels = false;
-    let model;
+    let model: Awaited<ReturnType<typeof CLIPTextModelWithProjection.from_pretrained>>;
     try {
       model = await CLIPTextModelWithProjection.from_pretrained('tiny-random-clip', { quantized: false });
     } finally {
@@ -151,8 +158,14 @@ describe('tiny CLIP with float16 token embeddings (a smaller copy of an existing
     const onnx = readFileSync(path.join(out, 'onnx/text_model.onnx'));
     const inits = listOnnxInitializers(onnx);
     expect(inits.find((t) => t.name === TINY_CLIP_TOKEN_EMBEDDING)).toBeUndefined();
-    expect(inits.find((t) => t.name === TINY_CLIP_TOKEN_EMBEDDING + FLOAT16_SUFFIX)).toMatchObject({ dataType: 10, dims: [49408, 32], dataBytes: 49408 * 32 * 2 });
-    expect(() => convertOnnxInitializersToFloat16(onnx, [TINY_CLIP_TOKEN_EMBEDDING])).toThrow(/no initializer 'text_model\.embeddings\.token_embedding\.weight'/);
+    expect(inits.find((t) => t.name === TINY_CLIP_TOKEN_EMBEDDING + FLOAT16_SUFFIX)).toMatchObject({
+      dataType: 10,
+      dims: [49408, 32],
+      dataBytes: 49408 * 32 * 2,
+    });
+    expect(() => convertOnnxInitializersToFloat16(onnx, [TINY_CLIP_TOKEN_EMBEDDING])).toThrow(
+      /no initializer 'text_model\.embeddings\.token_embedding\.weight'/,
+    );
     expect(() => writeTinyClipFp16Copy({ srcDir: out, outDir: path.join(tiny.root, 'again') })).toThrow(/converted already/);
 
     const a = await runClipTextModel(tiny.result.outDir, ids);

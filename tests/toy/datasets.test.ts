@@ -4,15 +4,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random/generator.js';
-import {
-  applyNormalization,
-  fitNormalization,
-  loadDataset,
-  makeMoons,
-  makeSCurve,
-  makeSwissRoll,
-  parseDatasetSpec,
-} from '../../src/toy/datasets.js';
+import { applyNormalization, fitNormalization, loadDataset, makeMoons, makeSCurve, makeSwissRoll, parseDatasetSpec } from '../../src/toy/datasets.js';
 import { chamfer, slicedWasserstein } from '../../src/toy/metrics.js';
 
 describe('toy datasets', () => {
@@ -76,7 +68,9 @@ describe('toy datasets', () => {
         if ((x >= 10 && x < 30) || (y >= 80 && x >= 10 && x < 80)) buf.fill(0, 3 * (y * w + x), 3 * (y * w + x) + 3);
       }
     }
-    await sharp(buf, { raw: { width: w, height: w, channels: 3 } }).png().toFile(path);
+    await sharp(buf, { raw: { width: w, height: w, channels: 3 } })
+      .png()
+      .toFile(path);
     const ds = await loadDataset(parseDatasetSpec(`image:${path}`), new Generator(5));
     const p = ds.sample(4000, new Generator(6));
     // back to pixel coordinates
@@ -94,7 +88,9 @@ describe('toy datasets', () => {
     expect(foot / 4000).toBeLessThan(0.38);
 
     const blank = join(dir, 'blank.png');
-    await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ffffff' } }).png().toFile(blank);
+    await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ffffff' } })
+      .png()
+      .toFile(blank);
     await expect(loadDataset(parseDatasetSpec(`image:${blank}`), new Generator(0))).rejects.toThrow(/has no dark pixels/);
     await expect(loadDataset(parseDatasetSpec(`image:${join(dir, 'missing.png')}`), new Generator(0))).rejects.toThrow(/cannot read the picture/);
   });

@@ -47,7 +47,14 @@ describe('rasteriser', () => {
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 720, 360]);
     for (const fmt of ['gif', 'webp'] as const) {
       const p = join(dir, `a.${fmt}`);
-      writeFileAtomic(p, await encodeAnimation(frames.map((f) => f.toImage()), fmt, { delay: [100, 100, 400], loop: 0 }));
+      writeFileAtomic(
+        p,
+        await encodeAnimation(
+          frames.map((f) => f.toImage()),
+          fmt,
+          { delay: [100, 100, 400], loop: 0 },
+        ),
+      );
       const m = await sharp(p, { animated: true }).metadata();
       expect([m.format, m.pages, m.pageHeight, m.width]).toEqual([fmt, 3, 32, 32]);
       expect(m.delay).toEqual([100, 100, 400]);

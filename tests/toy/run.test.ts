@@ -64,7 +64,9 @@ describe('toy2d run', () => {
     expect(bad({ steps: 0 })).toThrow(/--steps must be an integer from 1 to 10000000, got 0/);
     expect(bad({ batch: 2.5 })).toThrow(/--batch must be an integer from 1 to 65536, got 2.5/);
     expect(bad({ lr: Number.NaN })).toThrow(/--lr must be a number in \(0, 1\], got NaN/);
-    expect(bad({ schedule: 'scaled_linear' as never })).toThrow(/--schedule 'scaled_linear' is not allowed; allowed: linear, scaled-linear, cosine, sigmoid, quadratic/);
+    expect(bad({ schedule: 'scaled_linear' as never })).toThrow(
+      /--schedule 'scaled_linear' is not allowed; allowed: linear, scaled-linear, cosine, sigmoid, quadratic/,
+    );
     expect(bad({ sampler: 'euler' as never })).toThrow(/--sampler 'euler' is not allowed; allowed: ddpm, ddim/);
     expect(bad({ sampleSteps: 51 })).toThrow(/--sample-steps must be an integer from 1 to 50, got 51/);
     expect(bad({ eta: 1 })).toThrow(/--eta 1 applies to --sampler ddim only/);

@@ -61,7 +61,9 @@ function twoShardsByHand<B extends object>(store: ParamStore, loss: (b: B, rng: 
   const rngs = [rng.spawn(), rng.spawn()];
   const parts = splitBatch(batch, 2).map((s, k) => computeGradients(store, () => loss(s.batch, rngs[k])));
   const value = (parts[0].loss.dataSync()[0] + parts[1].loss.dataSync()[0]) / 2;
-  const grads = new Map([...parts[0].grads.keys()].map((name) => [name, tf.tidy(() => tf.mul(tf.add(parts[0].grads.get(name)!, parts[1].grads.get(name)!), 0.5))]));
+  const grads = new Map(
+    [...parts[0].grads.keys()].map((name) => [name, tf.tidy(() => tf.mul(tf.add(parts[0].grads.get(name)!, parts[1].grads.get(name)!), 0.5))]),
+  );
   for (const p of parts) {
     p.loss.dispose();
     disposeGrads(p.grads);
@@ -159,7 +161,14 @@ describe('DataParallel', () => {
     const staged = vaeStagedLoss(task, vae);
     const loss = stagedLossFn(staged);
     const logs: string[] = [];
-    const opool = await DataParallel.start({ workers: 2, replica: vaeReplicaSpec(task), store: vae.store, loss, onnx: { loss: staged, fallback: false }, log: (l) => logs.push(l) });
+    const opool = await DataParallel.start({
+      workers: 2,
+      replica: vaeReplicaSpec(task),
+      store: vae.store,
+      loss,
+      onnx: { loss: staged, fallback: false },
+      log: (l) => logs.push(l),
+    });
     try {
       expect(logs.join('\n')).toMatch(/data-parallel: 2 shards x 1 onnxruntime-node thread/);
       const batcher = new IndexBatcher({ images: task.data.images, shape: task.data.shape } as never, 6, 0, true);
@@ -175,7 +184,10 @@ describe('DataParallel', () => {
         expect([...par.grads.keys()].sort()).toEqual([...want.grads.keys()].sort());
         for (const [name, g] of par.grads) {
           const w = want.grads.get(name)!;
-          const scale = Math.max(1e-3, tf.tidy(() => tf.max(tf.abs(w)).dataSync()[0]));
+          const scale = Math.max(
+            1e-3,
+            tf.tidy(() => tf.max(tf.abs(w)).dataSync()[0]),
+          );
           expect(diff(g, w) / scale, `round ${round}: ${name}`).toBeLessThan(1e-4);
         }
         disposeGrads(want.grads);
@@ -190,7 +202,15 @@ describe('DataParallel', () => {
   it('a worker that fails to start is reported, and the pool stops', async () => {
     const task = { ...classifierTask(), config: { ...classifierTask().config, channels: [4, 4, 4, 4, 4] as unknown as [number, number] } }; // too deep for 8x8 images
     const clf = new AttributeClassifier(classifierTask().config, new Generator(1));
-    await expect(DataParallel.start({ workers: 2, replica: classifierReplicaSpec(task), store: clf.store, loss: classifierShardLoss(classifierTask(), clf), log: () => {} })).rejects.toThrow(/data-parallel worker 1 of 2 failed to start/);
+    await expect(
+      DataParallel.start({
+        workers: 2,
+        replica: classifierReplicaSpec(task),
+        store: clf.store,
+        loss: classifierShardLoss(classifierTask(), clf),
+        log: () => {},
+      }),
+    ).rejects.toThrow(/data-parallel worker 1 of 2 failed to start/);
     clf.dispose();
   }, 60_000);
 });
@@ -239,7 +259,9 @@ describe('data-parallel training', () => {
     // Same data, other noise streams: close to the one-thread run, not equal.
     const name = [...a.keys()][0];
     expect(maxAbsDiff(single.get(name)!, a.get(name)!)).toBeLessThan(0.1);
-    const log = readFileSync(path.join(tmp, 'b', 'loss.jsonl'), 'utf8').trim().split('\n');
+    const log = readFileSync(path.join(tmp, 'b', 'loss.jsonl'), 'utf8')
+      .trim()
+      .split('\n');
     expect(log.map((l) => JSON.parse(l).step)).toEqual([1, 2, 3, 4]);
   }, 120_000);
 });

@@ -44,7 +44,8 @@ async function run(runDir: string, opts: { stopAfter?: number; resume?: boolean;
     store,
     data: new Regression(),
     // Noise from the trainer's rng enters the loss, so resuming must restore it too.
-    loss: (b, rng) => tf.tidy(() => tf.mul(tf.mean(tf.square(tf.sub(lin.apply(tf.add(b.x, tf.mul(rng.randn([8, 3]), 0.01))), b.y))), opts.lossScale?.() ?? 1) as tf.Scalar),
+    loss: (b, rng) =>
+      tf.tidy(() => tf.mul(tf.mean(tf.square(tf.sub(lin.apply(tf.add(b.x, tf.mul(rng.randn([8, 3]), 0.01))), b.y))), opts.lossScale?.() ?? 1) as tf.Scalar),
     totalSteps: 6,
     seed: 3,
     lr: { kind: 'cosine', base: 0.05, warmupSteps: 2, totalSteps: 6 },
@@ -80,7 +81,10 @@ describe('trainer', () => {
     expect(second.result.step).toBe(6);
     expect(second.w).toEqual(full.w);
     expect(second.emaW).toEqual(full.emaW);
-    const log = readFileSync(path.join(dir, 'loss.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+    const log = readFileSync(path.join(dir, 'loss.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).step);
     expect(log).toEqual([1, 2, 3, 4, 5, 6]);
     expect(readdirSync(path.join(dir, 'checkpoints')).sort()).toEqual(['latest', 'step-000004', 'step-000006']);
   });
@@ -102,7 +106,14 @@ describe('trainer', () => {
 
   it('rejects bad options with the value named', async () => {
     const { store, lin } = setup();
-    const base = { runDir: tmp(), store, data: new Regression(), loss: () => tf.scalar(0), seed: 0, lr: { kind: 'constant' as const, base: 0.1, warmupSteps: 0, totalSteps: 1 } };
+    const base = {
+      runDir: tmp(),
+      store,
+      data: new Regression(),
+      loss: () => tf.scalar(0),
+      seed: 0,
+      lr: { kind: 'constant' as const, base: 0.1, warmupSteps: 0, totalSteps: 1 },
+    };
     await expect(train({ ...base, totalSteps: 0 })).rejects.toThrow(/steps must be an integer >= 1, got 0/);
     await expect(train({ ...base, totalSteps: 1, accumulate: 1.5 })).rejects.toThrow(/accumulate must be an integer >= 1, got 1.5/);
     await expect(train({ ...base, totalSteps: 1, emaDecay: 1 })).rejects.toThrow(/ema-decay must be in \[0, 1\)/);

@@ -5,7 +5,7 @@
  * to a temp folder, runs make-peer-fixture.py (which loads them into peer_torch.py's classes and
  * runs those) and stores the peer's outputs. Only needed when the architecture changes on purpose.
  */
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -30,13 +30,22 @@ const ui = peerUNetInputs();
 const vi = peerVaeInputs();
 const dir = mkdtempSync(path.join(os.tmpdir(), 'peer-fixture-'));
 try {
-  writeFileSync(path.join(dir, 'in.json'), JSON.stringify({
-    unetConfig: unet.config, vaeConfig: vae.config, unet: dump(unet.store), vae: dump(vae.store),
-    sample: arr(ui.sample), timesteps: arr(ui.timesteps), context: arr(ui.context), images: arr(vi.images),
-  }));
+  writeFileSync(
+    path.join(dir, 'in.json'),
+    JSON.stringify({
+      unetConfig: unet.config,
+      vaeConfig: vae.config,
+      unet: dump(unet.store),
+      vae: dump(vae.store),
+      sample: arr(ui.sample),
+      timesteps: arr(ui.timesteps),
+      context: arr(ui.context),
+      images: arr(vi.images),
+    }),
+  );
   execFileSync('/usr/bin/python3', [path.join(here, 'make-peer-fixture.py'), path.join(dir, 'in.json'), path.join(dir, 'out.json')], { stdio: 'inherit' });
   const peer = JSON.parse(readFileSync(path.join(dir, 'out.json'), 'utf8'));
-  writeFileSync(path.join(here, 'peer-fixture.json'), JSON.stringify(peer) + '\n');
+  writeFileSync(path.join(here, 'peer-fixture.json'), `${JSON.stringify(peer)}\n`);
   console.log(`wrote ${path.join(here, 'peer-fixture.json')}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -23,18 +23,20 @@ beforeAll(async () => {
   await initBackend({ backend: BACKEND, quiet: true });
 });
 
-
 function inputs(cfg: UNetConfigInput, b: number, hw: number, t = 5, seed = 1) {
   const rng = new Generator(seed);
   return {
     sample: rng.randn([b, hw, hw, cfg.inChannels]) as tf.Tensor4D,
-    timesteps: tf.tensor1d(Array.from({ length: b }, (_, i) => (i * 137 + 11) % 1000), 'int32'),
+    timesteps: tf.tensor1d(
+      Array.from({ length: b }, (_, i) => (i * 137 + 11) % 1000),
+      'int32',
+    ),
     context: rng.randn([b, t, cfg.contextDim]) as tf.Tensor3D,
   };
 }
 
 describe('UNet2DCondition config', () => {
-  it('parses ldm-small.json and has exactly the PyTorch peer\'s parameter count', () => {
+  it("parses ldm-small.json and has exactly the PyTorch peer's parameter count", () => {
     const cfg = unetConfigFromLdmSmall(LDM_SMALL);
     expect(cfg.channels).toEqual([64, 128]);
     expect(cfg._class_name).toBe('UNet2DCondition');
@@ -44,9 +46,20 @@ describe('UNet2DCondition config', () => {
     expect(unet.numParams()).toBe(7_108_292);
     expect(unet.store.size).toBe(434);
     const names = unet.store.names();
-    for (const n of ['time_embed.linear_1.weight', 'conv_in.weight', 'down.0.res.1.conv1.weight', 'down.0.downsample.conv.weight',
-      'down.1.attn.0.attn2.to_k.weight', 'mid.attn.attn2.to_k.weight', 'mid.res.1.time_proj.bias', 'up.1.res.2.shortcut.weight',
-      'up.1.upsample.conv.weight', 'up.0.attn.2.ff.proj.weight', 'norm_out.weight', 'conv_out.bias']) {
+    for (const n of [
+      'time_embed.linear_1.weight',
+      'conv_in.weight',
+      'down.0.res.1.conv1.weight',
+      'down.0.downsample.conv.weight',
+      'down.1.attn.0.attn2.to_k.weight',
+      'mid.attn.attn2.to_k.weight',
+      'mid.res.1.time_proj.bias',
+      'up.1.res.2.shortcut.weight',
+      'up.1.upsample.conv.weight',
+      'up.0.attn.2.ff.proj.weight',
+      'norm_out.weight',
+      'conv_out.bias',
+    ]) {
       expect(names).toContain(n);
     }
     expect(names.some((n) => /to_[qkv]\.bias$/.test(n))).toBe(false); // q/k/v without bias, as the peer
@@ -120,7 +133,10 @@ describe('UNet2DCondition forward', () => {
     const unet = new UNet2DCondition(TINY, new Generator(4));
     perturbParams(unet.store, 6);
     const x = inputs(TINY, 2, 8);
-    const mask = tf.tensor2d([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]);
+    const mask = tf.tensor2d([
+      [1, 1, 1, 0, 0],
+      [1, 1, 1, 1, 1],
+    ]);
 
     const raw = unet.apply(x.sample, x.timesteps, x.context);
     const cache = unet.precomputeContext(x.context);
@@ -188,9 +204,7 @@ describe('UNet2DCondition training', () => {
     const noise = new Generator(22).randn([4, 8, 8, 4]) as tf.Tensor4D;
     const noisy = tf.tidy(() => tf.add(tf.mul(x.sample, 0.6), tf.mul(noise, 0.8))) as tf.Tensor4D;
     const step = (): number => {
-      const { loss, grads } = computeGradients(unet.store, () =>
-        tf.mean(tf.square(tf.sub(unet.apply(noisy, x.timesteps, x.context), noise))) as tf.Scalar,
-      );
+      const { loss, grads } = computeGradients(unet.store, () => tf.mean(tf.square(tf.sub(unet.apply(noisy, x.timesteps, x.context), noise))) as tf.Scalar);
       opt.step(grads);
       const v = loss.dataSync()[0];
       loss.dispose();

@@ -30,7 +30,6 @@ beforeAll(async () => {
   await initBackend({ backend: BACKEND, quiet: true });
 });
 
-
 function images(b: number, hw: number, c: number, seed = 1): tf.Tensor4D {
   return new Generator(seed).rand([b, hw, hw, c], -1, 1) as tf.Tensor4D;
 }
@@ -39,15 +38,18 @@ function images(b: number, hw: number, c: number, seed = 1): tf.Tensor4D {
 function smoothImages(b: number, hw: number, c: number, seed = 1): tf.Tensor4D {
   const rng = new Generator(seed);
   const d = new Float32Array(b * hw * hw * c);
-  for (let n = 0; n < b; n++) for (let k = 0; k < c; k++) {
-    const fy = rng.uniform() * 0.5, fx = rng.uniform() * 0.5, ph = rng.uniform() * 6;
-    for (let y = 0; y < hw; y++) for (let x = 0; x < hw; x++) d[((n * hw + y) * hw + x) * c + k] = 0.8 * Math.sin(fy * y + fx * x + ph);
-  }
+  for (let n = 0; n < b; n++)
+    for (let k = 0; k < c; k++) {
+      const fy = rng.uniform() * 0.5,
+        fx = rng.uniform() * 0.5,
+        ph = rng.uniform() * 6;
+      for (let y = 0; y < hw; y++) for (let x = 0; x < hw; x++) d[((n * hw + y) * hw + x) * c + k] = 0.8 * Math.sin(fy * y + fx * x + ph);
+    }
   return tf.tensor4d(d, [b, hw, hw, c]);
 }
 
 describe('AutoencoderKL config', () => {
-  it('parses ldm-small.json and has exactly the PyTorch peer\'s parameter count', () => {
+  it("parses ldm-small.json and has exactly the PyTorch peer's parameter count", () => {
     const cfg = vaeConfigFromLdmSmall(LDM_SMALL);
     expect(cfg).toMatchObject({ imageChannels: 1, channels: [32, 64, 64], downsampleFactor: 4, midAttention: false, reconLoss: 'mse', klWeight: 1e-6 });
     const vae = AutoencoderKL.fromConfig(cfg, new Generator(0));
@@ -56,9 +58,17 @@ describe('AutoencoderKL config', () => {
     expect(vae.numParams()).toBe(456_489);
     expect(vae.store.size).toBe(72);
     const names = vae.store.names();
-    for (const n of ['encoder.conv_in.weight', 'encoder.down.0.res.0.conv1.weight', 'encoder.down.1.downsample.conv.weight',
-      'encoder.down.1.res.0.shortcut.weight', 'encoder.conv_out.bias', 'decoder.conv_in.weight', 'decoder.up.2.upsample.conv.weight',
-      'decoder.up.0.res.0.norm2.weight', 'decoder.conv_out.weight']) {
+    for (const n of [
+      'encoder.conv_in.weight',
+      'encoder.down.0.res.0.conv1.weight',
+      'encoder.down.1.downsample.conv.weight',
+      'encoder.down.1.res.0.shortcut.weight',
+      'encoder.conv_out.bias',
+      'decoder.conv_in.weight',
+      'decoder.up.2.upsample.conv.weight',
+      'decoder.up.0.res.0.norm2.weight',
+      'decoder.conv_out.weight',
+    ]) {
       expect(names).toContain(n);
     }
     vae.dispose();
@@ -146,7 +156,14 @@ describe('AutoencoderKL forward', () => {
     const g = new DiagonalGaussian(mean, logvar);
     const kl = g.kl();
     let expected = 0;
-    [[0.5, 0], [-1, 1], [0, -1], [2, 0.5]].forEach(([m, lv]) => (expected += 0.5 * (m * m + Math.exp(lv) - 1 - lv)));
+    [
+      [0.5, 0],
+      [-1, 1],
+      [0, -1],
+      [2, 0.5],
+    ].forEach(([m, lv]) => {
+      expected += 0.5 * (m * m + Math.exp(lv) - 1 - lv);
+    });
     expect(kl.dataSync()[0]).toBeCloseTo(expected, 5);
     tf.dispose([x, kl]);
     g.dispose();
@@ -168,7 +185,13 @@ describe('AutoencoderKL forward', () => {
     const std = Math.sqrt(vals.reduce((s, v) => s + (v - mu) ** 2, 0) / (vals.length - 1));
     const f = await measureScalingFactor(vae, [a, b]);
     expect(f).toBeCloseTo(1 / std, 4);
-    const fAsync = await measureScalingFactor(vae, (async function* () { yield a; yield b; })());
+    const fAsync = await measureScalingFactor(
+      vae,
+      (async function* () {
+        yield a;
+        yield b;
+      })(),
+    );
     expect(fAsync).toBeCloseTo(f, 6);
     const fSampled = await measureScalingFactor(vae, a, { rng: new Generator(1) });
     expect(Number.isFinite(fSampled) && fSampled > 0).toBe(true);

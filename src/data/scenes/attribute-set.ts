@@ -51,16 +51,25 @@ export const SCENE_HEADS: readonly LabelHead[] = SCENE_HEAD_NAMES.map((name) => 
 
 /** Throws unless `heads` are exactly SCENE_HEADS (names, class names and their order). */
 export function checkSceneHeads(heads: readonly LabelHead[], what = 'classifier'): void {
-  const same = heads.length === SCENE_HEADS.length && heads.every((h, i) => h.name === SCENE_HEADS[i].name && h.classes.join('\n') === SCENE_HEADS[i].classes.join('\n'));
+  const same =
+    heads.length === SCENE_HEADS.length && heads.every((h, i) => h.name === SCENE_HEADS[i].name && h.classes.join('\n') === SCENE_HEADS[i].classes.join('\n'));
   if (!same) {
     const show = (hs: readonly LabelHead[]) => hs.map((h) => `${h.name} (${h.classes.length})`).join(', ');
-    throw new Error(`${what}: heads ${show(heads)} are not the scene attribute heads ${show(SCENE_HEADS)}; train one with scripts/train-classifier.ts --data scenes`);
+    throw new Error(
+      `${what}: heads ${show(heads)} are not the scene attribute heads ${show(SCENE_HEADS)}; train one with scripts/train-classifier.ts --data scenes`,
+    );
   }
 }
 
 /** Class index of every head: [numHeads]. */
 export function sceneLabels(attrs: SceneAttributes): number[] {
-  const values: Record<SceneHeadName, string> = { object: objectOf(attrs), color: attrs.color, position: attrs.position, size: attrs.size, background: attrs.background };
+  const values: Record<SceneHeadName, string> = {
+    object: objectOf(attrs),
+    color: attrs.color,
+    position: attrs.position,
+    size: attrs.size,
+    background: attrs.background,
+  };
   return SCENE_HEADS.map((h) => h.classes.indexOf(values[h.name as SceneHeadName]));
 }
 
@@ -97,7 +106,8 @@ export async function loadSceneAttributeSet(splitDirs: string | string[], o: Sce
   const files: string[] = [];
   for (const dir of dirs) {
     const file = path.join(dir, ATTRIBUTES_FILE);
-    if (!existsSync(file)) throw new Error(`${dir} has no ${ATTRIBUTES_FILE}: pass a split folder of a scene dataset written by scripts/make-scenes.ts (e.g. data/scenes/heldout)`);
+    if (!existsSync(file))
+      throw new Error(`${dir} has no ${ATTRIBUTES_FILE}: pass a split folder of a scene dataset written by scripts/make-scenes.ts (e.g. data/scenes/heldout)`);
     const recs = readSceneRecords(file);
     if (recs.length === 0) throw new Error(`${file} lists no images`);
     recs.forEach((r, i) => {
@@ -113,14 +123,21 @@ export async function loadSceneAttributeSet(splitDirs: string | string[], o: Sce
   const n = o.limit === undefined ? records.length : Math.min(o.limit, records.length);
   records.length = n;
   const labels = new Int32Array(n * SCENE_HEADS.length);
-  records.forEach((r, i) => labels.set(sceneLabels(r), i * SCENE_HEADS.length));
+  records.forEach((r, i) => {
+    labels.set(sceneLabels(r), i * SCENE_HEADS.length);
+  });
   const images = await loadImageFiles(files.slice(0, n), { size, channels: 3, onProgress: o.onProgress });
   return {
     images,
     shape: [n, size, size, 3],
     labels,
     records,
-    fingerprint: fingerprint('scene-attributes', dirs.map((d) => path.resolve(d)), records, size),
+    fingerprint: fingerprint(
+      'scene-attributes',
+      dirs.map((d) => path.resolve(d)),
+      records,
+      size,
+    ),
     source: `${dirs.join(' + ')} (${n} images)`,
   };
 }

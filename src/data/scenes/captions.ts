@@ -220,9 +220,7 @@ export function parsePrompt(prompt: string): PromptAttributes {
       const next = nextMeaningful(i);
       const prev = prevMeaningful(i);
       const isBackground =
-        (next !== undefined && BACKGROUND_NOUNS.has(next)) ||
-        (prev !== undefined && BACKGROUND_NOUNS.has(prev)) ||
-        (prev === 'on' && !isObjectWord(next));
+        (next !== undefined && BACKGROUND_NOUNS.has(next)) || (prev !== undefined && BACKGROUND_NOUNS.has(prev)) || (prev === 'on' && !isObjectWord(next));
       if (isBackground) out.background ??= color;
       else out.color ??= color;
       continue;

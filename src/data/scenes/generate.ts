@@ -196,7 +196,9 @@ function prepareDir(dir: string, overwrite: boolean): void {
     const ours = readdirSync(dir).filter(isGeneratedName);
     if (ours.length > 0) {
       if (!overwrite) {
-        throw new Error(`${dir} already holds ${ours.length} generated file(s) (e.g. ${ours[0]}); pass overwrite (--overwrite) to replace them or choose another output folder`);
+        throw new Error(
+          `${dir} already holds ${ours.length} generated file(s) (e.g. ${ours[0]}); pass overwrite (--overwrite) to replace them or choose another output folder`,
+        );
       }
       for (const name of ours) rmSync(path.join(dir, name));
     }
@@ -241,15 +243,15 @@ export function writeSceneDataset(options: SceneDatasetOptions): SceneDatasetRes
       const rgb = renderScene(attrs, size, layout);
       writeFileSync(path.join(dirs[split], fileName), encodeRgbPng(rgb, size, size));
       const captions = captionsFor(attrs);
-      writeFileSync(path.join(dirs[split], `${stem}.txt`), captions.join('\n') + '\n');
+      writeFileSync(path.join(dirs[split], `${stem}.txt`), `${captions.join('\n')}\n`);
       const record: SceneRecord = { file_name: fileName, ...attrs, split };
       records.push(JSON.stringify(record));
       if (options.metadata) metadata.push(JSON.stringify({ file_name: fileName, text: captions }));
       countAttributes(attributeCounts[split], attrs);
       if (options.onProgress && ((i + 1) % 1000 === 0 || i + 1 === n)) options.onProgress(split, i + 1, n);
     }
-    writeFileSync(path.join(dirs[split], ATTRIBUTES_FILE), records.length ? records.join('\n') + '\n' : '');
-    if (options.metadata) writeFileSync(path.join(dirs[split], SCENE_METADATA_FILE), metadata.length ? metadata.join('\n') + '\n' : '');
+    writeFileSync(path.join(dirs[split], ATTRIBUTES_FILE), records.length ? `${records.join('\n')}\n` : '');
+    if (options.metadata) writeFileSync(path.join(dirs[split], SCENE_METADATA_FILE), metadata.length ? `${metadata.join('\n')}\n` : '');
   }
 
   const summary: SceneDatasetSummary = {
@@ -268,7 +270,7 @@ export function writeSceneDataset(options: SceneDatasetOptions): SceneDatasetRes
     tooSimilarColors: TOO_SIMILAR_COLORS,
     attributeCounts,
   };
-  writeFileSync(path.join(outDir, DATASET_SUMMARY_FILE), JSON.stringify(summary, null, 2) + '\n');
+  writeFileSync(path.join(outDir, DATASET_SUMMARY_FILE), `${JSON.stringify(summary, null, 2)}\n`);
   return { outDir, dirs, summary, seconds: (performance.now() - t0) / 1000 };
 }
 

@@ -212,6 +212,8 @@ export function validateSceneAttributes(attrs: SceneAttributes): void {
   checkOneOf(attrs.position, POSITIONS, 'position');
   const bg = checkOneOf(attrs.background, COLORS, 'background colour');
   if (!colorsCompatible(color, bg)) {
-    throw new Error(`object colour ${color} and background ${bg} are the same or too similar; backgrounds allowed for ${color}: ${backgroundsFor(color).join(', ')}`);
+    throw new Error(
+      `object colour ${color} and background ${bg} are the same or too similar; backgrounds allowed for ${color}: ${backgroundsFor(color).join(', ')}`,
+    );
   }
 }

@@ -20,7 +20,10 @@ beforeAll(async () => {
 });
 
 const records = (split: string): SceneRecord[] =>
-  readFileSync(path.join(root, split, 'attributes.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  readFileSync(path.join(root, split, 'attributes.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 
 describe('scene heads', () => {
   it('come from the vocabularies', () => {
@@ -29,7 +32,9 @@ describe('scene heads', () => {
     expect(SCENE_HEADS[0].classes).toEqual(OBJECTS);
     expect(SCENE_HEADS[4].classes).toEqual(COLORS);
     checkSceneHeads(SCENE_HEADS);
-    expect(() => checkSceneHeads([{ name: 'digit', classes: ['0', '1'] }])).toThrow(/heads digit \(2\) are not the scene attribute heads object \(8\), color \(10\)/);
+    expect(() => checkSceneHeads([{ name: 'digit', classes: ['0', '1'] }])).toThrow(
+      /heads digit \(2\) are not the scene attribute heads object \(8\), color \(10\)/,
+    );
     const swapped = SCENE_HEADS.map((h) => (h.name === 'size' ? { ...h, classes: ['large', 'small'] } : h));
     expect(() => checkSceneHeads(swapped)).toThrow(/not the scene attribute heads/);
   });
@@ -60,7 +65,7 @@ describe('loadSceneAttributeSet', () => {
     expect(set.shape).toEqual([5, 16, 16, 3]);
     await expect(loadSceneAttributeSet(root)).rejects.toThrow(/has no attributes\.jsonl: pass a split folder/);
     const bad = tempDir('scene-bad');
-    writeFileSync(path.join(bad, 'attributes.jsonl'), JSON.stringify({ ...records('train')[0], color: 'mauve' }) + '\n');
+    writeFileSync(path.join(bad, 'attributes.jsonl'), `${JSON.stringify({ ...records('train')[0], color: 'mauve' })}\n`);
     await expect(loadSceneAttributeSet(bad)).rejects.toThrow(/record 1 \(00000\.png\): object colour must be one of .*"mauve"/);
   });
 
@@ -90,9 +95,18 @@ describe('loadSceneAttributeSet', () => {
     expect(tf.memory().numTensors).toBe(before);
     // Labels that do not fit the heads are refused before training.
     const wrong = { ...train, labels: train.labels.map((v, i) => (i === 7 ? 12 : v)) };
-    await expect(trainClassifier({ outDir: tempDir('scene-clf-bad'), train: wrong, config: { imageSize: 16, imageChannels: 3, heads: [...SCENE_HEADS] }, steps: 1, batchSize: 4, lr: 1e-3, seed: 0, log: () => {} })).rejects.toThrow(
-      /image 1 has label 12 for head 'position', which has classes 0\.\.4/,
-    );
+    await expect(
+      trainClassifier({
+        outDir: tempDir('scene-clf-bad'),
+        train: wrong,
+        config: { imageSize: 16, imageChannels: 3, heads: [...SCENE_HEADS] },
+        steps: 1,
+        batchSize: 4,
+        lr: 1e-3,
+        seed: 0,
+        log: () => {},
+      }),
+    ).rejects.toThrow(/image 1 has label 12 for head 'position', which has classes 0\.\.4/);
     expect(tf.memory().numTensors).toBe(before);
   });
 });
