@@ -20,6 +20,7 @@ await runCli(async () => {
       .option('data', { type: 'string', describe: 'captioned image folder (overrides data.path)' })
       .option('stage', { type: 'string', default: 'all', describe: `which stage(s): ${STAGES.join(' | ')}` })
       .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' })
+      .option('overwrite', { type: 'boolean', default: false, describe: 'replace a previous run in --out (its latent cache is kept)' })
       .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config field: --set unetTraining.steps=2000' })
       .option('local-models', { type: 'string', describe: `folder of local transformers.js models (env ${LOCAL_MODELS_ENV})` })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' })
@@ -51,6 +52,7 @@ await runCli(async () => {
     runDir: argv.out,
     stage: argv.stage as Stage,
     resume: argv.resume,
+    overwrite: argv.overwrite,
     clip: argv['local-models'] ? { localModelPath: argv['local-models'] } : undefined,
     quiet: argv.quiet,
   });

@@ -33,7 +33,8 @@ export function writeFileAtomic(file: string, data: Buffer | string): void {
   } catch (e) {
     closeSync(fd);
     rmSync(tmp, { force: true });
-    throw e;
+    // Node's write errors (ENOSPC, EIO) do not name the file.
+    throw new Error(`cannot write ${file}: ${(e as Error).message}`);
   }
   closeSync(fd);
   renameSync(tmp, file);

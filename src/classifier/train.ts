@@ -180,6 +180,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainC
       resume: o.resume,
       onStep: o.onStep,
       stopAfter: o.stopAfter,
+      nonFiniteAdvice: `Try a lower learning rate (now ${o.lr}: --lr ${o.lr / 4}).`,
     });
   } catch (e) {
     clf.dispose();

@@ -128,19 +128,27 @@ interface Listing {
   texts: Map<string, string>;
   metadata: string[];
   others: string[];
+  /** Symbolic links not followed: out of the folder, in a loop, or dangling. */
+  skipped: SkippedFile[];
 }
 
+/** Whether `target` (a real path) is `root` or inside it. */
+function inside(root: string, target: string): boolean {
+  const rel = path.relative(root, target);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/**
+ * Every file of the folder, recursively. A symbolic link is followed only when what it points at
+ * (its real path) is inside the folder: a dataset never reads files from elsewhere on the disk
+ * (as metadata.jsonl paths cannot either); links out of it, loops and dangling links are reported.
+ */
 function walk(root: string): Listing {
-  const out: Listing = { images: [], texts: new Map(), metadata: [], others: [] };
+  const out: Listing = { images: [], texts: new Map(), metadata: [], others: [], skipped: [] };
+  const realRoot = realpathSync(root);
   const seen = new Set<string>();
-  const visit = (dir: string): void => {
-    let real: string;
-    try {
-      real = realpathSync(dir);
-    } catch {
-      return;
-    }
-    if (seen.has(real)) return; // symlink loop
+  const realImages = new Map<string, string>();
+  const visit = (dir: string, real: string): void => {
     seen.add(real);
     const entries = readdirSync(dir, { withFileTypes: true })
       .filter((e) => !e.name.startsWith('.'))
@@ -149,25 +157,50 @@ function walk(root: string): Listing {
       const full = path.join(dir, e.name);
       let isDir = e.isDirectory();
       let isFile = e.isFile();
+      let realFull = path.join(real, e.name);
       if (e.isSymbolicLink()) {
+        const rel = toRel(root, full);
         try {
-          const st = statSync(full);
+          realFull = realpathSync(full);
+          const st = statSync(realFull);
           isDir = st.isDirectory();
           isFile = st.isFile();
-        } catch {
-          out.others.push(full); // dangling link
+        } catch (err) {
+          const why = (err as NodeJS.ErrnoException).code === 'ELOOP' ? 'a loop of symbolic links' : 'a symbolic link to nothing (dangling)';
+          out.skipped.push({ file: rel, reason: why });
+          continue;
+        }
+        if (!inside(realRoot, realFull)) {
+          out.skipped.push({ file: rel, reason: `a symbolic link to ${realFull}, outside the data folder (not followed)` });
+          continue;
+        }
+        if (isDir && seen.has(realFull)) {
+          out.skipped.push({ file: rel, reason: `a symbolic link back to ${toRel(realRoot, realFull) || '.'} (a loop, not followed)` });
           continue;
         }
       }
-      if (isDir) visit(full);
+      if (isDir) visit(full, realFull);
       else if (!isFile) continue;
       else if (e.name === METADATA_FILE) out.metadata.push(full);
-      else if (isImageFile(e.name)) out.images.push(full);
-      else if (path.extname(e.name).toLowerCase() === '.txt') out.texts.set(stem(full), full);
+      else if (isImageFile(e.name)) {
+        // One file reached twice (a link inside the folder to another part of it) counts once,
+        // under its own path rather than the link's.
+        const first = realImages.get(realFull);
+        const direct = full === realFull || toRel(root, full) === toRel(realRoot, realFull);
+        if (first === undefined) {
+          realImages.set(realFull, full);
+          out.images.push(full);
+        } else {
+          const [keep, drop] = direct ? [full, first] : [first, full];
+          out.images[out.images.indexOf(first)] = keep;
+          realImages.set(realFull, keep);
+          out.skipped.push({ file: toRel(root, drop), reason: `the same file as ${toRel(root, keep)} (through a symbolic link), used once` });
+        }
+      } else if (path.extname(e.name).toLowerCase() === '.txt') out.texts.set(stem(full), full);
       else out.others.push(full);
     }
   };
-  visit(root);
+  visit(root, realRoot);
   return out;
 }
 
@@ -243,7 +276,8 @@ async function readMetadata(
         continue;
       }
       if (!imageSet.has(target)) {
-        skipped.push({ file: relTarget, reason: `listed in ${where} but the file does not exist` });
+        const why = existsSync(target) ? 'is a symbolic link out of the folder or in a loop (not read)' : 'the file does not exist';
+        skipped.push({ file: relTarget, reason: `listed in ${where} but ${why}` });
         continue;
       }
       const raw = rec[field];
@@ -396,7 +430,7 @@ export async function scanCaptionedFolder(root: string, options: ScanOptions): P
   const abs = checkRoot(root);
 
   const listing = walk(abs);
-  const skipped: SkippedFile[] = [];
+  const skipped: SkippedFile[] = [...listing.skipped];
   const meta = await readMetadata(abs, listing.metadata, new Set(listing.images), field, allowEmpty, skipped);
   const metaReported = new Set(skipped.map((s) => s.file));
 

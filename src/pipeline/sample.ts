@@ -7,6 +7,7 @@
  * reused by every step.
  */
 import * as tf from '@tensorflow/tfjs';
+import { yieldToEventLoop } from '../backend/event-loop.js';
 import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/index.js';
 import { type Conditioning, concatConditioning, disposeConditioning } from '../text/types.js';
@@ -72,6 +73,7 @@ export async function sampleLatents<C extends { dispose(): void }>(o: SampleLate
   try {
     const steps = o.scheduler.timesteps;
     for (let i = 0; i < steps.length; i++) {
+      await yieldToEventLoop();
       const t = steps[i];
       const scaled = o.scheduler.scaleModelInput(latents, t) as tf.Tensor4D; // what the network sees at t
       const input = guided ? (tf.concat([scaled, scaled], 0) as tf.Tensor4D) : scaled; // [B or 2B, h, w, c]

@@ -1,8 +1,9 @@
 /**
  * A whole training run from a TrainConfig: data, conditioning encoder, stage 1 (VAE) and
- * stage 2 (U-Net), with progress display and exact resume (`resume: true`).
+ * stage 2 (U-Net), with progress display and exact resume (`resume: true`). The run folder is
+ * locked for the run (./run-folder.ts) and nothing in it is written before the inputs are checked.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../checkpoint/files.js';
 import { type ImageSet, loadFolderSet, mnistSet } from '../data/in-memory.js';
@@ -18,6 +19,8 @@ import { parseVaeConfig } from '../vae/config.js';
 import { type StageTraining, trainUnetStage, trainVaeStage } from './stages.js';
 import type { TrainConfig } from './train-config.js';
 import type { StepLog } from './trainer.js';
+import { RunLock, checkRunFolder, clearPreviousRun, removePartials } from './run-folder.js';
+import { readJson } from '../checkpoint/files.js';
 
 export const STAGES = ['vae', 'unet', 'all'] as const;
 export type Stage = (typeof STAGES)[number];
@@ -27,6 +30,8 @@ export interface RunTrainingOptions {
   runDir: string;
   stage: Stage;
   resume: boolean;
+  /** Replace a previous run in `runDir` (without it, one is refused unless `resume`). */
+  overwrite?: boolean;
   clip?: ClipLoadOptions;
   quiet?: boolean;
   log?: (line: string) => void;
@@ -47,16 +52,44 @@ function progress(total: number, label: string, quiet?: boolean): { onStep: (s: 
   return { bar, onStep: (s) => trainingProgress(bar, s) };
 }
 
+/** Top-level fields of two configs that differ (for the resume warning). */
+function changedFields(a: unknown, b: unknown): string[] {
+  const x = (a ?? {}) as Record<string, unknown>;
+  const y = (b ?? {}) as Record<string, unknown>;
+  return [...new Set([...Object.keys(x), ...Object.keys(y)])].filter((k) => JSON.stringify(x[k]) !== JSON.stringify(y[k]));
+}
+
 /** Runs the requested stages. Returns the pipeline folder once stage 2 has finished. */
 export async function runTraining(o: RunTrainingOptions): Promise<string | undefined> {
   const log = o.log ?? ((l: string) => console.error(l));
-  const c = o.config;
+  const created = !existsSync(o.runDir);
   mkdirSync(o.runDir, { recursive: true });
-  writeJsonAtomic(path.join(o.runDir, 'config.json'), c);
+  const lock = RunLock.acquire(o.runDir, log);
+  try {
+    return await runLocked(o, log);
+  } finally {
+    lock.release();
+    // A start that failed before writing anything leaves no empty folder behind.
+    if (created && existsSync(o.runDir) && readdirSync(o.runDir).length === 0) rmdirSync(o.runDir);
+  }
+}
+
+async function runLocked(o: RunTrainingOptions, log: (line: string) => void): Promise<string | undefined> {
+  const c = o.config;
+  // Refuse before anything is read or written; replace only once the inputs are known good.
+  const previous = checkRunFolder(o.runDir, { resume: o.resume, overwrite: o.overwrite });
   const data = await loadTrainingData(c, log);
   log(`data: ${data.source}`);
   const vaeCfg = parseVaeConfig(c.vae);
   if (data.shape[3] !== vaeCfg.imageChannels) throw new Error(`the data has ${data.shape[3]} channel(s) but vae.imageChannels is ${vaeCfg.imageChannels}`);
+  clearPreviousRun(o.runDir, previous, log);
+  const saved = path.join(o.runDir, 'config.json');
+  if (o.resume && existsSync(saved)) {
+    const changed = changedFields(readJson(saved, 'training run config'), JSON.parse(JSON.stringify(c)));
+    if (changed.length) log(`resume: the config differs from the run's in ${changed.join(', ')}; continuing with the new values`);
+  }
+  for (const dir of [o.runDir, path.join(o.runDir, 'vae-stage', 'checkpoints'), path.join(o.runDir, 'unet-stage', 'checkpoints')]) removePartials(dir, log);
+  writeJsonAtomic(saved, c);
 
   let vae: AutoencoderKL | undefined;
   if (o.stage === 'vae' || o.stage === 'all') {

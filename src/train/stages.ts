@@ -14,7 +14,7 @@
  *   <run>/pipeline/             the pipeline folder txt2img loads (EMA weights), updated at checkpoints
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { recoverDir } from '../checkpoint/files.js';
 import { EncoderCache, fingerprint, hashArrays } from '../data/cache.js';
@@ -74,8 +74,10 @@ function lrSchedule(t: StageTraining): LrSchedule {
   return { kind: t.lrSchedule, base: t.lr, warmupSteps: t.warmupSteps, totalSteps: t.steps };
 }
 
-function trainerSettings(t: StageTraining) {
+/** The trainer settings of a stage; `key` names its config section (vaeTraining, unetTraining). */
+function trainerSettings(t: StageTraining, key: 'vaeTraining' | 'unetTraining') {
   return {
+    nonFiniteAdvice: `Lower the learning rate (now ${t.lr}: --set ${key}.lr=${t.lr / 4})${t.clipGradNorm ? '' : ` or clip the gradient norm (--set ${key}.clipGradNorm=1)`}, then --resume.`,
     totalSteps: t.steps,
     lr: lrSchedule(t),
     adamw: { weightDecay: t.weightDecay },
@@ -168,7 +170,7 @@ export async function trainVaeStage(o: VaeStageOptions): Promise<AutoencoderKL |
       resume: o.resume,
       onStep: o.onStep,
       stopAfter: o.stopAfter,
-      ...trainerSettings(o.training),
+      ...trainerSettings(o.training, 'vaeTraining'),
     });
   } catch (e) {
     vae.dispose();
@@ -363,6 +365,15 @@ async function encodeCaptions(o: UnetStageOptions, enc: ClipTextEncoder, cache: 
   return { table: arrays.get('embeddings')!, row };
 }
 
+/** The U-Net steps of the pipeline folder's export (undefined when there is none, or it is unreadable). */
+function exportedSteps(pipelineDir: string): number | undefined {
+  try {
+    return (JSON.parse(readFileSync(path.join(pipelineDir, 'model_index.json'), 'utf8')) as { trainedSteps?: number }).trainedSteps;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Trains the U-Net (and a label table); writes `<run>/pipeline`. Returns the final pipeline folder. */
 export async function trainUnetStage(o: UnetStageOptions): Promise<string | undefined> {
   const log = o.log ?? ((l: string) => console.error(l));
@@ -463,17 +474,23 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
       onCheckpoint: (c) => exportPipeline(c.step, c.ema),
       onSample: o.validation ? renderSamples : undefined,
       sampleEvery: o.validation?.every,
-      ...trainerSettings(o.training),
+      ...trainerSettings(o.training, 'unetTraining'),
     });
-  } catch (e) {
-    unet.dispose();
-    throw e;
+    try {
+      // The pipeline must be the final checkpoint's: a run killed during its last export (or a
+      // resume of a finished run) left an older one, which is written again from the checkpoint.
+      if (result.stopped === 'done' && exportedSteps(pipelineDir) !== result.step) {
+        log(`pipeline: ${pipelineDir} was of step ${exportedSteps(pipelineDir) ?? 'none'}, the last checkpoint is step ${result.step}: exporting it again`);
+        await exportPipeline(result.step, result.ema);
+      }
+    } finally {
+      result.ema?.dispose();
+      result.optimizer.dispose();
+    }
   } finally {
     if (store !== unet.store) store.dispose(); // the union view owns nothing
+    unet.dispose();
   }
-  result.ema?.dispose();
-  result.optimizer.dispose();
-  unet.dispose();
   throwIfStopped(result);
   if (result.stopped === 'stopAfter') return undefined;
   if (!existsSync(path.join(pipelineDir, 'model_index.json'))) throw new Error(`internal: ${pipelineDir} was not written`);

@@ -31,6 +31,7 @@ import { Generator, type GeneratorState } from '../random/generator.js';
 import { OnnxGradients, fallbackLine } from '../onnx/gradients.js';
 import { DataParallel, type GradientSource, type ReplicaSpec, batchGradients, checkWorkers, defaultWorkers } from './data-parallel.js';
 import { currentBackend } from '../backend/index.js';
+import { yieldToEventLoop } from '../backend/event-loop.js';
 import { type RuntimeChoice, defaultOnnxThreads, resolveRuntime } from '../onnx/runtime.js';
 
 /** A source of batches whose position can be saved and restored (for exact resume). */
@@ -91,6 +92,11 @@ export interface TrainerOptions<B> {
   };
   /** Start-up lines (default console.error). */
   log?: (line: string) => void;
+  /**
+   * What the non-finite-loss message advises, in the caller's terms (its flags or config keys);
+   * default: lower the learning rate or clip the gradient norm.
+   */
+  nonFiniteAdvice?: string;
 }
 
 export interface StepLog {
@@ -257,24 +263,32 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | unde
     const name = stepDirName(step);
     const final = path.join(root, name);
     const tmp = path.join(root, `.${name}.partial-${process.pid}`);
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp, { recursive: true });
-    writeSafetensors(path.join(tmp, 'weights.safetensors'), await o.store.toArrays(), { step: String(step) });
-    const opt = await optimizer.stateArrays();
-    writeSafetensors(path.join(tmp, 'optimizer.safetensors'), opt.arrays, { step: String(opt.step) });
-    if (ema) writeSafetensors(path.join(tmp, 'ema.safetensors'), await ema.toArrays(), { updates: String(ema.updates) });
-    const state: SavedState = {
-      version: 1,
-      step,
-      rng: rng.getState(),
-      data: o.data.position(),
-      optimizerStep: optimizer.stepCount,
-      emaUpdates: ema?.updates ?? 0,
-      workers: o.parallel?.workers ?? 1,
-    };
-    writeJsonAtomic(path.join(tmp, 'state.json'), state);
-    replaceDirAtomic(tmp, final);
-    writeFileAtomic(path.join(root, 'latest'), `${name}\n`);
+    try {
+      rmSync(tmp, { recursive: true, force: true });
+      mkdirSync(tmp, { recursive: true });
+      writeSafetensors(path.join(tmp, 'weights.safetensors'), await o.store.toArrays(), { step: String(step) });
+      const opt = await optimizer.stateArrays();
+      writeSafetensors(path.join(tmp, 'optimizer.safetensors'), opt.arrays, { step: String(opt.step) });
+      if (ema) writeSafetensors(path.join(tmp, 'ema.safetensors'), await ema.toArrays(), { updates: String(ema.updates) });
+      const state: SavedState = {
+        version: 1,
+        step,
+        rng: rng.getState(),
+        data: o.data.position(),
+        optimizerStep: optimizer.stepCount,
+        emaUpdates: ema?.updates ?? 0,
+        workers: o.parallel?.workers ?? 1,
+      };
+      writeJsonAtomic(path.join(tmp, 'state.json'), state);
+      replaceDirAtomic(tmp, final);
+      writeFileAtomic(path.join(root, 'latest'), `${name}\n`);
+    } catch (e) {
+      rmSync(tmp, { recursive: true, force: true });
+      const kept = latestCheckpoint(o.runDir);
+      throw new Error(
+        `writing checkpoint ${final} failed: ${(e as Error).message}; ${kept ? `the last complete checkpoint is ${kept} (--resume continues from it)` : 'no checkpoint was written yet'}`,
+      );
+    }
     // Keep the newest `keep` checkpoints.
     const all = readdirSync(root)
       .filter((d) => /^step-\d+$/.test(d))
@@ -286,6 +300,7 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | unde
   let lastLoss = NaN;
   let doneThisCall = 0;
   while (step < o.totalSteps) {
+    await yieldToEventLoop();
     const t0 = performance.now();
     const lr = learningRateAt(step, o.lr);
     const acc = new Map<string, tf.Tensor>();
@@ -317,7 +332,7 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | unde
       const message =
         `training stopped at step ${step + 1}: loss is ${loss}${o.clipGradNorm ? `, gradient norm ${gradNorm}` : ''} (not finite). ` +
         (last ? `The last good checkpoint is kept: ${last}. ` : 'No checkpoint was written yet. ') +
-        'Try a lower learning rate (--lr) or gradient clipping (--clip-grad-norm).';
+        (o.nonFiniteAdvice ?? 'Try a lower learning rate or gradient clipping.');
       return { step, lastLoss: loss, stopped: 'non-finite', message, ema, optimizer };
     }
     optimizer.step(acc, lr);

@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DatasetError, formatReport, scanCaptionedFolder } from '../../src/data/captioned.js';
@@ -68,6 +68,42 @@ describe('scanCaptionedFolder', () => {
     expect(ds.items.find((i) => i.relPath === 'emptycaption.png')!.captions).toEqual(['']);
     // Non-UTF-8 captions are still an error: they are corrupt, not absent.
     expect(ds.items.find((i) => i.relPath === 'badutf8.png')).toBeUndefined();
+  });
+
+  it('follows symbolic links only inside the folder; links out of it, loops and dangling links are reported', async () => {
+    const base = tempDir('links');
+    const root = path.join(base, 'data');
+    const outside = path.join(base, 'elsewhere');
+    mkdirSync(path.join(root, 'sub'), { recursive: true });
+    mkdirSync(outside);
+    for (const [dir, name] of [
+      [root, 'a'],
+      [path.join(root, 'sub'), 'b'],
+      [outside, 'secret'],
+    ] as const) {
+      await writePatternImage(path.join(dir, `${name}.png`), 16, 16, name.length);
+      writeFileSync(path.join(dir, `${name}.txt`), `a ${name}`);
+    }
+    symlinkSync(path.join(outside, 'secret.png'), path.join(root, 'leak.png')); // a file out of the folder
+    writeFileSync(path.join(root, 'leak.txt'), 'a leak');
+    symlinkSync(outside, path.join(root, 'outdir')); // a folder out of it
+    symlinkSync(root, path.join(root, 'sub', 'loop')); // back up the tree
+    symlinkSync(path.join(root, 'sub'), path.join(root, 'inside')); // a folder inside: followed
+    symlinkSync(path.join(base, 'nothing.png'), path.join(root, 'dangling.png'));
+    writeFileSync(path.join(root, 'metadata.jsonl'), `${JSON.stringify({ file_name: 'leak.png', text: 'via metadata' })}\n`);
+    try {
+      const ds = await scanCaptionedFolder(root, { size: 16 });
+      expect(ds.items.map((i) => i.relPath)).toEqual(['a.png', 'sub/b.png']);
+      expect(ds.items.every((i) => !i.file.includes('secret'))).toBe(true);
+      const reasons = new Map(ds.report.skipped.map((s) => [s.file, s.reason]));
+      expect(reasons.get('leak.png')).toMatch(/listed in metadata.jsonl:1 but is a symbolic link out of the folder/);
+      expect(reasons.get('outdir')).toBe(`a symbolic link to ${outside}, outside the data folder (not followed)`);
+      expect(reasons.get('sub/loop')).toBe('a symbolic link back to . (a loop, not followed)');
+      expect(reasons.get('dangling.png')).toBe('a symbolic link to nothing (dangling)');
+      expect(reasons.get('inside/b.png')).toBe('the same file as sub/b.png (through a symbolic link), used once');
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 
   it('fails clearly on a missing folder, a file, and a folder with nothing usable', async () => {

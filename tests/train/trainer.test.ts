@@ -98,6 +98,31 @@ describe('trainer', () => {
     expect(existsSync(path.join(dir, 'checkpoints', 'step-000002', 'weights.safetensors'))).toBe(true);
   });
 
+  it('lets timers and I/O run between steps (a long run does not starve the event loop)', async () => {
+    // The cpu backend computes synchronously and resolves data() at once: without a macrotask
+    // turn per step, this interval would not fire until the whole run ended.
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    const seen: number[] = [];
+    try {
+      const { store, lin } = setup();
+      const r = await train({
+        runDir: mkdtempSync(path.join(os.tmpdir(), 'trainer-yield-')),
+        store,
+        data: new Regression(),
+        loss: (b) => tf.tidy(() => tf.mean(tf.square(tf.sub(lin.apply(b.x), b.y))) as tf.Scalar),
+        totalSteps: 4,
+        seed: 0,
+        lr: { kind: 'constant', base: 0.01, warmupSteps: 0, totalSteps: 4 },
+        onStep: () => seen.push(ticks),
+      });
+      r.optimizer.dispose();
+    } finally {
+      clearInterval(timer);
+    }
+    expect(seen[3]).toBeGreaterThan(seen[0]);
+  });
+
   it('leaks no tensors across steps', async () => {
     const before = tf.memory().numTensors;
     await run(tmp());
