@@ -134,7 +134,9 @@ async function load(name: BackendName, threads: number | undefined): Promise<Bac
  * one backend; switching mid-run would silently copy every weight).
  */
 export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo> {
-  const fromFlag = opts.backend !== undefined && opts.backend !== '';
+  if (opts.backend !== undefined && opts.backend.trim() === '')
+    throw new Error(`--backend is empty; allowed: ${BACKEND_NAMES.join(', ')} (or leave it out for the automatic choice)`);
+  const fromFlag = opts.backend !== undefined;
   const envValue = process.env[BACKEND_ENV];
   const asked = fromFlag ? parseBackendName(opts.backend!, '--backend') : envValue ? parseBackendName(envValue, BACKEND_ENV) : undefined;
   const threads = parseThreads(opts.threads, '--threads') ?? parseThreads(process.env[THREADS_ENV], THREADS_ENV);

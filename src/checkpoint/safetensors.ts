@@ -145,6 +145,7 @@ export function decodeSafetensors(buf: Buffer, source = 'safetensors file'): Saf
   const dataStart = 8 + n;
   const dataLen = buf.length - dataStart;
   const tensors = new Map<string, NamedArray>();
+  const spans: [number, number, string][] = [];
   let metadata: Record<string, string> = {};
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') {
@@ -174,8 +175,25 @@ export function decodeSafetensors(buf: Buffer, source = 'safetensors file'): Saf
       throw new Error(`${source}: '${name}' has dtype ${e.dtype}; supported: F32, F16, BF16`);
     }
     tensors.set(name, { shape: e.shape, data });
+    spans.push([begin, end, name]);
   }
+  checkSpans(spans, dataLen, source);
   return { tensors, metadata };
+}
+
+/**
+ * The format's rule: the tensors' byte ranges tile the data exactly, with no overlap and no
+ * hole (a file whose tensors share bytes, or hide extra bytes, is refused).
+ */
+function checkSpans(spans: [number, number, string][], dataLen: number, source: string): void {
+  spans.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let at = 0;
+  for (const [begin, end, name] of spans) {
+    if (begin < at) throw new Error(`${source}: '${name}' data_offsets [${begin}, ${end}] overlap the previous tensor's (which ends at ${at})`);
+    if (begin > at) throw new Error(`${source}: bytes ${at}..${begin} belong to no tensor (before '${name}'); not a valid safetensors file`);
+    at = end;
+  }
+  if (at !== dataLen) throw new Error(`${source}: bytes ${at}..${dataLen} at the end belong to no tensor; not a valid safetensors file`);
 }
 
 function bf16ToFloat(h: number): number {

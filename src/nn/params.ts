@@ -129,6 +129,11 @@ export class ParamStore {
       else if (a.shape.length !== v.shape.length || a.shape.some((d, i) => d !== v.shape[i])) {
         problems.push(`'${name}' has shape [${a.shape.join(', ')}], the model expects [${v.shape.join(', ')}]`);
       } else if (a.data.length !== v.size) problems.push(`'${name}' has ${a.data.length} values, expected ${v.size}`);
+      else {
+        // A NaN or Inf weight would only show up as a black image or a NaN loss much later.
+        const bad = a.data.findIndex((x) => !Number.isFinite(x));
+        if (bad >= 0) problems.push(`'${name}' holds ${a.data[bad]} at index ${bad} (weights must be finite numbers)`);
+      }
     }
     for (const name of arrays.keys()) if (!this.vars.has(name)) problems.push(`unexpected '${name}'`);
     if (problems.length > 0) {

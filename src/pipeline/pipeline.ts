@@ -57,6 +57,15 @@ export interface ModelIndex extends PipelineInfo {
   scheduler: [string, string];
 }
 
+/** What a step reports: its index of `total`, its timestep, the new latents and the x0 estimate (do not dispose them). */
+export interface StepInfo {
+  index: number;
+  total: number;
+  t: number;
+  latents: tf.Tensor4D;
+  predX0: tf.Tensor4D;
+}
+
 export interface GenerateOptions {
   /** Prompts (clip) or class labels / class names (label); one image per entry. */
   inputs: string[] | number[];
@@ -72,8 +81,13 @@ export interface GenerateOptions {
   /** DDIM eta (0 = deterministic). */
   eta?: number;
   seed: number;
+  /**
+   * Draw the noise from this generator instead of a new one seeded with `seed` (a request split
+   * into several batches continues one stream).
+   */
+  generator?: Generator;
   /** Called after each denoising step with the x0 estimate decoded lazily by the callback. */
-  onStep?: (info: { index: number; total: number; t: number; latents: tf.Tensor4D; predX0: tf.Tensor4D }) => void | Promise<void>;
+  onStep?: (info: StepInfo) => void | Promise<void>;
   /** Where warnings go (default console.error). */
   warn?: (msg: string) => void;
   /** What computes the U-Net: 'tfjs' (default) or 'onnx' (onnxruntime-node, CPU; src/onnx). */
@@ -112,6 +126,12 @@ export class Txt2ImgPipeline {
   ) {
     if (encoder.contextDim !== unet.config.contextDim) {
       throw new Error(`condition encoder width ${encoder.contextDim} does not match the U-Net's contextDim ${unet.config.contextDim}`);
+    }
+    const size = unet.config.sampleSize * vae.config.downsampleFactor;
+    if (info.imageSize !== size) {
+      throw new Error(
+        `imageSize ${info.imageSize} does not match the U-Net's sampleSize ${unet.config.sampleSize} x the VAE's downsampleFactor ${vae.config.downsampleFactor} = ${size}`,
+      );
     }
     if (vae.config.latentChannels !== unet.config.inChannels) {
       throw new Error(`VAE latentChannels ${vae.config.latentChannels} does not match the U-Net's inChannels ${unet.config.inChannels}`);
@@ -237,6 +257,7 @@ export class Txt2ImgPipeline {
       );
     }
     if (sampler.type !== 'ddim' && eta > 0) warn(`warning: eta ${eta} is ignored: eta applies to the ddim sampler only, not ${sampler.name}`);
+    if (o.guidanceScale > 30) warn(`warning: guidance scale ${o.guidanceScale} is unusually high (1-15 is the usual range); expect saturated, broken images`);
     const b = o.inputs.length;
     // The model's noise schedule, sampled as asked (eta is DDIM's alone).
     const scheduler = createScheduler({ ...withA1111Sampler(this.schedulerConfig, sampler.name), eta: sampler.type === 'ddim' ? eta : 0 });
@@ -252,7 +273,7 @@ export class Txt2ImgPipeline {
       if (o.guidanceScale !== 1) {
         uncond = o.negative !== undefined ? await this.encoder.encode(new Array(b).fill(o.negative)) : await this.encoder.unconditional(b);
       }
-      const rng = new Generator(o.seed);
+      const rng = o.generator ?? new Generator(o.seed);
       const total = scheduler.timesteps.length;
       const loop: Omit<SampleLatentsOptions, 'unet'> = {
         scheduler,
@@ -267,8 +288,18 @@ export class Txt2ImgPipeline {
       // sessions are exported per input shape.
       if (o.runtime === 'onnx') this.onnxUNet ??= new (await import('../onnx/unet.js')).OnnxUNet(this.unet);
       const latents = await sampleLatents({ ...loop, unet: o.runtime === 'onnx' ? this.onnxUNet! : this.unet });
-      const images = tf.tidy(() => tf.clipByValue(this.vae.decodeLatents(latents), -1, 1) as tf.Tensor4D);
+      // Finite or fail: a NaN (an overflow in the U-Net or the decoder) would clip to a black image.
+      const decoded = tf.tidy(() => this.vae.decodeLatents(latents));
+      const finite = tf.tidy(() => tf.logicalAnd(tf.all(tf.isFinite(latents)), tf.all(tf.isFinite(decoded))).dataSync()[0] === 1);
       latents.dispose();
+      if (!finite) {
+        decoded.dispose();
+        throw new Error(
+          `sampling gave non-finite values (NaN or Inf) with cfg ${o.guidanceScale}, ${sampler.name}, ${o.steps} steps: the model overflows with these settings; no image was made`,
+        );
+      }
+      const images = tf.tidy(() => tf.clipByValue(decoded, -1, 1) as tf.Tensor4D);
+      decoded.dispose();
       return images;
     } finally {
       disposeConditioning(cond);
@@ -296,7 +327,7 @@ export function validateGenerateOptions(o: GenerateOptions): { sampler: A1111Sam
   if (!Number.isInteger(o.steps) || o.steps < 1) throw new Error(`steps must be an integer >= 1, got ${o.steps}`);
   const sampler = parseSamplerName(o.sampler ?? 'ddim');
   const eta = o.eta ?? 0;
-  if (!Number.isFinite(eta) || eta < 0) throw new Error(`eta must be a finite number >= 0, got ${o.eta}`);
+  if (!Number.isFinite(eta) || eta < 0 || eta > 1) throw new Error(`eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like noise), got ${o.eta}`);
   if (!Number.isInteger(o.seed) || o.seed < 0) throw new Error(`seed must be an integer >= 0, got ${o.seed}`);
   if (o.runtime !== undefined) parseRuntimeName(RUNTIMES, String(o.runtime), 'runtime', 'U-Net runtime');
   return { sampler, eta };

@@ -47,9 +47,14 @@ export function guide(output: tf.Tensor4D, scale: number): tf.Tensor4D {
   });
 }
 
+/** The largest guidance scale accepted: far past any useful one (1-15), short of float overflow. */
+export const MAX_GUIDANCE_SCALE = 100;
+
 export function validateGuidanceScale(scale: unknown): number {
-  if (typeof scale !== 'number' || !Number.isFinite(scale) || scale < 0) {
-    throw new Error(`guidance scale (cfg) must be a finite number >= 0, got ${typeof scale === 'number' ? scale : JSON.stringify(scale)}`);
+  if (typeof scale !== 'number' || !Number.isFinite(scale) || scale < 0 || scale > MAX_GUIDANCE_SCALE) {
+    throw new Error(
+      `guidance scale (cfg) must be a finite number from 0 to ${MAX_GUIDANCE_SCALE}, got ${typeof scale === 'number' ? scale : JSON.stringify(scale)}`,
+    );
   }
   return scale;
 }

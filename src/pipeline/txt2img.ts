@@ -14,7 +14,8 @@ import { ProgressBar } from '../image/progress.js';
 import type { ClipLoadOptions } from '../text/clip.js';
 import { LabelEncoder } from '../text/label.js';
 import { type Runtime, describeUNetRuntime } from '../onnx/runtime.js';
-import { type GenerateOptions, Txt2ImgPipeline, validateGenerateOptions } from './pipeline.js';
+import { Generator } from '../random/generator.js';
+import { type GenerateOptions, type StepInfo, Txt2ImgPipeline, validateGenerateOptions } from './pipeline.js';
 
 export interface Txt2ImgOptions {
   /** Prompts (text models); each gives `n` images. */
@@ -64,6 +65,15 @@ export function checkOutputPath(out: string): void {
   if (existsSync(out) && statSync(out).isDirectory()) throw new Error(`cannot write '${out}': it is a folder`);
 }
 
+/** Images one command or call may ask for (prompts x n). */
+export const MAX_IMAGES = 1024;
+/**
+ * Images per U-Net batch: a larger request runs in batches of this many, one noise stream
+ * through them all, so peak memory stays that of one batch. (Deterministic samplers give the
+ * same images either way; a stochastic one draws its step noise batch by batch.)
+ */
+export const BATCH_IMAGES = 32;
+
 /** What one generation asks for, as users state it: prompts (or class labels) and the settings. */
 export type ImageRequest = Pick<Txt2ImgOptions, 'prompts' | 'labels' | 'negative' | 'cfg' | 'steps' | 'sampler' | 'eta' | 'seed' | 'n'>;
 
@@ -79,6 +89,12 @@ export function requestSettings(r: ImageRequest, runtime?: Runtime) {
     runtime,
   };
   if (!Number.isInteger(r.n) || r.n < 1 || r.n > 256) throw new Error(`--n must be an integer from 1 to 256, got ${r.n}`);
+  const asked = r.labels?.length || r.prompts.length;
+  if (asked * r.n > MAX_IMAGES) {
+    throw new Error(
+      `${asked} ${r.labels?.length ? 'label' : 'prompt'}(s) x --n ${r.n} = ${asked * r.n} images; at most ${MAX_IMAGES} per command (split the request)`,
+    );
+  }
   // No model needed for these checks, so callers run this before loading one.
   const { sampler } = validateGenerateOptions({ ...settings, inputs: r.labels?.length ? r.labels.map((_, i) => i) : r.prompts });
   return { settings, sampler };
@@ -92,7 +108,7 @@ export function requestSettings(r: ImageRequest, runtime?: Runtime) {
 export async function generateImages(
   pipe: Txt2ImgPipeline,
   r: ImageRequest,
-  o: { model: string; runtime?: Runtime; log: (line: string) => void; onStep?: GenerateOptions['onStep'] },
+  o: { model: string; runtime?: Runtime; log: (line: string) => void; onStep?: (info: StepInfo & { batch: number; batches: number }) => void | Promise<void> },
 ): Promise<{ images: tf.Tensor4D; parameters: string[] }> {
   const { settings, sampler } = requestSettings(r, o.runtime);
   let inputs: string[] | number[];
@@ -108,7 +124,26 @@ export async function generateImages(
     inputs = r.prompts.flatMap((p) => new Array(r.n).fill(p));
     shown = inputs as string[];
   }
-  const images = await pipe.generate({ ...settings, inputs, warn: o.log, onStep: o.onStep });
+  const rng = new Generator(r.seed);
+  const batches = Math.ceil(inputs.length / BATCH_IMAGES);
+  const parts: tf.Tensor4D[] = [];
+  let images: tf.Tensor4D;
+  try {
+    for (let k = 0; k < batches; k++) {
+      parts.push(
+        await pipe.generate({
+          ...settings,
+          inputs: inputs.slice(k * BATCH_IMAGES, (k + 1) * BATCH_IMAGES) as string[] | number[],
+          generator: rng,
+          warn: k === 0 ? o.log : () => {}, // the same warnings for every batch: once
+          onStep: o.onStep && ((s) => o.onStep!({ ...s, batch: k, batches })),
+        }),
+      );
+    }
+    images = parts.length === 1 ? parts[0] : (tf.concat(parts) as tf.Tensor4D);
+  } finally {
+    if (parts.length > 1) tf.dispose(parts);
+  }
   const size = pipe.info.imageSize;
   const parameters = shown.map((prompt, i) =>
     formatInfotext({
@@ -140,17 +175,19 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
   try {
     for (const w of pipe.info.notes ?? []) log(`note: ${w}`);
     log(describeUNetRuntime(o.runtime ?? 'tfjs') + (o.runtimeWhy ? ` (${o.runtimeWhy})` : ''));
-    const bar = new ProgressBar({ total: o.steps, label: 'denoising', silent: o.quiet });
-    const frames: ImageBatch[] = [];
+    const batches = Math.ceil(((o.labels?.length || o.prompts.length) * o.n) / BATCH_IMAGES);
+    const bar = new ProgressBar({ total: o.steps * batches, label: batches > 1 ? `denoising (${batches} batches)` : 'denoising', silent: o.quiet });
+    /** The x0 estimate of every image at each step: frames[step][batch]. */
+    const frames: ImageBatch[][] = [];
     const { images, parameters: all } = await generateImages(pipe, o, {
       model: o.model,
       runtime: o.runtime,
       log,
       onStep: async (s) => {
-        bar.update(s.index + 1, { t: s.t });
+        bar.update(s.batch * s.total + s.index + 1, { t: s.t });
         if (o.saveSteps) {
           const x0 = tf.tidy(() => tf.clipByValue(pipe.vae.decodeLatents(s.predX0), -1, 1));
-          frames.push(await tensorToBatch(x0));
+          (frames[s.index] ??= []).push(await tensorToBatch(x0));
           x0.dispose();
         }
       },
@@ -178,7 +215,7 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
     }
     if (o.saveSteps && frames.length) {
       const base = o.out.replace(/\.png$/i, '');
-      const perStep = frames.map((f) => makeGrid(f));
+      const perStep = frames.map((f) => makeGrid(concatBatches(f)));
       const strip = makeStrip(perStep.length > 12 ? pickEvenly(perStep, 12) : perStep);
       await writePng(`${base}-steps.png`, strip, { text: { parameters: parameters[0] } });
       writeFileAtomic(`${base}-steps.webp`, await encodeAnimation(perStep, 'webp', { delay: 120 }));
@@ -188,6 +225,19 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
   } finally {
     pipe.dispose();
   }
+}
+
+/** Image batches of one size, one after the other. */
+function concatBatches(parts: ImageBatch[]): ImageBatch {
+  if (parts.length === 1) return parts[0];
+  const data = new Float32Array(parts.reduce((a, p) => a + p.data.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    data.set(p.data, at);
+    at += p.data.length;
+  }
+  const [, h, w, c] = parts[0].shape;
+  return { data, shape: [parts.reduce((a, p) => a + p.shape[0], 0), h, w, c] };
 }
 
 function pickEvenly<T>(items: T[], k: number): T[] {

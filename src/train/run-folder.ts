@@ -103,13 +103,18 @@ function previousRun(runDir: string): string[] {
   return readdirSync(runDir).filter((f) => f !== LOCK_NAME && f !== 'cache' && !f.startsWith('.'));
 }
 
+/** What the U-Net stage alone writes: starting it beside a trained VAE is not a second run. */
+const UNET_STAGE_OUTPUTS = ['unet-stage', 'pipeline'];
+
 /**
  * Start-up rule for a folder that already holds a run: continue it (`resume`) or replace it
- * (`overwrite`), else refuse, saying how to choose. Returns what `overwrite` will remove (the
- * caller removes it with clearPreviousRun once the new run's inputs are known good).
+ * (`overwrite`), else refuse, saying how to choose. Only what the stages being started write
+ * counts (`unet` alone runs beside the trained VAE of an earlier `vae` stage). Returns what
+ * `overwrite` will remove (the caller removes it with clearPreviousRun once the new run's inputs
+ * are known good).
  */
-export function checkRunFolder(runDir: string, o: { resume: boolean; overwrite?: boolean }): string[] {
-  const old = previousRun(runDir);
+export function checkRunFolder(runDir: string, o: { resume: boolean; overwrite?: boolean; stage?: 'vae' | 'unet' | 'all' }): string[] {
+  const old = previousRun(runDir).filter((f) => o.stage !== 'unet' || UNET_STAGE_OUTPUTS.includes(f));
   if (old.length === 0 || o.resume) return [];
   if (!o.overwrite) {
     throw new Error(

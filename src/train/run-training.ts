@@ -77,11 +77,17 @@ export async function runTraining(o: RunTrainingOptions): Promise<string | undef
 async function runLocked(o: RunTrainingOptions, log: (line: string) => void): Promise<string | undefined> {
   const c = o.config;
   // Refuse before anything is read or written; replace only once the inputs are known good.
-  const previous = checkRunFolder(o.runDir, { resume: o.resume, overwrite: o.overwrite });
+  const previous = checkRunFolder(o.runDir, { resume: o.resume, overwrite: o.overwrite, stage: o.stage });
   const data = await loadTrainingData(c, log);
   log(`data: ${data.source}`);
   const vaeCfg = parseVaeConfig(c.vae);
   if (data.shape[3] !== vaeCfg.imageChannels) throw new Error(`the data has ${data.shape[3]} channel(s) but vae.imageChannels is ${vaeCfg.imageChannels}`);
+  const sampleSize = parseUNetConfig(c.unet).sampleSize;
+  if (o.stage !== 'vae' && data.shape[1] !== sampleSize * vaeCfg.downsampleFactor) {
+    throw new Error(
+      `the images are ${data.shape[1]}x${data.shape[2]}, but unet.sampleSize ${sampleSize} x vae downsampleFactor ${vaeCfg.downsampleFactor} makes ${sampleSize * vaeCfg.downsampleFactor}; set unet.sampleSize to ${data.shape[1] / vaeCfg.downsampleFactor}`,
+    );
+  }
   clearPreviousRun(o.runDir, previous, log);
   const saved = path.join(o.runDir, 'config.json');
   if (o.resume && existsSync(saved)) {

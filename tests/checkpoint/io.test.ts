@@ -69,6 +69,22 @@ print(json.dumps({'shape': h['x']['shape'], 'vals': vals}))`;
     junk.write('nope', 8);
     expect(() => decodeSafetensors(junk, 'f')).toThrow(/not valid JSON/);
   });
+
+  it('refuses tensors whose bytes overlap, and bytes that belong to no tensor', () => {
+    const file = (entries: Record<string, [number, number]>, dataBytes: number) => {
+      const header = Object.fromEntries(Object.entries(entries).map(([k, o]) => [k, { dtype: 'F32', shape: [(o[1] - o[0]) / 4], data_offsets: o }]));
+      const json = Buffer.from(JSON.stringify(header));
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(json.length), 0);
+      return Buffer.concat([len, json, Buffer.alloc(dataBytes)]);
+    };
+    expect(decodeSafetensors(file({ a: [0, 8], b: [8, 16] }, 16), 'ok').tensors.size).toBe(2);
+    expect(() => decodeSafetensors(file({ a: [0, 8], b: [4, 12] }, 12), 'w')).toThrow(
+      "w: 'b' data_offsets [4, 12] overlap the previous tensor's (which ends at 8)",
+    );
+    expect(() => decodeSafetensors(file({ a: [0, 8], b: [12, 16] }, 16), 'w')).toThrow("w: bytes 8..12 belong to no tensor (before 'b')");
+    expect(() => decodeSafetensors(file({ a: [0, 8] }, 12), 'w')).toThrow('w: bytes 8..12 at the end belong to no tensor');
+  });
 });
 
 describe('component folders', () => {

@@ -261,6 +261,13 @@ describe('ParamStore', () => {
       expect(msg).toContain("missing 'x.bias'");
       expect(msg).toContain("unexpected 'y'");
     }
+    const nan = new Map([
+      ['x.weight', { shape: [2, 3], data: Float32Array.from([0, 1, 2, Number.NaN, 4, 5]) }],
+      ['x.bias', { shape: [3], data: Float32Array.from([0, Number.POSITIVE_INFINITY, 0]) }],
+    ]);
+    expect(() => b.loadArrays(nan, 'unet weights')).toThrow(
+      "unet weights does not match the model (2 problem(s)):\n  'x.weight' holds NaN at index 3 (weights must be finite numbers)\n  'x.bias' holds Infinity at index 1",
+    );
     expect(() => a.add('x.bias', [3], { kind: 'zeros' }, new Generator(0))).toThrow(/defined twice/);
     expect(() => a.get('nope')).toThrow(/no parameter named 'nope'/);
     const view = ParamStore.union({ a, b });

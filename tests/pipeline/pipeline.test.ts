@@ -4,7 +4,7 @@
  * checked against a hand-written reference loop.
  */
 import * as tf from '@tensorflow/tfjs';
-import { cpSync, existsSync, readFileSync, readdirSync, renameSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,12 +16,12 @@ import { defaultOnnxThreads } from '../../src/onnx/runtime.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
 import { runTraining } from '../../src/train/run-training.js';
 import { type TrainConfig, validateTrainConfig } from '../../src/train/train-config.js';
-import { runTxt2Img } from '../../src/pipeline/txt2img.js';
+import { BATCH_IMAGES, MAX_IMAGES, generateImages, requestSettings, runTxt2Img } from '../../src/pipeline/txt2img.js';
 import { Generator } from '../../src/random/generator.js';
 import { createScheduler, withA1111Sampler } from '../../src/schedulers/index.js';
 import { BAD_FIXTURE_SIZE, tempDir, writeBadDataFixture, writeColorDataset } from '../fixtures/captioned.js';
 import { makeTinyModel } from '../text/shared.js';
-import { runCommand } from '../helpers.js';
+import { maxAbsDiff, runCommand } from '../helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const stage = {
@@ -117,6 +117,69 @@ describe('training a tiny text-to-image pipeline', () => {
     }
   });
 
+  it('runs a large request in batches of BATCH_IMAGES on one noise stream (DDIM: the images of one big batch)', async () => {
+    const pipe = await Txt2ImgPipeline.load(pipeA);
+    try {
+      const n = BATCH_IMAGES + 3;
+      const want = await pipe.generate({ inputs: Array(n).fill('a red square'), guidanceScale: 2, steps: 2, seed: 5 });
+      const batchesSeen = new Set<number>();
+      const before = tf.memory().numTensors;
+      const got = await generateImages(
+        pipe,
+        { prompts: ['a red square'], n, cfg: 2, steps: 2, sampler: 'ddim', eta: 0, seed: 5 },
+        {
+          model: pipeA,
+          log: () => {},
+          onStep: (s) => {
+            batchesSeen.add(s.batch);
+            expect(s.batches).toBe(2);
+          },
+        },
+      );
+      expect([...batchesSeen]).toEqual([0, 1]);
+      expect(got.images.shape[0]).toBe(n);
+      expect(got.parameters).toHaveLength(n);
+      expect(maxAbsDiff(await got.images.data(), await want.data())).toBeLessThan(1e-4);
+      tf.dispose([got.images]);
+      expect(tf.memory().numTensors).toBe(before);
+      want.dispose();
+      expect(() => requestSettings({ prompts: Array(20).fill('a cat'), n: 256, cfg: 1, steps: 1, sampler: 'ddim', eta: 0, seed: 0 })).toThrow(
+        `20 prompt(s) x --n 256 = 5120 images; at most ${MAX_IMAGES} per command (split the request)`,
+      );
+    } finally {
+      pipe.dispose();
+    }
+  });
+
+  it('refuses a model_index.json imageSize that the U-Net and VAE do not make (no wasm trap, no silent rescale)', async () => {
+    for (const size of [64, 2048, 100000]) {
+      const copy = path.join(tempDir('size'), 'pipe');
+      cpSync(pipeA, copy, { recursive: true });
+      const file = path.join(copy, 'model_index.json');
+      writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), imageSize: size }));
+      await expect(Txt2ImgPipeline.load(copy)).rejects.toThrow(
+        `model folder ${copy}: imageSize ${size} does not match the U-Net's sampleSize 4 x the VAE's downsampleFactor 4 = 16`,
+      );
+    }
+  });
+
+  it('refuses to make an image from non-finite values (an overflowing model) instead of a black PNG', async () => {
+    const pipe = await Txt2ImgPipeline.load(pipeA);
+    try {
+      for (const name of pipe.unet.store.names()) {
+        const v = pipe.unet.store.get(name);
+        tf.tidy(() => v.assign(tf.fill(v.shape, 3e38)));
+      }
+      const before = tf.memory().numTensors;
+      await expect(pipe.generate({ inputs: ['a red square'], guidanceScale: 3, steps: 2, seed: 0 })).rejects.toThrow(
+        /^sampling gave non-finite values \(NaN or Inf\) with cfg 3, DDIM, 2 steps: the model overflows with these settings; no image was made$/,
+      );
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      pipe.dispose();
+    }
+  });
+
   it('an interrupted run resumed in both stages ends with the same weights', async () => {
     const dir = tempDir('runB');
     const config = tinyConfig(data, tiny.result.outDir);
@@ -170,7 +233,16 @@ describe('training a tiny text-to-image pipeline', () => {
         /steps must be an integer from 1 to 100 \(the model's training steps\), got 101/,
       );
       expect(() => pipe.checkOptions({ inputs: [], guidanceScale: 1, steps: 1, seed: 0 })).toThrow(/no prompts given/);
-      expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: NaN, steps: 1, seed: 0 })).toThrow(/cfg\) must be a finite number >= 0, got NaN/);
+      expect(() => pipe.checkOptions({ inputs: prompts, guidanceScale: NaN, steps: 1, seed: 0 })).toThrow(
+        /cfg\) must be a finite number from 0 to 100, got NaN/,
+      );
+      for (const [bad, pattern] of [
+        [{ guidanceScale: 1e308 }, /cfg\) must be a finite number from 0 to 100, got 1e\+308/],
+        [{ guidanceScale: 1, eta: 2 }, /eta must be a number from 0 \(deterministic DDIM\) to 1 \(DDPM-like noise\), got 2/],
+        [{ guidanceScale: 1, eta: 1e6 }, /eta must be a number from 0 .* got 1000000/],
+      ] as const) {
+        expect(() => pipe.checkOptions({ inputs: prompts, steps: 1, seed: 0, ...bad })).toThrow(pattern);
+      }
       const warnings: string[] = [];
       for (const [sampler, eta] of [
         ['ddpm', 0.5],

@@ -40,6 +40,12 @@ describe('txt2img CLI input errors', () => {
     ['unwritable output', ['a cat', '--model', model, '--out', path.join(dir, 'no', 'such', 'dir', 'x.png')], /cannot write .* does not exist/],
     ['output not a png', ['a cat', '--model', model, '--out', path.join(dir, 'x.jpg')], /--out must name a .png file/],
     ['unknown flag', ['a cat', '--modle', model], /Unknown argument: modle/],
+    ['empty backend', ['a cat', '--model', model, '--backend', '', '--out', out], /--backend is empty; allowed: node-gpu, node, wasm, cpu/],
+    [
+      'more images than a command makes',
+      [...Array(20).fill('a cat'), '--n', '256', '--model', model, '--out', out],
+      /20 prompt\(s\) x --n 256 = 5120 images; at most 1024 per command/,
+    ],
     ['unknown runtime', ['a cat', '--model', model, '--runtime', 'gpu', '--out', out], /--runtime: unknown U-Net runtime 'gpu'; allowed: auto, tfjs, onnx/],
   ];
   for (const [name, args, pattern] of cases) {

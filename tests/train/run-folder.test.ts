@@ -54,6 +54,8 @@ describe('starting in a folder that holds a run', () => {
     expect(() => checkRunFolder(dir, { resume: false })).toThrow(
       /already holds a run \(config.json, pipeline, vae-stage\); pass --resume to continue it or --overwrite to start over/,
     );
+    // The U-Net stage alone starts beside a trained VAE; its own outputs are what count then.
+    expect(checkRunFolder(dir, { resume: false, stage: 'unet', overwrite: true })).toEqual(['pipeline']);
     const old = checkRunFolder(dir, { resume: false, overwrite: true });
     clearPreviousRun(dir, old);
     expect(readdirSync(dir)).toEqual(['cache']);
