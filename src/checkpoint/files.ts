@@ -6,6 +6,23 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
+/** The environment variable that names a crash point (tests/train/crash-safety.test.ts). */
+export const CRASH_AT_ENV = 'TXT2IMG_CRASH_AT';
+const crashCounts = new Map<string, number>();
+
+/**
+ * Fault injection for the crash-safety test: with TXT2IMG_CRASH_AT=NAME:N, the Nth time the run
+ * reaches point NAME the process kills itself as `kill -9` would (no cleanup, no exit handlers).
+ * Without the variable it does nothing.
+ */
+export function crashPoint(name: string): void {
+  const spec = process.env[CRASH_AT_ENV];
+  if (!spec?.startsWith(`${name}:`)) return;
+  const n = (crashCounts.get(name) ?? 0) + 1;
+  crashCounts.set(name, n);
+  if (n === Number(spec.slice(name.length + 1))) process.kill(process.pid, 'SIGKILL');
+}
+
 function fsyncDir(dir: string): void {
   try {
     const fd = openSync(dir, 'r');
@@ -63,6 +80,7 @@ export function replaceDirAtomic(tmpDir: string, finalDir: string): void {
   const old = `${finalDir}.old`;
   rmSync(old, { recursive: true, force: true });
   if (existsSync(finalDir)) renameSync(finalDir, old);
+  crashPoint('swap'); // between the two renames: recoverDir's case
   renameSync(tmpDir, finalDir);
   fsyncDir(path.dirname(finalDir));
   rmSync(old, { recursive: true, force: true });

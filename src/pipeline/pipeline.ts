@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadComponentWeights, readComponentConfig, type SaveComponentOptions, saveComponent } from '../checkpoint/io.js';
-import { readJson, recoverDir, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../checkpoint/files.js';
+import { crashPoint, readJson, recoverDir, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../checkpoint/files.js';
 import { Generator } from '../random/generator.js';
 import {
   type A1111Sampler,
@@ -184,6 +184,7 @@ export class Txt2ImgPipeline {
       writeJsonAtomic(path.join(tmp, 'scheduler', 'scheduler_config.json'), schedulerConfigToJSON(this.schedulerConfig));
       writeJsonAtomic(path.join(tmp, 'model_index.json'), this.modelIndex());
       mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
+      crashPoint('export-written');
       replaceDirAtomic(tmp, dir);
     } catch (e) {
       rmSync(tmp, { recursive: true, force: true });

@@ -22,7 +22,7 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readSafetensors, writeSafetensors } from '../checkpoint/io.js';
-import { readJson, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../checkpoint/files.js';
+import { crashPoint, readJson, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../checkpoint/files.js';
 import { type ParamStore, type StagedLoss, disposeGrads } from '../nn/params.js';
 import { AdamW, type AdamWConfig, accumulateGrads, clipGradNorm } from '../optim/adamw.js';
 import { EMA } from '../optim/ema.js';
@@ -280,7 +280,9 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | unde
         workers: o.parallel?.workers ?? 1,
       };
       writeJsonAtomic(path.join(tmp, 'state.json'), state);
+      crashPoint('checkpoint-written');
       replaceDirAtomic(tmp, final);
+      crashPoint('checkpoint-placed');
       writeFileAtomic(path.join(root, 'latest'), `${name}\n`);
     } catch (e) {
       rmSync(tmp, { recursive: true, force: true });
