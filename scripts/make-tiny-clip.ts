@@ -2,7 +2,9 @@
  * Writes a tiny CLIP-architecture text model with RANDOM, NOT PRETRAINED weights (ONNX, in the
  * Hugging Face / transformers.js folder layout) for tests and offline runs. See src/text/tiny-clip.ts.
  *
- *   npx tsx scripts/make-tiny-clip.ts --out <dir> --tokenizer <dir> --seed 0 [--hidden 64 --layers 2 --heads 2]
+ *   npx tsx scripts/make-tiny-clip.ts --out <dir> [--tokenizer <dir>] --seed 0 [--hidden 64 --layers 2 --heads 2]
+ *
+ * The tokenizer defaults to the real CLIP tokenizer the bundled model carries (models/default/tokenizer).
  *
  * Load it with `TXT2IMG_LOCAL_MODELS=<parent of out>` and model id `<basename of out>`, or with
  * the folder itself as the model id.
@@ -10,14 +12,18 @@
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { packageRoot } from '../src/pipeline/text-to-image.js';
 import { TINY_CLIP_NOTE, writeTinyClipModel } from '../src/text/tiny-clip.js';
 
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('make-tiny-clip')
-    .usage('$0 --out <dir> --tokenizer <dir> [options]\n\nWrites a tiny CLIP-architecture text model with random weights (not pretrained).')
+    .usage('$0 --out <dir> [--tokenizer <dir>] [options]\n\nWrites a tiny CLIP-architecture text model with random weights (not pretrained).')
     .option('out', { type: 'string', demandOption: true, describe: 'model folder to write (e.g. <models>/tiny-random-clip)' })
-    .option('tokenizer', { type: 'string', demandOption: true, describe: 'folder with a CLIP tokenizer (tokenizer.json, tokenizer_config.json, ...)' })
+    .option('tokenizer', {
+      type: 'string',
+      describe: "folder with a CLIP tokenizer (tokenizer.json, tokenizer_config.json, ...); default: the bundled model's, models/default/tokenizer",
+    })
     .option('seed', { type: 'number', default: 0, describe: 'seed of the weights' })
     .option('hidden', { type: 'number', default: 64, describe: 'hidden size (= context dim)' })
     .option('layers', { type: 'number', default: 2, describe: 'transformer layers' })
@@ -34,7 +40,7 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const r = writeTinyClipModel({
     outDir: argv.out,
-    tokenizerDir: argv.tokenizer,
+    tokenizerDir: argv.tokenizer ?? path.join(packageRoot(), 'models', 'default', 'tokenizer'),
     seed: argv.seed,
     hidden: argv.hidden,
     layers: argv.layers,

@@ -24,6 +24,7 @@ import { readJson, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../chec
 import { DEFAULT_CLIP_MODEL_ID, type ClipTextEncoderConfig, readClipHiddenSize, runClipTextModel, validateClipTextEncoderConfig } from '../text/clip.js';
 import { TINY_CLIP_NOTE, writeTinyClipFp16Copy } from '../text/tiny-clip.js';
 import { readModelIndex } from './pipeline.js';
+import { VOCABULARY_FILE } from './vocabulary.js';
 
 export interface BundleOptions {
   /** A trained pipeline folder (e.g. runs/scenes/pipeline). */
@@ -270,8 +271,11 @@ export async function bundlePipeline(opts: BundleOptions): Promise<BundleResult>
       for (const f of readdirSync(dir)) if (statSync(path.join(dir, f)).isFile() && !f.startsWith('.')) countSource(path.join(dir, f));
       log(`${c}: ${fp16 && c !== 'scheduler' ? 'weights rewritten as F16' : 'copied'}`);
     }
-    copyFileSync(path.join(src, 'model_index.json'), path.join(tmp, 'model_index.json'));
-    countSource(path.join(src, 'model_index.json'));
+    for (const f of ['model_index.json', VOCABULARY_FILE]) {
+      if (!existsSync(path.join(src, f))) continue;
+      copyFileSync(path.join(src, f), path.join(tmp, f));
+      countSource(path.join(src, f));
+    }
 
     let clipSrc = '';
     let clipHf: Record<string, unknown> = {};

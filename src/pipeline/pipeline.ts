@@ -31,6 +31,7 @@ import { AutoencoderKL } from '../vae/autoencoder-kl.js';
 import { RUNTIMES, type Runtime, parseRuntimeName } from '../onnx/runtime.js';
 import type { OnnxUNet } from '../onnx/unet.js';
 import { type SampleLatentsOptions, sampleLatents, validateGuidanceScale } from './sample.js';
+import { VOCABULARY_FILE, readVocabulary, unknownWords, writeVocabulary } from './vocabulary.js';
 
 export const PIPELINE_CLASS_NAME = 'Txt2ImgPipeline';
 export const PIPELINE_VERSION = 1;
@@ -116,6 +117,8 @@ function describeFolderProblem(dir: string): string | undefined {
 export class Txt2ImgPipeline {
   /** generate({ runtime: 'onnx' })'s U-Net; traced from `unet`'s weights when first used. */
   private onnxUNet?: OnnxUNet;
+  /** The words of the training captions (text models trained here), for the unknown-word warning. */
+  trainingWords?: ReadonlySet<string>;
 
   constructor(
     readonly vae: AutoencoderKL,
@@ -184,6 +187,7 @@ export class Txt2ImgPipeline {
       writeJsonAtomic(path.join(tmp, 'scheduler', 'scheduler_config.json'), schedulerConfigToJSON(this.schedulerConfig));
       writeJsonAtomic(path.join(tmp, 'model_index.json'), this.modelIndex());
       mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
+      if (this.trainingWords) writeVocabulary(tmp, [...this.trainingWords].sort());
       crashPoint('export-written');
       replaceDirAtomic(tmp, dir);
     } catch (e) {
@@ -229,7 +233,9 @@ export class Txt2ImgPipeline {
     const sched = parseSchedulerConfig(readJson(path.join(dir, 'scheduler', 'scheduler_config.json'), 'scheduler config'));
     const { _class_name, _version, vae: _v, unet: _u, text_encoder: _t, label_encoder: _l, scheduler: _s, ...info } = index;
     try {
-      return new Txt2ImgPipeline(vae, unet, encoder, sched, info);
+      const pipeline = new Txt2ImgPipeline(vae, unet, encoder, sched, info);
+      pipeline.trainingWords = readVocabulary(dir);
+      return pipeline;
     } catch (e) {
       vae.dispose();
       unet.dispose();
@@ -258,6 +264,19 @@ export class Txt2ImgPipeline {
       );
     }
     if (sampler.type !== 'ddim' && eta > 0) warn(`warning: eta ${eta} is ignored: eta applies to the ddim sampler only, not ${sampler.name}`);
+    if (this.trainingWords && this.info.conditioning === 'clip') {
+      const unknown = unknownWords([...(o.inputs as string[]), ...(o.negative !== undefined ? [o.negative] : [])], this.trainingWords);
+      if (unknown.length) {
+        const shown =
+          unknown
+            .slice(0, 8)
+            .map((w) => `'${w}'`)
+            .join(', ') + (unknown.length > 8 ? `, ... (${unknown.length} words)` : '');
+        warn(
+          `warning: the model never saw ${unknown.length === 1 ? 'this word' : 'these words'} in its training captions: ${shown}; it ignores ${unknown.length === 1 ? 'it' : 'them'} or draws something arbitrary (its words: ${VOCABULARY_FILE})`,
+        );
+      }
+    }
     if (o.guidanceScale > 30) warn(`warning: guidance scale ${o.guidanceScale} is unusually high (1-15 is the usual range); expect saturated, broken images`);
     const b = o.inputs.length;
     // The model's noise schedule, sampled as asked (eta is DDIM's alone).

@@ -345,6 +345,14 @@ export class ClipTextEncoder implements ConditionEncoder {
     this.pad = tokenizer.pad_token_id ?? this.eos;
   }
 
+  /**
+   * Whether the text model declares itself not pretrained (the tiny random CLIP of tiny-clip.ts
+   * marks its config so), to be said wherever the model is used.
+   */
+  get notPretrained(): boolean {
+    return typeof this.model.config._txt2img_note === 'string' && this.model.config._txt2img_note.startsWith('random weights');
+  }
+
   /** D: the model's hidden size (known after load). */
   get contextDim(): number {
     return this.contextDimValue;
@@ -543,10 +551,11 @@ export class ClipTextEncoder implements ConditionEncoder {
       const tok = this.tokenize(chunk);
       tok.truncated.forEach((cut, i) => {
         if (!cut) return;
-        const dropped = this.tokenizer.decode(this.tokenizer.encode(chunk[i]).slice(L - 1, -1), { skip_special_tokens: true });
+        const droppedIds = this.tokenizer.encode(chunk[i]).slice(L - 1, -1);
+        const words = this.tokenizer.decode(droppedIds, { skip_special_tokens: true }).trim().split(/\s+/);
+        const shown = words.length > 6 ? `${words.slice(0, 6).join(' ')} ... (${words.length} words)` : words.join(' ');
         this.warn(
-          `CLIP text encoder: prompt is ${tok.lengths[i]} tokens long (start/end included), over the limit of ${L}; ` +
-            `it was truncated, dropping: "${dropped.trim()}"`,
+          `CLIP text encoder: a prompt of ${tok.lengths[i]} tokens (start/end included) is over the limit of ${L}; its last ${droppedIds.length} tokens are dropped: "${shown}"`,
         );
       });
       const ids = new BigInt64Array(chunk.length * L);

@@ -10,13 +10,13 @@ import { type ImageSet, loadFolderSet, mnistSet } from '../data/in-memory.js';
 import { ProgressBar, trainingProgress } from '../image/progress.js';
 import { Generator } from '../random/generator.js';
 import { parseLossWeighting, parseSchedulerConfig } from '../schedulers/index.js';
-import { type ClipLoadOptions, loadClipTextEncoder } from '../text/clip.js';
+import { type ClipLoadOptions, ClipTextEncoder, loadClipTextEncoder } from '../text/clip.js';
 import { LabelEncoder } from '../text/label.js';
 import type { ConditionEncoder } from '../text/types.js';
 import { parseUNetConfig } from '../unet/config.js';
 import { AutoencoderKL } from '../vae/autoencoder-kl.js';
 import { parseVaeConfig } from '../vae/config.js';
-import { type StageTraining, trainUnetStage, trainVaeStage } from './stages.js';
+import { type StageTraining, trainUnetStage, trainVaeStage, warmupStepsOf } from './stages.js';
 import type { TrainConfig } from './train-config.js';
 import type { StepLog } from './trainer.js';
 import { RunLock, checkRunFolder, clearPreviousRun, removePartials } from './run-folder.js';
@@ -50,6 +50,18 @@ export async function loadTrainingData(c: TrainConfig, log: (l: string) => void)
 function progress(total: number, label: string, quiet?: boolean): { onStep: (s: StepLog) => void; bar: ProgressBar } {
   const bar = new ProgressBar({ total, label, silent: quiet });
   return { bar, onStep: (s) => trainingProgress(bar, s) };
+}
+
+/**
+ * What model_index.json says about how the model was made, written from the run itself (what
+ * it was trained on, whether its text encoder means anything), then the config's own notes.
+ */
+function runNotes(c: TrainConfig, data: ImageSet, encoder: ConditionEncoder): string[] {
+  const notes = [`trained ${c.unetTraining.steps} U-Net steps on ${data.source}`];
+  if (encoder instanceof ClipTextEncoder && encoder.notPretrained) {
+    notes.push('text encoder: a tiny CLIP-architecture model with random weights, NOT pretrained: prompts work only in the words of the training captions');
+  }
+  return [...notes, ...(c.notes ?? [])];
 }
 
 /** Top-level fields of two configs that differ (for the resume warning). */
@@ -87,6 +99,16 @@ async function runLocked(o: RunTrainingOptions, log: (line: string) => void): Pr
     throw new Error(
       `the images are ${data.shape[1]}x${data.shape[2]}, but unet.sampleSize ${sampleSize} x vae downsampleFactor ${vaeCfg.downsampleFactor} makes ${sampleSize * vaeCfg.downsampleFactor}; set unet.sampleSize to ${data.shape[1] / vaeCfg.downsampleFactor}`,
     );
+  }
+  for (const [key, t] of [
+    ['vaeTraining', c.vaeTraining],
+    ['unetTraining', c.unetTraining],
+  ] as const) {
+    if (warmupStepsOf(t) >= t.steps) {
+      log(
+        `warning: ${key}: the warm-up (${warmupStepsOf(t)} steps) is the whole run (${t.steps} steps), so the learning rate never leaves it; give warmupSteps as a fraction, e.g. --set ${key}.warmupSteps=0.05`,
+      );
+    }
   }
   clearPreviousRun(o.runDir, previous, log);
   const saved = path.join(o.runDir, 'config.json');
@@ -155,7 +177,7 @@ async function runLocked(o: RunTrainingOptions, log: (line: string) => void): Pr
       conditioningDropout: c.conditioning.dropout,
       lossWeighting: parseLossWeighting(c.lossWeighting, c.minSnrGamma),
       validation: c.validation ? { ...c.validation, inputs: c.validation.inputs as string[] | number[] } : undefined,
-      notes: c.notes,
+      notes: runNotes(c, data, encoder),
       onStep: p.onStep,
       log,
       stopAfter: o.stopAfter,

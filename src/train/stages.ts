@@ -36,6 +36,7 @@ import { AutoencoderKL, measureScalingFactor } from '../vae/autoencoder-kl.js';
 import type { VaeConfig } from '../vae/config.js';
 import type { Replica, ReplicaSpec } from './data-parallel.js';
 import { Txt2ImgPipeline } from '../pipeline/pipeline.js';
+import { captionVocabulary } from '../pipeline/vocabulary.js';
 import { type StepLog, type TrainResult, gradientSetup, train } from './trainer.js';
 
 export interface StageTraining {
@@ -43,6 +44,7 @@ export interface StageTraining {
   batchSize: number;
   lr: number;
   lrSchedule: LrSchedule['kind'];
+  /** Linear warm-up: a number of steps (an integer >= 1, or 0), or a fraction of `steps` in (0, 1). */
   warmupSteps: number;
   weightDecay: number;
   /** 0 = off */
@@ -71,7 +73,12 @@ export interface StageCommon {
 }
 
 function lrSchedule(t: StageTraining): LrSchedule {
-  return { kind: t.lrSchedule, base: t.lr, warmupSteps: t.warmupSteps, totalSteps: t.steps };
+  return { kind: t.lrSchedule, base: t.lr, warmupSteps: warmupStepsOf(t), totalSteps: t.steps };
+}
+
+/** The warm-up in steps: a fraction below 1 scales with the run, so a shortened run still warms up briefly. */
+export function warmupStepsOf(t: Pick<StageTraining, 'warmupSteps' | 'steps'>): number {
+  return t.warmupSteps > 0 && t.warmupSteps < 1 ? Math.max(1, Math.round(t.warmupSteps * t.steps)) : t.warmupSteps;
 }
 
 /** The trainer settings of a stage; `key` names its config section (vaeTraining, unetTraining). */
@@ -415,6 +422,7 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
   const pipelineDir = path.join(o.runDir, 'pipeline');
   recoverDir(pipelineDir);
 
+  const trainingWords = o.data.captions && !isLabel ? new Set(captionVocabulary(o.data.captions)) : undefined;
   const info = {
     conditioning: (isLabel ? 'label' : 'clip') as 'label' | 'clip',
     conditioningDropout: o.conditioningDropout,
@@ -425,6 +433,7 @@ export async function trainUnetStage(o: UnetStageOptions): Promise<string | unde
   const exportPipeline = async (step: number, ema: EMA | undefined) => {
     await withEmaWeights(store, ema, async () => {
       const p = new Txt2ImgPipeline(o.vae, unet, o.encoder, o.scheduler, { ...info, trainedSteps: step });
+      p.trainingWords = trainingWords;
       await p.save(pipelineDir);
     });
   };

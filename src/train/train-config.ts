@@ -65,7 +65,7 @@ export function validateStageTraining(v: unknown, where: string): StageTraining 
     batchSize: int('batchSize', 1),
     lr: num('lr', (x) => x > 0, 'a number > 0'),
     lrSchedule: check.oneOf(['constant', 'cosine'] as const, o.lrSchedule, `${where}.lrSchedule`),
-    warmupSteps: int('warmupSteps', 0),
+    warmupSteps: num('warmupSteps', (x) => (x >= 0 && x < 1) || Number.isInteger(x), 'an integer >= 0 (steps) or a fraction of the steps in (0, 1)'),
     weightDecay: num('weightDecay', (x) => x >= 0, 'a number >= 0'),
     clipGradNorm: num('clipGradNorm', (x) => x >= 0, 'a number >= 0 (0 = off)'),
     emaDecay: num('emaDecay', (x) => x >= 0 && x < 1, 'a number in [0, 1) (0 = off)'),

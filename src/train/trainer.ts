@@ -348,7 +348,8 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | unde
     writeFileSync(path.join(o.runDir, LOG_NAME), `${JSON.stringify(log)}\n`, { flag: 'a' });
     o.onStep?.(log);
     if (step % checkpointEvery === 0 || step === o.totalSteps) await saveCheckpoint();
-    if (o.onSample && o.sampleEvery && step % o.sampleEvery === 0) await o.onSample(step, ema);
+    // Samples every `sampleEvery` steps, and at the end of a run however short.
+    if (o.onSample && o.sampleEvery && (step % o.sampleEvery === 0 || step === o.totalSteps)) await o.onSample(step, ema);
     if (o.stopAfter !== undefined && doneThisCall >= o.stopAfter && step < o.totalSteps) {
       return { step, lastLoss, stopped: 'stopAfter', ema, optimizer };
     }

@@ -97,6 +97,7 @@ describe('bundling a trained pipeline (--fp16)', () => {
       'tokenizer/tokenizer.json',
       'tokenizer/tokenizer_config.json',
       'tokenizer/vocab.json',
+      'training_vocabulary.json',
       'unet/config.json',
       'unet/diffusion_pytorch_model.safetensors',
       'vae/config.json',
@@ -192,7 +193,7 @@ describe('bundling a trained pipeline (--fp16)', () => {
       },
     );
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^bundled .* -> .*: 16 files, [\d.]+ MB/m);
+    expect(r.stdout).toMatch(/^bundled .* -> .*: 17 files, [\d.]+ MB/m);
     expect(readFileSync(path.join(out, 'README.md'), 'utf8')).toMatch(/Stored as float32, exactly as trained/);
     const bad = await runCommand(
       process.execPath,

@@ -80,9 +80,15 @@ afterAll(() => tiny?.cleanup());
 
 describe('training a tiny text-to-image pipeline', () => {
   it('writes a complete pipeline folder with the training facts', () => {
-    expect(readdirSync(pipeA).sort()).toEqual(['model_index.json', 'scheduler', 'text_encoder', 'tokenizer', 'unet', 'vae']);
+    expect(readdirSync(pipeA).sort()).toEqual(['model_index.json', 'scheduler', 'text_encoder', 'tokenizer', 'training_vocabulary.json', 'unet', 'vae']);
     const index = JSON.parse(readFileSync(path.join(pipeA, 'model_index.json'), 'utf8'));
     expect(index).toMatchObject({ _class_name: 'Txt2ImgPipeline', conditioning: 'clip', conditioningDropout: 0.25, imageSize: 16, trainedSteps: 4 });
+    // Notes written from the run itself, then the config's own.
+    expect(index.notes).toEqual([
+      expect.stringMatching(/^trained 4 U-Net steps on .*12 images/),
+      'text encoder: a tiny CLIP-architecture model with random weights, NOT pretrained: prompts work only in the words of the training captions',
+      'test model: the text encoder is random, not pretrained',
+    ]);
     const vaeCfg = JSON.parse(readFileSync(path.join(pipeA, 'vae', 'config.json'), 'utf8'));
     expect(vaeCfg.scalingFactor).toBeGreaterThan(0);
     expect(vaeCfg.scalingFactor).not.toBe(1);
@@ -160,6 +166,24 @@ describe('training a tiny text-to-image pipeline', () => {
       await expect(Txt2ImgPipeline.load(copy)).rejects.toThrow(
         `model folder ${copy}: imageSize ${size} does not match the U-Net's sampleSize 4 x the VAE's downsampleFactor 4 = 16`,
       );
+    }
+  });
+
+  it('says which prompt words the model never saw in training (and keeps quiet about known ones)', async () => {
+    const pipe = await Txt2ImgPipeline.load(pipeA);
+    try {
+      expect(pipe.trainingWords?.has('square')).toBe(true);
+      const warnings: string[] = [];
+      const run = async (inputs: string[], negative?: string) =>
+        tf.dispose(await pipe.generate({ inputs, negative, guidanceScale: 2, steps: 1, seed: 0, warn: (m) => warnings.push(m) }));
+      await run(['a red square', 'A Blue square.']);
+      expect(warnings).toEqual([]);
+      await run(['a red cat, photograph 🐱'], 'blurry');
+      expect(warnings).toEqual([
+        "warning: the model never saw these words in its training captions: 'cat', 'photograph', '🐱', 'blurry'; it ignores them or draws something arbitrary (its words: training_vocabulary.json)",
+      ]);
+    } finally {
+      pipe.dispose();
     }
   });
 

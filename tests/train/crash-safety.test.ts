@@ -3,7 +3,7 @@
  * the renames of a folder swap, while the pipeline is exported), then `train --resume`: the run
  * must end with the pipeline an uninterrupted run exports, byte for byte, and nothing half-written.
  */
-import { cpSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CRASH_AT_ENV } from '../../src/checkpoint/files.js';

@@ -2,6 +2,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { warmupStepsOf } from '../../src/train/stages.js';
 import { applyOverrides, readTrainConfig, validateTrainConfig } from '../../src/train/train-config.js';
 
 const configs = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../configs');
@@ -36,5 +37,17 @@ describe('training configs', () => {
     expect(bad(['unetTraining.runtime=gpu'])).toThrow("unetTraining.runtime: unknown runtime 'gpu'; allowed: auto, tfjs, onnx");
     expect(validateTrainConfig(applyOverrides(base, ['vaeTraining.runtime=onnx'])).vaeTraining.runtime).toBe('onnx');
     expect(bad(['lossWeighting="l2"'])).toThrow(/lossWeighting 'l2' is unknown; allowed: mse, min-snr/);
+    expect(bad(['unetTraining.warmupSteps=1.5'])).toThrow(
+      /unetTraining.warmupSteps must be an integer >= 0 \(steps\) or a fraction of the steps in \(0, 1\), got 1.5/,
+    );
+  });
+
+  it('takes the warm-up as steps or as a fraction of the run, which scales with a shortened run', () => {
+    const base = readTrainConfig(path.join(configs, 'default-model.json'));
+    const full = validateTrainConfig(base).unetTraining;
+    expect(warmupStepsOf(full)).toBe(200); // 0.0125 of 16000, the recipe's 200 steps
+    expect(warmupStepsOf(validateTrainConfig(applyOverrides(base, ['unetTraining.steps=40'])).unetTraining)).toBe(1);
+    expect(warmupStepsOf(validateTrainConfig(applyOverrides(base, ['unetTraining.steps=400', 'unetTraining.warmupSteps=0.1'])).unetTraining)).toBe(40);
+    expect(warmupStepsOf(validateTrainConfig(applyOverrides(base, ['unetTraining.warmupSteps=30'])).unetTraining)).toBe(30);
   });
 });

@@ -98,12 +98,13 @@ describe('trainer', () => {
     expect(existsSync(path.join(dir, 'checkpoints', 'step-000002', 'weights.safetensors'))).toBe(true);
   });
 
-  it('lets timers and I/O run between steps (a long run does not starve the event loop)', async () => {
+  it('lets timers and I/O run between steps, and samples at the end of a run', async () => {
     // The cpu backend computes synchronously and resolves data() at once: without a macrotask
     // turn per step, this interval would not fire until the whole run ended.
     let ticks = 0;
     const timer = setInterval(() => ticks++, 0);
     const seen: number[] = [];
+    const sampled: number[] = [];
     try {
       const { store, lin } = setup();
       const r = await train({
@@ -115,12 +116,18 @@ describe('trainer', () => {
         seed: 0,
         lr: { kind: 'constant', base: 0.01, warmupSteps: 0, totalSteps: 4 },
         onStep: () => seen.push(ticks),
+        // Every 3 steps, and at the end of a run however short.
+        onSample: (step) => {
+          sampled.push(step);
+        },
+        sampleEvery: 3,
       });
       r.optimizer.dispose();
     } finally {
       clearInterval(timer);
     }
     expect(seen[3]).toBeGreaterThan(seen[0]);
+    expect(sampled).toEqual([3, 4]);
   });
 
   it('leaks no tensors across steps', async () => {
