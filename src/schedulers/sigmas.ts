@@ -16,7 +16,7 @@
  *     rounded to integers: linspace round(linspace(0, T - 1, n + 1))[:-1], leading
  *     floor(T / (n + 1)) * i + offset; trailing as DDIM.
  */
-import { type TimestepSpacing, parseTimestepSpacing, roundHalfEven } from './timesteps.js';
+import { type TimestepSpacing, parseTimestepSpacing, roundHalfEven, trailingTimesteps } from './timesteps.js';
 
 /** sigma_t = sqrt((1 - alphaBar_t) / alphaBar_t) for every training timestep (Karras et al. 2022, Table 1). */
 export function sigmasFromAlphasCumprod(alphasCumprod: Float64Array): Float64Array {
@@ -103,11 +103,9 @@ export function kdiffusionTimesteps(T: number, n: number, spacing: TimestepSpaci
       for (let i = n - 1; i >= 0; i--) out.push(i * r + stepsOffset);
       break;
     }
-    case 'trailing': {
-      const r = T / n;
-      for (let i = 0; i < n; i++) out.push(roundHalfEven(T - i * r) - 1);
+    case 'trailing':
+      out.push(...trailingTimesteps(T, n));
       break;
-    }
     default:
       parseTimestepSpacing(spacing);
   }
@@ -130,11 +128,9 @@ export function multistepTimesteps(T: number, n: number, spacing: TimestepSpacin
       for (let i = n; i >= 1; i--) out.push(i * r + stepsOffset);
       break;
     }
-    case 'trailing': {
-      const r = T / n;
-      for (let i = 0; i < n; i++) out.push(roundHalfEven(T - i * r) - 1);
+    case 'trailing':
+      out.push(...trailingTimesteps(T, n));
       break;
-    }
     default:
       parseTimestepSpacing(spacing);
   }

@@ -29,6 +29,12 @@ export function roundHalfEven(x: number): number {
   return f % 2 === 0 ? f : f + 1;
 }
 
+/** diffusers' "trailing" spacing (Lin et al. 2024, Table 2), the same for every sampler family: round(T - i T / n) - 1, descending. */
+export function trailingTimesteps(T: number, n: number): number[] {
+  const r = T / n;
+  return Array.from({ length: n }, (_, i) => roundHalfEven(T - i * r) - 1);
+}
+
 export function makeTimesteps(T: number, n: number, spacing: TimestepSpacing, stepsOffset = 0): number[] {
   if (!Number.isInteger(n) || n < 1 || n > T) {
     throw new Error(`number of inference steps must be an integer from 1 to numTrainTimesteps (${T}), got ${n}`);
@@ -40,11 +46,9 @@ export function makeTimesteps(T: number, n: number, spacing: TimestepSpacing, st
       for (let i = n - 1; i >= 0; i--) out.push(i * r + stepsOffset);
       break;
     }
-    case 'trailing': {
-      const r = T / n;
-      for (let i = 0; i < n; i++) out.push(roundHalfEven(T - i * r) - 1);
+    case 'trailing':
+      out.push(...trailingTimesteps(T, n));
       break;
-    }
     case 'linspace': {
       for (let i = n - 1; i >= 0; i--) out.push(n === 1 ? 0 : roundHalfEven(((T - 1) * i) / (n - 1)));
       break;
