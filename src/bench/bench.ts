@@ -42,6 +42,7 @@ import { type UNetConfig, unetConfigFromLdmSmall } from '../unet/config.js';
 import { AutoencoderKL } from '../vae/autoencoder-kl.js';
 import { type VaeConfig, vaeConfigFromLdmSmall } from '../vae/config.js';
 import { ConfigChecker } from '../checkpoint/config.js';
+import { yieldToEventLoop } from '../backend/event-loop.js';
 
 export const FIGURE_NAMES = ['vae_train_step_ms', 'unet_train_step_ms', 'unet_forward_ms', 'sample_images_per_s'] as const;
 export type FigureName = (typeof FIGURE_NAMES)[number];
@@ -232,9 +233,13 @@ export function median(xs: number[]): number {
 
 /** Seconds per call: median over `repeat` calls after `warmup` untimed ones, plus the raw times. */
 export async function timed(fn: () => Promise<void>, repeat: number, warmup: number, warmupFn = fn): Promise<{ median: number; times: number[] }> {
-  for (let i = 0; i < warmup; i++) await warmupFn();
+  for (let i = 0; i < warmup; i++) {
+    await yieldToEventLoop();
+    await warmupFn();
+  }
   const times: number[] = [];
   for (let i = 0; i < repeat; i++) {
+    await yieldToEventLoop(); // outside the timed span
     const t0 = performance.now();
     await fn();
     times.push((performance.now() - t0) / 1000);

@@ -103,7 +103,7 @@ describe('runBench', () => {
     const dp = await runBench({ spec, backend, repeat: 1, warmup: 1, runtime: 'onnx', workers: 2, only: ['vae_train_step_ms'], log: () => {} });
     expect(dp.figures.vae_train_step_ms!.error).toBeUndefined();
     expect(formatBench(dp)).toMatch(/training figures: data-parallel over 2 workers \(1 onnxruntime thread each\)/);
-  }, 60_000);
+  });
 
   it('times the training figures data-parallel over worker threads when asked', async () => {
     const spec = loadBenchSpec(tinySpecFile());
@@ -114,7 +114,7 @@ describe('runBench', () => {
     for (const f of Object.values(r.figures)) expect(f!.error).toBeUndefined();
     expect(formatBench(r)).toMatch(/training figures: data-parallel over 2 workers/);
     await expect(runBench({ spec, backend, workers: 0 })).rejects.toThrow(/workers must be an integer from 1 to 64/);
-  }, 60_000);
+  });
 
   it.runIf(process.env.TXT2IMG_BACKEND === undefined || process.env.TXT2IMG_BACKEND === 'wasm')('counts wasm tensor bytes through the malloc guard', () => {
     expect(guardWasmMalloc()).toBe(true);

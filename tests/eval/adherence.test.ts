@@ -167,7 +167,7 @@ describe('evaluateAdherence', () => {
       seen: await loadSceneAttributeSet(path.join(root, 'train'), { size: 16 }),
       'held-out': await loadSceneAttributeSet(path.join(root, 'heldout'), { size: 16 }),
     };
-  }, 120_000);
+  });
 
   afterAll(() => {
     pipeline?.dispose();

@@ -55,7 +55,7 @@ beforeAll(async () => {
     lossWeighting: 'mse',
   });
   pipeDir = (await runTraining({ config, runDir: tempDir('eval-mnist'), stage: 'all', resume: false, quiet: true, log: () => {} }))!;
-}, 120_000);
+});
 
 describe('option parsing', () => {
   it('reads sampler and cfg lists and names bad values', () => {

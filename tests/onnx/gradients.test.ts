@@ -268,11 +268,11 @@ describe('OnnxSession', () => {
     writeFileSync(file, traceToOnnx(trace, { outputNames: ['y'] }));
     x.dispose();
     const script = fileURLToPath(new URL('../fixtures/ort-workers.mjs', import.meta.url));
-    const r = await runCommand(process.execPath, [script, file, '20'], { timeout: 60_000 });
+    const r = await runCommand(process.execPath, [script, file, '20'], { timeout: 300_000 });
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('ok');
     expect(r.code).toBe(0);
-  }, 90_000);
+  });
 });
 
 describe('OnnxGradients', () => {
@@ -394,7 +394,7 @@ describe('OnnxGradients', () => {
       if (store !== unet.store) store.dispose();
       unet.dispose();
       labelEncoder?.dispose();
-    }, 30_000);
+    });
   }
 
   it('a loss with an untranslated kernel is an error naming it, or computed by tfjs when a fallback is asked for', async () => {
@@ -489,5 +489,5 @@ describe('OnnxGradients', () => {
     for (let k = 0; k < runs[0].length; k++) d = Math.max(d, Math.abs(runs[0][k] - runs[1][k]));
     expect(d).toBeGreaterThan(0); // rounding differs (onnxruntime's kernels are not tfjs')
     expect(d).toBeLessThan(1e-4);
-  }, 30_000);
+  });
 });

@@ -114,7 +114,11 @@ describe('OnnxUNet', () => {
     const pipeUNet = new UNet2DCondition(PEER_UNET_CONFIG, new Generator(2));
     perturbParams(pipeUNet.store, 4);
     const encoder = new LabelEncoder({ kind: 'label', numClasses: 3, contextDim: PEER_UNET_CONFIG.contextDim }, new Generator(3));
-    const pipe = new Txt2ImgPipeline(vae, pipeUNet, encoder, DEFAULT_SCHEDULER_CONFIG, { conditioning: 'label', conditioningDropout: 0.1, imageSize: PEER_UNET_CONFIG.sampleSize * PEER_VAE_CONFIG.downsampleFactor });
+    const pipe = new Txt2ImgPipeline(vae, pipeUNet, encoder, DEFAULT_SCHEDULER_CONFIG, {
+      conditioning: 'label',
+      conditioningDropout: 0.1,
+      imageSize: PEER_UNET_CONFIG.sampleSize * PEER_VAE_CONFIG.downsampleFactor,
+    });
     try {
       const opts = { inputs: [0, 2], guidanceScale: 2, steps: 2, seed: 1 };
       const a = await pipe.generate(opts);

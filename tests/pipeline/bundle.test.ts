@@ -78,7 +78,7 @@ beforeAll(async () => {
   pipeDir = (await runTraining({ config, runDir: tempDir('bundle-run'), stage: 'all', resume: false, quiet: true, log: () => {} }))!;
   bundleDir = path.join(tempDir('bundle-out'), 'models', 'default');
   bundle = await bundlePipeline({ pipelineDir: pipeDir, outDir: bundleDir, fp16: true, recipe: RECIPE, tokenizerCheckDir: sharedModelsDir() });
-}, 120_000);
+});
 
 afterAll(() => tiny?.cleanup());
 
@@ -189,7 +189,7 @@ describe('bundling a trained pipeline (--fp16)', () => {
       {
         cwd: repo,
         env: { ...process.env, [LOCAL_MODELS_ENV]: sharedModelsDir() },
-        timeout: 60_000,
+        timeout: 300_000,
       },
     );
     expect(r.code, r.stderr).toBe(0);
@@ -200,7 +200,7 @@ describe('bundling a trained pipeline (--fp16)', () => {
       ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', path.join(out, 'nope'), '--out', path.join(out, '..', 'x')],
       {
         cwd: repo,
-        timeout: 60_000,
+        timeout: 300_000,
       },
     );
     expect(bad.code).toBe(1);

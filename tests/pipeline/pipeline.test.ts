@@ -74,7 +74,7 @@ beforeAll(async () => {
   data = (await writeColorDataset(tempDir('colors'), { count: 12, size: 16 })).root;
   runA = tempDir('runA');
   pipeA = (await runTraining({ config: tinyConfig(data, tiny.result.outDir), runDir: runA, stage: 'all', resume: false, ...quiet }))!;
-}, 300_000);
+});
 
 afterAll(() => tiny?.cleanup());
 
@@ -344,7 +344,7 @@ describe('training a tiny text-to-image pipeline', () => {
       {
         cwd: repo,
         env: { ...process.env, TXT2IMG_BACKEND: process.env.TXT2IMG_BACKEND ?? 'wasm' },
-        timeout: 120_000,
+        timeout: 300_000,
       },
     );
     expect(r.code, r.stderr).toBe(0);

@@ -15,7 +15,7 @@ async function cli(script: string, args: string[]) {
   const r = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', script), ...args], {
     cwd: repo,
     env: { ...process.env, TXT2IMG_BACKEND: 'cpu' },
-    timeout: 60_000,
+    timeout: 300_000,
   });
   return { code: r.code, stderr: r.stderr.trim(), stdout: r.stdout };
 }

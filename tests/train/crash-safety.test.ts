@@ -33,7 +33,7 @@ const train = (config: string, out: string, extra: string[], crash?: string) =>
   runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'train.ts'), '--config', config, '--out', out, '--quiet', ...extra], {
     cwd: repo,
     env: { ...process.env, TXT2IMG_BACKEND: 'wasm', TXT2IMG_THREADS: '1', [CRASH_AT_ENV]: crash ?? '' },
-    timeout: 180_000,
+    timeout: 300_000,
   });
 
 /** Every file of a pipeline folder, by relative path. */
@@ -56,7 +56,7 @@ beforeAll(async () => {
   const r = await train(config, path.join(dir, 'run'), []);
   expect(r.code, r.stderr).toBe(0);
   reference = files(path.join(dir, 'run', 'pipeline'));
-}, 240_000);
+});
 
 describe('a run killed at the worst moments', () => {
   // NAME:N = the Nth time the run reaches NAME (checkpoints: VAE steps 1-3, then U-Net steps 1-3).
@@ -82,6 +82,6 @@ describe('a run killed at the worst moments', () => {
       );
       expect(leftovers).toEqual([]);
       expect(existsSync(path.join(run, 'pipeline.old'))).toBe(false);
-    }, 240_000);
+    });
   }
 });

@@ -76,7 +76,7 @@ describe('the train command on a run folder', () => {
     runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'train.ts'), ...args], {
       cwd: repo,
       env: { ...process.env, TXT2IMG_BACKEND: 'cpu' },
-      timeout: 60_000,
+      timeout: 300_000,
     });
   const config = (dir: string) => {
     const file = path.join(dir, 'c.json');
