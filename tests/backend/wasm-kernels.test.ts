@@ -378,7 +378,7 @@ describe('max pool gradient', () => {
             return tf.sum(tf.mul(y, tf.range(1, 1 + y.size).reshape(y.shape))); // a dy that names its window
           };
           return tf.grad(f)(T(d));
-        });
+        }, 0);
       }
     });
   }
@@ -452,7 +452,7 @@ describe('slice and split', () => {
         tf.slice(tf.tensor(ints, [4, 6, 5, 7], 'int32'), [1, 2, 0, 3], [2, 2, 5, 2]).cast('float32'),
         tf.split(tf.tensor(ints, [4, 6, 5, 7], 'int32'), [3, 4], 3)[1].cast('float32'),
       ];
-    });
+    }, 0);
   });
 });
 

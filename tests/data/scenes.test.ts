@@ -204,7 +204,7 @@ describe('dataset writer', () => {
     const { data } = await sharp(path.join(e, 'train', r.file_name))
       .raw()
       .toBuffer({ resolveWithObject: true });
-    const pix = renderScene({ kind: 'shape', shape: 'circle', color: 'red', size: 'large', position: 'center', background: 'white' });
+    const pix = renderScene({ kind: 'shape', shape: 'circle', color: 'red', size: 'large', position: 'center', background: 'white' }, 32);
     const back = await sharp(encodeRgbPng(pix, 32, 32))
       .raw()
       .toBuffer();

@@ -73,7 +73,7 @@ function twoShardsByHand<B extends object>(store: ParamStore, loss: (b: B, rng: 
 
 describe('splitBatch', () => {
   it('splits every per-sample field into contiguous, near-equal shards', () => {
-    const shards = splitBatch({ indices: [0, 1, 2, 3, 4], flips: [true, false, true, false, true] });
+    const shards = splitBatch({ indices: [0, 1, 2, 3, 4], flips: [true, false, true, false, true] }, 3);
     expect(shards.map((s) => s.size)).toEqual([2, 2, 1]);
     expect(shards.map((s) => s.batch.indices)).toEqual([[0, 1], [2, 3], [4]]);
     expect(shards[2].batch.flips).toEqual([true]);
