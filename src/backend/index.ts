@@ -2,7 +2,9 @@
  * The backend layer: picks the tfjs backend once at start-up, and says which it picked.
  *
  * Order when nothing is asked for: node-gpu (@tensorflow/tfjs-node-gpu), node
- * (@tensorflow/tfjs-node), wasm (XNNPACK plus our kernel pack, see ./wasm-kernels.ts), cpu.
+ * (@tensorflow/tfjs-node), webgpu (Dawn, see ./webgpu.ts; only on an adapter that is not a
+ * software rasterizer: llvmpipe is slower than wasm and serves only to test the GPU path, so it
+ * runs only when asked for), wasm (XNNPACK plus our kernel pack, see ./wasm-kernels.ts), cpu.
  * `--backend NAME` on every CLI, or TXT2IMG_BACKEND=NAME, asks for one: a backend that was
  * asked for and cannot load is an error, never a silent fallback.
  *
@@ -12,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 
-export const BACKEND_NAMES = ['node-gpu', 'node', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['node-gpu', 'node', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export const BACKEND_ENV = 'TXT2IMG_BACKEND';
 export const THREADS_ENV = 'TXT2IMG_THREADS';
@@ -20,11 +22,17 @@ export const THREADS_ENV = 'TXT2IMG_THREADS';
 export interface BackendInfo {
   /** Our name for it (what --backend takes). */
   name: BackendName;
-  /** tfjs' registered backend name ('tensorflow', 'wasm', 'cpu'). */
+  /** tfjs' registered backend name ('tensorflow', 'webgpu', 'wasm', 'cpu'). */
   tfName: string;
-  /** Threads the backend computes with (wasm: its worker pool; node: TensorFlow's own pool). */
+  /**
+   * Threads the backend computes with (wasm: its worker pool; node: TensorFlow's own pool;
+   * webgpu: the host's cores, which onnxruntime may use beside it).
+   */
   threads: number;
-  /** True only when a GPU really computes: node-gpu with a visible NVIDIA device. */
+  /**
+   * True only when a GPU really computes: node-gpu with a visible NVIDIA device, webgpu on an
+   * adapter that is not a software rasterizer.
+   */
   gpu: boolean;
   /** The line printed at start-up. */
   description: string;
@@ -116,18 +124,37 @@ async function loadWasm(threads: number | undefined): Promise<BackendInfo> {
   return { name: 'wasm', tfName: 'wasm', threads: n, gpu: false, description: `backend: wasm (${n} thread${n === 1 ? '' : 's'}${note})` };
 }
 
+async function loadWebGpu(asked: boolean): Promise<BackendInfo> {
+  const { startWebGpu, describeAdapter, webgpuStep } = await import('./webgpu.js');
+  const { info } = await startWebGpu(asked);
+  stepHook = webgpuStep;
+  const threads = os.cpus().length;
+  const adapter = describeAdapter(info);
+  return {
+    name: 'webgpu',
+    tfName: 'webgpu',
+    threads,
+    gpu: !info.software,
+    description: info.software
+      ? `backend: webgpu (adapter: ${adapter}) -- WARNING: a software rasterizer: it computes on the CPU, slower than wasm; a correctness run of the GPU code path, not a GPU`
+      : `backend: webgpu (adapter: ${adapter})`,
+  };
+}
+
 async function loadCpu(): Promise<BackendInfo> {
   if (!(await tf.setBackend('cpu'))) throw new Error("backend 'cpu' failed to initialise");
   await tf.ready();
   return { name: 'cpu', tfName: 'cpu', threads: 1, gpu: false, description: 'backend: cpu (pure JavaScript, 1 thread; slow, for tests and debugging)' };
 }
 
-async function load(name: BackendName, threads: number | undefined): Promise<BackendInfo> {
+async function load(name: BackendName, threads: number | undefined, asked: boolean): Promise<BackendInfo> {
   switch (name) {
     case 'node-gpu':
       return loadNode(true);
     case 'node':
       return loadNode(false);
+    case 'webgpu':
+      return loadWebGpu(asked);
     case 'wasm':
       return loadWasm(threads);
     case 'cpu':
@@ -162,12 +189,12 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   tf.enableProdMode();
   let info: BackendInfo | undefined;
   if (asked) {
-    info = await load(asked, threads);
+    info = await load(asked, threads, true);
   } else {
     const failures: string[] = [];
     for (const name of BACKEND_NAMES) {
       try {
-        info = await load(name, threads);
+        info = await load(name, threads, false);
         break;
       } catch (e) {
         failures.push(`${name}: ${(e as Error).message}`);
@@ -183,4 +210,19 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
 /** The backend chosen by initBackend, or undefined before it ran. */
 export function currentBackend(): BackendInfo | undefined {
   return current;
+}
+
+/** Set by a backend whose loops must let it catch up between steps (webgpu). */
+let stepHook: (() => Promise<void>) | undefined;
+
+/**
+ * Lets the backend catch up once per step of a long loop of GPU work, where it needs that;
+ * resolves at once elsewhere. On webgpu, Dawn recycles its objects (tfjs makes a bind group
+ * per dispatch) only as the event loop turns and the GPU reports finished work, so a loop
+ * that awaits nothing real until its end (the sampler) would hold every bind group it made:
+ * the driver's descriptor memory grows until it fails (measured on llvmpipe: a segfault after
+ * ~60k dispatches, 42 ldm-small sampling steps). Such loops await this once per step.
+ */
+export function yieldToBackend(): Promise<void> {
+  return stepHook ? stepHook() : Promise.resolve();
 }
