@@ -13,6 +13,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
+// Loads neither Dawn nor tfjs-backend-webgpu until the webgpu backend is started.
+import { describeAdapter, startWebGpu, webgpuStep } from './webgpu.js';
 
 export const BACKEND_NAMES = ['node-gpu', 'node', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -125,9 +127,7 @@ async function loadWasm(threads: number | undefined): Promise<BackendInfo> {
 }
 
 async function loadWebGpu(asked: boolean): Promise<BackendInfo> {
-  const { startWebGpu, describeAdapter, webgpuStep } = await import('./webgpu.js');
   const { info } = await startWebGpu(asked);
-  stepHook = webgpuStep;
   const threads = os.cpus().length;
   const adapter = describeAdapter(info);
   return {
@@ -212,9 +212,6 @@ export function currentBackend(): BackendInfo | undefined {
   return current;
 }
 
-/** Set by a backend whose loops must let it catch up between steps (webgpu). */
-let stepHook: (() => Promise<void>) | undefined;
-
 /**
  * Lets the backend catch up once per step of a long loop of GPU work, where it needs that;
  * resolves at once elsewhere. On webgpu, Dawn recycles its objects (tfjs makes a bind group
@@ -224,5 +221,5 @@ let stepHook: (() => Promise<void>) | undefined;
  * ~60k dispatches, 42 ldm-small sampling steps). Such loops await this once per step.
  */
 export function yieldToBackend(): Promise<void> {
-  return stepHook ? stepHook() : Promise.resolve();
+  return tf.getBackend() === 'webgpu' ? webgpuStep() : Promise.resolve();
 }

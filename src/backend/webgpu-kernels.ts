@@ -7,9 +7,10 @@
  *    the device's maxStorageBuffersPerShaderStage minus one (the output) make an invalid
  *    pipeline, and the result silently reads as zeros (the gradient norm of a VAE's 73
  *    parameters; llvmpipe allows 8). Summed in chunks that fit, then the partial sums.
- *  - BatchMatMul / _FusedMatMul whose batch dims both broadcast ([2,1,M,K] x [1,3,K,N]): tfjs
- *    reshapes each operand to its own batch and fails ("Size(768) must match the product of
- *    shape 2,3,16,16"). The operands are tiled to the common batch first.
+ *  - BatchMatMul whose batch dims both broadcast ([2,1,M,K] x [1,3,K,N]): tfjs reshapes each
+ *    operand to its own batch and fails ("Size(768) must match the product of shape
+ *    2,3,16,16"). The operands are tiled to the common batch first. (tfjs' fused matMul op
+ *    flattens both batches before its kernel, so it never gets here.)
  *  - MaxPoolGrad: tfjs' positions shader keeps the last of tied maxima (`value >= max`), so a
  *    window of equal values (a ReLU's zeros, a flat image region) sends its gradient to another
  *    element than the cpu backend, TensorFlow and onnxruntime do. One shader (ours, WGSL) sends
@@ -159,7 +160,7 @@ addKernel('AddN', ({ inputs, backend }) => {
   }
 });
 
-// --- BatchMatMul / _FusedMatMul with batch dims broadcast on both sides ---------------------------
+// --- BatchMatMul with batch dims broadcast on both sides ------------------------------------------
 
 /** The Tile of `x` to `batch` (x's batch dims broadcast to it), or null where none is needed. */
 function tileToBatch(backend: unknown, x: TensorInfo, batch: number[]): TensorInfo | null {
@@ -174,29 +175,23 @@ function tileToBatch(backend: unknown, x: TensorInfo, batch: number[]): TensorIn
   return call('Tile', backend, { x: reshaped }, { reps });
 }
 
-for (const name of ['BatchMatMul', '_FusedMatMul']) {
-  addKernel(name, ({ inputs, attrs, backend }) => {
-    const named = inputs as Record<string, TensorInfo | undefined>;
-    const { a, b } = named as { a: TensorInfo; b: TensorInfo };
-    const batch = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
-    const ta = tileToBatch(backend, a, batch);
-    const tb = tileToBatch(backend, b, batch);
-    if (!ta || !tb) {
-      // At most one side broadcasts: tfjs' kernel is right (the tiled one, if any, is full).
-      try {
-        return call(name, backend, { ...named, a: ta ?? a, b: tb ?? b }, attrs);
-      } finally {
-        for (const t of [ta, tb]) if (t) (backend as WebGpuBackend).disposeData(t.dataId);
-      }
-    }
-    try {
-      return call(name, backend, { ...named, a: ta, b: tb }, attrs);
-    } finally {
-      (backend as WebGpuBackend).disposeData(ta.dataId);
-      (backend as WebGpuBackend).disposeData(tb.dataId);
-    }
-  });
-}
+addKernel('BatchMatMul', ({ inputs, attrs, backend }) => {
+  const { a, b } = inputs as Record<string, TensorInfo>;
+  const batch = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const ta = tileToBatch(backend, a, batch);
+  const tb = ta && tileToBatch(backend, b, batch);
+  // Where at most one side broadcasts, tfjs' kernel is right as it is.
+  if (!ta || !tb) {
+    if (ta) (backend as WebGpuBackend).disposeData(ta.dataId);
+    return call('BatchMatMul', backend, inputs, attrs);
+  }
+  try {
+    return call('BatchMatMul', backend, { a: ta, b: tb }, attrs);
+  } finally {
+    (backend as WebGpuBackend).disposeData(ta.dataId);
+    (backend as WebGpuBackend).disposeData(tb.dataId);
+  }
+});
 
 // --- MaxPoolGrad: each dy to its window's first maximum -----------------------------------------
 

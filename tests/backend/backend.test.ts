@@ -15,6 +15,7 @@ import {
 import { wasmThreadsUnavailableReason } from '../../src/backend/wasm-threads.js';
 import { Generator } from '../../src/random/generator.js';
 import { lastJson, moduleUrl, runChild } from './child.js';
+import { webgpu } from '../webgpu/adapter.js';
 
 /** tfjs-node cannot install on the development machine; where it is, the node cases do not apply. */
 const installed = (pkg: string): boolean => {
@@ -26,6 +27,7 @@ const installed = (pkg: string): boolean => {
   }
 };
 const tfjsNodeInstalled = installed('@tensorflow/tfjs-node') || installed('@tensorflow/tfjs-node-gpu');
+const hardwareAdapter = webgpu.adapter !== undefined && !webgpu.adapter.software;
 
 const savedEnv = { backend: process.env[BACKEND_ENV], threads: process.env[THREADS_ENV] };
 function setEnv(name: string, value: string | undefined): void {
@@ -40,15 +42,16 @@ afterAll(() => {
 describe('backend names', () => {
   it('parses names case-insensitively and rejects others, listing the allowed ones', () => {
     expect(parseBackendName(' WASM ', '--backend')).toBe('wasm');
-    expect(BACKEND_NAMES).toEqual(['node-gpu', 'node', 'wasm', 'cpu']);
-    expect(() => parseBackendName('gpu', '--backend')).toThrow("--backend: unknown backend 'gpu'; allowed: node-gpu, node, wasm, cpu");
+    expect(parseBackendName('WebGPU', '--backend')).toBe('webgpu');
+    expect(BACKEND_NAMES).toEqual(['node-gpu', 'node', 'webgpu', 'wasm', 'cpu']);
+    expect(() => parseBackendName('gpu', '--backend')).toThrow("--backend: unknown backend 'gpu'; allowed: node-gpu, node, webgpu, wasm, cpu");
   });
 });
 
 describe('initBackend (one process)', () => {
   it('rejects an unknown name from the flag or the environment', async () => {
     setEnv(BACKEND_ENV, undefined);
-    await expect(initBackend({ backend: 'webgl', quiet: true })).rejects.toThrow(/unknown backend 'webgl'; allowed: node-gpu, node, wasm, cpu/);
+    await expect(initBackend({ backend: 'webgl', quiet: true })).rejects.toThrow(/unknown backend 'webgl'; allowed: node-gpu, node, webgpu, wasm, cpu/);
     setEnv(BACKEND_ENV, 'tpu');
     await expect(initBackend({ quiet: true })).rejects.toThrow(new RegExp(`${BACKEND_ENV}: unknown backend 'tpu'`));
     expect(currentBackend()).toBeUndefined();
@@ -134,7 +137,8 @@ describe('initBackend (fresh processes)', () => {
   `;
   type Out = { info: { name: string; threads: number; description: string }; backend: string; g00: number };
 
-  it.skipIf(tfjsNodeInstalled)('picks wasm by the automatic order here (no tfjs-node), and exits by itself with threads running', async () => {
+  // A GPU adapter would come first (webgpu); llvmpipe is passed over unless asked for.
+  it.skipIf(tfjsNodeInstalled || hardwareAdapter)('picks wasm by the automatic order here (no tfjs-node, no GPU adapter), and exits by itself with threads running', async () => {
     const r = await runChild(snippet, { [BACKEND_ENV]: undefined, [THREADS_ENV]: undefined });
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(0);
