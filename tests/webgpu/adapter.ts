@@ -20,12 +20,14 @@ async function probe(): Promise<{ adapter?: WebGpuAdapterInfo; why: string }> {
 }
 
 export const webgpu = await probe();
+// The default reporter lists a skipped file without its titles: say why here too.
+if (!webgpu.adapter) console.warn(`webgpu tests skipped: ${webgpu.why}`);
 
 /** `title` with the adapter it runs on, or with why it is skipped. */
 export function webgpuTitle(title: string): string {
   return webgpu.adapter
     ? `${title} (webgpu on ${describeAdapter(webgpu.adapter)})`
-    : `${title} -- SKIPPED: no WebGPU adapter (${webgpu.why}); scripts/setup-webgpu-cpu.sh installs Mesa's software one`;
+    : `${title} -- SKIPPED: ${webgpu.why}`;
 }
 
 /** Skips a describe block where there is no adapter, saying why (see webgpuTitle). */
