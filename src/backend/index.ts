@@ -38,6 +38,11 @@ export interface BackendInfo {
   gpu: boolean;
   /** The line printed at start-up. */
   description: string;
+  /**
+   * What every report of this run must say (webgpu on a software adapter: its timings are a
+   * correctness run of the GPU code path, not GPU speed).
+   */
+  warning?: string;
 }
 
 export interface InitBackendOptions {
@@ -130,14 +135,16 @@ async function loadWebGpu(asked: boolean): Promise<BackendInfo> {
   const { info } = await startWebGpu(asked);
   const threads = os.cpus().length;
   const adapter = describeAdapter(info);
+  const warning = info.software
+    ? `webgpu on a software rasterizer (${info.description || info.device || 'no description'}): it computes on the CPU, slower than wasm; a correctness run of the GPU code path, not GPU speed`
+    : undefined;
   return {
     name: 'webgpu',
     tfName: 'webgpu',
     threads,
     gpu: !info.software,
-    description: info.software
-      ? `backend: webgpu (adapter: ${adapter}) -- WARNING: a software rasterizer: it computes on the CPU, slower than wasm; a correctness run of the GPU code path, not a GPU`
-      : `backend: webgpu (adapter: ${adapter})`,
+    description: warning ? `backend: webgpu (adapter: ${adapter}) -- WARNING: ${warning}` : `backend: webgpu (adapter: ${adapter})`,
+    ...(warning ? { warning } : {}),
   };
 }
 

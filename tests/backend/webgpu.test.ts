@@ -53,14 +53,15 @@ describe.skipIf(noAdapter)(webgpuTitle('backend webgpu in a fresh process'), () 
     );
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(0);
-    const out = lastJson<{ info: { name: string; gpu: boolean; description: string }; backend: string; g00: number }>(r.stdout);
+    const out = lastJson<{ info: { name: string; gpu: boolean; description: string; warning?: string }; backend: string; g00: number }>(r.stdout);
     expect(out.backend).toBe('webgpu');
     expect(out.info.name).toBe('webgpu');
     expect(out.g00).toBe(2 * 7 * 7);
     const a = webgpu.adapter!;
     expect(out.info.description).toContain(`backend: webgpu (adapter: ${describeAdapter(a)})`);
     expect(out.info.gpu).toBe(!a.software);
-    if (a.software) expect(out.info.description).toMatch(/WARNING: a software rasterizer: it computes on the CPU.*not a GPU/);
+    if (a.software) expect(out.info.description).toMatch(/WARNING: webgpu on a software rasterizer \(.*\): it computes on the CPU.*not GPU speed/);
+    expect(out.info.warning !== undefined).toBe(a.software);
     expect(r.stderr).toContain(out.info.description);
   });
 });

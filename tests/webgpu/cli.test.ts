@@ -1,7 +1,8 @@
 /**
  * The commands on webgpu, as a user runs them: `npx txt2img "a smiling face" --backend webgpu`
- * (the bundled model; pixels as on wasm) and a short `train` of both stages that asked for two
- * data-parallel workers. Skipped, saying why, where there is no WebGPU adapter.
+ * (the bundled model; pixels as on wasm), a short `train` of both stages that asked for two
+ * data-parallel workers, and the benchmark on ldm-small's shapes made tiny. Skipped, saying why,
+ * where there is no WebGPU adapter.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -45,7 +46,7 @@ describe.skipIf(noAdapter)(webgpuTitle('the commands on webgpu'), () => {
     const gpu = await run([...common, '--backend', 'webgpu', '--out', path.join(dir, 'webgpu.png')]);
     expect(gpu.code, gpu.stderr).toBe(0);
     expect(gpu.stderr).toContain(adapterLine());
-    if (webgpu.adapter!.software) expect(gpu.stderr).toMatch(/WARNING: a software rasterizer/);
+    if (webgpu.adapter!.software) expect(gpu.stderr).toMatch(/WARNING: webgpu on a software rasterizer/);
     expect(gpu.stderr).toMatch(/^U-Net runtime: tfjs .*auto: the webgpu backend/m);
     const cpu = await run([...common, '--backend', 'wasm', '--runtime', 'tfjs', '--out', path.join(dir, 'wasm.png')]);
     expect(cpu.code, cpu.stderr).toBe(0);
@@ -55,6 +56,23 @@ describe.skipIf(noAdapter)(webgpuTitle('the commands on webgpu'), () => {
     for (let i = 0; i < a.data.length; i++) worst = Math.max(worst, Math.abs(a.data[i] - b.data[i]));
     // 8-bit pixels of images that agree to ~1e-5: a pixel may round to the next level.
     expect(worst).toBeLessThanOrEqual(1);
+  });
+
+  it('bench on webgpu: the report labelled with the adapter\'s caveat', async () => {
+    const spec = JSON.parse(readFileSync('/work/shared/bench/ldm-small.json', 'utf8'));
+    spec.vae.channels = [8, 8, 8];
+    spec.vae.groupNormGroups = 4;
+    Object.assign(spec.unet, { channels: [8, 16], attentionHeads: 2, contextDim: 16, contextLength: 3, timeEmbedDim: 16, groupNormGroups: 4, resBlocksPerLevel: 1 });
+    Object.assign(spec.measure, { trainBatch: 2, sampleBatch: 2, sampleSteps: 3 });
+    const file = path.join(tempDir('wg-bench'), 'tiny.json');
+    writeFileSync(file, JSON.stringify(spec));
+    // Two figures (training and sampling run elsewhere here): llvmpipe takes ~25 s for all four.
+    const r = await run(['--import', 'tsx', 'scripts/bench.ts', '--backend', 'webgpu', '--config', file, '--repeat', '1', '--warmup', '0', '--only', 'vae_train_step_ms,unet_forward_ms']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^ldm-small benchmark: backend webgpu/m);
+    for (const f of ['vae_train_step_ms', 'unet_forward_ms']) expect(r.stdout).toMatch(new RegExp(`^  ${f} +[\\d.]+ ms`, 'm'));
+    if (webgpu.adapter!.software) expect(r.stdout).toMatch(/^  note: webgpu on a software rasterizer .*a correctness run of the GPU code path, not GPU speed$/m);
+    else expect(r.stdout).not.toMatch(/note: webgpu/);
   });
 
   it('train (both stages, 2 workers asked for) runs on webgpu in one process, and its pipeline samples', async () => {
