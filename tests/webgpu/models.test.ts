@@ -16,6 +16,7 @@ import { readSafetensors } from '../../src/checkpoint/io.js';
 import { computeGradients, disposeGrads } from '../../src/nn/params.js';
 import { Txt2ImgPipeline } from '../../src/pipeline/pipeline.js';
 import { runTraining } from '../../src/pipeline/run-training.js';
+import { LabelEncoder } from '../../src/text/label.js';
 import { type TrainConfig, validateTrainConfig } from '../../src/pipeline/train-config.js';
 import { Generator } from '../../src/random/generator.js';
 import { UNet2DCondition } from '../../src/unet/unet2d-condition.js';
@@ -122,6 +123,19 @@ describe.skipIf(noAdapter)(webgpuTitle('the models on webgpu'), () => {
     expect(maxAbs(gpu[1], gpu[0])).toBeLessThan(1e-5); // the cache is the raw context's K/V
     const floor = floorOf(cpu.slice(3));
     cpu.forEach((c, i) => expect(relErr(gpu[i], c, floor), `output ${i}`).toBeLessThan(1e-4));
+  });
+
+  it('a label-conditioned model\'s encoder: labels and the null class (what guidance uses) as on cpu', async () => {
+    const runs = await onBackends(['cpu', 'webgpu'], async () => {
+      const enc = new LabelEncoder({ kind: 'label', numClasses: 10, contextDim: 16 }, new Generator(5));
+      const cond = await enc.encode([3, 7]);
+      const uncond = await enc.unconditional(2);
+      const vals = await read([cond.context, uncond.context]);
+      tf.dispose([cond.context, uncond.context]);
+      enc.dispose();
+      return vals;
+    });
+    runs[0].forEach((c, i) => expect(relErr(runs[1][i], c), `output ${i}`).toBeLessThan(1e-6));
   });
 
   it('sampling the bundled model: the same seed gives the same images on wasm and on webgpu (DDIM and DDPM)', async () => {
