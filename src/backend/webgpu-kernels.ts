@@ -5,8 +5,9 @@
  *
  *  - AddN: tfjs binds every input as its own storage buffer in one shader, so more inputs than
  *    the device's maxStorageBuffersPerShaderStage minus one (the output) make an invalid
- *    pipeline, and the result silently reads as zeros (the gradient norm of a VAE's 73
- *    parameters; llvmpipe allows 8). Summed in chunks that fit, then the partial sums.
+ *    pipeline, and Dawn drops the whole batch of work submitted with it (the gradient norm of
+ *    a VAE's 73 parameters; llvmpipe allows 8). Summed in chunks that fit, then the partial
+ *    sums.
  *  - BatchMatMul whose batch dims both broadcast ([2,1,M,K] x [1,3,K,N]): tfjs reshapes each
  *    operand to its own batch and fails ("Size(768) must match the product of shape
  *    2,3,16,16"). The operands are tiled to the common batch first. (tfjs' fused matMul op
@@ -19,9 +20,10 @@
  *    them of arguments up to ~1000. The argument is reduced to [-pi, pi] first (Cody-Waite, 2 pi
  *    split in two so that k * C1 is exact), in the same shader.
  *
- * Every kernel calls tfjs' own kernel functions directly (nothing is recorded on a tape),
- * disposes each intermediate it made, and falls back to tfjs' kernel for what it does not
- * handle. Registered for 'webgpu' only.
+ * Our shaders run through tfjs' runWebGPUProgram (tfjs writes their preamble); the other kernels
+ * call tfjs' kernel functions directly (nothing is recorded on a tape). Each disposes every
+ * intermediate it made and falls back to tfjs' kernel for what it does not handle (other
+ * dtypes). Registered for 'webgpu' only.
  */
 import * as tf from '@tensorflow/tfjs';
 import { webgpu_util } from '@tensorflow/tfjs-backend-webgpu';

@@ -49,7 +49,6 @@ type GpuDevice = {
   queue: { onSubmittedWorkDone(): Promise<void> };
   lost: Promise<{ reason: string; message: string }>;
   addEventListener?(type: 'uncapturederror', listener: (e: { error: { message: string } }) => void): void;
-  destroy(): void;
 };
 type Gpu = { requestAdapter(options?: object): Promise<GpuAdapter | null> };
 type DawnModule = { create(flags: string[]): Gpu; globals: Record<string, unknown> };
@@ -182,9 +181,6 @@ let active: WebGpuAdapterInfo | undefined;
 let activeDevice: GpuDevice | undefined;
 /** The previous step's "submitted work done" promise (webgpuStep). */
 let previousStep: Promise<void> | undefined;
-export function webgpuAdapter(): WebGpuAdapterInfo | undefined {
-  return active;
-}
 
 export interface WebGpuStart {
   info: WebGpuAdapterInfo;
@@ -206,7 +202,7 @@ export async function startWebGpu(allowSoftware: boolean): Promise<WebGpuStart> 
   if (info.software && !allowSoftware) {
     throw new Error(`backend 'webgpu': the only adapter is a software rasterizer (${describeAdapter(info)}); use it with --backend webgpu`);
   }
-  if (tf.getBackend?.() === 'webgpu' && active) return { info: active };
+  if (active && tf.getBackend() === 'webgpu') return { info: active };
 
   // tfjs-backend-webgpu's code reads the WebGPU globals (GPUBufferUsage, GPUMapMode, ...) and
   // checks `navigator.gpu`; Node 20 has neither (Node 21+ has a navigator without gpu).
@@ -218,8 +214,8 @@ export async function startWebGpu(allowSoftware: boolean): Promise<WebGpuStart> 
   const nav = (g.navigator ??= {}) as Record<string, unknown>;
   if (!('gpu' in nav)) Object.defineProperty(nav, 'gpu', { value: gpu, configurable: true, enumerable: true });
 
-  // The limits tfjs' own factory asks for: the adapter's, not WebGPU's low defaults (128 MiB
-  // storage buffers would cap a 32x32 batch's attention scores).
+  // The limits tfjs' own factory asks for: the adapter's, not WebGPU's defaults (128 MiB
+  // buffers, 16 KiB of workgroup storage), which a GPU usually exceeds.
   const L = adapter.limits;
   const requiredLimits: Record<string, number> = {};
   for (const k of [
