@@ -133,7 +133,7 @@ describe('initBackend (fresh processes)', () => {
     const x = tf.ones([2, 8, 8, 4]);
     const w = tf.ones([3, 3, 4, 4]);
     const g = tf.grad((ww) => tf.conv2d(x, ww, 1, 'same').sum())(w);
-    console.log(JSON.stringify({ info, backend: tf.getBackend(), g00: g.dataSync()[0] }));
+    console.log(JSON.stringify({ info, backend: tf.getBackend(), g00: (await g.data())[0] }));
   `;
   type Out = { info: { name: string; threads: number; description: string }; backend: string; g00: number };
 
@@ -148,6 +148,17 @@ describe('initBackend (fresh processes)', () => {
     expect(out.g00).toBe(2 * 7 * 7); // x = 1: tap (0,0) reads a pixel for 7x7 of the 8x8 outputs, per image
     expect(r.stderr).toContain(out.info.description);
     expect(out.info.threads).toBeGreaterThanOrEqual(1);
+  });
+
+  // Runs only on a machine with a GPU adapter (none was available where this was written).
+  it.skipIf(tfjsNodeInstalled || !hardwareAdapter)('picks webgpu by the automatic order on a GPU adapter', async () => {
+    const r = await runChild(snippet, { [BACKEND_ENV]: undefined, [THREADS_ENV]: undefined }, 120_000);
+    expect(r.code).toBe(0);
+    const out = lastJson<Out>(r.stdout);
+    expect(out.info.name).toBe('webgpu');
+    expect(out.backend).toBe('webgpu');
+    expect(out.g00).toBe(2 * 7 * 7);
+    expect(r.stderr).toContain(out.info.description);
   });
 
   it('honours TXT2IMG_BACKEND=cpu in a fresh process', async () => {

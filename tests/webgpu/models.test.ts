@@ -143,7 +143,7 @@ describe.skipIf(noAdapter)(webgpuTitle('the models on webgpu'), () => {
     const runs = await onBackends(['wasm', 'webgpu'], async () => {
       const pipe = await Txt2ImgPipeline.load(path.join(repo, 'models', 'default'), { clip });
       const out: Float32Array[] = [];
-      for (const [sampler, steps] of [['ddim', 6], ['ddpm', 4]] as const) {
+      for (const [sampler, steps] of [['ddim', 5], ['ddpm', 3]] as const) {
         const images = await pipe.generate({ inputs: ['a smiling face', 'a red square at the top'], guidanceScale: 7, steps, sampler, eta: 0, seed: 3, runtime: 'tfjs', warn: () => {} });
         out.push(...(await read([images])));
         images.dispose();
