@@ -10,7 +10,7 @@
 # Usage: scripts/setup-webgpu-cpu.sh [--check]   (--check: exit 0 if installed, 1 if not; no changes)
 set -euo pipefail
 
-MIN_MAJOR=23   # the oldest Mesa major whose lavapipe Dawn accepts (22.3 is refused; 25 measured)
+MIN_MAJOR=23   # 22.3 is refused by Dawn and 25.0 works (measured); 23 and 24 are untested
 ICD_DIR=/usr/share/vulkan/icd.d   # lavapipe's manifest: lvp_icd.json (Debian), lvp_icd.<arch>.json (others)
 
 installed_major() {
