@@ -9,7 +9,10 @@ export function cliArgs(name: string, usage: string) {
   return yargs(hideBin(process.argv))
     .scriptName(name)
     .usage(usage)
-    .option('backend', { type: 'string', describe: `${BACKEND_NAMES.join(' | ')} (env ${BACKEND_ENV}; default: the best that loads)` });
+    .option('backend', {
+      type: 'string',
+      describe: `${BACKEND_NAMES.join(' | ')} (env ${BACKEND_ENV}; default: the best that loads; webgpu by default only on a GPU adapter, on a software one such as llvmpipe only when asked for)`,
+    });
 }
 
 /** Unknown options and yargs' own failures become errors (one line through runCli), then parse. */

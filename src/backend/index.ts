@@ -2,7 +2,9 @@
  * The backend layer: picks the tfjs backend once at start-up, and says which it picked.
  *
  * Order when nothing is asked for: node-gpu (@tensorflow/tfjs-node-gpu), node
- * (@tensorflow/tfjs-node), wasm (XNNPACK plus our kernel pack, see ./wasm-kernels.ts), cpu.
+ * (@tensorflow/tfjs-node), webgpu (Dawn, see ./webgpu.ts; only on an adapter that is not a
+ * software rasterizer: llvmpipe is slower than wasm and serves only to test the GPU path, so it
+ * runs only when asked for), wasm (XNNPACK plus our kernel pack, see ./wasm-kernels.ts), cpu.
  * `--backend NAME` on every CLI, or TXT2IMG_BACKEND=NAME, asks for one: a backend that was
  * asked for and cannot load is an error, never a silent fallback.
  *
@@ -11,6 +13,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
+// Loads neither Dawn nor tfjs-backend-webgpu until the webgpu backend is started.
+import { describeAdapter, startWebGpu, webgpuStep } from './webgpu.js';
 
 import { BACKEND_ENV, BACKEND_NAMES, type BackendName, THREADS_ENV, parseBackendName } from './names.js';
 
@@ -19,14 +23,25 @@ export { BACKEND_ENV, BACKEND_NAMES, type BackendName, THREADS_ENV, parseBackend
 export interface BackendInfo {
   /** Our name for it (what --backend takes). */
   name: BackendName;
-  /** tfjs' registered backend name ('tensorflow', 'wasm', 'cpu'). */
+  /** tfjs' registered backend name ('tensorflow', 'webgpu', 'wasm', 'cpu'). */
   tfName: string;
-  /** Threads the backend computes with (wasm: its worker pool; node: TensorFlow's own pool). */
+  /**
+   * Threads the backend computes with (wasm: its worker pool; node: TensorFlow's own pool;
+   * webgpu: the host's cores, which onnxruntime may use beside it).
+   */
   threads: number;
-  /** True only when a GPU really computes: node-gpu with a visible NVIDIA device. */
+  /**
+   * True only when a GPU really computes: node-gpu with a visible NVIDIA device, webgpu on an
+   * adapter that is not a software rasterizer.
+   */
   gpu: boolean;
   /** The line printed at start-up. */
   description: string;
+  /**
+   * What every report of this run must say (webgpu on a software adapter: its timings are a
+   * correctness run of the GPU code path, not GPU speed).
+   */
+  warning?: string;
 }
 
 export interface InitBackendOptions {
@@ -109,18 +124,37 @@ async function loadWasm(threads: number | undefined): Promise<BackendInfo> {
   return { name: 'wasm', tfName: 'wasm', threads: n, gpu: false, description: `backend: wasm (${n} thread${n === 1 ? '' : 's'}${note})` };
 }
 
+async function loadWebGpu(asked: boolean): Promise<BackendInfo> {
+  const { info } = await startWebGpu(asked);
+  const threads = os.cpus().length;
+  const adapter = describeAdapter(info);
+  const warning = info.software
+    ? `webgpu on a software rasterizer (${info.description || info.device || 'no description'}): it computes on the CPU, slower than wasm; a correctness run of the GPU code path, not GPU speed`
+    : undefined;
+  return {
+    name: 'webgpu',
+    tfName: 'webgpu',
+    threads,
+    gpu: !info.software,
+    description: warning ? `backend: webgpu (adapter: ${adapter}) -- WARNING: ${warning}` : `backend: webgpu (adapter: ${adapter})`,
+    ...(warning ? { warning } : {}),
+  };
+}
+
 async function loadCpu(): Promise<BackendInfo> {
   if (!(await tf.setBackend('cpu'))) throw new Error("backend 'cpu' failed to initialise");
   await tf.ready();
   return { name: 'cpu', tfName: 'cpu', threads: 1, gpu: false, description: 'backend: cpu (pure JavaScript, 1 thread; slow, for tests and debugging)' };
 }
 
-async function load(name: BackendName, threads: number | undefined): Promise<BackendInfo> {
+async function load(name: BackendName, threads: number | undefined, asked: boolean): Promise<BackendInfo> {
   switch (name) {
     case 'node-gpu':
       return loadNode(true);
     case 'node':
       return loadNode(false);
+    case 'webgpu':
+      return loadWebGpu(asked);
     case 'wasm':
       return loadWasm(threads);
     case 'cpu':
@@ -153,12 +187,12 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   tf.enableProdMode();
   let info: BackendInfo | undefined;
   if (asked) {
-    info = await load(asked, threads);
+    info = await load(asked, threads, true);
   } else {
     const failures: string[] = [];
     for (const name of BACKEND_NAMES) {
       try {
-        info = await load(name, threads);
+        info = await load(name, threads, false);
         break;
       } catch (e) {
         failures.push(`${name}: ${(e as Error).message}`);
@@ -174,4 +208,16 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
 /** The backend chosen by initBackend, or undefined before it ran. */
 export function currentBackend(): BackendInfo | undefined {
   return current;
+}
+
+/**
+ * Lets the backend catch up once per step of a long loop of GPU work, where it needs that;
+ * resolves at once elsewhere. On webgpu, Dawn recycles its objects (tfjs makes a bind group
+ * per dispatch) only as the event loop turns and the GPU reports finished work, so a loop
+ * that awaits nothing real until its end (the sampler) would hold every bind group it made:
+ * the driver's descriptor memory grows until it fails (measured on llvmpipe: a segfault after
+ * ~60k dispatches, 42 ldm-small sampling steps). Such loops await this once per step.
+ */
+export function yieldToBackend(): Promise<void> {
+  return tf.getBackend() === 'webgpu' ? webgpuStep() : Promise.resolve();
 }

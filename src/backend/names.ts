@@ -5,7 +5,7 @@
  */
 
 /** In the automatic order: the first that loads is used. */
-export const BACKEND_NAMES = ['node-gpu', 'node', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['node-gpu', 'node', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export const BACKEND_ENV = 'TXT2IMG_BACKEND';
 export const THREADS_ENV = 'TXT2IMG_THREADS';

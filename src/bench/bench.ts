@@ -370,6 +370,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     notes,
   };
   log(`${o.backend.description}; tfjs ${tf.version.tfjs}; config ${spec.file}`);
+  if (o.backend.warning) notes.push(o.backend.warning);
   const onnxUNet = runtime === 'onnx' ? new OnnxUNet(unet) : undefined;
   if (onnxUNet) log(`${describeUNetRuntime('onnx')} (unet_forward_ms, unet_forward_cached_ms, sample_images_per_s); training gradients: onnxruntime-node too`);
   if (workers > 1) log(`training figures: data-parallel over ${workers} workers (${describeShards(runtime)})`);

@@ -50,11 +50,22 @@ export { RUNTIMES, RUNTIME_CHOICES, type Runtime, type RuntimeChoice, parseRunti
 /**
  * `auto`: onnxruntime-node where the tfjs backend computes on the CPU and onnxruntime-node loads
  * (faster than tfjs-wasm for sampling and training here, README "Speed"), tfjs otherwise (a GPU
- * backend, or no onnxruntime). Returns the runtime and, for `auto`, why.
+ * backend, webgpu on any adapter, or no onnxruntime). Returns the runtime and, for `auto`, why.
  */
 export async function resolveRuntime(choice: RuntimeChoice, backend: { gpu: boolean; name: string }): Promise<{ runtime: Runtime; why?: string }> {
+  if (choice === 'onnx' && backend.name === 'webgpu') {
+    // onnxruntime's inputs and the traced weights are read from tfjs synchronously, which the
+    // webgpu backend cannot do in Node (src/backend/webgpu.ts).
+    throw new Error(
+      "runtime 'onnx' cannot run beside the webgpu backend (its tensors cannot be read synchronously); use --runtime tfjs, or onnx with --backend wasm",
+    );
+  }
   if (choice !== 'auto') return { runtime: choice };
   if (backend.gpu) return { runtime: 'tfjs', why: `auto: the ${backend.name} backend computes on the GPU` };
+  // webgpu on a software adapter (llvmpipe) runs only when asked for by name, to exercise the
+  // GPU code path: running the U-Net on onnxruntime instead would defeat that.
+  if (backend.name === 'webgpu')
+    return { runtime: 'tfjs', why: 'auto: the webgpu backend was asked for (on a software adapter: --runtime onnx is faster here)' };
   const problem = await onnxRuntimeProblem();
   if (problem) return { runtime: 'tfjs', why: `auto: onnxruntime-node is unavailable (${problem})` };
   return { runtime: 'onnx', why: `auto: faster than the ${backend.name} backend on a CPU; --runtime tfjs for tfjs` };

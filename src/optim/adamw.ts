@@ -138,13 +138,32 @@ export class AdamW {
  * Returns the norm before clipping (NaN/Inf propagate, so callers can detect divergence).
  */
 export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): number {
-  if (!(maxNorm > 0)) throw new Error(`gradient clip norm must be > 0, got ${maxNorm}`);
-  const norm = tf.tidy(() => {
-    const sq = [...grads.values()].map((g) => tf.sum(tf.square(g)));
-    return tf.sqrt(tf.addN(sq));
-  });
+  const norm = globalNorm(grads, maxNorm);
   const value = norm.dataSync()[0];
   norm.dispose();
+  return scaleToNorm(grads, maxNorm, value);
+}
+
+/**
+ * clipGradNorm with the norm read asynchronously: the webgpu backend cannot read GPU data
+ * synchronously in Node (see src/backend/webgpu.ts), and elsewhere it costs nothing more.
+ */
+export async function clipGradNormAsync(grads: Map<string, tf.Tensor>, maxNorm: number): Promise<number> {
+  const norm = globalNorm(grads, maxNorm);
+  const value = (await norm.data())[0];
+  norm.dispose();
+  return scaleToNorm(grads, maxNorm, value);
+}
+
+function globalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): tf.Scalar {
+  if (!(maxNorm > 0)) throw new Error(`gradient clip norm must be > 0, got ${maxNorm}`);
+  return tf.tidy(() => {
+    const sq = [...grads.values()].map((g) => tf.sum(tf.square(g)));
+    return tf.sqrt(tf.addN(sq)) as tf.Scalar;
+  });
+}
+
+function scaleToNorm(grads: Map<string, tf.Tensor>, maxNorm: number, value: number): number {
   if (Number.isFinite(value) && value > maxNorm) {
     const scale = maxNorm / (value + 1e-6);
     for (const [name, g] of grads) {

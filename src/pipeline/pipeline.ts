@@ -310,7 +310,9 @@ export class Txt2ImgPipeline {
       const latents = await sampleLatents({ ...loop, unet: o.runtime === 'onnx' ? this.onnxUNet! : this.unet });
       // Finite or fail: a NaN (an overflow in the U-Net or the decoder) would clip to a black image.
       const decoded = tf.tidy(() => this.vae.decodeLatents(latents));
-      const finite = tf.tidy(() => tf.logicalAnd(tf.all(tf.isFinite(latents)), tf.all(tf.isFinite(decoded))).dataSync()[0] === 1);
+      const allFinite = tf.tidy(() => tf.logicalAnd(tf.all(tf.isFinite(latents)), tf.all(tf.isFinite(decoded))));
+      const finite = (await allFinite.data())[0] === 1; // read asynchronously: webgpu cannot read synchronously
+      allFinite.dispose();
       latents.dispose();
       if (!finite) {
         decoded.dispose();

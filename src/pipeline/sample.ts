@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { yieldToEventLoop } from '../backend/event-loop.js';
+import { yieldToBackend } from '../backend/index.js';
 import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/index.js';
 import { type Conditioning, concatConditioning, disposeConditioning } from '../text/types.js';
@@ -102,6 +103,7 @@ export async function sampleLatents<C extends { dispose(): void }>(o: SampleLate
       } finally {
         predOriginalSample.dispose();
       }
+      await yieldToBackend(); // webgpu: lets Dawn free this step's GPU objects
     }
     return latents;
   } catch (e) {

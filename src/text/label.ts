@@ -146,7 +146,9 @@ export class LabelEncoder implements ConditionEncoder {
   /** The null class repeated: what classifier-free guidance uses. */
   async unconditional(batch: number): Promise<Conditioning> {
     checkBatch(batch, 'label encoder unconditional');
-    return tf.tidy(() => ({ context: this.embed(tf.fill([batch], this.nullClass, 'int32') as tf.Tensor1D) }));
+    // Labels made on the host, as encode's are: embed reads them back to check them, which the
+    // webgpu backend cannot do synchronously for a tensor computed on the GPU (tf.fill).
+    return tf.tidy(() => ({ context: this.embed(tf.tensor1d(new Int32Array(batch).fill(this.nullClass), 'int32')) }));
   }
 
   dispose(): void {

@@ -278,6 +278,8 @@ export type WorkerMessage =
 /** Our backend name for the backend this thread computes on. */
 function backendName(): BackendName {
   const cur = currentBackend();
+  if (cur?.name === 'webgpu')
+    throw new Error('data-parallel training: the webgpu backend is not started in worker threads (one GPU device per process); train with 1 worker');
   if (cur) return cur.name;
   const tfName = tf.getBackend();
   if (tfName === 'wasm' || tfName === 'cpu') return tfName;

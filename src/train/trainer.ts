@@ -24,7 +24,7 @@ import path from 'node:path';
 import { readSafetensors, writeSafetensors } from '../checkpoint/io.js';
 import { crashPoint, readJson, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../checkpoint/files.js';
 import { type ParamStore, type StagedLoss, disposeGrads } from '../nn/params.js';
-import { AdamW, type AdamWConfig, accumulateGrads, clipGradNorm } from '../optim/adamw.js';
+import { AdamW, type AdamWConfig, accumulateGrads, clipGradNormAsync } from '../optim/adamw.js';
 import { EMA } from '../optim/ema.js';
 import { type LrSchedule, learningRateAt, validateLrSchedule } from '../optim/lr.js';
 import { Generator, type GeneratorState } from '../random/generator.js';
@@ -185,7 +185,12 @@ export async function gradientSetup<B>(
   const choice = t.runtime ?? 'auto';
   const { runtime, why } = await resolveRuntime(choice, currentBackend() ?? { gpu: false, name: 'tfjs' });
   const cores = defaultOnnxThreads();
-  const workers = t.workers ?? defaultWorkers(runtime);
+  let workers = t.workers ?? defaultWorkers(runtime);
+  if (workers > 1 && currentBackend()?.name === 'webgpu') {
+    // Each worker would start its own Dawn device on the same adapter: no gain on a GPU.
+    log(`${stage}: ${workers} data-parallel workers asked for, 1 used: the webgpu backend trains in one process, on one GPU device`);
+    workers = 1;
+  }
   const auto = t.workers === undefined && workers > 1 ? ` (one per core; --workers 1: one session on ${cores} threads)` : '';
   const how =
     runtime === 'onnx'
@@ -327,7 +332,7 @@ async function trainLoop<B>(o: TrainerOptions<B>, pool: GradientSource<B> | unde
       }
     }
     const loss = lossSum / accumulate;
-    const gradNorm = o.clipGradNorm ? clipGradNorm(acc, o.clipGradNorm) : NaN;
+    const gradNorm = o.clipGradNorm ? await clipGradNormAsync(acc, o.clipGradNorm) : NaN;
     if (!Number.isFinite(loss) || (o.clipGradNorm && !Number.isFinite(gradNorm))) {
       disposeGrads(acc);
       const last = latestCheckpoint(o.runDir);

@@ -8,6 +8,7 @@ import { BACKEND_ENV, BACKEND_NAMES, THREADS_ENV, currentBackend, initBackend, p
 import { wasmThreadsUnavailableReason } from '../../src/backend/wasm-threads.js';
 import { Generator } from '../../src/random/generator.js';
 import { lastJson, moduleUrl, runChild } from './child.js';
+import { webgpu } from '../webgpu/adapter.js';
 
 /** tfjs-node cannot install on the development machine; where it is, the node cases do not apply. */
 const installed = (pkg: string): boolean => {
@@ -19,6 +20,7 @@ const installed = (pkg: string): boolean => {
   }
 };
 const tfjsNodeInstalled = installed('@tensorflow/tfjs-node') || installed('@tensorflow/tfjs-node-gpu');
+const hardwareAdapter = webgpu.adapter !== undefined && !webgpu.adapter.software;
 
 const savedEnv = { backend: process.env[BACKEND_ENV], threads: process.env[THREADS_ENV] };
 function setEnv(name: string, value: string | undefined): void {
@@ -33,15 +35,16 @@ afterAll(() => {
 describe('backend names', () => {
   it('parses names case-insensitively and rejects others, listing the allowed ones', () => {
     expect(parseBackendName(' WASM ', '--backend')).toBe('wasm');
-    expect(BACKEND_NAMES).toEqual(['node-gpu', 'node', 'wasm', 'cpu']);
-    expect(() => parseBackendName('gpu', '--backend')).toThrow("--backend: unknown backend 'gpu'; allowed: node-gpu, node, wasm, cpu");
+    expect(parseBackendName('WebGPU', '--backend')).toBe('webgpu');
+    expect(BACKEND_NAMES).toEqual(['node-gpu', 'node', 'webgpu', 'wasm', 'cpu']);
+    expect(() => parseBackendName('gpu', '--backend')).toThrow("--backend: unknown backend 'gpu'; allowed: node-gpu, node, webgpu, wasm, cpu");
   });
 });
 
 describe('initBackend (one process)', () => {
   it('rejects an unknown name from the flag or the environment', async () => {
     setEnv(BACKEND_ENV, undefined);
-    await expect(initBackend({ backend: 'webgl', quiet: true })).rejects.toThrow(/unknown backend 'webgl'; allowed: node-gpu, node, wasm, cpu/);
+    await expect(initBackend({ backend: 'webgl', quiet: true })).rejects.toThrow(/unknown backend 'webgl'; allowed: node-gpu, node, webgpu, wasm, cpu/);
     setEnv(BACKEND_ENV, 'tpu');
     await expect(initBackend({ quiet: true })).rejects.toThrow(new RegExp(`${BACKEND_ENV}: unknown backend 'tpu'`));
     expect(currentBackend()).toBeUndefined();
@@ -131,20 +134,35 @@ describe('initBackend (fresh processes)', () => {
     const x = tf.ones([2, 8, 8, 4]);
     const w = tf.ones([3, 3, 4, 4]);
     const g = tf.grad((ww) => tf.conv2d(x, ww, 1, 'same').sum())(w);
-    console.log(JSON.stringify({ info, backend: tf.getBackend(), g00: g.dataSync()[0] }));
+    console.log(JSON.stringify({ info, backend: tf.getBackend(), g00: (await g.data())[0] }));
   `;
   type Out = { info: { name: string; threads: number; description: string }; backend: string; g00: number };
 
-  it.skipIf(tfjsNodeInstalled)('picks wasm by the automatic order here (no tfjs-node), and exits by itself with threads running', async () => {
-    const r = await runChild(snippet, { [BACKEND_ENV]: undefined, [THREADS_ENV]: undefined });
-    expect(r.timedOut).toBe(false);
+  // A GPU adapter would come first (webgpu); llvmpipe is passed over unless asked for.
+  it.skipIf(tfjsNodeInstalled || hardwareAdapter)(
+    'picks wasm by the automatic order here (no tfjs-node, no GPU adapter), and exits by itself with threads running',
+    async () => {
+      const r = await runChild(snippet, { [BACKEND_ENV]: undefined, [THREADS_ENV]: undefined });
+      expect(r.timedOut).toBe(false);
+      expect(r.code).toBe(0);
+      const out = lastJson<Out>(r.stdout);
+      expect(out.info.name).toBe('wasm');
+      expect(out.backend).toBe('wasm');
+      expect(out.g00).toBe(2 * 7 * 7); // x = 1: tap (0,0) reads a pixel for 7x7 of the 8x8 outputs, per image
+      expect(r.stderr).toContain(out.info.description);
+      expect(out.info.threads).toBeGreaterThanOrEqual(1);
+    },
+  );
+
+  // Runs only on a machine with a GPU adapter (none was available where this was written).
+  it.skipIf(tfjsNodeInstalled || !hardwareAdapter)('picks webgpu by the automatic order on a GPU adapter', async () => {
+    const r = await runChild(snippet, { [BACKEND_ENV]: undefined, [THREADS_ENV]: undefined }, 120_000);
     expect(r.code).toBe(0);
     const out = lastJson<Out>(r.stdout);
-    expect(out.info.name).toBe('wasm');
-    expect(out.backend).toBe('wasm');
-    expect(out.g00).toBe(2 * 7 * 7); // x = 1: tap (0,0) reads a pixel for 7x7 of the 8x8 outputs, per image
+    expect(out.info.name).toBe('webgpu');
+    expect(out.backend).toBe('webgpu');
+    expect(out.g00).toBe(2 * 7 * 7);
     expect(r.stderr).toContain(out.info.description);
-    expect(out.info.threads).toBeGreaterThanOrEqual(1);
   });
 
   it('honours TXT2IMG_BACKEND=cpu in a fresh process', async () => {
