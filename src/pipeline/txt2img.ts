@@ -187,7 +187,8 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
         bar.update(s.batch * s.total + s.index + 1, { t: s.t });
         if (o.saveSteps) {
           const x0 = tf.tidy(() => tf.clipByValue(pipe.vae.decodeLatents(s.predX0), -1, 1));
-          (frames[s.index] ??= []).push(await tensorToBatch(x0));
+          frames[s.index] ??= [];
+          frames[s.index].push(await tensorToBatch(x0));
           x0.dispose();
         }
       },

@@ -23,7 +23,9 @@ export class PerImageNoise {
     if (!Number.isInteger(n) || n < 0 || n % b !== 0) throw new Error(`PerImageNoise: ${n} values do not split evenly over ${b} images`);
     const per = n / b;
     const out = new Float32Array(n);
-    this.generators.forEach((g, i) => out.set(g.normalArray(per), i * per));
+    this.generators.forEach((g, i) => {
+      out.set(g.normalArray(per), i * per);
+    });
     return out;
   }
 
