@@ -36,7 +36,7 @@ export function parseInpaintingFill(value: unknown): InpaintingFill {
           .toLowerCase()
           .replace(/[-_\s]+/g, ' ')
       : undefined;
-  const i = INPAINTING_FILLS.findIndex((m) => m === key);
+  const i = (INPAINTING_FILLS as readonly string[]).indexOf(key ?? '');
   if (i >= 0) return i as InpaintingFill;
   if (key !== undefined && /^[0-3]$/.test(key)) return Number(key) as InpaintingFill;
   throw new Error(`inpainting fill must be 0, 1, 2 or 3 (${INPAINTING_FILLS.map((m, j) => `${j} = '${m}'`).join(', ')}), got ${JSON.stringify(value)}`);
