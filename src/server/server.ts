@@ -13,6 +13,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { currentBackend } from '../backend/index.js';
 import { type EditPixels, loadMask, loadRgb, prepareEdit } from '../image/edit.js';
@@ -83,9 +84,13 @@ function version(): string {
   }
 }
 
-/** The page's files (served from the package, no build step). */
+/**
+ * The page's files, served as they are (no build step): src/server/page in a source checkout (so
+ * an edit shows at once), else the copy `npm run build` puts beside this module in dist/.
+ */
 export function pageDir(): string {
-  return path.join(packageRoot(), 'src', 'server', 'page');
+  const source = path.join(packageRoot(), 'src', 'server', 'page');
+  return existsSync(source) ? source : fileURLToPath(new URL('./page/', import.meta.url));
 }
 
 const CONTENT_TYPES: Record<string, string> = {
