@@ -92,7 +92,8 @@ export async function runLoadTest(o: LoadTestOptions): Promise<LoadTestResult> {
         const r = await post({ prompt: prompts[i % prompts.length], steps: o.steps, batch_size: o.batchSize, seed: 1000 + i, sampler_name: 'Euler a' });
         done.push({ job: r.job, at: performance.now(), status: r.status, images: r.json.images?.length ?? 0, detail: r.json.detail });
         if (done.length === Math.max(1, Math.round(o.requests / 10))) afterFirstTenth = processMemory(pid).rss;
-        if (done.length % Math.max(1, Math.round(o.requests / 5)) === 0) log(`${done.length}/${o.requests} done, server RSS ${processMemory(pid).rss.toFixed(0)} MB`);
+        if (done.length % Math.max(1, Math.round(o.requests / 5)) === 0)
+          log(`${done.length}/${o.requests} done, server RSS ${processMemory(pid).rss.toFixed(0)} MB`);
       }
     };
     await Promise.all(Array.from({ length: o.clients }, client));

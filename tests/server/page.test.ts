@@ -112,7 +112,12 @@ describe(`the web page in Chromium${SKIP}`, () => {
     const h = 40;
     const rgb = Buffer.alloc(w * h * 3);
     for (let i = 0; i < w * h; i++) rgb.set([40, 120, 200], i * 3);
-    writeFileSync(photo, await sharp(rgb, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer());
+    writeFileSync(
+      photo,
+      await sharp(rgb, { raw: { width: w, height: h, channels: 3 } })
+        .png()
+        .toBuffer(),
+    );
     await page.click('#tab-img2img');
     await page.setInputFiles('#init-file', photo);
     await page.waitForSelector('#canvas-box:not([hidden])');
