@@ -19,6 +19,7 @@ const CLIENT = path.join(here, '..', 'fixtures', 'a1111-client.mjs');
 let serve: ServeProcess;
 let models: string;
 
+// biome-ignore lint/suspicious/noExplicitAny: JSON from the server, read by the assertions
 type Json = Record<string, any>;
 
 async function call(
