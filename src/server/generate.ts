@@ -18,6 +18,7 @@ import type { A1111Sampler } from '../schedulers/index.js';
 import { LabelEncoder } from '../text/label.js';
 import type { ModelEntry } from './models.js';
 import type { Job } from './queue.js';
+import { invalid } from './schema.js';
 
 /** A checked request, resolved: what to make and how. */
 export interface GenerationPlan {
@@ -77,7 +78,25 @@ export async function runGeneration(
   o: { options: RenderOptions; runtime: Runtime; version: string; log: (line: string) => void },
 ): Promise<GenerationResult> {
   const total = plan.batchSize * plan.nIter;
-  const inputs = inputsFor(pipe, plan.prompt, total);
+  let inputs: string[] | number[];
+  try {
+    // What only the model can check (a label it knows, a negative prompt it can take, steps): a 422.
+    inputs = inputsFor(pipe, plan.prompt, total);
+    pipe.checkOptions({
+      inputs: inputs.slice(0, 1) as string[] | number[],
+      negative: plan.negativePrompt === '' ? undefined : plan.negativePrompt,
+      guidanceScale: plan.cfgScale,
+      steps: plan.steps,
+      sampler: plan.sampler.name,
+      eta: plan.eta,
+      seed: plan.seeds[0],
+    });
+  } catch (e) {
+    throw invalid(
+      ['body', /negative/.test((e as Error).message) ? 'negative_prompt' : /steps/.test((e as Error).message) ? 'steps' : 'prompt'],
+      (e as Error).message,
+    );
+  }
   const extra: Record<string, InfotextValue> = {
     ...(plan.sampler.type === 'ddim' && plan.eta ? { Eta: plan.eta } : {}),
     ...plan.edit?.extra,

@@ -478,16 +478,22 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
         const given = b as Record<string, unknown>;
         for (const [k, v] of Object.entries(given)) checkOptionValue(k, v);
         const entry = typeof given.sd_model_checkpoint === 'string' ? findModel(given.sd_model_checkpoint) : undefined;
+        const before = planned;
         if (entry) planned = entry;
         const job = queue.create('options');
-        await queue.run(job, async () => {
-          if (entry) {
-            await holder.use(entry);
-            setCurrentModel(entry);
-          }
-          const { sd_model_checkpoint: _m, ...rest } = given;
-          Object.assign(options, rest);
-        });
+        try {
+          await queue.run(job, async () => {
+            if (entry) {
+              await holder.use(entry);
+              setCurrentModel(entry);
+            }
+            const { sd_model_checkpoint: _m, ...rest } = given;
+            Object.assign(options, rest);
+          });
+        } catch (e) {
+          if (planned === entry) planned = before; // the model did not load: the old one stays
+          throw e;
+        }
         return null;
       },
     },
