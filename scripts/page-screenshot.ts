@@ -9,7 +9,11 @@ import { cliArgs, parseStrict, runCli } from './cli.js';
 
 await runCli(async () => {
   const argv = await parseStrict(
-    cliArgs('page-screenshot', '$0 [options]\n\nPhotograph the web page of txt2img serve.').option('out', { type: 'string', default: 'docs/server.png', describe: 'PNG to write' }),
+    cliArgs('page-screenshot', '$0 [options]\n\nPhotograph the web page of txt2img serve.').option('out', {
+      type: 'string',
+      default: 'docs/server.png',
+      describe: 'PNG to write',
+    }),
   );
   const [{ chromium }, { initBackend }, { startServer }, { defaultModelDir }] = await Promise.all([
     import('playwright-core'),

@@ -400,10 +400,12 @@ describe('models and options', () => {
   });
 });
 
-describe('--api-auth', () => {
-  it('refuses every route without the credentials and serves them with', async () => {
-    const locked = await startServe(['--runtime', 'tfjs', '--api-auth', 'alice:s3cret,bob:pw'], { timeout: 180_000 });
+describe('--api-auth and --listen', () => {
+  it('refuses every route without the credentials and serves them with; --listen binds all interfaces', async () => {
+    expect(serve.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/); // the default: loopback only
+    const locked = await startServe(['--runtime', 'tfjs', '--api-auth', 'alice:s3cret,bob:pw', '--listen'], { timeout: 180_000 });
     try {
+      expect(locked.log()).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+ \(all interfaces, port \d+\) with HTTP basic auth/);
       for (const route of ['/', '/sdapi/v1/samplers', '/openapi.json', '/page/app.js']) {
         const res = await fetch(`${locked.url}${route}`);
         expect(res.status).toBe(401);
