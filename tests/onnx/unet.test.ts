@@ -114,12 +114,12 @@ describe('OnnxUNet', () => {
     const pipeUNet = new UNet2DCondition(PEER_UNET_CONFIG, new Generator(2));
     perturbParams(pipeUNet.store, 4);
     const encoder = new LabelEncoder({ kind: 'label', numClasses: 3, contextDim: PEER_UNET_CONFIG.contextDim }, new Generator(3));
-    const pipe = new Txt2ImgPipeline(vae, pipeUNet, encoder, DEFAULT_SCHEDULER_CONFIG, { conditioning: 'label', conditioningDropout: 0.1, imageSize: 16 });
+    const pipe = new Txt2ImgPipeline(vae, pipeUNet, encoder, DEFAULT_SCHEDULER_CONFIG, { conditioning: 'label', conditioningDropout: 0.1, imageSize: 32 });
     try {
       const opts = { inputs: [0, 2], guidanceScale: 2, steps: 2, seed: 1 };
       const a = await pipe.generate(opts);
       const b = await pipe.generate({ ...opts, runtime: 'onnx' });
-      expect(b.shape).toEqual([2, 16, 16, 3]);
+      expect(b.shape).toEqual([2, 32, 32, 3]);
       expect(maxAbsDiff(a.dataSync(), b.dataSync())).toBeLessThan(1e-3);
       tf.dispose([a, b]);
       await expect(pipe.generate({ ...opts, runtime: 'gpu' as never })).rejects.toThrow(/unknown U-Net runtime 'gpu'; allowed: tfjs, onnx/);

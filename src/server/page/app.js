@@ -228,6 +228,7 @@ $('generate').addEventListener('click', async () => {
   $('progress').value = 0;
   $('progress-text').textContent = 'starting';
   const watching = watch(req.body.force_task_id);
+  let message = 'failed';
   try {
     const r = await api(req.path, req.body);
     const info = JSON.parse(r.info);
@@ -235,14 +236,14 @@ $('generate').addEventListener('click', async () => {
     // The newest request's images first, each request's in order.
     $('gallery').prepend(...r.images.slice(first).map((png, i) => resultCard(png, info.infotexts[first + i])));
     if ($('random-seed').checked) $('seed').value = String(info.seed);
-    $('progress').value = 1;
-    $('progress-text').textContent = `done: ${r.images.length - first} image(s), seed ${info.seed}`;
+    message = `done: ${r.images.length - first} image(s), seed ${info.seed}`;
   } catch (e) {
     showError(e);
-    $('progress-text').textContent = 'failed';
   } finally {
     state.running = false;
-    await watching;
+    await watching; // its last poll may land after the answer: the final word is said after it
+    $('progress').value = message === 'failed' ? 0 : 1;
+    $('progress-text').textContent = message;
     $('generate').disabled = false;
     $('interrupt').disabled = true;
     $('skip').disabled = true;
