@@ -38,7 +38,7 @@ async function main(): Promise<void> {
     .option('ema-decay', { type: 'number', default: d.emaDecay, describe: 'EMA decay of the weights used for sampling' })
     .option('seed', { type: 'number', default: d.seed, describe: 'seed for everything (data, init, training, sampling)' })
     .option('out', { type: 'string', default: 'runs/toy2d', describe: 'output folder' })
-    .option('backend', { type: 'string', describe: 'tfjs backend: node-gpu, node, wasm, cpu (default: best available)' })
+    .option('backend', { type: 'string', describe: 'tfjs backend: node-gpu, node, webgpu, wasm, cpu (default: best available)' })
     .option('progress', { type: 'boolean', default: true, describe: 'progress bar on stderr (--no-progress to hide)' })
     .strict()
     .help()

@@ -7,6 +7,9 @@ export { RUNTIME_CHOICES, type Runtime, type RuntimeChoice } from './onnx/runtim
 export { type GenerateOptions, type LoadPipelineOptions, type PipelineInfo, Txt2ImgPipeline } from './pipeline/pipeline.js';
 export { type GeneratedImage, type ImageOptions, type TextToImage, type TextToImageOptions, defaultModelDir, pipeline } from './pipeline/text-to-image.js';
 export { type Txt2ImgOptions, type Txt2ImgResult, runTxt2Img } from './pipeline/txt2img.js';
+export { type EditPlan, type Img2ImgOptions, planEdit, runImg2Img } from './pipeline/img2img.js';
+export { type EditPixels, type EditPixelsOptions, RESIZE_MODES, INPAINTING_FILLS, loadMask, loadRgb, prepareEdit } from './image/edit.js';
+export { type RunningServer, type ServeOptions, startServer } from './server/server.js';
 export { bundlePipeline, type BundleOptions } from './pipeline/bundle.js';
 export { Generator } from './random/generator.js';
 export {

@@ -24,6 +24,7 @@ const FLOORS = [
   'onnx',
   'text',
   'pipeline',
+  'server',
   'train',
   'classifier',
   'eval',

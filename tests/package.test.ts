@@ -63,6 +63,9 @@ describe('the packed package in an empty project', () => {
     expect(parseInfotext(result.parameters)).toMatchObject({ prompt: 'a red square', params: { Steps: '3', Sampler: 'Euler a', Seed: '1' } });
     expect(getPngText(readFileSync(path.join(app, 'lib.png')), 'parameters')).toBe(result.parameters);
     expect(existsSync(path.join(app, 'node_modules', 'txt2img', 'src'))).toBe(false); // compiled output only
+    // txt2img serve's page, copied beside the compiled server by the build
+    for (const f of ['index.html', 'app.js', 'style.css'])
+      expect(existsSync(path.join(app, 'node_modules', 'txt2img', 'dist', 'src', 'server', 'page', f))).toBe(true);
 
     // The bin, as `npx txt2img` runs it there.
     const help = await run('npx', ['txt2img', '--help'], app);

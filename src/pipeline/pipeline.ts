@@ -14,8 +14,11 @@ import path from 'node:path';
 import { loadComponentWeights, readComponentConfig, type SaveComponentOptions, saveComponent } from '../checkpoint/io.js';
 import { crashPoint, readJson, recoverDir, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../checkpoint/files.js';
 import { Generator } from '../random/generator.js';
+import { PerImageNoise } from '../random/per-image.js';
 import {
   type A1111Sampler,
+  type NoiseSource,
+  type Scheduler,
   type SchedulerConfig,
   createScheduler,
   parseSamplerName,
@@ -67,6 +70,21 @@ export interface StepInfo {
   predX0: tf.Tensor4D;
 }
 
+/**
+ * What img2img and inpainting (img2img.ts) give the sampling loop, built by GenerateOptions.edit
+ * once the scheduler is set up (sample.ts' start, imageConditioning and blend).
+ */
+export interface EditStart {
+  /** Latents [B, h, w, c] at the noise level of timesteps[index]. */
+  latents: tf.Tensor4D;
+  index: number;
+  /** An inpainting U-Net's extra input channels [B, h, w, 1 + c]: mask, masked-image latents. */
+  imageConditioning?: tf.Tensor4D;
+  blend?: (x: tf.Tensor4D, level: number) => tf.Tensor4D;
+  /** Frees every tensor above; generate calls it when sampling ends. */
+  dispose(): void;
+}
+
 export interface GenerateOptions {
   /** Prompts (clip) or class labels / class names (label); one image per entry. */
   inputs: string[] | number[];
@@ -87,6 +105,18 @@ export interface GenerateOptions {
    * into several batches continues one stream).
    */
   generator?: Generator;
+  /**
+   * One seed per input: image i's noise comes from its own Generator(seeds[i]) alone, whatever the
+   * batch (AUTOMATIC1111's seeds: seed, seed + 1, ...). Replaces `seed` and `generator`.
+   */
+  seeds?: number[];
+  /** Checked before every step: true stops sampling early with the current x0 estimate (an interrupted job). */
+  interrupted?: () => boolean;
+  /**
+   * img2img and inpainting (img2img.ts): the loop's start, built from the configured scheduler,
+   * the noise source (drawn from before any step) and the latent shape [B, h, w, c].
+   */
+  edit?: (scheduler: Scheduler, rng: NoiseSource, shape: [number, number, number, number]) => EditStart;
   /** Called after each denoising step with the x0 estimate decoded lazily by the callback. */
   onStep?: (info: StepInfo) => void | Promise<void>;
   /** Where warnings go (default console.error). */
@@ -136,9 +166,37 @@ export class Txt2ImgPipeline {
         `imageSize ${info.imageSize} does not match the U-Net's sampleSize ${unet.config.sampleSize} x the VAE's downsampleFactor ${vae.config.downsampleFactor} = ${size}`,
       );
     }
-    if (vae.config.latentChannels !== unet.config.inChannels) {
-      throw new Error(`VAE latentChannels ${vae.config.latentChannels} does not match the U-Net's inChannels ${unet.config.inChannels}`);
+    const zc = vae.config.latentChannels;
+    if (unet.config.outChannels !== zc) throw new Error(`VAE latentChannels ${zc} does not match the U-Net's outChannels ${unet.config.outChannels}`);
+    if (unet.config.inChannels !== zc && unet.config.inChannels !== 2 * zc + 1) {
+      throw new Error(
+        `the U-Net's inChannels ${unet.config.inChannels} must be the VAE's latentChannels ${zc}, or ${2 * zc + 1} for an inpainting U-Net (latents, mask, masked-image latents)`,
+      );
     }
+  }
+
+  /**
+   * True for an inpainting U-Net (diffusers' StableDiffusionInpaintPipeline): its input is the
+   * latents, the mask and the masked image's latents, 2 x latentChannels + 1 channels.
+   */
+  get inpainting(): boolean {
+    return this.unet.config.inChannels === 2 * this.vae.config.latentChannels + 1;
+  }
+
+  /**
+   * An inpainting U-Net's extra channels [B, h, w, 1 + c] for a mask and an image [B, H, W, C] in
+   * [-1, 1] (mask [B, H, W, 1], 1 = repaint): the mask binarised at 0.5 and resized to the latents
+   * (nearest), and the latents (posterior mean) of the image with the repainted pixels set to 0,
+   * as diffusers' prepare_mask_latents and masked_image = image * (mask < 0.5).
+   */
+  inpaintingConditioning(image: tf.Tensor4D, mask: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const binary = tf.cast(tf.greaterEqual(mask, 0.5), 'float32') as tf.Tensor4D;
+      const masked = tf.mul(image, tf.sub(1, binary)) as tf.Tensor4D;
+      const latents = this.vae.encodeLatents(masked); // [B, h, w, c]
+      const small = tf.image.resizeNearestNeighbor(binary, [latents.shape[1], latents.shape[2]]); // [B, h, w, 1]
+      return tf.concat([small, latents], 3) as tf.Tensor4D;
+    });
   }
 
   modelIndex(): ModelIndex {
@@ -284,17 +342,25 @@ export class Txt2ImgPipeline {
     scheduler.setTimesteps(o.steps);
     const f = this.vae.config.downsampleFactor;
     const size = this.info.imageSize;
-    const shape: [number, number, number, number] = [b, size / f, size / f, this.unet.config.inChannels];
+    const shape: [number, number, number, number] = [b, size / f, size / f, this.vae.config.latentChannels];
 
     let cond: Conditioning | undefined;
     let uncond: Conditioning | undefined;
+    let start: EditStart | undefined;
+    let blank: tf.Tensor4D | undefined;
     try {
       cond = await this.encoder.encode(o.inputs);
       if (o.guidanceScale !== 1) {
         uncond = o.negative !== undefined ? await this.encoder.encode(new Array(b).fill(o.negative)) : await this.encoder.unconditional(b);
       }
-      const rng = o.generator ?? new Generator(o.seed);
+      const rng = o.seeds ? new PerImageNoise(o.seeds) : (o.generator ?? new Generator(o.seed));
       const total = scheduler.timesteps.length;
+      start = o.edit?.(scheduler, rng, shape);
+      if (this.inpainting && !start?.imageConditioning) {
+        // Text to image with an inpainting U-Net: everything is to be painted (A1111's
+        // txt2img_image_conditioning), with the masked pixels 0 as in training, not A1111's black.
+        blank = tf.tidy(() => this.inpaintingConditioning(tf.zeros([b, size, size, this.vae.config.imageChannels]), tf.ones([b, size, size, 1])));
+      }
       const loop: Omit<SampleLatentsOptions, 'unet'> = {
         scheduler,
         cond,
@@ -303,6 +369,10 @@ export class Txt2ImgPipeline {
         shape,
         rng,
         onStep: o.onStep ? (s) => o.onStep!({ ...s, total }) : undefined,
+        start: start && { latents: start.latents, index: start.index },
+        imageConditioning: start?.imageConditioning ?? blank,
+        blend: start?.blend,
+        interrupted: o.interrupted,
       };
       // The ONNX U-Net (and its exporter, loaded only here) is kept for later calls: its
       // sessions are exported per input shape.
@@ -326,6 +396,8 @@ export class Txt2ImgPipeline {
     } finally {
       disposeConditioning(cond);
       disposeConditioning(uncond);
+      start?.dispose();
+      blank?.dispose();
     }
   }
 
@@ -351,6 +423,12 @@ export function validateGenerateOptions(o: GenerateOptions): { sampler: A1111Sam
   const eta = o.eta ?? 0;
   if (!Number.isFinite(eta) || eta < 0 || eta > 1) throw new Error(`eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like noise), got ${o.eta}`);
   if (!Number.isInteger(o.seed) || o.seed < 0) throw new Error(`seed must be an integer >= 0, got ${o.seed}`);
+  if (o.seeds !== undefined) {
+    if (!Array.isArray(o.seeds) || o.seeds.length !== o.inputs.length)
+      throw new Error(`seeds must list one seed per input (${o.inputs.length}), got ${JSON.stringify(o.seeds)}`);
+    const bad = o.seeds.find((s) => !Number.isInteger(s) || s < 0);
+    if (bad !== undefined) throw new Error(`seeds must be integers >= 0, got ${bad}`);
+  }
   if (o.runtime !== undefined) parseRuntimeName(RUNTIMES, String(o.runtime), 'runtime', 'U-Net runtime');
   return { sampler, eta };
 }

@@ -9,8 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { yieldToEventLoop } from '../backend/event-loop.js';
 import { yieldToBackend } from '../backend/index.js';
-import type { Generator } from '../random/generator.js';
-import type { Scheduler } from '../schedulers/index.js';
+import type { NoiseSource, Scheduler } from '../schedulers/index.js';
 import { type Conditioning, concatConditioning, disposeConditioning } from '../text/types.js';
 import type { ContextCache } from '../unet/unet2d-condition.js';
 
@@ -35,9 +34,32 @@ export interface SampleLatentsOptions<C extends { dispose(): void } = ContextCac
   guidanceScale: number;
   /** [B, h, w, c] of the latents. */
   shape: [number, number, number, number];
-  rng: Generator;
+  /** All noise: the starting latents (unless `start` is given), then the stochastic samplers' steps. */
+  rng: NoiseSource;
   /** Called after every step with the new latents and the step's x0 estimate (do not dispose them). */
   onStep?: (info: { index: number; t: number; latents: tf.Tensor4D; predX0: tf.Tensor4D }) => void | Promise<void>;
+  /**
+   * img2img: start at entry `index` of the scheduler's timesteps from these latents (already at
+   * that entry's noise level; not disposed here) instead of pure noise at entry 0.
+   */
+  start?: { latents: tf.Tensor4D; index: number };
+  /**
+   * Extra U-Net input channels [B, h, w, k] concatenated after the scaled latents (an inpainting
+   * U-Net's mask and masked-image latents, diffusers' StableDiffusionInpaintPipeline); not disposed here.
+   */
+  imageConditioning?: tf.Tensor4D;
+  /**
+   * Inpainting with any model: called with the latents after every step and the schedule index
+   * whose noise level they are at (timesteps.length after the last step), and with each x0
+   * estimate (at that final level); returns what the loop continues with (the known region put
+   * back at that level). Must not dispose its argument.
+   */
+  blend?: (x: tf.Tensor4D, level: number) => tf.Tensor4D;
+  /**
+   * Checked before every step: when it returns true the loop stops and returns the last x0
+   * estimate (what AUTOMATIC1111 returns when interrupted), or the starting latents before any step.
+   */
+  interrupted?: () => boolean;
 }
 
 /** Mixes the two halves of a guided U-Net output [2B, ...] -> [B, ...]. */
@@ -60,13 +82,29 @@ export function validateGuidanceScale(scale: unknown): number {
   return scale;
 }
 
-/** Runs the scheduler's timesteps from pure noise; returns the final latents [B, h, w, c]. */
+/**
+ * Runs the scheduler's timesteps from pure noise (or from `start`); returns the final latents
+ * [B, h, w, c] (or the last x0 estimate when interrupted).
+ */
 export async function sampleLatents<C extends { dispose(): void }>(o: SampleLatentsOptions<C>): Promise<tf.Tensor4D> {
   const scale = validateGuidanceScale(o.guidanceScale);
   const guided = scale !== 1;
   const b = o.shape[0];
   if (o.cond.context.shape[0] !== b) throw new Error(`conditioning batch ${o.cond.context.shape[0]} does not match latent batch ${b}`);
   if (guided && !o.uncond) throw new Error(`guidance scale ${scale} needs an unconditional context`);
+  const steps = o.scheduler.timesteps;
+  const first = o.start?.index ?? 0;
+  if (o.start) {
+    const s = o.start.latents.shape;
+    if (s.some((d, i) => d !== o.shape[i])) throw new Error(`start latents [${s.join(', ')}] do not match the latent shape [${o.shape.join(', ')}]`);
+    if (!Number.isInteger(first) || first < 0 || first > steps.length) throw new Error(`start index ${first} is not an integer from 0 to ${steps.length}`);
+  }
+  const extra = o.imageConditioning;
+  if (extra && (extra.rank !== 4 || extra.shape[0] !== b || extra.shape[1] !== o.shape[1] || extra.shape[2] !== o.shape[2])) {
+    throw new Error(`image conditioning [${extra.shape.join(', ')}] must be [${b}, ${o.shape[1]}, ${o.shape[2]}, k]`);
+  }
+  // Guided: the same extra channels for the unconditional and the conditional half.
+  const extraIn = extra && guided ? (tf.concat([extra, extra], 0) as tf.Tensor4D) : extra;
 
   // Cross-attention K/V once for the whole loop.
   const both = guided ? concatConditioning([o.uncond!, o.cond]) : undefined;
@@ -74,16 +112,29 @@ export async function sampleLatents<C extends { dispose(): void }>(o: SampleLate
   const cache = o.unet.precomputeContext(ctx.context, ctx.mask);
   disposeConditioning(both);
 
-  // x_T ~ N(0, sigma_init^2 I)
-  let latents = tf.tidy(() => tf.mul(o.rng.randn(o.shape), o.scheduler.initNoiseSigma)) as tf.Tensor4D;
+  // x_T ~ N(0, sigma_init^2 I), or img2img's noised input at its start entry
+  let latents = o.start
+    ? o.start.latents.clone()
+    : (tf.tidy(() => tf.mul(tf.tensor(o.rng.normalArray(sizeOf(o.shape)), o.shape, 'float32'), o.scheduler.initNoiseSigma)) as tf.Tensor4D);
+  let lastX0: tf.Tensor4D | undefined;
   try {
-    const steps = o.scheduler.timesteps;
-    for (let i = 0; i < steps.length; i++) {
+    for (let i = first; i < steps.length; i++) {
       await yieldToEventLoop();
+      if (o.interrupted?.()) {
+        o.scheduler.reset(); // a multistep sampler frees the outputs it keeps between steps
+        if (lastX0) {
+          latents.dispose();
+          latents = lastX0;
+          lastX0 = undefined;
+        }
+        break;
+      }
       const t = steps[i];
       const scaled = o.scheduler.scaleModelInput(latents, t) as tf.Tensor4D; // what the network sees at t
-      const input = guided ? (tf.concat([scaled, scaled], 0) as tf.Tensor4D) : scaled; // [B or 2B, h, w, c]
+      const both = guided ? (tf.concat([scaled, scaled], 0) as tf.Tensor4D) : scaled; // [B or 2B, h, w, c]
       if (guided) scaled.dispose();
+      const input = extraIn ? (tf.concat([both, extraIn], 3) as tf.Tensor4D) : both; // [.., c + k]
+      if (extraIn) both.dispose();
       const tvec = tf.fill([input.shape[0]], t, 'float32') as tf.Tensor1D;
       let out: tf.Tensor4D;
       try {
@@ -98,18 +149,32 @@ export async function sampleLatents<C extends { dispose(): void }>(o: SampleLate
       modelOut.dispose();
       latents.dispose();
       latents = prevSample as tf.Tensor4D;
-      try {
-        await o.onStep?.({ index: i, t, latents, predX0: predOriginalSample as tf.Tensor4D });
-      } finally {
-        predOriginalSample.dispose();
+      let predX0 = predOriginalSample as tf.Tensor4D;
+      if (o.blend) {
+        const blended = o.blend(latents, i + 1);
+        latents.dispose();
+        latents = blended;
+        const x0 = o.blend(predX0, steps.length);
+        predX0.dispose();
+        predX0 = x0;
       }
+      lastX0?.dispose();
+      lastX0 = predX0;
+      await o.onStep?.({ index: i, t, latents, predX0 });
       await yieldToBackend(); // webgpu: lets Dawn free this step's GPU objects
     }
     return latents;
   } catch (e) {
     latents.dispose();
+    o.scheduler.reset();
     throw e;
   } finally {
+    lastX0?.dispose();
+    if (extraIn !== extra) extraIn?.dispose();
     cache.dispose();
   }
+}
+
+function sizeOf(shape: readonly number[]): number {
+  return shape.reduce((a, d) => a * d, 1);
 }

@@ -9,7 +9,7 @@ import { writeFileAtomic } from '../checkpoint/files.js';
 import { encodeAnimation } from '../image/animate.js';
 import { type ImageBatch, batchImage, tensorToBatch, writePng } from '../image/convert.js';
 import { makeGrid, makeStrip } from '../image/grid.js';
-import { formatInfotext } from '../image/infotext.js';
+import { type InfotextValue, formatInfotext } from '../image/infotext.js';
 import { ProgressBar } from '../image/progress.js';
 import type { ClipLoadOptions } from '../text/clip.js';
 import { LabelEncoder } from '../text/label.js';
@@ -100,52 +100,37 @@ export function requestSettings(r: ImageRequest, runtime?: Runtime) {
   return { settings, sampler };
 }
 
-/**
- * Generates a request's images with a loaded pipeline: each prompt (or label) `n` times, as
- * [B, H, W, C] in [-1, 1] (the caller disposes it), with each image's generation parameters in
- * AUTOMATIC1111's infotext format.
- */
-export async function generateImages(
-  pipe: Txt2ImgPipeline,
-  r: ImageRequest,
-  o: { model: string; runtime?: Runtime; log: (line: string) => void; onStep?: (info: StepInfo & { batch: number; batches: number }) => void | Promise<void> },
-): Promise<{ images: tf.Tensor4D; parameters: string[] }> {
-  const { settings, sampler } = requestSettings(r, o.runtime);
-  let inputs: string[] | number[];
-  let shown: string[];
+/** A request's inputs to the model (each prompt or label `n` times) and how each is shown in its infotext. */
+function requestInputs(pipe: Txt2ImgPipeline, r: ImageRequest, model: string): { inputs: string[] | number[]; shown: string[] } {
   if (pipe.encoder instanceof LabelEncoder) {
-    if (!r.labels || r.labels.length === 0) throw new Error(`model ${o.model} is conditioned on class labels: pass --label (e.g. --label 3)`);
-    if (r.prompts.length) throw new Error(`model ${o.model} is conditioned on class labels, not text: use --label instead of a prompt`);
+    if (!r.labels || r.labels.length === 0) throw new Error(`model ${model} is conditioned on class labels: pass --label (e.g. --label 3)`);
+    if (r.prompts.length) throw new Error(`model ${model} is conditioned on class labels, not text: use --label instead of a prompt`);
     const ids = pipe.encoder.labelsToIndices(r.labels);
-    inputs = ids.flatMap((l) => new Array(r.n).fill(l));
-    shown = ids.flatMap((l) => new Array(r.n).fill(`label ${l}`));
-  } else {
-    if (r.labels?.length) throw new Error(`model ${o.model} is conditioned on text: --label is for class-conditional models`);
-    inputs = r.prompts.flatMap((p) => new Array(r.n).fill(p));
-    shown = inputs as string[];
+    return { inputs: ids.flatMap((l) => new Array(r.n).fill(l)), shown: ids.flatMap((l) => new Array(r.n).fill(`label ${l}`)) };
   }
-  const rng = new Generator(r.seed);
-  const batches = Math.ceil(inputs.length / BATCH_IMAGES);
-  const parts: tf.Tensor4D[] = [];
-  let images: tf.Tensor4D;
-  try {
-    for (let k = 0; k < batches; k++) {
-      parts.push(
-        await pipe.generate({
-          ...settings,
-          inputs: inputs.slice(k * BATCH_IMAGES, (k + 1) * BATCH_IMAGES) as string[] | number[],
-          generator: rng,
-          warn: k === 0 ? o.log : () => {}, // the same warnings for every batch: once
-          onStep: o.onStep && ((s) => o.onStep!({ ...s, batch: k, batches })),
-        }),
-      );
-    }
-    images = parts.length === 1 ? parts[0] : (tf.concat(parts) as tf.Tensor4D);
-  } finally {
-    if (parts.length > 1) tf.dispose(parts);
-  }
+  if (r.labels?.length) throw new Error(`model ${model} is conditioned on text: --label is for class-conditional models`);
+  const inputs = r.prompts.flatMap((p) => new Array(r.n).fill(p));
+  return { inputs, shown: inputs };
+}
+
+/** Options of generateImages besides the request. */
+export interface GenerateImagesOptions {
+  model: string;
+  runtime?: Runtime;
+  log: (line: string) => void;
+  onStep?: (info: StepInfo & { batch: number; batches: number }) => void | Promise<void>;
+  /** img2img / inpainting (img2img.ts): GenerateOptions.edit for images [offset, offset + count). */
+  edit?: (offset: number, count: number) => GenerateOptions['edit'];
+  /** Further infotext parameters (e.g. img2img's `Denoising strength`). */
+  extra?: Record<string, InfotextValue>;
+}
+
+/** Each image's generation parameters in AUTOMATIC1111's infotext format. */
+export function requestInfotexts(pipe: Txt2ImgPipeline, r: ImageRequest, o: Pick<GenerateImagesOptions, 'model' | 'runtime' | 'extra'>): string[] {
+  const { sampler } = requestSettings(r, o.runtime);
+  const { shown } = requestInputs(pipe, r, o.model);
   const size = pipe.info.imageSize;
-  const parameters = shown.map((prompt, i) =>
+  return shown.map((prompt, i) =>
     formatInfotext({
       prompt,
       negativePrompt: r.negative,
@@ -158,12 +143,46 @@ export async function generateImages(
       model: path.basename(path.resolve(o.model)),
       extra: {
         ...(sampler.type === 'ddim' && r.eta ? { Eta: r.eta } : {}),
-        ...(inputs.length > 1 ? { 'Batch size': inputs.length, 'Batch pos': i } : {}),
+        ...o.extra,
+        ...(shown.length > 1 ? { 'Batch size': shown.length, 'Batch pos': i } : {}),
         // the runtimes agree to ~2e-6, not bit for bit: say which made these pixels
         ...(o.runtime && o.runtime !== 'tfjs' ? { 'U-Net runtime': o.runtime } : {}),
       },
     }),
   );
+}
+
+/**
+ * Generates a request's images with a loaded pipeline: each prompt (or label) `n` times, as
+ * [B, H, W, C] in [-1, 1] (the caller disposes it), with each image's generation parameters in
+ * AUTOMATIC1111's infotext format.
+ */
+export async function generateImages(pipe: Txt2ImgPipeline, r: ImageRequest, o: GenerateImagesOptions): Promise<{ images: tf.Tensor4D; parameters: string[] }> {
+  const { settings } = requestSettings(r, o.runtime);
+  const { inputs } = requestInputs(pipe, r, o.model);
+  const parameters = requestInfotexts(pipe, r, o);
+  const rng = new Generator(r.seed);
+  const batches = Math.ceil(inputs.length / BATCH_IMAGES);
+  const parts: tf.Tensor4D[] = [];
+  let images: tf.Tensor4D;
+  try {
+    for (let k = 0; k < batches; k++) {
+      const slice = inputs.slice(k * BATCH_IMAGES, (k + 1) * BATCH_IMAGES) as string[] | number[];
+      parts.push(
+        await pipe.generate({
+          ...settings,
+          inputs: slice,
+          generator: rng,
+          warn: k === 0 ? o.log : () => {}, // the same warnings for every batch: once
+          onStep: o.onStep && ((s) => o.onStep!({ ...s, batch: k, batches })),
+          edit: o.edit?.(k * BATCH_IMAGES, slice.length),
+        }),
+      );
+    }
+    images = parts.length === 1 ? parts[0] : (tf.concat(parts) as tf.Tensor4D);
+  } finally {
+    if (parts.length > 1) tf.dispose(parts);
+  }
   return { images, parameters };
 }
 

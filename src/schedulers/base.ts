@@ -139,6 +139,28 @@ export abstract class SchedulerBase implements Scheduler {
   }
 
   /**
+   * DDPM/DDIM: addNoise at timesteps[index]; after the last step the level is alphaBar_final
+   * (1 unless DDIM's setAlphaToOne is off), where x0 comes back (almost) unchanged.
+   */
+  noiseToStep(x0: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor {
+    const n = this.checkNoiseToStep(x0, noise, index);
+    if (index < n) return this.addNoise(x0, noise, this.timesteps[index]);
+    const ab = this.finalAlphaCumprod();
+    return tf.tidy(() => (ab === 1 ? x0.clone() : tf.add(tf.mul(x0, Math.sqrt(ab)), tf.mul(noise, Math.sqrt(1 - ab)))));
+  }
+
+  /** Checks noiseToStep's arguments; returns the schedule length. */
+  protected checkNoiseToStep(x0: tf.Tensor, noise: tf.Tensor, index: number): number {
+    if (!sameShape(x0.shape, noise.shape)) {
+      throw new Error(`noiseToStep: x0 [${x0.shape.join(', ')}] and noise [${noise.shape.join(', ')}] must have the same shape`);
+    }
+    const n = this.timesteps.length;
+    if (!Number.isInteger(index) || index < 0 || index > n)
+      throw new Error(`noiseToStep: index ${index} is not an integer from 0 to ${n} (the schedule's length)`);
+    return n;
+  }
+
+  /**
    * table[t_b] as a tensor of shape [B, 1, ..., 1] with the rank of `like` (broadcasts over the
    * sample). Inside tf.tidy or disposed by the caller.
    */

@@ -28,6 +28,7 @@ export * from './training.js';
 export * from './sigmas.js';
 export * from './names.js';
 export * from './diffusers.js';
+export * from './strength.js';
 export type { NoiseSource, Scheduler, StepOutput, TimestepsInput } from './types.js';
 export { SchedulerBase } from './base.js';
 export { SigmaSchedulerBase, KDiffusionSchedulerBase, MultistepSchedulerBase, type SigmaSchedule } from './sigma-base.js';

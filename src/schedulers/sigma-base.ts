@@ -11,7 +11,7 @@
  *     input is unscaled and x_T ~ N(0, I); sigma only parametrises alpha_t, sigma_t and lambda.
  *
  * addNoise keeps the VP meaning of SchedulerBase (training and integer timesteps); it is not the
- * sigma-space noising these samplers integrate.
+ * sigma-space noising these samplers integrate: noiseToStep is (img2img, inpainting).
  */
 import * as tf from '@tensorflow/tfjs';
 import { SchedulerBase, sameShape } from './base.js';
@@ -210,6 +210,16 @@ export abstract class KDiffusionSchedulerBase extends SigmaSchedulerBase {
     return this.config.timestepSpacing === 'leading' ? Math.sqrt(max * max + 1) : max;
   }
 
+  /**
+   * x~ = x0 + sigma_i noise at the level of entry i (diffusers' Euler/Heun add_noise at the
+   * begin or current step index); the final sigma is 0, so x0 itself after the last step.
+   */
+  override noiseToStep(x0: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor {
+    this.checkNoiseToStep(x0, noise, index);
+    const sigma = this.sigmas[index];
+    return tf.tidy(() => tf.add(x0, tf.mul(noise, sigma)));
+  }
+
   /** The network sees x~ / sqrt(sigma^2 + 1) = x_t (Karras et al. 2022, Table 1: c_in for VP). */
   override scaleModelInput(sample: tf.Tensor, t: number): tf.Tensor {
     const sigma = this.sigmas[this.indexFor(t)];
@@ -264,6 +274,17 @@ export abstract class MultistepSchedulerBase extends SigmaSchedulerBase {
   override scaleModelInput(sample: tf.Tensor, t: number): tf.Tensor {
     this.indexFor(t);
     return sample.clone();
+  }
+
+  /**
+   * alpha_i x0 + sigma_i noise, the VP sample at the level of entry i, with alpha and sigma from
+   * that entry's sigma (diffusers' DPMSolverMultistep/UniPC add_noise): for Karras sigmas this is
+   * not addNoise at the rounded integer timestep the network is told.
+   */
+  override noiseToStep(x0: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor {
+    this.checkNoiseToStep(x0, noise, index);
+    const { alpha, sigma } = alphaSigmaFromSigma(this.sigmas[index]);
+    return tf.tidy(() => tf.add(tf.mul(x0, alpha), tf.mul(noise, sigma)));
   }
 
   protected buildSchedule(n: number): SigmaSchedule {

@@ -85,4 +85,12 @@ export interface Scheduler {
   reset(): void;
   /** q(x_t | x_0) sample: sqrt(alphaBar_t) x0 + sqrt(1 - alphaBar_t) noise (DDPM eq. 4). New tensor. */
   addNoise(x0: tf.Tensor, noise: tf.Tensor, t: TimestepsInput): tf.Tensor;
+  /**
+   * x0 noised to the level at which entry `index` of `timesteps` is evaluated, in the space this
+   * sampler integrates (the VP x_t, or the variance-exploding x0 + sigma noise of Euler/Heun);
+   * index = timesteps.length is the level after the last step. img2img starts the loop at entry
+   * `index` from this sample; inpainting re-noises the known region with it after every step
+   * (diffusers' add_noise with set_begin_index / step_index). Valid after setTimesteps. New tensor.
+   */
+  noiseToStep(x0: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor;
 }

@@ -139,7 +139,10 @@ export function validateTrainConfig(v: unknown): TrainConfig {
 
   // Models and schedule: their own validators give the detailed messages.
   parseVaeConfig(o.vae);
-  parseUNetConfig(o.unet);
+  const unet = parseUNetConfig(o.unet);
+  if (unet.outChannels !== unet.inChannels) {
+    check.fail('unet.outChannels', unet.outChannels, `equal to unet.inChannels (${unet.inChannels}): training inpainting U-Nets is not supported`);
+  }
   parseSchedulerConfig(o.scheduler ?? {});
   const lossWeighting = check.oneOf(['mse', 'min-snr'] as const, o.lossWeighting, 'lossWeighting');
   const minSnrGamma = o.minSnrGamma === undefined ? 5 : check.num(o.minSnrGamma, 'minSnrGamma', (x) => x > 0, 'a number > 0');

@@ -18,8 +18,13 @@ export const UNET_UPSAMPLES = ['nearest2x-conv3x3'] as const;
 export interface UNetConfig {
   _class_name: typeof UNET_CLASS_NAME;
   _version: number;
-  /** Latent channels in and out (the VAE's latentChannels). */
+  /**
+   * Input channels: the VAE's latentChannels, or 2 x latentChannels + 1 for an inpainting U-Net
+   * (latents, mask, masked-image latents; diffusers' StableDiffusionInpaintPipeline).
+   */
   inChannels: number;
+  /** Output channels (the VAE's latentChannels); omitted in config.json when equal to inChannels. */
+  outChannels: number;
   /** Latent height and width trained at (the model runs on any size divisible by 2^(levels-1)). */
   sampleSize: number;
   /** Width per level; one stride-2 downsample between consecutive levels. */
@@ -43,6 +48,7 @@ export interface UNetConfig {
 /** Fields that may be omitted, with their defaults. */
 const DEFAULTS = {
   _class_name: UNET_CLASS_NAME,
+  outChannels: undefined, // = inChannels
   _version: UNET_CONFIG_VERSION,
   activation: 'silu',
   feedForward: 'geglu',
@@ -54,6 +60,7 @@ const KEYS: (keyof UNetConfig)[] = [
   '_class_name',
   '_version',
   'inChannels',
+  'outChannels',
   'sampleSize',
   'channels',
   'resBlocksPerLevel',
@@ -107,10 +114,12 @@ export function parseUNetConfig(input: unknown): UNetConfig {
   const sampleSize = check.int(c.sampleSize, 'sampleSize', 1);
   if (sampleSize % factor !== 0) check.fail('sampleSize', sampleSize, `divisible by ${factor} (2^(levels-1) for ${levels} levels)`);
 
+  const inChannels = check.int(c.inChannels, 'inChannels', 1);
   return {
     _class_name: UNET_CLASS_NAME,
     _version: c._version as number,
-    inChannels: check.int(c.inChannels, 'inChannels', 1),
+    inChannels,
+    outChannels: c.outChannels === undefined ? inChannels : check.int(c.outChannels, 'outChannels', 1),
     sampleSize,
     channels,
     resBlocksPerLevel: check.int(c.resBlocksPerLevel, 'resBlocksPerLevel', 1, 16),
@@ -131,7 +140,7 @@ export function parseUNetConfig(input: unknown): UNetConfig {
 export function unetConfigToJSON(config: UNetConfig): Record<string, unknown> {
   const valid = parseUNetConfig(config);
   const out: Record<string, unknown> = {};
-  for (const k of KEYS) out[k] = valid[k];
+  for (const k of KEYS) if (k !== 'outChannels' || valid.outChannels !== valid.inChannels) out[k] = valid[k];
   return out;
 }
 

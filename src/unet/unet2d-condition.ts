@@ -149,7 +149,7 @@ export class UNet2DCondition {
     this.up = up;
 
     this.normOut = new GroupNorm(s, 'norm_out', g, prev, rng);
-    this.convOut = new Conv2d(s, 'conv_out', prev, cfg.inChannels, 3, rng, { zeroInit: true });
+    this.convOut = new Conv2d(s, 'conv_out', prev, cfg.outChannels, 3, rng, { zeroInit: true });
   }
 
   static fromConfig(config: UNetConfigInput | UNetConfig, rng: Generator): UNet2DCondition {
@@ -212,7 +212,7 @@ export class UNet2DCondition {
    *   timesteps: [B] (or [1] for one timestep for the whole batch), integer or float
    *   context:   [B, T, contextDim], or a ContextCache from precomputeContext
    *   mask:      [B, T], 1 = attend (raw context only; a cache carries its own)
-   * Returns eps: [B, h, w, inChannels].
+   * Returns eps: [B, h, w, outChannels].
    */
   apply(sample: tf.Tensor4D, timesteps: tf.Tensor1D, context: tf.Tensor3D | ContextCache, mask?: tf.Tensor2D): tf.Tensor4D {
     const cfg = this.config;
@@ -287,7 +287,7 @@ export class UNet2DCondition {
         if (level.upsample) h = level.upsample.apply(h); // [B, 2H, 2W, C]
       }
 
-      // 6. out: GroupNorm, SiLU, conv3x3 -> [B, h, w, inChannels]
+      // 6. out: GroupNorm, SiLU, conv3x3 -> [B, h, w, outChannels]
       return this.convOut.apply(silu(this.normOut.apply(h)) as tf.Tensor4D);
     });
   }

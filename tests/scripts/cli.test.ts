@@ -40,7 +40,7 @@ describe('txt2img CLI input errors', () => {
     ['unwritable output', ['a cat', '--model', model, '--out', path.join(dir, 'no', 'such', 'dir', 'x.png')], /cannot write .* does not exist/],
     ['output not a png', ['a cat', '--model', model, '--out', path.join(dir, 'x.jpg')], /--out must name a .png file/],
     ['unknown flag', ['a cat', '--modle', model], /Unknown argument: modle/],
-    ['empty backend', ['a cat', '--model', model, '--backend', '', '--out', out], /--backend is empty; allowed: node-gpu, node, wasm, cpu/],
+    ['empty backend', ['a cat', '--model', model, '--backend', '', '--out', out], /--backend is empty; allowed: node-gpu, node, webgpu, wasm, cpu/],
     [
       'more images than a command makes',
       [...Array(20).fill('a cat'), '--n', '256', '--model', model, '--out', out],
