@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { NamedArray, ParamStore } from '../nn/params.js';
-import { type EncodeSafetensorsOptions, decodeSafetensors, encodeSafetensors } from './safetensors.js';
+import { type EncodeSafetensorsOptions, SafetensorsReader, decodeSafetensors, encodeSafetensors } from './safetensors.js';
 import { readJson, writeFileAtomic, writeJsonAtomic } from './files.js';
 
 export const CONFIG_NAME = 'config.json';
@@ -54,11 +54,20 @@ export function readComponentConfig(dir: string, what = 'component'): unknown {
   return readJson(path.join(dir, CONFIG_NAME), `${what} config`);
 }
 
-/** Loads a component folder's weights into an existing store, validating names and shapes. */
+/**
+ * Loads a component folder's weights into an existing store, validating names and shapes first
+ * (from the header), then reading and assigning one tensor at a time (SafetensorsReader): an F16
+ * file is never held whole, nor as a float32 copy of the whole file.
+ */
 export function loadComponentWeights(dir: string, store: ParamStore, weightsName = WEIGHTS_NAME, what = 'component'): void {
   const file = path.join(dir, weightsName);
-  const { tensors } = readSafetensors(file);
-  store.loadArrays(tensors, `${what} weights ${file}`);
+  if (!existsSync(file)) throw new Error(`weights file ${file} does not exist`);
+  const reader = SafetensorsReader.open(file);
+  try {
+    store.loadEach(reader.shapes(), (name) => reader.read(name).data, `${what} weights ${file}`);
+  } finally {
+    reader.close();
+  }
 }
 
 /**

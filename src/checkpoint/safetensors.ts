@@ -2,7 +2,11 @@
  * The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
  * N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?: {str: str}},
  * then the raw little-endian tensor bytes. Python's `safetensors.numpy.load_file` reads ours.
+ * `SafetensorsReader` reads a file tensor by tensor through a file descriptor (the header first,
+ * then each tensor's own bytes when asked), so a 1.7 GB F16 U-Net never sits in memory whole,
+ * nor as a 3.4 GB float32 copy.
  */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { NamedArray } from '../nn/params.js';
 
 export interface SafetensorsFile {
@@ -131,20 +135,24 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
   return out;
 }
 
-export function decodeSafetensors(buf: Buffer, source = 'safetensors file'): SafetensorsFile {
-  if (buf.length < 8) throw new Error(`${source}: too short to be safetensors (${buf.length} bytes)`);
-  const n = Number(buf.readBigUInt64LE(0));
-  if (n > MAX_HEADER || 8 + n > buf.length)
-    throw new Error(`${source}: header length ${n} does not fit the file (${buf.length} bytes); truncated or not safetensors`);
-  let header: Record<string, unknown>;
-  try {
-    header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
-  } catch (e) {
-    throw new Error(`${source}: header is not valid JSON (${(e as Error).message})`);
-  }
-  const dataStart = 8 + n;
-  const dataLen = buf.length - dataStart;
-  const tensors = new Map<string, NamedArray>();
+/** One tensor as the header describes it; `begin`/`end`: byte offsets within the data section. */
+export interface SafetensorsEntry {
+  dtype: 'F32' | 'F16' | 'BF16';
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * Checks a parsed header against the data section's length: every entry well-formed, inside
+ * the data, sized for its dtype and shape, the entries tiling the data exactly.
+ */
+function parseHeader(
+  header: Record<string, unknown>,
+  dataLen: number,
+  source: string,
+): { entries: Map<string, SafetensorsEntry>; metadata: Record<string, string> } {
+  const entries = new Map<string, SafetensorsEntry>();
   const spans: [number, number, string][] = [];
   let metadata: Record<string, string> = {};
   for (const [name, entry] of Object.entries(header)) {
@@ -159,26 +167,132 @@ export function decodeSafetensors(buf: Buffer, source = 'safetensors file'): Saf
     if (!(Number.isInteger(begin) && Number.isInteger(end) && begin >= 0 && end <= dataLen && begin <= end)) {
       throw new Error(`${source}: '${name}' data_offsets [${begin}, ${end}] outside the data (${dataLen} bytes); truncated file?`);
     }
-    let data: Float32Array;
-    if (e.dtype === 'F32') {
-      if (end - begin !== count * 4) throw new Error(`${source}: '${name}' has ${end - begin} bytes for F32 shape [${e.shape.join(', ')}]`);
-      data = new Float32Array(count);
-      Buffer.from(data.buffer).set(buf.subarray(dataStart + begin, dataStart + end));
-    } else if (e.dtype === 'F16' || e.dtype === 'BF16') {
-      if (end - begin !== count * 2) throw new Error(`${source}: '${name}' has ${end - begin} bytes for ${e.dtype} shape [${e.shape.join(', ')}]`);
-      data = new Float32Array(count);
-      for (let i = 0; i < count; i++) {
-        const h = buf.readUInt16LE(dataStart + begin + 2 * i);
-        data[i] = e.dtype === 'BF16' ? bf16ToFloat(h) : f16ToFloat(h);
-      }
+    if (e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16') {
+      const per = e.dtype === 'F32' ? 4 : 2;
+      if (end - begin !== count * per) throw new Error(`${source}: '${name}' has ${end - begin} bytes for ${e.dtype} shape [${e.shape.join(', ')}]`);
     } else {
       throw new Error(`${source}: '${name}' has dtype ${e.dtype}; supported: F32, F16, BF16`);
     }
-    tensors.set(name, { shape: e.shape, data });
+    entries.set(name, { dtype: e.dtype, shape: e.shape, begin, end });
     spans.push([begin, end, name]);
   }
   checkSpans(spans, dataLen, source);
+  return { entries, metadata };
+}
+
+function headerLengthProblem(n: number, fileLen: number, source: string): string | undefined {
+  return n > MAX_HEADER || 8 + n > fileLen ? `${source}: header length ${n} does not fit the file (${fileLen} bytes); truncated or not safetensors` : undefined;
+}
+
+function parseHeaderJson(bytes: Uint8Array, source: string): Record<string, unknown> {
+  try {
+    return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch (e) {
+    throw new Error(`${source}: header is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** A tensor's little-endian bytes (F32, F16 or BF16) as float32 values. */
+function toFloats(bytes: Uint8Array, dtype: SafetensorsEntry['dtype']): Float32Array {
+  if (dtype === 'F32') {
+    const data = new Float32Array(bytes.length / 4);
+    new Uint8Array(data.buffer).set(bytes);
+    return data;
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const data = new Float32Array(bytes.length / 2);
+  for (let i = 0; i < data.length; i++) {
+    const h = view.getUint16(2 * i, true);
+    data[i] = dtype === 'BF16' ? bf16ToFloat(h) : f16ToFloat(h);
+  }
+  return data;
+}
+
+export function decodeSafetensors(buf: Buffer, source = 'safetensors file'): SafetensorsFile {
+  if (buf.length < 8) throw new Error(`${source}: too short to be safetensors (${buf.length} bytes)`);
+  const n = Number(buf.readBigUInt64LE(0));
+  const problem = headerLengthProblem(n, buf.length, source);
+  if (problem) throw new Error(problem);
+  const dataStart = 8 + n;
+  const { entries, metadata } = parseHeader(parseHeaderJson(buf.subarray(8, dataStart), source), buf.length - dataStart, source);
+  const tensors = new Map<string, NamedArray>();
+  for (const [name, e] of entries) tensors.set(name, { shape: e.shape, data: toFloats(buf.subarray(dataStart + e.begin, dataStart + e.end), e.dtype) });
   return { tensors, metadata };
+}
+
+/**
+ * A safetensors file read one tensor at a time: `open` reads and checks the header (against the
+ * file's size: a truncated file is refused before any tensor is read), `read(name)` reads that
+ * tensor's bytes alone and returns them as float32. Call close() when done.
+ */
+export class SafetensorsReader {
+  private fd: number | undefined;
+
+  private constructor(
+    fd: number,
+    readonly source: string,
+    /** Header entries by name, in the header's order. */
+    readonly entries: ReadonlyMap<string, SafetensorsEntry>,
+    readonly metadata: Record<string, string>,
+    private readonly dataStart: number,
+  ) {
+    this.fd = fd;
+  }
+
+  static open(file: string, source = file): SafetensorsReader {
+    const fd = openSync(file, 'r');
+    try {
+      const fileLen = fstatSync(fd).size;
+      if (fileLen < 8) throw new Error(`${source}: too short to be safetensors (${fileLen} bytes)`);
+      const n = Number(readExactly(fd, 0, 8, source).readBigUInt64LE(0));
+      const problem = headerLengthProblem(n, fileLen, source);
+      if (problem) throw new Error(problem);
+      const { entries, metadata } = parseHeader(parseHeaderJson(readExactly(fd, 8, n, source), source), fileLen - 8 - n, source);
+      return new SafetensorsReader(fd, source, entries, metadata, 8 + n);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  /** Name -> shape, for checking a model's parameters before any value is read. */
+  shapes(): Map<string, number[]> {
+    return new Map([...this.entries].map(([name, e]) => [name, e.shape]));
+  }
+
+  /** One tensor's values as float32 (F16 and BF16 converted); only its own bytes are read. */
+  read(name: string): NamedArray {
+    if (this.fd === undefined) throw new Error(`${this.source}: the reader has been closed`);
+    const e = this.entries.get(name);
+    if (!e) throw new Error(`${this.source}: no tensor '${name}'`);
+    if (e.dtype === 'F32') {
+      // Straight into the result's buffer: no second copy of the largest tensors.
+      const data = new Float32Array((e.end - e.begin) / 4);
+      readInto(this.fd, this.dataStart + e.begin, new Uint8Array(data.buffer), this.source);
+      return { shape: e.shape, data };
+    }
+    return { shape: e.shape, data: toFloats(readExactly(this.fd, this.dataStart + e.begin, e.end - e.begin, this.source), e.dtype) };
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+function readExactly(fd: number, position: number, length: number, source: string): Buffer {
+  const buf = Buffer.alloc(length);
+  readInto(fd, position, buf, source);
+  return buf;
+}
+
+/** Fills `out` from `position` (in pieces: one read moves at most 2 GiB); a short file is an error. */
+function readInto(fd: number, position: number, out: Uint8Array, source: string): void {
+  for (let done = 0; done < out.length; ) {
+    const got = readSync(fd, out, done, Math.min(out.length - done, 1 << 30), position + done);
+    if (got === 0) throw new Error(`${source}: file ends at byte ${position + done}, inside a tensor; truncated while reading?`);
+    done += got;
+  }
 }
 
 /**

@@ -309,11 +309,45 @@ export function mergeHeads(x: tf.Tensor3D, heads: number): tf.Tensor3D {
 }
 
 /**
+ * Largest score tensor [B*h, N, T] one attention computes at once (elements; 2^24 = 64 MiB of
+ * float32). Beyond it the (batch, head) rows are attended in chunks: SD-1.5's 64x64 self-attention
+ * at batch 2 would otherwise hold a 1 GiB score tensor and its softmax next to 3.4 GB of weights,
+ * past the wasm backend's 4 GB heap. Chunks give the same numbers (each row is independent).
+ */
+export const ATTENTION_SCORE_CHUNK = 1 << 24;
+
+/**
  * Scaled dot-product attention (Vaswani et al. 2017, eq. 1) on inputs already split into heads,
  * q [B*h, N, d], k and v
- * [B*h, T, d] -> [B*h, N, d]. mask: [B, T], 1 = attend.
+ * [B*h, T, d] -> [B*h, N, d]. mask: [B, T], 1 = attend. maxScores: see ATTENTION_SCORE_CHUNK.
  */
-export function attendHeads(qh: tf.Tensor3D, kh: tf.Tensor3D, vh: tf.Tensor3D, heads: number, mask?: tf.Tensor2D): tf.Tensor3D {
+export function attendHeads(
+  qh: tf.Tensor3D,
+  kh: tf.Tensor3D,
+  vh: tf.Tensor3D,
+  heads: number,
+  mask?: tf.Tensor2D,
+  maxScores = ATTENTION_SCORE_CHUNK,
+): tf.Tensor3D {
+  const [bh, n, d] = qh.shape;
+  const tk = kh.shape[1];
+  const rows = Math.max(1, Math.floor(maxScores / (n * tk))); // (batch, head) rows per chunk
+  if (rows >= bh) return attendChunk(qh, kh, vh, heads, mask);
+  return tf.tidy(() => {
+    // Chunks hold whole batch items when a mask is given (its bias is per batch item, tiled over heads).
+    const step = mask ? Math.max(heads, rows - (rows % heads)) : rows;
+    const parts: tf.Tensor3D[] = [];
+    for (let s = 0; s < bh; s += step) {
+      const len = Math.min(step, bh - s);
+      const m = mask ? (mask.slice([s / heads, 0], [len / heads, tk]) as tf.Tensor2D) : undefined;
+      const rowsOf = (x: tf.Tensor3D, t: number) => x.slice([s, 0, 0], [len, t, d]);
+      parts.push(attendChunk(rowsOf(qh, n), rowsOf(kh, tk), rowsOf(vh, tk), heads, m));
+    }
+    return tf.concat(parts, 0) as tf.Tensor3D; // [B*h, N, d]
+  });
+}
+
+function attendChunk(qh: tf.Tensor3D, kh: tf.Tensor3D, vh: tf.Tensor3D, heads: number, mask?: tf.Tensor2D): tf.Tensor3D {
   return tf.tidy(() => {
     const [bh, , d] = qh.shape;
     const tk = kh.shape[1];

@@ -130,21 +130,48 @@ export class ParamStore {
         problems.push(`'${name}' has shape [${a.shape.join(', ')}], the model expects [${v.shape.join(', ')}]`);
       } else if (a.data.length !== v.size) problems.push(`'${name}' has ${a.data.length} values, expected ${v.size}`);
       else {
-        // A NaN or Inf weight would only show up as a black image or a NaN loss much later.
-        const bad = a.data.findIndex((x) => !Number.isFinite(x));
-        if (bad >= 0) problems.push(`'${name}' holds ${a.data[bad]} at index ${bad} (weights must be finite numbers)`);
+        const bad = nonFinite(name, a.data);
+        if (bad) problems.push(bad);
       }
     }
     for (const name of arrays.keys()) if (!this.vars.has(name)) problems.push(`unexpected '${name}'`);
-    if (problems.length > 0) {
-      const shown = problems.slice(0, 20).join('\n  ');
-      const more = problems.length > 20 ? `\n  ... and ${problems.length - 20} more` : '';
-      throw new Error(`${what} does not match the model (${problems.length} problem(s)):\n  ${shown}${more}`);
-    }
+    throwProblems(problems, what);
     for (const [name, v] of this.vars) {
       const a = arrays.get(name)!;
       tf.tidy(() => v.assign(tf.tensor(a.data, a.shape, 'float32')));
     }
+  }
+
+  /**
+   * As loadArrays, one tensor at a time: names and shapes are checked first (`shapes`, e.g. a
+   * safetensors header), then each parameter's values are fetched with `read`, checked and
+   * assigned before the next is read, so one tensor's values at most are on the host at once.
+   * A non-finite value stops the load with an error naming it; the parameters assigned before
+   * it keep their new values (loadComponent disposes such a model).
+   */
+  loadEach(shapes: Map<string, number[]>, read: (name: string) => Float32Array, what = 'checkpoint'): void {
+    throwProblems(this.shapeProblems(shapes), what);
+    for (const [name, v] of this.vars) {
+      const data = read(name);
+      if (data.length !== v.size) throwProblems([`'${name}' has ${data.length} values, expected ${v.size}`], what);
+      const bad = nonFinite(name, data);
+      if (bad) throwProblems([bad], what);
+      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
+    }
+  }
+
+  /** Missing, unexpected and wrongly shaped names. */
+  private shapeProblems(shapes: Map<string, number[]>): string[] {
+    const problems: string[] = [];
+    for (const [name, v] of this.vars) {
+      const shape = shapes.get(name);
+      if (!shape) problems.push(`missing '${name}' [${v.shape.join(', ')}]`);
+      else if (shape.length !== v.shape.length || shape.some((d, i) => d !== v.shape[i])) {
+        problems.push(`'${name}' has shape [${shape.join(', ')}], the model expects [${v.shape.join(', ')}]`);
+      }
+    }
+    for (const name of shapes.keys()) if (!this.vars.has(name)) problems.push(`unexpected '${name}'`);
+    return problems;
   }
 
   /** Copies values from another store with the same names and shapes (e.g. EMA weights in). */
@@ -208,4 +235,17 @@ export function stagedLossFn<B>(s: StagedLoss<B>): (batch: B, rng: Generator) =>
 export function disposeGrads(grads: Map<string, tf.Tensor>): void {
   for (const g of grads.values()) g.dispose();
   grads.clear();
+}
+
+/** A NaN or Inf weight would only show up as a black image or a NaN loss much later. */
+function nonFinite(name: string, data: Float32Array): string | undefined {
+  const bad = data.findIndex((x) => !Number.isFinite(x));
+  return bad >= 0 ? `'${name}' holds ${data[bad]} at index ${bad} (weights must be finite numbers)` : undefined;
+}
+
+function throwProblems(problems: string[], what: string): void {
+  if (problems.length === 0) return;
+  const shown = problems.slice(0, 20).join('\n  ');
+  const more = problems.length > 20 ? `\n  ... and ${problems.length - 20} more` : '';
+  throw new Error(`${what} does not match the model (${problems.length} problem(s)):\n  ${shown}${more}`);
 }

@@ -81,7 +81,15 @@ class Emitter {
     if (!c) throw new Error(`ONNX export: tensor ${id} is used before it is computed`);
     const name = `const_${id}`;
     const dataType = onnxType(c.dtype, `constant ${id}`);
-    const data = dataType === 'FLOAT' ? Float32Array.from(c.values) : Int32Array.from(c.values);
+    // The trace's own array where it already has the type (no second copy of 3.4 GB of weights).
+    const data =
+      dataType === 'FLOAT'
+        ? c.values instanceof Float32Array
+          ? c.values
+          : Float32Array.from(c.values)
+        : c.values instanceof Int32Array
+          ? c.values
+          : Int32Array.from(c.values);
     if (data.length > 1 && data.every((v) => v === data[0])) {
       // Filled tensors (a gradient's ones, a mean's scale) are a scalar broadcast at run time:
       // a traced backward pass holds hundreds of them, at activation size.
@@ -763,6 +771,8 @@ export interface ExportOptions {
    * provider with those kernels. Default 0: plain ONNX Convs.
    */
   nchwcBlock?: number;
+  /** Large initializers go to this file beside the model (OnnxModelOptions.externalData); needed past 2 GB. */
+  externalDataFile?: string;
 }
 
 /** Serialises a trace as an ONNX model (opset 13, IR 7); the inputs keep their trace names. */
@@ -789,5 +799,9 @@ export function traceToOnnx(trace: KernelTrace, opts: ExportOptions = {}): Uint8
     e.g.op('Identity', [e.name(id)], {}, outputNames[i]);
     e.g.output({ name: outputNames[i], dataType: onnxType(out.dtype, `output '${outputNames[i]}'`), shape: out.shape });
   });
-  return e.g.toModel({ opsetVersion: ONNX_OPSET, docString: opts.docString });
+  return e.g.toModel({
+    opsetVersion: ONNX_OPSET,
+    docString: opts.docString,
+    ...(opts.externalDataFile ? { externalData: { file: opts.externalDataFile } } : {}),
+  });
 }

@@ -134,17 +134,19 @@ export class OnnxSession {
     this.session = session;
   }
 
-  static async create(model: Uint8Array, opts: OnnxSessionOptions = {}): Promise<OnnxSession> {
+  /** `model`: the model's bytes, or the path of a model file (one whose weights lie in a file beside it). */
+  static async create(model: Uint8Array | string, opts: OnnxSessionOptions = {}): Promise<OnnxSession> {
     const threads = opts.threads ?? defaultOnnxThreads();
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`onnxruntime threads must be a positive integer, got ${threads}`);
     const ort = await loadOrt();
-    const session = await ort.InferenceSession.create(model, {
+    const options: Ort.InferenceSession.SessionOptions = {
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       executionProviders: ['cpu'],
       graphOptimizationLevel: 'all',
       ...(opts.quiet ? { logSeverityLevel: 4 as const } : {}),
-    });
+    };
+    const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
     return new OnnxSession(ort, session, threads);
   }
 

@@ -6,13 +6,23 @@
  * It takes the tfjs U-Net's own ContextCache: the cross-attention K/V (computed once by tfjs) are
  * graph inputs, read to the host once per cache, so no step recomputes them (that projection
  * is a large part of a forward at long contexts).
+ *
+ * Past EXTERNAL_WEIGHTS_BYTES of weights (protobuf caps a model at 2 GB; SD-1.5's U-Net holds 3.4 GB)
+ * the model is written to a temporary folder with its weights in a file beside it, loaded from
+ * there by onnxruntime, and the folder removed.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { UNetConfig } from '../unet/config.js';
 import type { ContextCache, UNet2DCondition } from '../unet/unet2d-condition.js';
 import { traceToOnnx } from './export.js';
 import { type HostArray, OnnxSession, type OnnxSessionOptions, toHostArray } from './runtime.js';
 import { traceKernels } from './trace.js';
+
+/** Weight bytes from which the traced graph keeps its weights in a side file (see the file comment). */
+export const EXTERNAL_WEIGHTS_BYTES = 1 << 30;
 
 export class OnnxUNet {
   private readonly sessions = new Map<string, Promise<OnnxSession>>();
@@ -23,6 +33,8 @@ export class OnnxUNet {
     /** The tfjs U-Net traced; its weights are read when a shape is first seen (not owned). */
     readonly unet: UNet2DCondition,
     readonly options: OnnxSessionOptions = {},
+    /** Weight bytes from which the graph's weights go to a side file (default EXTERNAL_WEIGHTS_BYTES). */
+    readonly externalWeightsBytes = EXTERNAL_WEIGHTS_BYTES,
   ) {}
 
   get config(): UNetConfig {
@@ -84,8 +96,19 @@ export class OnnxUNet {
   private load(sample: tf.Tensor4D, timesteps: tf.Tensor1D, context: ContextCache | tf.Tensor3D): Promise<OnnxSession> {
     const inputs = context instanceof tf.Tensor ? { context } : contextInputs(context);
     const trace = traceKernels(() => this.unet.apply(sample, timesteps, context), { sample, timesteps, ...inputs });
-    const model = traceToOnnx(trace, { name: 'unet', outputName: 'eps', docString: 'UNet2DCondition traced from tfjs' });
-    return OnnxSession.create(model, this.options);
+    const exportOptions = { name: 'unet', outputName: 'eps', docString: 'UNet2DCondition traced from tfjs' };
+    if (4 * this.unet.store.numParams() < this.externalWeightsBytes) return OnnxSession.create(traceToOnnx(trace, exportOptions), this.options);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'txt2img-unet-'));
+    const file = path.join(dir, 'unet.onnx');
+    try {
+      writeFileSync(file, traceToOnnx(trace, { ...exportOptions, externalDataFile: path.join(dir, 'unet.weights') }));
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    // onnxruntime has read (or mapped) the weights once the session exists; unlinking a mapped file is safe.
+    const session = OnnxSession.create(file, this.options);
+    return session.finally(() => rmSync(dir, { recursive: true, force: true }));
   }
 
   /** Drops the loaded sessions (the tfjs U-Net stays with its owner). */

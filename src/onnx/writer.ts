@@ -9,18 +9,23 @@
  *   GraphProto:        node 1, name 2, initializer 5, doc_string 10, input 11, output 12
  *   NodeProto:         input 1, output 2, name 3, op_type 4, attribute 5, domain 7
  *   AttributeProto:    name 1, f 2, i 3, s 4, t 5, floats 7, ints 8, type 20
- *   TensorProto:       dims 1, data_type 2, name 8, raw_data 9
+ *   TensorProto:       dims 1, data_type 2, name 8, raw_data 9, external_data 13, data_location 14
  *   ValueInfoProto:    name 1, type 2;  TypeProto: tensor_type 1;  TypeProto.Tensor: elem_type 1, shape 2
  *   TensorShapeProto:  dim 1;  Dimension: dim_value 1, dim_param 2
  *   StringStringEntryProto: key 1, value 2
  * onnx.proto is proto2, so repeated scalars are written unpacked (one tag per element).
  * Initializers are little-endian raw_data, as the spec requires for raw_data; FLOAT16 data is
- * the raw half-float bits (a Uint16Array).
+ * the raw half-float bits (a Uint16Array). With `externalData` the large initializers go to a
+ * side file instead (data_location EXTERNAL; location/offset/length entries), as ONNX does past
+ * protobuf's 2 GB message limit (an SD-1.5-size U-Net holds 3.4 GB of float32 weights).
  *
  * `readProtoFields` is the matching minimal reader, and `convertOnnxInitializersToFloat16`
  * rewrites an existing model so that chosen float initializers are stored as float16 and cast
  * back to float in the graph (half the bytes; values rounded to the nearest half, ties to even).
  */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { toHalfBits } from '../checkpoint/safetensors.js';
 
 /** TensorProto.DataType values. */
@@ -150,32 +155,62 @@ function checkDims(t: OnnxTensor): void {
   if (!(t.data instanceof want)) throw new Error(`ONNX tensor '${t.name}': data type ${t.dataType} needs a ${want.name}`);
 }
 
-function tensorProto(t: OnnxTensor): ProtoWriter {
+/** A typed array's bytes, little-endian (raw_data's order): a view where the platform is little-endian. */
+function littleEndianBytes(data: OnnxTensor['data']): Uint8Array {
+  if (os.endianness() === 'LE') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const bytes = new Uint8Array(data.byteLength);
+  const view = new DataView(bytes.buffer);
+  if (data instanceof Float32Array)
+    data.forEach((v, i) => {
+      view.setFloat32(4 * i, v, true);
+    });
+  else if (data instanceof Int32Array)
+    data.forEach((v, i) => {
+      view.setInt32(4 * i, v, true);
+    });
+  else if (data instanceof Uint16Array)
+    data.forEach((v, i) => {
+      view.setUint16(2 * i, v, true);
+    });
+  else
+    data.forEach((v, i) => {
+      view.setBigInt64(8 * i, v, true);
+    });
+  return bytes;
+}
+
+/** Where tensorProto puts an initializer's data that is stored outside the model (see toModel). */
+interface ExternalSink {
+  fd: number;
+  location: string;
+  minBytes: number;
+  offset: number;
+}
+
+/** Offsets of external tensors are page-aligned, so that onnxruntime can map them in place. */
+const EXTERNAL_ALIGN = 4096;
+
+function tensorProto(t: OnnxTensor, external?: ExternalSink): ProtoWriter {
   checkDims(t);
   const w = new ProtoWriter();
   for (const d of t.dims) w.varint(1, d);
   w.varint(2, OnnxDataType[t.dataType]);
   w.string(8, t.name);
-  // raw_data is little-endian; every platform Node runs on is little-endian, but be explicit.
-  const bytes = new Uint8Array(t.data.byteLength);
-  const view = new DataView(bytes.buffer);
-  if (t.data instanceof Float32Array)
-    t.data.forEach((v, i) => {
-      view.setFloat32(4 * i, v, true);
-    });
-  else if (t.data instanceof Int32Array)
-    t.data.forEach((v, i) => {
-      view.setInt32(4 * i, v, true);
-    });
-  else if (t.data instanceof Uint16Array)
-    t.data.forEach((v, i) => {
-      view.setUint16(2 * i, v, true);
-    });
-  else
-    t.data.forEach((v, i) => {
-      view.setBigInt64(8 * i, v, true);
-    });
-  w.bytes(9, bytes);
+  const bytes = littleEndianBytes(t.data);
+  if (external && bytes.length >= external.minBytes) {
+    const offset = Math.ceil(external.offset / EXTERNAL_ALIGN) * EXTERNAL_ALIGN;
+    // Written in pieces: one write call moves at most 2 GiB.
+    for (let done = 0; done < bytes.length; ) done += writeSync(external.fd, bytes, done, Math.min(bytes.length - done, 1 << 30), offset + done);
+    external.offset = offset + bytes.length;
+    const entry = (k: string, v: string) => new ProtoWriter().string(1, k).string(2, v);
+    w.message(13, entry('location', external.location));
+    w.message(13, entry('offset', String(offset)));
+    w.message(13, entry('length', String(bytes.length)));
+    w.varint(14, 1); // data_location: EXTERNAL
+  } else {
+    // raw_data is little-endian; a copy, so the message never aliases the caller's array.
+    w.bytes(9, bytes.slice());
+  }
   return w;
 }
 
@@ -234,6 +269,12 @@ export interface OnnxModelOptions {
   producerVersion?: string;
   docString?: string;
   metadata?: Record<string, string>;
+  /**
+   * Store initializers of at least `minBytes` bytes (default 1 KiB) in the file `file` (created
+   * or truncated) instead of in the model; the model names it by its base name, so it must stay
+   * in the model file's folder. Needed past 2 GB of weights (protobuf's message limit).
+   */
+  externalData?: { file: string; minBytes?: number };
 }
 
 /**
@@ -320,7 +361,15 @@ export class OnnxGraphBuilder {
     const graph = new ProtoWriter();
     for (const n of this.nodes) graph.message(1, nodeProto(n));
     graph.string(2, this.name);
-    for (const t of this.initializers.values()) graph.message(5, tensorProto(t));
+    const ext = opts.externalData;
+    const sink: ExternalSink | undefined = ext
+      ? { fd: openSync(ext.file, 'w'), location: path.basename(ext.file), minBytes: ext.minBytes ?? 1024, offset: 0 }
+      : undefined;
+    try {
+      for (const t of this.initializers.values()) graph.message(5, tensorProto(t, sink));
+    } finally {
+      if (sink) closeSync(sink.fd);
+    }
     for (const i of this.inputs) graph.message(11, valueInfoProto(i));
     for (const o of this.outputs) graph.message(12, valueInfoProto(o));
 

@@ -7,6 +7,7 @@ import {
   GroupNorm,
   LayerNorm,
   Linear,
+  attendHeads,
   attention,
   gelu,
   groupNorm,
@@ -124,6 +125,31 @@ describe('layers (reference values computed with plain loops)', () => {
             expect(out[bi][i][h * d + e]).toBeCloseTo(o, 5);
           }
         }
+  });
+
+  it('attendHeads in chunks of (batch, head) rows gives the unchunked result, with and without a mask', () => {
+    const g = new Generator(7);
+    const [bh, n, tk, d, heads] = [6, 5, 4, 3, 3]; // batch 2 x 3 heads
+    const qh = g.randn([bh, n, d]) as tf.Tensor3D,
+      kh = g.randn([bh, tk, d]) as tf.Tensor3D,
+      vh = g.randn([bh, tk, d]) as tf.Tensor3D;
+    const mask = tf.tensor2d([
+      [1, 0, 1, 1],
+      [1, 1, 0, 0],
+    ]);
+    const before = tf.memory().numTensors;
+    for (const m of [undefined, mask]) {
+      const whole = attendHeads(qh, kh, vh, heads, m);
+      // 2 rows of n * tk scores per chunk: chunks of 2 rows, or of one batch item (3 heads) with a mask.
+      const chunked = attendHeads(qh, kh, vh, heads, m, 2 * n * tk);
+      expect(chunked.shape).toEqual([bh, n, d]);
+      expect(maxAbsDiff(chunked.dataSync(), whole.dataSync())).toBeLessThan(1e-6);
+      const single = attendHeads(qh, kh, vh, heads, m, 1); // one row per chunk (a batch item with a mask)
+      expect(maxAbsDiff(single.dataSync(), whole.dataSync())).toBeLessThan(1e-6);
+      tf.dispose([whole, chunked, single]);
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([qh, kh, vh, mask]);
   });
 
   it('timestep embedding is [cos(t f), sin(t f)] with f_i = 10000^(-i/half)', () => {

@@ -3,6 +3,8 @@
  * tiny config with perturbed weights, one forward and whole sampling loops; the clear error for
  * an untranslated kernel; no tfjs tensor leaks.
  */
+import { readdirSync } from 'node:fs';
+import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
@@ -73,6 +75,27 @@ describe('OnnxUNet', () => {
     const wrong = tf.zeros([2, 5, 3]) as tf.Tensor3D;
     await expect(onnx.apply(sample, timesteps, wrong)).rejects.toThrow(/context must be \[2, T, 12\], got \[2, 5, 3\]/);
     tf.dispose([sample, timesteps, context, wrong]);
+  });
+
+  it('keeps the weights in a file beside the model past the size limit, same numbers, folder removed', async () => {
+    const { sample, timesteps, context } = peerUNetInputs(); // [2, 8, 8, 4], int32 [2], [2, 5, 12]
+    const folders = () =>
+      readdirSync(os.tmpdir())
+        .filter((f) => f.startsWith('txt2img-unet-'))
+        .sort();
+    const foldersBefore = folders();
+    const external = new OnnxUNet(unet, { threads: 1 }, 0); // every U-Net is past a limit of 0 bytes
+    const before = tf.memory().numTensors;
+    const want = unet.apply(sample, timesteps, context);
+    const cache = external.precomputeContext(context);
+    const got = await external.apply(sample, timesteps, cache);
+    expect(maxAbsDiff(got.dataSync(), want.dataSync())).toBeLessThan(1e-4);
+    cache.dispose();
+    external.dispose();
+    tf.dispose([want, got]);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(folders()).toEqual(foldersBefore);
+    tf.dispose([sample, timesteps, context]);
   });
 
   it('exports another batch and size on demand and broadcasts a [1] timestep', async () => {
