@@ -129,18 +129,29 @@ await runCli(async () => {
   const started = new Date().toISOString();
   console.error(`bench:sd15 ${started}; CPU ${cpu}, ${os.cpus().length} cores; ${uptime()}`);
 
-  type Row = { round: number; part: Sd15Part; ours?: Measured; peer?: Measured };
+  type Row = { round: number; part: Sd15Part; ours?: Measured; peer?: Measured; oursError?: string; peerError?: string };
   const rows: Row[] = [];
   for (let round = 1; round <= rounds; round++) {
     for (const part of parts) {
       const row: Row = { round, part };
-      console.error(`== round ${round}/${rounds} ${part}: ours (load ${loadText(os.loadavg())})`);
-      row.ours = await measure(process.execPath, oursArgs(part));
-      console.error(`   ours ${part}: ${JSON.stringify(row.ours.result)} peak RSS ${gib(row.ours.peakRssBytes)}`);
+      // A side that fails is reported in its row; the other side and the next parts still run.
+      console.error(`== round ${round}/${rounds} ${part}: ours (${uptime()})`);
+      try {
+        row.ours = await measure(process.execPath, oursArgs(part));
+        console.error(`   ours ${part}: ${JSON.stringify(row.ours.result)} peak RSS ${gib(row.ours.peakRssBytes)}`);
+      } catch (e) {
+        row.oursError = (e as Error).message;
+        console.error(`   ours ${part} FAILED: ${row.oursError}`);
+      }
       if (scale === 'sd15') {
-        console.error(`== round ${round}/${rounds} ${part}: diffusers (load ${loadText(os.loadavg())})`);
-        row.peer = await measure(argv.python, peerArgs(part));
-        console.error(`   diffusers ${part}: ${JSON.stringify(row.peer.result)} peak RSS ${gib(row.peer.peakRssBytes)}`);
+        console.error(`== round ${round}/${rounds} ${part}: diffusers (${uptime()})`);
+        try {
+          row.peer = await measure(argv.python, peerArgs(part));
+          console.error(`   diffusers ${part}: ${JSON.stringify(row.peer.result)} peak RSS ${gib(row.peer.peakRssBytes)}`);
+        } catch (e) {
+          row.peerError = (e as Error).message;
+          console.error(`   diffusers ${part} FAILED: ${row.peerError}`);
+        }
       }
       rows.push(row);
     }
@@ -161,8 +172,14 @@ await runCli(async () => {
   );
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    const o = r.ours!;
+    const o = r.ours;
     const p = r.peer;
+    if (!o) {
+      lines.push(
+        `| ${r.round} | ${r.part} | ours failed: ${r.oursError} | | | | | ${p ? loadText(p.load) : '-'} | ${p ? fmt(headline(p.result, 'peer'), 2) : '-'} | ${p ? fmt(p.result.init_s as number, 1) : '-'} | ${p ? gib(p.peakRssBytes) : '-'} | - |`,
+      );
+      continue;
+    }
     const os_ = headline(o.result, 'ours');
     const ps = p ? headline(p.result, 'peer') : Number.NaN;
     lines.push(

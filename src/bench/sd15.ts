@@ -75,6 +75,39 @@ const TINY_UNET: UNetConfigInput = {
 const TINY_VAE: VaeConfigInput = { ...SD15_VAE, channels: [16, 32, 32], resBlocksPerLevel: 1, downsampleFactor: 4, groupNormGroups: 8 };
 const TINY_TEXT = { hidden: 32, layers: 1, heads: 2, intermediate: 64, projectionDim: 32 };
 
+/**
+ * A Generator for building benchmark-only weights quickly: a block of 2^20 seeded uniform draws
+ * (the project's Generator) reused cyclically from a moving offset, scaled per request. Drawing
+ * 860M values one by one takes minutes on a loaded 2-core host, and the speed of a forward pass
+ * does not depend on the values (none are zero or subnormal here). Not for anything but speed.
+ */
+export class BlockGenerator extends Generator {
+  private readonly block: Float32Array;
+  private at = 0;
+
+  constructor(seed: number) {
+    super(seed);
+    this.block = new Generator(seed).uniformArray(1 << 20);
+  }
+
+  private fill(n: number, map: (u: number) => number): Float32Array {
+    const out = new Float32Array(n);
+    const b = this.block;
+    for (let i = 0; i < n; i++) out[i] = map(b[(this.at + i) & (b.length - 1)]);
+    this.at = (this.at + n + 7919) & (b.length - 1);
+    return out;
+  }
+
+  override uniformArray(n: number, lo = 0, hi = 1): Float32Array {
+    return this.fill(n, (u) => lo + (hi - lo) * u);
+  }
+
+  /** Normal-shaped enough for timing: a sum of uniforms would cost more; the inverse-CDF logit is cheap. */
+  override normalArray(n: number): Float32Array {
+    return this.fill(n, (u) => 0.5513 * Math.log((u + 1e-7) / (1 - u + 1e-7)));
+  }
+}
+
 export interface Sd15Options {
   steps: number;
   warmup: number;
@@ -90,7 +123,7 @@ export interface Sd15Options {
 export interface Sd15PartResult {
   part: Sd15Part;
   params: number;
-  /** Building the model: random init (unet, vae), writing the ONNX model (text). */
+  /** Building the model: random init by BlockGenerator (unet, vae), writing the ONNX model (text). */
   initS: number;
   /** unet: the first step (trace + ONNX export + session + one step); text: load + first encode. */
   firstS?: number;
@@ -101,6 +134,10 @@ export interface Sd15PartResult {
 }
 
 const seconds = (t0: number): number => (performance.now() - t0) / 1000;
+/** A progress line on stderr (the result goes to stdout as JSON). */
+const progress = (line: string): void => {
+  process.stderr.write(`  [${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+};
 
 export async function benchSd15Part(part: Sd15Part, o: Sd15Options): Promise<Sd15PartResult> {
   if (part === 'unet') return benchUNet(o);
@@ -110,10 +147,20 @@ export async function benchSd15Part(part: Sd15Part, o: Sd15Options): Promise<Sd1
 
 async function benchUNet(o: Sd15Options): Promise<Sd15PartResult> {
   const cfg = o.scale === 'tiny' ? TINY_UNET : SD15_UNET;
-  const rng = new Generator(o.seed);
+  const rng = new BlockGenerator(o.seed);
   let t0 = performance.now();
-  const unet = new UNet2DCondition(cfg, rng);
+  // Built in tfjs' plain-JavaScript 'cpu' backend when onnxruntime computes: the weights then
+  // never fill the wasm heap (4 GB at most), and OnnxUNet traces them from there one by one.
+  const active = tf.getBackend();
+  if (o.runtime === 'onnx') await tf.setBackend('cpu');
+  let unet: UNet2DCondition;
+  try {
+    unet = new UNet2DCondition(cfg, rng);
+  } finally {
+    await tf.setBackend(active);
+  }
   const initS = seconds(t0);
+  progress(`unet: built (${unet.store.numParams()} parameters, random init) in ${initS.toFixed(1)} s`);
   const s = cfg.sampleSize;
   const latents = tf.tensor4d(rng.normalArray(2 * s * s * cfg.inChannels), [2, s, s, cfg.inChannels]); // [2, h, w, 4]
   const context = tf.tensor3d(rng.normalArray(2 * cfg.contextLength * cfg.contextDim), [2, cfg.contextLength, cfg.contextDim]); // [2, 77, 768]
@@ -133,10 +180,14 @@ async function benchUNet(o: Sd15Options): Promise<Sd15PartResult> {
     t0 = performance.now();
     await step(0);
     const firstS = seconds(t0);
+    progress(`unet: first step (trace + export + session + step) ${firstS.toFixed(1)} s`);
     const warmupS: number[] = [];
     for (let i = 1; i < o.warmup; i++) warmupS.push(await step(i));
     const timesS: number[] = [];
-    for (let i = 0; i < o.steps; i++) timesS.push(await step(o.warmup + i));
+    for (let i = 0; i < o.steps; i++) {
+      timesS.push(await step(o.warmup + i));
+      progress(`unet: step ${i + 1}/${o.steps} ${timesS[i].toFixed(1)} s`);
+    }
     return { part: 'unet', params: unet.store.numParams(), initS, firstS, warmupS, timesS, runtime: o.runtime };
   } finally {
     onnx?.dispose();
@@ -148,7 +199,7 @@ async function benchUNet(o: Sd15Options): Promise<Sd15PartResult> {
 
 async function benchVae(o: Sd15Options): Promise<Sd15PartResult> {
   const cfg = o.scale === 'tiny' ? TINY_VAE : SD15_VAE;
-  const rng = new Generator(o.seed);
+  const rng = new BlockGenerator(o.seed);
   let t0 = performance.now();
   const vae = new AutoencoderKL(cfg, rng);
   const initS = seconds(t0);

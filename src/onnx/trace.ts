@@ -54,13 +54,34 @@ function readValues(t: tf.Tensor): TracedArray {
   return tf.engine().readSync(t.dataId) as TracedArray;
 }
 
+/** The engine's record of which backend holds a tensor's data (tfjs 4.x internals). */
+interface EngineInternals {
+  state: { tensorInfo: WeakMap<object, { backend: tf.KernelBackend }> };
+  moveData(backend: tf.KernelBackend, dataId: object): void;
+}
+
+export interface TraceOptions {
+  /**
+   * Move each constant of at least `offloadMinBytes` (default 1 MiB) to this backend (e.g. tfjs'
+   * 'cpu', plain JavaScript memory) once the kernel that read it has run; the active backend
+   * fetches it back on demand if it is used again. With the model's weights kept there too, the
+   * active backend holds one weight at a time: how an SD-1.5-size U-Net (3.4 GB) is traced on
+   * the wasm backend, whose heap stops at 4 GB.
+   */
+  offloadTo?: tf.KernelBackend;
+  offloadMinBytes?: number;
+}
+
 /**
  * Runs `fn` once (inside tf.tidy; its results are disposed) and returns what it computed, as
  * kernels over `inputs`. `fn` must be synchronous and use `inputs` as given. It may return
  * several tensors (e.g. a loss and its gradients, whose kernels are recorded like any other).
  */
-export function traceKernels(fn: () => tf.Tensor | tf.Tensor[], inputs: Record<string, tf.Tensor>): KernelTrace {
+export function traceKernels(fn: () => tf.Tensor | tf.Tensor[], inputs: Record<string, tf.Tensor>, opts: TraceOptions = {}): KernelTrace {
   const engine = tf.engine() as unknown as { runKernel: RunKernel };
+  const internals = tf.engine() as unknown as EngineInternals;
+  const offloadTo = opts.offloadTo;
+  const offloadMinBytes = opts.offloadMinBytes ?? 1 << 20;
   const original = engine.runKernel;
   const trace: KernelTrace = { inputs: new Map(), constants: new Map(), nodes: [], values: new Map(), output: -1, outputs: [] };
   const dynamic = new Set<number>();
@@ -69,7 +90,32 @@ export function traceKernels(fn: () => tf.Tensor | tf.Tensor[], inputs: Record<s
     dynamic.add(t.id);
   }
   const keepConstant = (t: tf.Tensor): void => {
-    if (!trace.constants.has(t.id)) trace.constants.set(t.id, { shape: [...t.shape], dtype: t.dtype, values: readValues(t).slice() });
+    if (trace.constants.has(t.id)) return;
+    // The wasm backend's readSync returns a fresh copy; other backends may return their own
+    // array (never written in place by tfjs, but copied to be safe), except the offload backend,
+    // whose arrays hold the model's weights: copying those would double 3.4 GB.
+    const held = internals.state.tensorInfo.get(t.dataId)?.backend;
+    const fresh = held === offloadTo || (tf.getBackend() === 'wasm' && held === tf.engine().backend);
+    const values = readValues(t);
+    trace.constants.set(t.id, { shape: [...t.shape], dtype: t.dtype, values: fresh ? values : values.slice() });
+  };
+  const offload = (named: [string, tf.Tensor][]): void => {
+    if (!offloadTo) return;
+    for (const [, t] of named) {
+      if (dynamic.has(t.id) || t.isDisposed || t.size * 4 < offloadMinBytes) continue;
+      const info = internals.state.tensorInfo.get(t.dataId);
+      if (!info || info.backend === offloadTo) continue;
+      const kept = trace.constants.get(t.id)?.values;
+      if (kept && (t.dtype === 'float32' || t.dtype === 'int32')) {
+        // Hand the trace's own copy back instead of reading the values out again (engine.moveData):
+        // otherwise the trace and the offload backend each hold a copy of every weight.
+        const src = info.backend;
+        const refCount = src.refCount(t.dataId);
+        src.disposeData(t.dataId, true);
+        info.backend = offloadTo;
+        offloadTo.move(t.dataId, kept as Float32Array | Int32Array, t.shape, t.dtype, refCount);
+      } else internals.moveData(offloadTo, t.dataId);
+    }
   };
 
   const record = (name: string, named: [string, tf.Tensor][], attrs: Record<string, unknown> | undefined, outs: tf.Tensor[]): void => {
@@ -102,8 +148,10 @@ export function traceKernels(fn: () => tf.Tensor | tf.Tensor[], inputs: Record<s
       depth--;
     }
     const outs = Array.isArray(result) ? result : [result];
-    if (isDynamic) record(name, named, attrs, outs);
-    else for (const t of outs) keepConstant(t);
+    if (isDynamic) {
+      record(name, named, attrs, outs);
+      offload(named);
+    } else for (const t of outs) keepConstant(t);
     for (const [x, y] of clones) if (dynamic.has(x.id)) record('Identity', [['x', x]], {}, [y]);
     clones = [];
     return result;

@@ -95,9 +95,14 @@ export class OnnxUNet {
 
   private load(sample: tf.Tensor4D, timesteps: tf.Tensor1D, context: ContextCache | tf.Tensor3D): Promise<OnnxSession> {
     const inputs = context instanceof tf.Tensor ? { context } : contextInputs(context);
-    const trace = traceKernels(() => this.unet.apply(sample, timesteps, context), { sample, timesteps, ...inputs });
+    const big = 4 * this.unet.store.numParams() >= this.externalWeightsBytes;
+    // A big U-Net's weights wait in tfjs' plain-JavaScript 'cpu' backend and visit the active
+    // backend one at a time while tracing (TraceOptions.offloadTo): the wasm heap stops at 4 GB.
+    const offloadTo = big && tf.getBackend() !== 'cpu' ? tf.engine().findBackend('cpu') : undefined;
+    if (offloadTo) for (const [, v] of this.unet.store.entries()) moveData(offloadTo, v);
+    const trace = traceKernels(() => this.unet.apply(sample, timesteps, context), { sample, timesteps, ...inputs }, offloadTo ? { offloadTo } : {});
     const exportOptions = { name: 'unet', outputName: 'eps', docString: 'UNet2DCondition traced from tfjs' };
-    if (4 * this.unet.store.numParams() < this.externalWeightsBytes) return OnnxSession.create(traceToOnnx(trace, exportOptions), this.options);
+    if (!big) return OnnxSession.create(traceToOnnx(trace, exportOptions), this.options);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'txt2img-unet-'));
     const file = path.join(dir, 'unet.onnx');
     try {
@@ -120,6 +125,15 @@ export class OnnxUNet {
       );
     this.sessions.clear();
   }
+}
+
+/** Moves a tensor's data to another tfjs backend (it comes back on demand when a kernel reads it). */
+function moveData(backend: tf.KernelBackend, t: tf.Tensor): void {
+  const engine = tf.engine() as unknown as {
+    state: { tensorInfo: WeakMap<object, { backend: tf.KernelBackend }> };
+    moveData(b: tf.KernelBackend, id: object): void;
+  };
+  if (engine.state.tensorInfo.get(t.dataId)?.backend !== backend) engine.moveData(backend, t.dataId);
 }
 
 /** The graph inputs a ContextCache supplies: per transformer `<name>.k` / `<name>.v` [B*heads, T, d], and `mask` [B, T]. */

@@ -250,4 +250,31 @@ describe('traceToOnnx', () => {
     expect(tf.memory().numTensors).toBe(before);
     tf.dispose([x, w]);
   });
+
+  it('offloads the constants a kernel read to another backend (offloadTo), and still writes them', async () => {
+    const cpu = tf.engine().findBackend('cpu');
+    const held = (t: tf.Tensor) =>
+      (tf.engine() as unknown as { state: { tensorInfo: WeakMap<object, { backend: unknown }> } }).state.tensorInfo.get(t.dataId)?.backend;
+    const x = tf.tensor2d([[1, -2, 3]]);
+    const w = tf.tensor2d([
+      [1, 0],
+      [0, 1],
+      [1, 1],
+    ]); // prettier-ignore
+    const b = tf.tensor1d([0.5, -0.5]);
+    expect(held(w)).toBe(tf.engine().backend);
+    const f = () => tf.add(tf.matMul(x, w), b);
+    const trace = traceKernels(f, { x }, { offloadTo: cpu, offloadMinBytes: 0 });
+    expect(held(w)).toBe(cpu); // moved out once the matMul had read it
+    expect(held(b)).toBe(cpu);
+    // The backend now holds the trace's own copy (no second copy of every weight).
+    expect(cpu.readSync(w.dataId)).toBe(trace.constants.get(w.id)?.values);
+    const session = await OnnxSession.create(traceToOnnx(trace), { threads: 1 });
+    const { output } = await session.run({ x });
+    expect(Array.from(output.dataSync())).toEqual([4.5, 0.5]);
+    const again = tf.tidy(f); // fetched back by the active backend on demand
+    expect(Array.from(again.dataSync())).toEqual([4.5, 0.5]);
+    session.dispose();
+    tf.dispose([output, again, x, w, b]);
+  });
 });
