@@ -83,7 +83,11 @@ await runCli(async () => {
       .option('threads', { type: 'string', describe: 'threads, both sides (default: the number of cores)' })
       .option('runtime', { type: 'string', default: 'auto', describe: `ours: the sampling runtime, ${RUNTIME_CHOICES.join(' | ')}` })
       .option('scale', { type: 'string', default: 'sd15', describe: `${SD15_SCALES.join(' | ')} (tiny: toy sizes, ours only)` })
-      .option('tokenizer', { type: 'string', default: '../shared/models/Xenova/clip-vit-base-patch32', describe: "CLIP tokenizer folder (ours' text part)" })
+      .option('tokenizer', {
+        type: 'string',
+        default: 'models/default/tokenizer',
+        describe: "CLIP tokenizer folder (ours' text part; relative: to the repository root)",
+      })
       .option('seed', { type: 'string', default: '0' })
       .option('child', { type: 'string', hidden: true, describe: 'internal: run our side of one part and print its JSON' })
       .option('json', { type: 'boolean', default: false, describe: 'stdout: one JSON object with every round' }),
