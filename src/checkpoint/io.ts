@@ -5,7 +5,8 @@
  */
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { NamedArray, ParamStore } from '../nn/params.js';
+import { type NamedArray, type ParamStore, loadProblems } from '../nn/params.js';
+import type { WeightLayout } from './layout.js';
 import { type EncodeSafetensorsOptions, decodeSafetensors, encodeSafetensors } from './safetensors.js';
 import { readJson, writeFileAtomic, writeJsonAtomic } from './files.js';
 
@@ -33,6 +34,8 @@ export interface SaveComponentOptions {
    * value rounded to the nearest half float, which is what loading it gives back).
    */
   dtype?: EncodeSafetensorsOptions['dtype'];
+  /** Write the weights under this layout's keys and element layout (diffusers'); default our own. */
+  layout?: WeightLayout;
 }
 
 /** Saves `config.json` and the store's weights into a component folder. */
@@ -43,7 +46,16 @@ export async function saveComponent(
   weightsName = WEIGHTS_NAME,
   opts: SaveComponentOptions = {},
 ): Promise<void> {
-  const arrays = await store.toArrays();
+  let arrays = await store.toArrays();
+  const layout = opts.layout;
+  if (layout) {
+    arrays = new Map(
+      [...arrays].map(([name, a]) => {
+        const { key, array } = layout.toFile(name, a);
+        return [key, array];
+      }),
+    );
+  }
   mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, weightsName), arrays, { format: 'pt' }, { dtype: opts.dtype });
   writeJsonAtomic(path.join(dir, CONFIG_NAME), config);
@@ -54,17 +66,43 @@ export function readComponentConfig(dir: string, what = 'component'): unknown {
   return readJson(path.join(dir, CONFIG_NAME), `${what} config`);
 }
 
-/** Loads a component folder's weights into an existing store, validating names and shapes. */
-export function loadComponentWeights(dir: string, store: ParamStore, weightsName = WEIGHTS_NAME, what = 'component'): void {
+/**
+ * Loads a component folder's weights into an existing store, validating names and shapes. With
+ * a layout, a file in that layout (detected from its keys) is mapped one tensor at a time; a file
+ * in our own names loads as it is. This is the one place a layout is applied when reading.
+ */
+export function loadComponentWeights(dir: string, store: ParamStore, weightsName = WEIGHTS_NAME, what = 'component', layout?: WeightLayout): void {
   const file = path.join(dir, weightsName);
   const { tensors } = readSafetensors(file);
-  store.loadArrays(tensors, `${what} weights ${file}`);
+  const label = `${what} weights ${file}`;
+  if (!layout?.matches(tensors.keys())) {
+    store.loadArrays(tensors, label);
+    return;
+  }
+  const problems: string[] = [];
+  const mapped = new Map<string, NamedArray>();
+  for (const [name, v] of store.entries()) {
+    const key = layout.key(name);
+    const want = layout.fileShape(name, v.shape);
+    const a = tensors.get(key);
+    if (!a) problems.push(`missing '${key}' [${want.join(', ')}]`);
+    else if (a.shape.length !== want.length || a.shape.some((d, i) => d !== want[i])) {
+      problems.push(`'${key}' has shape [${a.shape.join(', ')}], the model expects [${want.join(', ')}]`);
+    } else mapped.set(name, layout.fromFile(key, a).array);
+  }
+  for (const key of tensors.keys()) {
+    const name = layout.name(key);
+    if (name === undefined || !store.has(name)) problems.push(`unexpected '${key}'`);
+  }
+  if (problems.length > 0) throw loadProblems(label, problems);
+  store.loadArrays(mapped, label);
 }
 
 /**
  * Builds a model from a component folder: validates `config.json` with `parse`, constructs the
- * model with `build`, then loads its weights (names and shapes checked). A model whose weights
- * do not load is disposed before the error propagates.
+ * model with `build`, then loads its weights (names and shapes checked; `layout` of the built
+ * model maps a file in another format, see loadComponentWeights). A model whose weights do not
+ * load is disposed before the error propagates.
  */
 export function loadComponent<C, M extends { store: ParamStore; dispose(): void }>(
   dir: string,
@@ -72,10 +110,11 @@ export function loadComponent<C, M extends { store: ParamStore; dispose(): void 
   parse: (raw: unknown) => C,
   build: (config: C) => M,
   weightsName = WEIGHTS_NAME,
+  layout?: (model: M) => WeightLayout | undefined,
 ): M {
   const model = build(parse(readComponentConfig(dir, what)));
   try {
-    loadComponentWeights(dir, model.store, weightsName, what);
+    loadComponentWeights(dir, model.store, weightsName, what, layout?.(model));
   } catch (e) {
     model.dispose();
     throw e;

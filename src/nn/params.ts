@@ -136,11 +136,7 @@ export class ParamStore {
       }
     }
     for (const name of arrays.keys()) if (!this.vars.has(name)) problems.push(`unexpected '${name}'`);
-    if (problems.length > 0) {
-      const shown = problems.slice(0, 20).join('\n  ');
-      const more = problems.length > 20 ? `\n  ... and ${problems.length - 20} more` : '';
-      throw new Error(`${what} does not match the model (${problems.length} problem(s)):\n  ${shown}${more}`);
-    }
+    if (problems.length > 0) throw loadProblems(what, problems);
     for (const [name, v] of this.vars) {
       const a = arrays.get(name)!;
       tf.tidy(() => v.assign(tf.tensor(a.data, a.shape, 'float32')));
@@ -156,6 +152,13 @@ export class ParamStore {
     if (!this.isView) for (const v of this.vars.values()) v.dispose();
     this.vars.clear();
   }
+}
+
+/** The one error for weights that do not fit a model: every problem listed (the first 20). */
+export function loadProblems(what: string, problems: string[]): Error {
+  const shown = problems.slice(0, 20).join('\n  ');
+  const more = problems.length > 20 ? `\n  ... and ${problems.length - 20} more` : '';
+  return new Error(`${what} does not match the model (${problems.length} problem(s)):\n  ${shown}${more}`);
 }
 
 /**

@@ -227,8 +227,9 @@ export class Txt2ImgPipeline {
     mkdirSync(tmp, { recursive: true });
     const weights = { dtype: opts.dtype };
     try {
-      await saveComponent(path.join(tmp, 'vae'), this.vae.config, this.vae.store, undefined, weights);
-      await saveComponent(path.join(tmp, 'unet'), this.unet.config, this.unet.store, undefined, weights);
+      // diffusers' config.json keys, parameter names and element layout (each model's save()).
+      await this.vae.save(path.join(tmp, 'vae'), weights);
+      await this.unet.save(path.join(tmp, 'unet'), weights);
       if (this.encoder instanceof LabelEncoder) {
         await saveComponent(path.join(tmp, 'label_encoder'), this.encoder.config, this.encoder.params, undefined, weights);
       } else {

@@ -74,18 +74,59 @@ describe('AutoencoderKL config', () => {
     vae.dispose();
   });
 
-  it('round-trips through JSON; midAttention adds the mid blocks', () => {
-    const cfg = parseVaeConfig({ ...TINY, midAttention: true, reconLoss: 'l1', klWeight: 1e-4, scalingFactor: 0.5 });
-    expect(parseVaeConfig(JSON.parse(JSON.stringify(vaeConfigToJSON(cfg))))).toEqual(cfg);
+  it('round-trips through JSON (diffusers keys; legacy in ours); midAttention adds the attention', () => {
+    const cfg = parseVaeConfig({ ...TINY, midAttention: true, reconLoss: 'l1', klWeight: 1e-4, scalingFactor: 0.5, postQuantConv: false });
+    const json = JSON.parse(JSON.stringify(vaeConfigToJSON(cfg)));
+    expect(json).toMatchObject({
+      _class_name: 'AutoencoderKL',
+      block_out_channels: [8, 16, 16],
+      mid_block_add_attention: true,
+      use_quant_conv: true,
+      use_post_quant_conv: false,
+      _txt2img: { reconLoss: 'l1', klWeight: 1e-4 },
+    });
+    expect(parseVaeConfig(json)).toEqual(cfg);
+    const legacy = parseVaeConfig({ ...TINY, legacy: true });
+    const legacyJson = JSON.parse(JSON.stringify(vaeConfigToJSON(legacy)));
+    expect(legacyJson.channels).toEqual([8, 16, 16]);
+    expect(parseVaeConfig(legacyJson)).toEqual(legacy);
+    // A camelCase config.json of version 1 is legacy.
+    expect(parseVaeConfig({ _class_name: 'AutoencoderKL', _version: 1, ...TINY }).legacy).toBe(true);
     const vae = new AutoencoderKL(cfg, new Generator(0));
-    expect(vae.store.names()).toContain('encoder.mid.attn.to_q.bias');
-    expect(vae.store.names()).toContain('decoder.mid.res.1.conv2.weight');
+    const names = vae.store.names();
+    expect(names).toContain('encoder.mid.attn.to_q.bias');
+    expect(names).toContain('decoder.mid.res.1.conv2.weight');
+    expect(names).toContain('decoder.up.0.res.1.conv2.weight'); // resBlocksPerLevel + 1 in the decoder
+    expect(names).toContain('quant_conv.weight');
+    expect(names).not.toContain('post_quant_conv.weight');
     vae.dispose();
+    // Without midAttention: diffusers' mid blocks keep their ResBlocks, legacy ones have none.
+    const plain = new AutoencoderKL(TINY, new Generator(0));
+    expect(plain.store.names().filter((n) => n.includes('.mid.')).length).toBeGreaterThan(0);
+    expect(plain.store.names().some((n) => n.includes('.mid.attn'))).toBe(false);
+    plain.dispose();
+    const old = new AutoencoderKL({ ...TINY, legacy: true }, new Generator(0));
+    expect(old.store.names().some((n) => n.includes('.mid.') || n.includes('quant_conv'))).toBe(false);
+    old.dispose();
+  });
+
+  it('refuses a diffusers key it cannot represent, naming the key and the value', () => {
+    const base = vaeConfigToJSON(parseVaeConfig({ ...TINY, imageChannels: 3 }));
+    const bad = (patch: Record<string, unknown>) => () => parseVaeConfig({ ...base, ...patch });
+    expect(bad({ shift_factor: 0.1159 })).toThrow(/shift_factor must be null .*got 0.1159/);
+    expect(bad({ latents_mean: [0, 0, 0, 0] })).toThrow(/latents_mean must be null/);
+    expect(bad({ down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'AttnDownEncoderBlock2D'] })).toThrow(
+      /down_block_types must be a list of 3 'DownEncoderBlock2D'.*AttnDownEncoderBlock2D/,
+    );
+    expect(bad({ out_channels: 1 })).toThrow(/out_channels must be equal to in_channels \(3\), got 1/);
+    expect(bad({ act_fn: 'relu' })).toThrow(/act_fn must be 'silu', got "relu"/);
+    expect(bad({ use_quant_conv: 'no' })).toThrow(/quantConv must be true or false, got "no"/);
+    expect(bad({ norm_type: 'spatial' })).toThrow(/unknown diffusers key\(s\) 'norm_type'/);
   });
 
   it('rejects bad configs naming the field, the value and what is allowed', () => {
     const bad = (patch: Record<string, unknown>) => () => parseVaeConfig({ ...TINY, ...patch });
-    expect(bad({ downsampleFactor: 16 })).toThrow(/downsampleFactor must be one of 4, 8, got 16/);
+    expect(bad({ downsampleFactor: 3 })).toThrow(/downsampleFactor must be one of 1, 2, 4, 8, 16, 32, got 3/);
     expect(bad({ downsampleFactor: 8 })).toThrow(/downsampleFactor 8 needs 4 levels.*channels \[8, 16, 16\] has 3/);
     expect(bad({ imageChannels: 2 })).toThrow(/imageChannels must be one of 1, 3, got 2/);
     expect(bad({ reconLoss: 'huber' })).toThrow(/reconLoss 'huber' is unknown; allowed: mse, l1/);
@@ -143,7 +184,7 @@ describe('AutoencoderKL forward', () => {
   });
 
   it('clamps logvar to [-30, 20] and computes the KL of a diagonal Gaussian', () => {
-    const vae = new AutoencoderKL(TINY, new Generator(0));
+    const vae = new AutoencoderKL({ ...TINY, quantConv: false }, new Generator(0));
     const bias = vae.store.get('encoder.conv_out.bias');
     bias.assign(tf.tensor1d([0, 0, 0, 0, 100, 100, 100, 100]));
     const x = images(1, 16, 1);
