@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random/generator.js';
+import { Downsample } from '../../src/nn/blocks.js';
 import { ParamStore, computeGradients, disposeGrads } from '../../src/nn/params.js';
 import {
   Conv2d,
@@ -88,6 +89,27 @@ describe('layers (reference values computed with plain loops)', () => {
           for (let c = 0; c < 2; c++) {
             expect(ya[b][i][j][c]).toBe(xa[b][i >> 1][j >> 1][c]);
           }
+  });
+
+  it("Downsample pads 1 all around (U-Net) or on the bottom and right only (diffusers' VAE encoder)", () => {
+    // A kernel that reads only its top-left tap: out[i, j] = x[2i - 1, 2j - 1] (symmetric, 0 outside)
+    // or x[2i, 2j] (bottom-right).
+    const x = tf.tensor4d(
+      Array.from({ length: 16 }, (_, i) => i + 1),
+      [1, 4, 4, 1],
+    );
+    const out = (padding: 'symmetric' | 'bottom-right') => {
+      const store = new ParamStore();
+      const d = new Downsample(store, 'd', 1, new Generator(0), padding);
+      d.conv.weight.assign(tf.tensor4d([1, 0, 0, 0, 0, 0, 0, 0, 0], [3, 3, 1, 1]));
+      d.conv.bias!.assign(tf.zeros([1]));
+      const y = Array.from(d.apply(x).dataSync());
+      store.dispose();
+      return y;
+    };
+    expect(out('symmetric')).toEqual([0, 0, 0, 6]);
+    expect(out('bottom-right')).toEqual([1, 3, 9, 11]);
+    x.dispose();
   });
 
   it('attention equals softmax(q k^T / sqrt(d)) v per head, with a key mask', () => {

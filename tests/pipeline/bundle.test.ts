@@ -223,7 +223,12 @@ describe('bundling a trained pipeline (--fp16)', () => {
       await pipe.save(dir, { dtype: 'F16' });
       const unet = readSafetensors(path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors')).tensors;
       const orig = await pipe.unet.store.toArrays();
-      for (const [k, v] of orig) expect(Array.from(unet.get(k)!.data), k).toEqual(Array.from(roundToHalf(v.data)));
+      // Under diffusers' keys and element layout (the U-Net's weightLayout).
+      const layout = pipe.unet.weightLayout();
+      for (const [k, v] of orig) {
+        const { key, array } = layout.toFile(k, { shape: v.shape, data: roundToHalf(v.data) });
+        expect(Array.from(unet.get(key)!.data), k).toEqual(Array.from(array.data));
+      }
       const back = await Txt2ImgPipeline.load(dir, { clip: shared });
       back.dispose();
     } finally {

@@ -89,9 +89,12 @@ describe('training a tiny text-to-image pipeline', () => {
       'text encoder: a tiny CLIP-architecture model with random weights, NOT pretrained: prompts work only in the words of the training captions',
       'test model: the text encoder is random, not pretrained',
     ]);
+    // The trained components are written in diffusers' format.
     const vaeCfg = JSON.parse(readFileSync(path.join(pipeA, 'vae', 'config.json'), 'utf8'));
-    expect(vaeCfg.scalingFactor).toBeGreaterThan(0);
-    expect(vaeCfg.scalingFactor).not.toBe(1);
+    expect(vaeCfg._class_name).toBe('AutoencoderKL');
+    expect(vaeCfg.scaling_factor).toBeGreaterThan(0);
+    expect(vaeCfg.scaling_factor).not.toBe(1);
+    expect(JSON.parse(readFileSync(path.join(pipeA, 'unet', 'config.json'), 'utf8'))._class_name).toBe('UNet2DConditionModel');
     const log = readFileSync(path.join(runA, 'unet-stage', 'loss.jsonl'), 'utf8')
       .trim()
       .split('\n');

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
+import { WEIGHTS_NAME, readSafetensors } from '../../src/checkpoint/io.js';
 import { computeGradients, disposeGrads } from '../../src/nn/params.js';
 import { AdamW } from '../../src/optim/adamw.js';
 import { Generator } from '../../src/random/generator.js';
@@ -316,5 +317,36 @@ describe('AutoencoderKL save / load', () => {
     tf.dispose([a, b, x]);
     loaded.dispose();
     vae.dispose();
+  });
+
+  it("writes diffusers' keys in PyTorch's layout; a legacy VAE in our own names, and both load back", async () => {
+    const vae = new AutoencoderKL({ ...TINY, midAttention: true }, new Generator(2));
+    await vae.save(path.join(dir, 'diffusers'));
+    const { tensors } = readSafetensors(path.join(dir, 'diffusers', WEIGHTS_NAME));
+    expect(tensors.size).toBe(vae.store.size);
+    expect(tensors.get('quant_conv.weight')?.shape).toEqual([8, 8, 1, 1]);
+    expect(tensors.get('post_quant_conv.weight')?.shape).toEqual([4, 4, 1, 1]);
+    expect(tensors.get('encoder.mid_block.attentions.0.group_norm.weight')?.shape).toEqual([16]);
+    expect(tensors.get('decoder.mid_block.attentions.0.to_out.0.weight')?.shape).toEqual([16, 16]);
+    expect(tensors.get('encoder.down_blocks.1.downsamplers.0.conv.weight')?.shape).toEqual([16, 16, 3, 3]);
+    expect(tensors.get('encoder.down_blocks.1.resnets.0.conv_shortcut.weight')?.shape).toEqual([16, 8, 1, 1]);
+    // Decoder blocks deepest first, resBlocksPerLevel + 1 ResBlocks each; level 0 has no upsampler.
+    expect(tensors.get('decoder.up_blocks.2.resnets.1.conv1.weight')?.shape).toEqual([8, 8, 3, 3]);
+    expect(tensors.get('decoder.up_blocks.0.upsamplers.0.conv.weight')?.shape).toEqual([16, 16, 3, 3]);
+    expect(tensors.has('decoder.up_blocks.2.upsamplers.0.conv.weight')).toBe(false);
+    vae.dispose();
+
+    const legacy = new AutoencoderKL({ ...TINY, legacy: true }, new Generator(3));
+    await legacy.save(path.join(dir, 'legacy'));
+    expect(readSafetensors(path.join(dir, 'legacy', WEIGHTS_NAME)).tensors.has('decoder.up.0.res.0.conv1.weight')).toBe(true);
+    const loaded = AutoencoderKL.load(path.join(dir, 'legacy'));
+    expect(loaded.config).toEqual(legacy.config);
+    const x = images(1, 16, 1);
+    const a = legacy.encodeLatents(x);
+    const b = loaded.encodeLatents(x);
+    expect(maxAbsDiff(a.dataSync(), b.dataSync())).toBe(0);
+    tf.dispose([a, b, x]);
+    loaded.dispose();
+    legacy.dispose();
   });
 });
