@@ -1,4 +1,4 @@
-import { ConfigChecker } from '../checkpoint/config.js';
+import { ConfigChecker, DIFFUSERS_VERSION } from '../checkpoint/config.js';
 
 /**
  * UNetConfig: the typed, validated description of a UNet2DCondition. In memory and in training
@@ -11,8 +11,6 @@ import { ConfigChecker } from '../checkpoint/config.js';
 export const UNET_CLASS_NAME = 'UNet2DCondition';
 /** diffusers' class, the `_class_name` of the config.json we write. */
 export const DIFFUSERS_UNET_CLASS_NAME = 'UNet2DConditionModel';
-/** The diffusers version our config.json claims to be written by (the commit we test against). */
-export const DIFFUSERS_VERSION = '0.40.0.dev0';
 /**
  * Bumped when a saved config or the parameter layout changes incompatibly. 2: exact GELU
  * (version-1 configs are read with `legacy: true`).

@@ -1,4 +1,4 @@
-import { ConfigChecker } from '../checkpoint/config.js';
+import { ConfigChecker, DIFFUSERS_VERSION } from '../checkpoint/config.js';
 
 /**
  * VaeConfig: the typed, validated description of an AutoencoderKL. In memory and in training
@@ -15,8 +15,6 @@ export const VAE_CLASS_NAME = 'AutoencoderKL';
  * architecture (version-1 configs are read with `legacy: true`).
  */
 export const VAE_CONFIG_VERSION = 2;
-/** The diffusers version our config.json claims to be written by (the commit we test against). */
-export const DIFFUSERS_VERSION = '0.40.0.dev0';
 
 export const VAE_ACTIVATIONS = ['silu'] as const;
 export const VAE_RECON_LOSSES = ['mse', 'l1'] as const;

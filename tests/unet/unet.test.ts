@@ -345,7 +345,7 @@ describe('UNet2DCondition save / load', () => {
     const b = reloaded.apply(x.sample, x.timesteps, x.context);
     expect(maxAbsDiff(a.dataSync(), b.dataSync())).toBe(0);
     tf.dispose([a, b, x.sample, x.timesteps, x.context]);
-    [unet, old, reloaded].forEach((m) => m.dispose());
+    for (const m of [unet, old, reloaded]) m.dispose();
   });
 
   it('lists missing, unexpected and wrongly shaped diffusers keys in one error', async () => {
