@@ -9,6 +9,7 @@ import { computeGradients, disposeGrads } from '../../src/nn/params.js';
 import { AdamW } from '../../src/optim/adamw.js';
 import { Generator } from '../../src/random/generator.js';
 import { type UNetConfigInput, parseUNetConfig, unetConfigFromLdmSmall, unetConfigToJSON } from '../../src/unet/config.js';
+import { unetFromLegacy } from '../../src/unet/legacy.js';
 import { UNet2DCondition } from '../../src/unet/unet2d-condition.js';
 import { PEER_UNET_CONFIG, peerUNetInputs, perturbParams } from './peer-fixture.js';
 import { LDM_SMALL as LDM_SMALL_FILE, maxAbsDiff } from '../helpers.js';
@@ -364,5 +365,22 @@ describe('UNet2DCondition save / load', () => {
     );
     expect(tf.memory().numTensors).toBe(before);
     unet.dispose();
+  });
+
+  it('unetFromLegacy keeps the weights and switches to the exact GELU', () => {
+    const legacy = new UNet2DCondition(TINY, new Generator(2));
+    perturbParams(legacy.store, 3);
+    const unet = unetFromLegacy(legacy);
+    expect(unet.config).toEqual({ ...legacy.config, legacy: false, _version: 2 });
+    const x = inputs(TINY, 1, 8);
+    const a = legacy.apply(x.sample, x.timesteps, x.context);
+    const b = unet.apply(x.sample, x.timesteps, x.context);
+    const d = maxAbsDiff(a.dataSync(), b.dataSync()) / Math.max(...Array.from(a.dataSync(), Math.abs));
+    expect(d).toBeGreaterThan(0);
+    expect(d).toBeLessThan(1e-2);
+    expect(() => unetFromLegacy(unet)).toThrow(/not legacy/);
+    tf.dispose([a, b, x.sample, x.timesteps, x.context]);
+    unet.dispose();
+    legacy.dispose();
   });
 });

@@ -9,6 +9,7 @@ import { computeGradients, disposeGrads } from '../../src/nn/params.js';
 import { AdamW } from '../../src/optim/adamw.js';
 import { Generator } from '../../src/random/generator.js';
 import { AutoencoderKL, DiagonalGaussian, LOGVAR_MAX, measureScalingFactor } from '../../src/vae/autoencoder-kl.js';
+import { vaeFromLegacy } from '../../src/vae/legacy.js';
 import { type VaeConfigInput, parseVaeConfig, vaeConfigFromLdmSmall, vaeConfigToJSON } from '../../src/vae/config.js';
 import { PEER_VAE_CONFIG, peerVaeInputs, perturbParams } from '../unet/peer-fixture.js';
 import { LDM_SMALL as LDM_SMALL_FILE, maxAbsDiff } from '../helpers.js';
@@ -347,6 +348,25 @@ describe('AutoencoderKL save / load', () => {
     expect(maxAbsDiff(a.dataSync(), b.dataSync())).toBe(0);
     tf.dispose([a, b, x]);
     loaded.dispose();
+    legacy.dispose();
+  });
+
+  it("vaeFromLegacy gives diffusers' architecture with the legacy decoder's output (identity blocks added)", () => {
+    const legacy = new AutoencoderKL({ ...TINY, imageChannels: 3, legacy: true }, new Generator(5));
+    perturbParams(legacy.store, 6);
+    const vae = vaeFromLegacy(legacy);
+    expect(vae.config).toMatchObject({ legacy: false, quantConv: false, postQuantConv: false, midAttention: false });
+    expect(vae.store.size).toBeGreaterThan(legacy.store.size);
+    expect(maxAbsDiff(vae.store.get('decoder.up.0.res.1.conv2.weight').dataSync(), new Float32Array(8 * 8 * 9))).toBe(0);
+    const z = new Generator(7).randn([1, 4, 4, 4]) as tf.Tensor4D;
+    const a = legacy.decode(z);
+    const b = vae.decode(z);
+    // Only GroupNorm's eps differs (1e-5 -> 1e-6).
+    const scale = Math.max(...Array.from(a.dataSync(), Math.abs));
+    expect(maxAbsDiff(a.dataSync(), b.dataSync()) / scale).toBeLessThan(1e-3);
+    expect(() => vaeFromLegacy(vae)).toThrow(/not legacy/);
+    tf.dispose([z, a, b]);
+    vae.dispose();
     legacy.dispose();
   });
 });
