@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { decodeSafetensors } from '../../src/checkpoint/safetensors.js';
+import { parseDiffusersJSON } from '../../src/schedulers/index.js';
 
 const ROOT = fileURLToPath(new URL('../fixtures/diffusers/pipelines/', import.meta.url));
 const COMMIT = '58eb52c0803ea9af3abec60841c2a093bdf1f951';
@@ -83,8 +84,10 @@ describe('diffusers reference pipelines', () => {
       const vaeCfg = json(`${name}/vae/config.json`);
       expect(unetCfg._class_name).toBe('UNet2DConditionModel');
       expect(vaeCfg._class_name).toBe('AutoencoderKL');
-      const sched = json(`${name}/scheduler/scheduler_config.json`);
-      expect(['DDIMScheduler', 'EulerDiscreteScheduler']).toContain(sched._class_name);
+      // Python's json writes -Infinity (DPMSolverMultistepScheduler's lambda_min_clipped).
+      const sched = parseDiffusersJSON(readFileSync(path.join(ROOT, `${name}/scheduler/scheduler_config.json`), 'utf8'));
+      if (sched._class_name === 'DPMSolverMultistepScheduler') expect(sched.lambda_min_clipped).toBe(-Infinity);
+      expect(['DDIMScheduler', 'DPMSolverMultistepScheduler']).toContain(sched._class_name);
       expect(index.scheduler).toEqual(['diffusers', sched._class_name]);
 
       const ref = json(`${name}/reference.json`) as CaseRef;
@@ -114,6 +117,11 @@ describe('diffusers reference pipelines', () => {
       expect(ref.tensors['vae.encode.image']).toEqual([1, 3, h * f, w * f]);
       expect(ref.tensors['vae.encode.mean']).toEqual([1, 4, h, w]);
       expect(ref.tensors['vae.decode.out']).toEqual([1, 3, h * f, w * f]);
+      // Intermediate taps: the last up block returns to the first level's channels and size.
+      const levels = unetCfg.block_out_channels.length;
+      expect(ref.tensors['unet.debug.conv_in']).toEqual([2, unetCfg.block_out_channels[0], h, w]);
+      expect(ref.tensors[`unet.debug.up.${levels - 1}`]).toEqual([2, unetCfg.block_out_channels[0], h, w]);
+      expect(ref.tensors['unet.debug.time_emb']).toEqual([2, 4 * unetCfg.block_out_channels[0]]);
       for (const v of t.values()) expect(v.data.every(Number.isFinite)).toBe(true);
 
       if (unetCfg.in_channels !== 4) {
@@ -125,6 +133,9 @@ describe('diffusers reference pipelines', () => {
       expect(ref.tensors['image.latents']).toEqual([1, 4, run.height / f, run.width / f]);
       expect(ref.images?.ddim.scheduler).toBe('DDIMScheduler');
       expect(ref.images?.ddim.timesteps).toHaveLength(10);
+      // A second image where the folder's own scheduler is not the SD-1.5 DDIM.
+      const extra = Object.keys(ref.images ?? {}).filter((k) => k !== 'ddim');
+      for (const k of extra) expect(ref.images?.[k].scheduler).toBe(sched._class_name);
       for (const key of Object.keys(ref.images ?? {})) {
         const img = t.get(`image.${key}.float`);
         const u8 = t.get(`image.${key}.uint8`);
