@@ -21,7 +21,7 @@ interface CaseRef {
   unetArgs: { in_channels: number; block_out_channels: number[]; attention_head_dim: number | number[]; use_linear_projection: boolean };
   vaeArgs: { block_out_channels: number[]; mid_block_add_attention: boolean };
   unet: { timesteps: number[] };
-  imageRun?: { height: number; width: number; num_inference_steps: number; guidance_scale: number };
+  imageRun?: { pipeline?: string; height: number; width: number; num_inference_steps: number; guidance_scale: number };
   images?: Record<string, { scheduler: string; timesteps: number[] }>;
   tensors: Record<string, number[]>;
 }
@@ -125,8 +125,10 @@ describe('diffusers reference pipelines', () => {
       for (const v of t.values()) expect(v.data.every(Number.isFinite)).toBe(true);
 
       if (unetCfg.in_channels !== 4) {
-        expect(ref.imageRun).toBeUndefined();
-        return;
+        // The inpainting run: image [-1, 1] and a 0/1 mask at the image's size.
+        expect(ref.tensors['inpaint.image']).toEqual([1, 3, h * f, w * f]);
+        expect(ref.tensors['inpaint.mask']).toEqual([1, 1, h * f, w * f]);
+        expect(t.get('inpaint.mask')?.data.every((v) => v === 0 || v === 1)).toBe(true);
       }
       const run = ref.imageRun as NonNullable<CaseRef['imageRun']>;
       expect([run.num_inference_steps, run.guidance_scale]).toEqual([10, 7.5]);
