@@ -26,7 +26,7 @@ interface CaseRef {
   tensors: Record<string, number[]>;
 }
 
-const CASES = ['l2_int_conv', 'l2_list_linear', 'l3_int_linear', 'l3_list_conv', 'inpaint_l2'];
+const CASES = ['l2_int_conv', 'l2_list_linear', 'l3_int_linear', 'l3_list_conv', 'sd_vae_l4', 'inpaint_l2'];
 
 const json = (rel: string) => JSON.parse(readFileSync(path.join(ROOT, rel), 'utf8'));
 const tensors = (rel: string) => decodeSafetensors(readFileSync(path.join(ROOT, rel)), rel).tensors;
