@@ -171,8 +171,13 @@ export function decodeSafetensors(buf: Buffer, source = 'safetensors file'): Saf
         const h = buf.readUInt16LE(dataStart + begin + 2 * i);
         data[i] = e.dtype === 'BF16' ? bf16ToFloat(h) : f16ToFloat(h);
       }
+    } else if (e.dtype === 'I64') {
+      // Integer buffers some checkpoints carry (transformers' CLIP `position_ids`), as floats.
+      if (end - begin !== count * 8) throw new Error(`${source}: '${name}' has ${end - begin} bytes for I64 shape [${e.shape.join(', ')}]`);
+      data = new Float32Array(count);
+      for (let i = 0; i < count; i++) data[i] = Number(buf.readBigInt64LE(dataStart + begin + 8 * i));
     } else {
-      throw new Error(`${source}: '${name}' has dtype ${e.dtype}; supported: F32, F16, BF16`);
+      throw new Error(`${source}: '${name}' has dtype ${e.dtype}; supported: F32, F16, BF16, I64`);
     }
     tensors.set(name, { shape: e.shape, data });
     spans.push([begin, end, name]);
