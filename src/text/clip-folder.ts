@@ -18,6 +18,7 @@ import path from 'node:path';
 import { readJson, writeFileAtomic, writeJsonAtomic } from '../checkpoint/files.js';
 import { readSafetensors, writeSafetensors } from '../checkpoint/io.js';
 import type { NamedArray } from '../nn/params.js';
+import { FLOAT16_SUFFIX, listOnnxInitializers, readOnnxInitializerAsFloat32 } from '../onnx/writer.js';
 import { CLIP_HIDDEN_ACTS, type ClipHiddenAct, type TinyClipConfig, type TinyClipWeights, buildTinyClipOnnx, resolveTinyClipConfig } from './tiny-clip.js';
 
 /** transformers' weights file name, and the half-precision variant diffusers repositories carry. */
@@ -223,6 +224,28 @@ function writable(dir: string): boolean {
 /** The weights file of a CLIPTextModel folder (model.safetensors, else model.fp16.safetensors). */
 export function findClipWeights(dir: string): string | undefined {
   return CLIP_WEIGHTS_FILES.map((f) => path.join(dir, f)).find(isFile);
+}
+
+/**
+ * The weights of a text model folder whose ONNX graph tiny-clip.ts wrote (initializers under HF
+ * names, linear weights [in, out]; a float16 token table too), with its config; undefined for any
+ * other graph (e.g. an exported hub model, whose weights cannot be named back).
+ */
+export function readOurClipOnnx(modelDir: string, onnxFile: string): { weights: TinyClipWeights; config: TinyClipConfig } | undefined {
+  const cfgFile = path.join(modelDir, 'config.json');
+  const onnx = readFileSync(onnxFile);
+  const names = new Set(listOnnxInitializers(onnx).map((i) => i.name));
+  const config = clipTextConfigFromHf(readJson(cfgFile, 'text model config'), cfgFile);
+  const want = expectedTensors(config, names.has('text_projection.weight'));
+  if (![...want.keys()].every((n) => names.has(n) || names.has(n + FLOAT16_SUFFIX))) return undefined;
+  const weights: TinyClipWeights = new Map();
+  for (const [name, spec] of want) {
+    const { dims, data } = readOnnxInitializerAsFloat32(onnx, name);
+    const shape = spec.linear ? [spec.shape[1], spec.shape[0]] : spec.shape;
+    if (dims.length !== shape.length || dims.some((d, i) => d !== shape[i])) return undefined;
+    weights.set(name, { shape, data });
+  }
+  return { weights, config };
 }
 
 export interface PreparedClipModel {

@@ -326,6 +326,11 @@ export class ClipTextEncoder implements ConditionEncoder {
   private readonly eos: number;
   private readonly pad: number;
   private contextDimValue = 0;
+  /**
+   * The transformers CLIPTextModel folder (config.json + model.safetensors) this encoder's ONNX
+   * model was converted from, when it was (pipeline/folder.ts sets it; saving copies that folder).
+   */
+  sourceFolder?: string;
 
   private constructor(
     readonly config: ClipTextEncoderConfig,
