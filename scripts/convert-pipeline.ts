@@ -15,6 +15,7 @@ await runCli(async () => {
     cliArgs('convert-pipeline', "$0 --in DIR [--out DIR]\n\nRewrites a pipeline folder in diffusers' format.")
       .option('in', { type: 'string', demandOption: true, describe: 'the pipeline folder to convert' })
       .option('out', { type: 'string', describe: 'where to write it (default: replace --in, atomically)' })
+      .option('dtype', { type: 'string', choices: ['F32', 'F16'], describe: "weights' element type (default: the source U-Net's)" })
       .option('local-models', { type: 'string', describe: 'folder of local transformers.js models (for a text encoder not inside the folder)' }),
   );
   const [{ initBackend }, { convertPipelineFolder }] = await Promise.all([import('../src/backend/index.js'), import('../src/pipeline/convert.js')]);
@@ -22,9 +23,10 @@ await runCli(async () => {
   const t0 = performance.now();
   const r = await convertPipelineFolder(argv.in, argv.out ?? argv.in, {
     clip: argv['local-models'] ? { localModelPath: argv['local-models'] } : undefined,
+    dtype: argv.dtype as 'F32' | 'F16' | undefined,
   });
   console.error(
-    `converted ${argv.in} (${r.from === 'diffusers' ? 'already diffusers format; rewritten' : 'txt2img format 1'}) to diffusers' format in ${r.out}` +
+    `converted ${argv.in} (${r.from === 'diffusers' ? 'already diffusers format; rewritten' : 'txt2img format 1'}) to diffusers' format in ${r.out} (${r.dtype} weights)` +
       `${r.kept.length ? `, keeping ${r.kept.join(', ')}` : ''} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
   );
 });

@@ -13,6 +13,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { readJson, writeJsonAtomic } from '../checkpoint/files.js';
+import type { SafetensorsWriteDtype } from '../checkpoint/safetensors.js';
 import { type SchedulerConfig, parseSchedulerConfig } from '../schedulers/config.js';
 import { parseDiffusersJSON, schedulerConfigFromDiffusers, schedulerConfigToDiffusers } from '../schedulers/diffusers.js';
 import {
@@ -264,17 +265,21 @@ export async function loadTextEncoderFolder(dir: string, opts: TextEncoderLoadOp
 const TOKENIZER_COPY = ['tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt', 'special_tokens_map.json', 'LICENSE-openai-clip'];
 
 function copyFiles(from: string, to: string, files: string[]): void {
-  mkdirSync(to, { recursive: true });
-  for (const f of files) if (isFile(path.join(from, f))) copyFileSync(path.join(from, f), path.join(to, f));
+  for (const f of files) {
+    if (!isFile(path.join(from, f))) continue;
+    mkdirSync(path.dirname(path.join(to, f)), { recursive: true });
+    copyFileSync(path.join(from, f), path.join(to, f));
+  }
 }
 
 /**
  * Writes a CLIP encoder into `<dir>/text_encoder` and `<dir>/tokenizer`: as transformers'
  * CLIPTextModel when its weights are known (loaded from such a folder, or a graph tiny-clip.ts
  * wrote), else in our earlier layout (an exported hub model, whose graph cannot be named back;
- * diffusers cannot load that folder). Returns which.
+ * diffusers cannot load that folder). `dtype` is that of newly written weights (a CLIPTextModel
+ * folder loaded from is copied as it is). Returns which.
  */
-export function saveTextEncoderFolder(dir: string, enc: ClipTextEncoder): TextEncoderLayout {
+export function saveTextEncoderFolder(dir: string, enc: ClipTextEncoder, dtype: SafetensorsWriteDtype = 'F32'): TextEncoderLayout {
   const encOut = path.join(dir, 'text_encoder');
   const tokFrom = enc.tokenizerLocation.localDir;
   const tokenizer = hasClipTokenizerFiles(tokFrom);
@@ -294,7 +299,7 @@ export function saveTextEncoderFolder(dir: string, enc: ClipTextEncoder): TextEn
   if (ours) {
     const hf = readJson(path.join(enc.location.localDir, 'config.json'), 'text model config') as Record<string, unknown>;
     const notes = Object.fromEntries(Object.entries(hf).filter(([k]) => k === '_txt2img_note' || k === '_txt2img_generator'));
-    writeClipTextModel(encOut, ours.weights, ours.config, notes);
+    writeClipTextModel(encOut, ours.weights, ours.config, notes, dtype);
     copyFiles(tokFrom, path.join(dir, 'tokenizer'), TOKENIZER_COPY);
     return 'clip-model';
   }

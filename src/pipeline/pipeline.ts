@@ -214,7 +214,7 @@ export class Txt2ImgPipeline {
       if (this.encoder instanceof LabelEncoder) {
         await saveComponent(path.join(tmp, 'label_encoder'), this.encoder.config, this.encoder.params, undefined, weights);
       } else {
-        layout = saveTextEncoderFolder(tmp, this.encoder as ClipTextEncoder);
+        layout = saveTextEncoderFolder(tmp, this.encoder as ClipTextEncoder, opts.dtype);
       }
       const scheduler = schedulerFolderJson(this.schedulerConfig);
       writeJsonAtomic(path.join(tmp, 'scheduler', 'scheduler_config.json'), scheduler);

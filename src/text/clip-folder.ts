@@ -12,14 +12,23 @@
  * loads with no missing or unexpected keys.
  */
 import { createHash } from 'node:crypto';
-import { accessSync, constants, copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readJson, writeFileAtomic, writeJsonAtomic } from '../checkpoint/files.js';
 import { readSafetensors, writeSafetensors } from '../checkpoint/io.js';
+import type { SafetensorsWriteDtype } from '../checkpoint/safetensors.js';
 import type { NamedArray } from '../nn/params.js';
-import { FLOAT16_SUFFIX, listOnnxInitializers, readOnnxInitializerAsFloat32 } from '../onnx/writer.js';
-import { CLIP_HIDDEN_ACTS, type ClipHiddenAct, type TinyClipConfig, type TinyClipWeights, buildTinyClipOnnx, resolveTinyClipConfig } from './tiny-clip.js';
+import { FLOAT16_SUFFIX, convertOnnxInitializersToFloat16, listOnnxInitializers, readOnnxInitializerAsFloat32 } from '../onnx/writer.js';
+import {
+  CLIP_HIDDEN_ACTS,
+  type ClipHiddenAct,
+  TINY_CLIP_TOKEN_EMBEDDING,
+  type TinyClipConfig,
+  type TinyClipWeights,
+  buildTinyClipOnnx,
+  resolveTinyClipConfig,
+} from './tiny-clip.js';
 
 /** transformers' weights file name, and the half-precision variant diffusers repositories carry. */
 export const CLIP_WEIGHTS_FILES = ['model.safetensors', 'model.fp16.safetensors'] as const;
@@ -179,18 +188,40 @@ export function clipTextConfigToHf(c: TinyClipConfig, extra: Record<string, unkn
 }
 
 /**
- * Writes `dir` as a transformers CLIPTextModel folder (config.json + model.safetensors) and its
- * ONNX conversion (onnx/text_model.onnx + stamp), so loading it needs no conversion.
+ * Writes `dir` as a transformers CLIPTextModel folder (config.json + model.safetensors; F16: the
+ * token-embedding table as F16, the rest F32) and its ONNX conversion (onnx/text_model.onnx +
+ * stamp), so loading it needs no conversion.
  */
-export function writeClipTextModel(dir: string, weights: TinyClipWeights, c: TinyClipConfig, extra: Record<string, unknown> = {}): void {
-  mkdirSync(path.join(dir, 'onnx'), { recursive: true });
+export function writeClipTextModel(
+  dir: string,
+  weights: TinyClipWeights,
+  c: TinyClipConfig,
+  extra: Record<string, unknown> = {},
+  dtype: SafetensorsWriteDtype = 'F32',
+): void {
+  mkdirSync(dir, { recursive: true });
   const file = path.join(dir, CLIP_WEIGHTS_FILES[0]);
-  writeSafetensors(file, clipTextWeightsToHf(weights, c), { format: 'pt' });
+  // F16: the token table alone (nearly all of a small model's bytes), so the other weights stay exact.
+  writeSafetensors(file, clipTextWeightsToHf(weights, c), { format: 'pt' }, dtype === 'F16' ? { dtypes: { [TINY_CLIP_TOKEN_EMBEDDING]: 'F16' } } : {});
   writeJsonAtomic(path.join(dir, 'config.json'), clipTextConfigToHf(c, extra));
-  const hf = new Map(weights);
-  hf.delete('text_projection.weight');
-  writeFileAtomic(path.join(dir, CLIP_ONNX_FILE), Buffer.from(buildTinyClipOnnx(hf, c)));
-  writeJsonAtomic(path.join(dir, CLIP_ONNX_STAMP), stampOf(file));
+  // The conversion, as loading would make it (from the written, possibly rounded, weights).
+  prepareClipOnnx(dir, { inPlace: true });
+}
+
+/** A tensor's dtype in a safetensors file's header (with or without the `text_model.` prefix). */
+function tensorDtype(file: string, name: string): string | undefined {
+  const fd = openSync(file, 'r');
+  let header: Record<string, { dtype?: string }>;
+  try {
+    const len = Buffer.alloc(8);
+    readSync(fd, len, 0, 8, 0);
+    const json = Buffer.alloc(Number(len.readBigUInt64LE(0)));
+    readSync(fd, json, 0, json.length, 8);
+    header = JSON.parse(json.toString('utf8'));
+  } finally {
+    closeSync(fd);
+  }
+  return (header[name] ?? header[name.replace(/^text_model\./, '')])?.dtype;
 }
 
 interface Stamp {
@@ -298,7 +329,11 @@ export function prepareClipOnnx(
   const t0 = performance.now();
   const w = readClipTextWeights(weights, c);
   mkdirSync(path.join(target, 'onnx'), { recursive: true });
-  writeFileAtomic(path.join(target, CLIP_ONNX_FILE), Buffer.from(buildTinyClipOnnx(w, c)));
+  let onnx = buildTinyClipOnnx(w, c);
+  // A half-precision token table (most of a small model's bytes) stays half in the graph: exact,
+  // as its values are halves, and the conversion is no bigger than its source.
+  if (tensorDtype(weights, TINY_CLIP_TOKEN_EMBEDDING) === 'F16') onnx = convertOnnxInitializersToFloat16(onnx, [TINY_CLIP_TOKEN_EMBEDDING]);
+  writeFileAtomic(path.join(target, CLIP_ONNX_FILE), Buffer.from(onnx));
   if (!inPlace) copyFileSync(cfgFile, path.join(target, 'config.json'));
   writeJsonAtomic(path.join(target, CLIP_ONNX_STAMP), stamp);
   opts.log?.(
