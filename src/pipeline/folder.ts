@@ -109,6 +109,20 @@ export function readModelIndex(dir: string): PipelineIndex {
   } else if (typeof cls === 'string' && (SD_PIPELINE_CLASSES.includes(cls) || cls === LABEL_PIPELINE_CLASS)) {
     format = 'diffusers';
     where = `${TXT2IMG_KEY}.`;
+    // The component classes we can run (a text encoder in our earlier layout is ours).
+    const allowed: Record<string, string[]> = {
+      unet: ['UNet2DConditionModel'],
+      vae: ['AutoencoderKL'],
+      text_encoder: ['CLIPTextModel', 'CLIPTextModelWithProjection', 'ClipTextEncoder'],
+      tokenizer: ['CLIPTokenizer', 'CLIPTokenizerFast'],
+    };
+    for (const [comp, classes] of Object.entries(allowed)) {
+      const v = idx[comp];
+      if (v === undefined || (Array.isArray(v) && v[1] === null)) continue;
+      if (!Array.isArray(v) || !classes.includes(String(v[1]))) {
+        throw new Error(`${file}: ${comp} is ${JSON.stringify(v)}; this txt2img runs ${classes.join(' or ')} there`);
+      }
+    }
     const ours = idx[TXT2IMG_KEY];
     if (ours !== undefined && (ours === null || typeof ours !== 'object' || Array.isArray(ours))) throw new Error(`${file}: ${TXT2IMG_KEY} must be an object`);
     if (ours === undefined) {
@@ -298,7 +312,13 @@ export function saveTextEncoderFolder(dir: string, enc: ClipTextEncoder, dtype: 
   const ours = tokenizer && isFile(onnx) && isFile(path.join(enc.location.localDir, 'config.json')) ? readOurClipOnnx(enc.location.localDir, onnx) : undefined;
   if (ours) {
     const hf = readJson(path.join(enc.location.localDir, 'config.json'), 'text model config') as Record<string, unknown>;
-    const notes = Object.fromEntries(Object.entries(hf).filter(([k]) => k === '_txt2img_note' || k === '_txt2img_generator'));
+    const notes: Record<string, unknown> = {};
+    if (hf._txt2img_note !== undefined) notes._txt2img_note = hf._txt2img_note;
+    if (hf._txt2img_generator && typeof hf._txt2img_generator === 'object') {
+      // How the weights were drawn; their layout is now transformers' ([out, in]), so that note goes.
+      const { weightLayout: _w, ...generator } = hf._txt2img_generator as Record<string, unknown>;
+      notes._txt2img_generator = generator;
+    }
     writeClipTextModel(encOut, ours.weights, ours.config, notes, dtype);
     copyFiles(tokFrom, path.join(dir, 'tokenizer'), TOKENIZER_COPY);
     return 'clip-model';

@@ -164,6 +164,11 @@ describe("a pipeline folder in diffusers' format", () => {
     const file = path.join(dir, 'model_index.json');
     writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), _class_name: 'StableDiffusionXLPipeline' }));
     await expect(Txt2ImgPipeline.load(dir)).rejects.toThrow(`${file}: _class_name "StableDiffusionXLPipeline" is not a pipeline this txt2img runs; allowed:`);
+    writeFileSync(
+      file,
+      JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), _class_name: 'StableDiffusionPipeline', unet: ['diffusers', 'UNet2DModel'] }),
+    );
+    await expect(Txt2ImgPipeline.load(dir)).rejects.toThrow(`${file}: unet is ["diffusers","UNet2DModel"]; this txt2img runs UNet2DConditionModel there`);
     dir = copy('tokenizer');
     for (const f of ['tokenizer.json', 'merges.txt']) rmSync(path.join(dir, 'tokenizer', f));
     await expect(Txt2ImgPipeline.load(dir)).rejects.toThrow(`${path.join(dir, 'tokenizer')} has neither tokenizer.json nor vocab.json + merges.txt`);
