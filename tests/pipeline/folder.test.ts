@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -374,5 +375,48 @@ describe('--model org/name', () => {
       `cannot download 'org/name': the Hugging Face hub (${endpoint}) could not be reached (ECONNREFUSED); pass a local pipeline folder to --model`,
     );
     expect(existsSync(hubCacheFolder('org/name', cacheDir))).toBe(false);
+  });
+
+  it('downloads what a pipeline needs from a hub-like HTTP server into the cache, once, and runs it', async () => {
+    // A local server answering the two hub routes the client uses, from a folder on disk.
+    const served: string[] = [];
+    const listing = readdirSync(pipeDir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(pipeDir, path.join(e.parentPath, e.name)).split(path.sep).join('/'));
+    const server = createHttpServer((req, res) => {
+      const url = req.url ?? '';
+      if (url === '/api/models/org/tiny') {
+        res.end(JSON.stringify({ siblings: listing.map((rfilename) => ({ rfilename })) }));
+        return;
+      }
+      const m = /^\/org\/tiny\/resolve\/main\/(.+)$/.exec(url);
+      if (m && listing.includes(m[1])) {
+        served.push(m[1]);
+        const data = readFileSync(path.join(pipeDir, m[1]));
+        res.setHeader('content-length', data.length);
+        res.end(data);
+        return;
+      }
+      res.statusCode = 404;
+      res.end();
+    }).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const environment = { HF_ENDPOINT: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+      const cacheDir = tempDir('pipefolder-hub-ok');
+      const lines: string[] = [];
+      const dir = await resolveModel('org/tiny', { cacheDir, environment, log: (l) => lines.push(l) });
+      expect(dir).toBe(hubCacheFolder('org/tiny', cacheDir));
+      expect(lines[0]).toMatch(/^downloading 'org\/tiny' from http:\/\/127\.0\.0\.1:\d+ into .* \(\d+ files\)$/);
+      expect(served).not.toContain('text_encoder/onnx/text_model.onnx'); // only what a run needs
+      expect(served).toContain('unet/diffusion_pytorch_model.safetensors');
+      expect(maxAbsDiff(await image(dir), want)).toBeLessThan(1e-5);
+      const count = served.length;
+      expect(await resolveModel('org/tiny', { cacheDir, environment })).toBe(dir); // cached: no request
+      expect(served.length).toBe(count);
+      await expect(resolveModel('org/missing', { cacheDir, environment })).rejects.toThrow("hub model 'org/missing' was not found at");
+    } finally {
+      server.close();
+    }
   });
 });
