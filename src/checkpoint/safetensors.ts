@@ -24,6 +24,8 @@ export interface EncodeSafetensorsOptions {
    * +-Infinity are kept as they are.
    */
   dtype?: SafetensorsWriteDtype;
+  /** Per-tensor element types overriding `dtype` (e.g. only a large embedding table as F16). */
+  dtypes?: Record<string, SafetensorsWriteDtype>;
 }
 
 const f32Scratch = new Float32Array(1);
@@ -88,11 +90,12 @@ export function toHalfBits(data: ArrayLike<number>, what = 'tensor'): Uint16Arra
 }
 
 export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Record<string, string> = {}, opts: EncodeSafetensorsOptions = {}): Buffer {
-  const dtype = opts.dtype ?? 'F32';
-  if (!(SAFETENSORS_WRITE_DTYPES as readonly string[]).includes(dtype)) {
-    throw new Error(`safetensors dtype must be one of ${SAFETENSORS_WRITE_DTYPES.join(', ')}, got ${JSON.stringify(opts.dtype)}`);
+  const dtypeOf = (name: string): SafetensorsWriteDtype => opts.dtypes?.[name] ?? opts.dtype ?? 'F32';
+  for (const d of [opts.dtype ?? 'F32', ...Object.values(opts.dtypes ?? {})]) {
+    if (!(SAFETENSORS_WRITE_DTYPES as readonly string[]).includes(d)) {
+      throw new Error(`safetensors dtype must be one of ${SAFETENSORS_WRITE_DTYPES.join(', ')}, got ${JSON.stringify(d)}`);
+    }
   }
-  const bytesPer = dtype === 'F16' ? 2 : 4;
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) {
     for (const [k, v] of Object.entries(metadata)) {
@@ -106,7 +109,8 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
     const t = tensors.get(name)!;
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (t.data.length !== n) throw new Error(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
-    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + n * bytesPer] };
+    const bytesPer = dtypeOf(name) === 'F16' ? 2 : 4;
+    header[name] = { dtype: dtypeOf(name), shape: t.shape, data_offsets: [offset, offset + n * bytesPer] };
     offset += n * bytesPer;
   }
   let json = JSON.stringify(header);
@@ -119,7 +123,7 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
   let pos = 8 + headerBytes.length;
   for (const name of names) {
     const d = tensors.get(name)!.data;
-    if (dtype === 'F16') {
+    if (dtypeOf(name) === 'F16') {
       const h = toHalfBits(d, `safetensors F16 tensor '${name}'`);
       for (let i = 0; i < h.length; i++) out.writeUInt16LE(h[i], pos + 2 * i);
       pos += 2 * h.length;
@@ -171,8 +175,13 @@ export function decodeSafetensors(buf: Buffer, source = 'safetensors file'): Saf
         const h = buf.readUInt16LE(dataStart + begin + 2 * i);
         data[i] = e.dtype === 'BF16' ? bf16ToFloat(h) : f16ToFloat(h);
       }
+    } else if (e.dtype === 'I64') {
+      // Integer buffers some checkpoints carry (transformers' CLIP `position_ids`), as floats.
+      if (end - begin !== count * 8) throw new Error(`${source}: '${name}' has ${end - begin} bytes for I64 shape [${e.shape.join(', ')}]`);
+      data = new Float32Array(count);
+      for (let i = 0; i < count; i++) data[i] = Number(buf.readBigInt64LE(dataStart + begin + 8 * i));
     } else {
-      throw new Error(`${source}: '${name}' has dtype ${e.dtype}; supported: F32, F16, BF16`);
+      throw new Error(`${source}: '${name}' has dtype ${e.dtype}; supported: F32, F16, BF16, I64`);
     }
     tensors.set(name, { shape: e.shape, data });
     spans.push([begin, end, name]);
