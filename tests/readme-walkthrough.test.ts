@@ -107,7 +107,7 @@ describe('README walk-through: train on a captioned folder, generate, move, bund
     for (const f of ['model_index.json', 'text_encoder/config.json', 'training_vocabulary.json', 'unet/diffusion_pytorch_model.safetensors']) {
       expect(existsSync(path.join(dir, 'my-model', f)), f).toBe(true);
     }
-    for (const f of ['README.md', 'tokenizer/tokenizer.json', 'text_encoder/clip/onnx/text_model.onnx']) {
+    for (const f of ['README.md', 'tokenizer/tokenizer.json', 'text_encoder/model.safetensors']) {
       expect(existsSync(path.join(dir, 'my-bundle', f)), f).toBe(true);
     }
     const mine = await pixels(path.join(dir, 'mine.png'));
