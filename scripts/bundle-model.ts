@@ -4,7 +4,7 @@
  *   npx tsx scripts/bundle-model.ts --pipeline runs/scenes/pipeline --out models/default --fp16 \
  *     --recipe "npx tsx scripts/train.ts --config configs/default-model.json --data data/scenes/train --out runs/scenes"
  *
- * The text model (text_encoder/clip) and the CLIP tokenizer (tokenizer/) come along, so the bundle
+ * The text encoder (text_encoder/) and the CLIP tokenizer (tokenizer/) come along, so the bundle
  * loads offline wherever it is put.
  */
 import path from 'node:path';

@@ -11,7 +11,7 @@
  * The scene classifier trains on a dataset drawn with another seed than the diffusion model's,
  * on both its splits (--splits): `--heldout 3000` gives held-out combinations about the share
  * they would have among all scenes. Its test set, the model's held-out split, is images it never saw.
- * Times and accuracies: README, "Measurements".
+ * Times and accuracies: docs/measurements.md.
  */
 import path from 'node:path';
 import { THREADS_ENV, initBackend } from '../src/backend/index.js';

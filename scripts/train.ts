@@ -2,7 +2,7 @@
  * Trains a pipeline (VAE, then U-Net) from a config file plus overrides.
  *
  *   npx tsx scripts/train.ts --config configs/mnist.json --out runs/mnist
- *   npx tsx scripts/train.ts --config configs/scenes.json --data data/scenes/train --out runs/scenes --resume
+ *   npx tsx scripts/train.ts --config configs/default-model.json --data data/scenes/train --out runs/scenes --resume
  */
 import { THREADS_ENV, initBackend } from '../src/backend/index.js';
 import { STAGES, type Stage, runTraining } from '../src/train/run-training.js';

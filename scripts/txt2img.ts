@@ -31,23 +31,30 @@ if (sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub)) {
             '  $0 img2img --init FILE [--mask FILE] [prompt..]   edit an image (see $0 img2img --help)\n' +
             '  $0 serve [--port N]                                the AUTOMATIC1111-compatible API and web page',
         ),
-      ).option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' }),
+      )
+        .option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' })
+        .option('latents', {
+          type: 'string',
+          describe: "initial latents (.npy or .safetensors, NCHW [B, 4, h, w] standard normals, as diffusers' latents=) instead of the seed's",
+        }),
     );
     const { runtimeChoice, ...opts } = generationSettings(argv);
-    const [{ initBackend }, { resolveRuntime }, { runTxt2Img }, { defaultModelDir }] = await Promise.all([
+    const [{ initBackend }, { resolveRuntime }, { runTxt2Img }, { defaultModelDir }, { resolveModel }] = await Promise.all([
       import('../src/backend/index.js'),
       import('../src/onnx/runtime.js'),
       import('../src/pipeline/txt2img.js'),
       import('../src/pipeline/text-to-image.js'),
+      import('../src/pipeline/hub.js'),
     ]);
-    const model = argv.model ?? defaultModelDir();
+    // A hub id (org/name) that is not a local path: downloaded once into the cache.
+    const model = argv.model === undefined ? defaultModelDir() : await resolveModel(argv.model);
     if (argv.model === undefined && !existsSync(path.join(model, 'model_index.json'))) {
       throw new Error(`no bundled default model at ${model}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
     }
     const backend = await initBackend({ backend: argv.backend });
     const { runtime, why } = await resolveRuntime(runtimeChoice, backend);
     const t0 = performance.now();
-    const { files } = await runTxt2Img({ ...opts, saveSteps: argv['save-steps'], model, runtime, runtimeWhy: why });
+    const { files } = await runTxt2Img({ ...opts, saveSteps: argv['save-steps'], latents: argv.latents, model, runtime, runtimeWhy: why });
     console.error(`wrote ${files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   });
 }

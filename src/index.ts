@@ -1,6 +1,6 @@
 /**
  * txt2img as a library: `import { pipeline } from 'txt2img'`. The public API is what this file
- * exports (README, "Use it from code"); everything else is internal and may change.
+ * exports (README, "Using from code"); everything else is internal and may change.
  */
 export { BACKEND_NAMES, type BackendInfo, type BackendName, currentBackend, initBackend } from './backend/index.js';
 export { RUNTIME_CHOICES, type Runtime, type RuntimeChoice } from './onnx/runtime.js';

@@ -84,7 +84,7 @@ async function loadNode(gpu: boolean): Promise<BackendInfo> {
     throw new Error(
       `backend '${gpu ? 'node-gpu' : 'node'}' is not available: ${pkg} did not load ` +
         `(${(e as Error).message.split('\n')[0]}). It needs libtensorflow, which its install script downloads; ` +
-        `see README "Backends".`,
+        `see README "Backends and GPU paths".`,
     );
   }
   if (tf.findBackend('tensorflow') === null || !(await tf.setBackend('tensorflow'))) {

@@ -4,6 +4,12 @@
  * field, the value and what is allowed.
  */
 
+/**
+ * The diffusers version the component configs we write claim to come from (`_diffusers_version`):
+ * the one whose format and numerics the tests check against (commit 58eb52c0, 0.40.0.dev0).
+ */
+export const DIFFUSERS_VERSION = '0.40.0.dev0';
+
 /** A value as an error message shows it (non-finite numbers by name, the rest as JSON). */
 function shown(value: unknown): string {
   if (typeof value === 'number' && !Number.isFinite(value)) return String(value);

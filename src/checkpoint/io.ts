@@ -5,7 +5,8 @@
  */
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { NamedArray, ParamStore } from '../nn/params.js';
+import { type NamedArray, type ParamStore, loadProblems } from '../nn/params.js';
+import type { WeightLayout } from './layout.js';
 import { type EncodeSafetensorsOptions, SafetensorsReader, decodeSafetensors, encodeSafetensors } from './safetensors.js';
 import { readJson, writeFileAtomic, writeJsonAtomic } from './files.js';
 
@@ -33,6 +34,8 @@ export interface SaveComponentOptions {
    * value rounded to the nearest half float, which is what loading it gives back).
    */
   dtype?: EncodeSafetensorsOptions['dtype'];
+  /** Write the weights under this layout's keys and element layout (diffusers'); default our own. */
+  layout?: WeightLayout;
 }
 
 /** Saves `config.json` and the store's weights into a component folder. */
@@ -43,7 +46,16 @@ export async function saveComponent(
   weightsName = WEIGHTS_NAME,
   opts: SaveComponentOptions = {},
 ): Promise<void> {
-  const arrays = await store.toArrays();
+  let arrays = await store.toArrays();
+  const layout = opts.layout;
+  if (layout) {
+    arrays = new Map(
+      [...arrays].map(([name, a]) => {
+        const { key, array } = layout.toFile(name, a);
+        return [key, array];
+      }),
+    );
+  }
   mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, weightsName), arrays, { format: 'pt' }, { dtype: opts.dtype });
   writeJsonAtomic(path.join(dir, CONFIG_NAME), config);
@@ -55,16 +67,40 @@ export function readComponentConfig(dir: string, what = 'component'): unknown {
 }
 
 /**
- * Loads a component folder's weights into an existing store, validating names and shapes first
- * (from the header), then reading and assigning one tensor at a time (SafetensorsReader): an F16
- * file is never held whole, nor as a float32 copy of the whole file.
+ * Loads a component folder's weights into an existing store. Names and shapes are checked first
+ * (from the header), then one tensor at a time is read and assigned (SafetensorsReader), so an F16
+ * file is never held whole, nor as a float32 copy of the whole file. With a layout, a file in that
+ * layout (detected from its keys) is mapped tensor by tensor; a file in our own names loads as it
+ * is. This is the one place a layout is applied when reading.
  */
-export function loadComponentWeights(dir: string, store: ParamStore, weightsName = WEIGHTS_NAME, what = 'component'): void {
+export function loadComponentWeights(dir: string, store: ParamStore, weightsName = WEIGHTS_NAME, what = 'component', layout?: WeightLayout): void {
   const file = path.join(dir, weightsName);
   if (!existsSync(file)) throw new Error(`weights file ${file} does not exist`);
+  const label = `${what} weights ${file}`;
   const reader = SafetensorsReader.open(file);
   try {
-    store.loadEach(reader.shapes(), (name) => reader.read(name).data, `${what} weights ${file}`);
+    const shapes = reader.shapes();
+    if (!layout?.matches(shapes.keys())) {
+      store.loadEach(shapes, (name) => reader.read(name).data, label);
+      return;
+    }
+    const problems: string[] = [];
+    const internal = new Map<string, number[]>();
+    for (const [name, v] of store.entries()) {
+      const key = layout.key(name);
+      const want = layout.fileShape(name, v.shape);
+      const shape = shapes.get(key);
+      if (!shape) problems.push(`missing '${key}' [${want.join(', ')}]`);
+      else if (shape.length !== want.length || shape.some((d, i) => d !== want[i])) {
+        problems.push(`'${key}' has shape [${shape.join(', ')}], the model expects [${want.join(', ')}]`);
+      } else internal.set(name, v.shape);
+    }
+    for (const key of shapes.keys()) {
+      const name = layout.name(key);
+      if (name === undefined || !store.has(name)) problems.push(`unexpected '${key}'`);
+    }
+    if (problems.length > 0) throw loadProblems(label, problems);
+    store.loadEach(internal, (name) => layout.fromFile(layout.key(name), reader.read(layout.key(name))).array.data, label);
   } finally {
     reader.close();
   }
@@ -72,8 +108,9 @@ export function loadComponentWeights(dir: string, store: ParamStore, weightsName
 
 /**
  * Builds a model from a component folder: validates `config.json` with `parse`, constructs the
- * model with `build`, then loads its weights (names and shapes checked). A model whose weights
- * do not load is disposed before the error propagates.
+ * model with `build`, then loads its weights (names and shapes checked; `layout` of the built
+ * model maps a file in another format, see loadComponentWeights). A model whose weights do not
+ * load is disposed before the error propagates.
  */
 export function loadComponent<C, M extends { store: ParamStore; dispose(): void }>(
   dir: string,
@@ -81,10 +118,11 @@ export function loadComponent<C, M extends { store: ParamStore; dispose(): void 
   parse: (raw: unknown) => C,
   build: (config: C) => M,
   weightsName = WEIGHTS_NAME,
+  layout?: (model: M) => WeightLayout | undefined,
 ): M {
   const model = build(parse(readComponentConfig(dir, what)));
   try {
-    loadComponentWeights(dir, model.store, weightsName, what);
+    loadComponentWeights(dir, model.store, weightsName, what, layout?.(model));
   } catch (e) {
     model.dispose();
     throw e;

@@ -28,6 +28,8 @@ export interface EncodeSafetensorsOptions {
    * +-Infinity are kept as they are.
    */
   dtype?: SafetensorsWriteDtype;
+  /** Per-tensor element types overriding `dtype` (e.g. only a large embedding table as F16). */
+  dtypes?: Record<string, SafetensorsWriteDtype>;
 }
 
 const f32Scratch = new Float32Array(1);
@@ -92,11 +94,12 @@ export function toHalfBits(data: ArrayLike<number>, what = 'tensor'): Uint16Arra
 }
 
 export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Record<string, string> = {}, opts: EncodeSafetensorsOptions = {}): Buffer {
-  const dtype = opts.dtype ?? 'F32';
-  if (!(SAFETENSORS_WRITE_DTYPES as readonly string[]).includes(dtype)) {
-    throw new Error(`safetensors dtype must be one of ${SAFETENSORS_WRITE_DTYPES.join(', ')}, got ${JSON.stringify(opts.dtype)}`);
+  const dtypeOf = (name: string): SafetensorsWriteDtype => opts.dtypes?.[name] ?? opts.dtype ?? 'F32';
+  for (const d of [opts.dtype ?? 'F32', ...Object.values(opts.dtypes ?? {})]) {
+    if (!(SAFETENSORS_WRITE_DTYPES as readonly string[]).includes(d)) {
+      throw new Error(`safetensors dtype must be one of ${SAFETENSORS_WRITE_DTYPES.join(', ')}, got ${JSON.stringify(d)}`);
+    }
   }
-  const bytesPer = dtype === 'F16' ? 2 : 4;
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) {
     for (const [k, v] of Object.entries(metadata)) {
@@ -110,7 +113,8 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
     const t = tensors.get(name)!;
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (t.data.length !== n) throw new Error(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
-    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + n * bytesPer] };
+    const bytesPer = dtypeOf(name) === 'F16' ? 2 : 4;
+    header[name] = { dtype: dtypeOf(name), shape: t.shape, data_offsets: [offset, offset + n * bytesPer] };
     offset += n * bytesPer;
   }
   let json = JSON.stringify(header);
@@ -123,7 +127,7 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
   let pos = 8 + headerBytes.length;
   for (const name of names) {
     const d = tensors.get(name)!.data;
-    if (dtype === 'F16') {
+    if (dtypeOf(name) === 'F16') {
       const h = toHalfBits(d, `safetensors F16 tensor '${name}'`);
       for (let i = 0; i < h.length; i++) out.writeUInt16LE(h[i], pos + 2 * i);
       pos += 2 * h.length;
@@ -137,7 +141,7 @@ export function encodeSafetensors(tensors: Map<string, NamedArray>, metadata: Re
 
 /** One tensor as the header describes it; `begin`/`end`: byte offsets within the data section. */
 export interface SafetensorsEntry {
-  dtype: 'F32' | 'F16' | 'BF16';
+  dtype: 'F32' | 'F16' | 'BF16' | 'I64';
   shape: number[];
   begin: number;
   end: number;
@@ -167,11 +171,11 @@ function parseHeader(
     if (!(Number.isInteger(begin) && Number.isInteger(end) && begin >= 0 && end <= dataLen && begin <= end)) {
       throw new Error(`${source}: '${name}' data_offsets [${begin}, ${end}] outside the data (${dataLen} bytes); truncated file?`);
     }
-    if (e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16') {
-      const per = e.dtype === 'F32' ? 4 : 2;
+    if (e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16' || e.dtype === 'I64') {
+      const per = e.dtype === 'I64' ? 8 : e.dtype === 'F32' ? 4 : 2;
       if (end - begin !== count * per) throw new Error(`${source}: '${name}' has ${end - begin} bytes for ${e.dtype} shape [${e.shape.join(', ')}]`);
     } else {
-      throw new Error(`${source}: '${name}' has dtype ${e.dtype}; supported: F32, F16, BF16`);
+      throw new Error(`${source}: '${name}' has dtype ${e.dtype}; supported: F32, F16, BF16, I64`);
     }
     entries.set(name, { dtype: e.dtype, shape: e.shape, begin, end });
     spans.push([begin, end, name]);
@@ -192,7 +196,7 @@ function parseHeaderJson(bytes: Uint8Array, source: string): Record<string, unkn
   }
 }
 
-/** A tensor's little-endian bytes (F32, F16 or BF16) as float32 values. */
+/** A tensor's little-endian bytes (F32, F16, BF16 or I64) as float32 values. */
 function toFloats(bytes: Uint8Array, dtype: SafetensorsEntry['dtype']): Float32Array {
   if (dtype === 'F32') {
     const data = new Float32Array(bytes.length / 4);
@@ -200,6 +204,12 @@ function toFloats(bytes: Uint8Array, dtype: SafetensorsEntry['dtype']): Float32A
     return data;
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (dtype === 'I64') {
+    // Integer buffers some checkpoints carry (transformers' CLIP `position_ids`), as floats.
+    const data = new Float32Array(bytes.length / 8);
+    for (let i = 0; i < data.length; i++) data[i] = Number(view.getBigInt64(8 * i, true));
+    return data;
+  }
   const data = new Float32Array(bytes.length / 2);
   for (let i = 0; i < data.length; i++) {
     const h = view.getUint16(2 * i, true);

@@ -4,15 +4,15 @@
  * The shapes follow Stable Diffusion (Rombach et al. 2022) as written plainly in
  * ../shared/bench/peer_torch.py: a ResBlock is (GroupNorm, SiLU, conv3x3) twice with an
  * optional time-embedding add and a 1x1 shortcut when the channels change; Downsample is a
- * stride-2 conv3x3 with symmetric padding 1 (PyTorch's `padding=1`); Upsample is nearest-2x then
- * conv3x3; SpatialTransformer is SD's Transformer2DModel with one BasicTransformerBlock.
+ * stride-2 conv3x3, padded 1 on every side (the U-Net's, PyTorch's `padding=1`) or 1 on the bottom
+ * and right only (the VAE encoder's in diffusers); Upsample is nearest-2x then conv3x3; SpatialTransformer is SD's Transformer2DModel with one BasicTransformerBlock.
  *
  * Parameter names below the block's own name are PyTorch-like (`conv1`, `time_proj`, `attn2.to_k`,
  * `ff.proj`, `proj_out`), so a checkpoint lists as readably as a diffusers state dict.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Generator } from '../random/generator.js';
-import { Conv2d, GroupNorm, LayerNorm, Linear, attendHeads, gelu, mergeHeads, silu, splitHeads, upsampleNearest2x } from './layers.js';
+import { Conv2d, type GeluApproximation, GroupNorm, LayerNorm, Linear, attendHeads, gelu, mergeHeads, silu, splitHeads, upsampleNearest2x } from './layers.js';
 import type { ParamStore } from './params.js';
 
 /** A 1x1 convolution stored as a conv weight [1, 1, in, out] but computed as one matMul. */
@@ -97,7 +97,14 @@ export class ResBlock {
   }
 }
 
-/** conv3x3, stride 2, symmetric padding 1 (PyTorch `Conv2d(c, c, 3, stride=2, padding=1)`). */
+/**
+ * Where a stride-2 Downsample pads: 'symmetric' = 1 on every side (PyTorch
+ * `Conv2d(c, c, 3, stride=2, padding=1)`, diffusers' U-Net), 'bottom-right' = 1 after the last
+ * row and column only (diffusers' VAE encoder: `F.pad(x, (0, 1, 0, 1))`, then `padding=0`).
+ */
+export type DownsamplePadding = 'symmetric' | 'bottom-right';
+
+/** conv3x3, stride 2, padded as `padding` says. */
 export class Downsample {
   readonly conv: Conv2d;
 
@@ -106,6 +113,7 @@ export class Downsample {
     name: string,
     readonly channels: number,
     rng: Generator,
+    readonly padding: DownsamplePadding = 'symmetric',
   ) {
     this.conv = new Conv2d(store, `${name}.conv`, channels, channels, 3, rng, { stride: 2 });
   }
@@ -113,7 +121,21 @@ export class Downsample {
   /** x: [B, H, W, C] (H, W even) -> [B, H/2, W/2, C] */
   apply(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
-      const y = tf.conv2d(x, this.conv.weight as tf.Tensor4D, 2, 1);
+      const w = this.conv.weight as tf.Tensor4D;
+      const y =
+        this.padding === 'symmetric'
+          ? tf.conv2d(x, w, 2, 1)
+          : tf.conv2d(
+              tf.pad(x, [
+                [0, 0],
+                [0, 1],
+                [0, 1],
+                [0, 0],
+              ]),
+              w,
+              2,
+              'valid',
+            );
       return tf.add(y, this.conv.bias!) as tf.Tensor4D;
     });
   }
@@ -213,6 +235,8 @@ export class GEGLU {
     readonly dim: number,
     rng: Generator,
     readonly mult = 4,
+    /** diffusers' GEGLU uses the exact GELU ('none'); 'tanh' for models saved before (legacy). */
+    readonly approximate: GeluApproximation = 'none',
   ) {
     this.proj = new Linear(store, `${name}.proj`, dim, 2 * mult * dim, rng);
     this.out = new Linear(store, `${name}.out`, mult * dim, dim, rng);
@@ -222,7 +246,7 @@ export class GEGLU {
   apply(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
       const [h, gate] = tf.split(this.proj.apply(x), 2, -1); // [..., 4C] each
-      return this.out.apply(tf.mul(h, gelu(gate)));
+      return this.out.apply(tf.mul(h, gelu(gate, this.approximate)));
     });
   }
 }
@@ -232,8 +256,10 @@ export type CrossSource = { context: tf.Tensor3D } | KeyValue;
 
 /**
  * SD's Transformer2DModel with one BasicTransformerBlock: GroupNorm (eps 1e-6), 1x1 proj_in;
- * LayerNorm + self-attention, LayerNorm + cross-attention, LayerNorm + GEGLU (each residual);
- * 1x1 proj_out (zero-initialised, so the block starts as the identity); residual to the input.
+ * LayerNorm (eps 1e-5) + self-attention, LayerNorm + cross-attention, LayerNorm + GEGLU (each
+ * residual); 1x1 proj_out (zero-initialised, so the block starts as the identity); residual to
+ * the input. proj_in / proj_out are per-pixel linear maps either way: diffusers' conv 1x1 (SD-1)
+ * and Linear (use_linear_projection, SD-2) differ only in the file's weight layout.
  */
 export class SpatialTransformer {
   readonly norm: GroupNorm;
@@ -254,6 +280,7 @@ export class SpatialTransformer {
     contextDim: number,
     groups: number,
     rng: Generator,
+    approximate: GeluApproximation = 'none',
   ) {
     const c = channels;
     this.norm = new GroupNorm(store, `${name}.norm`, groups, c, rng, 1e-6);
@@ -263,7 +290,7 @@ export class SpatialTransformer {
     this.norm2 = new LayerNorm(store, `${name}.norm2`, c, rng);
     this.attn2 = new Attention(store, `${name}.attn2`, c, heads, rng, { contextDim });
     this.norm3 = new LayerNorm(store, `${name}.norm3`, c, rng);
-    this.ff = new GEGLU(store, `${name}.ff`, c, rng);
+    this.ff = new GEGLU(store, `${name}.ff`, c, rng, 4, approximate);
     this.projOut = new Conv1x1(store, `${name}.proj_out`, c, c, rng, true);
   }
 
@@ -300,8 +327,9 @@ export class SpatialSelfAttention {
     groups: number,
     rng: Generator,
     heads = 1,
+    eps = 1e-6,
   ) {
-    this.norm = new GroupNorm(store, `${name}.norm`, groups, channels, rng, 1e-6);
+    this.norm = new GroupNorm(store, `${name}.norm`, groups, channels, rng, eps);
     this.attn = new Attention(store, name, channels, heads, rng, { qkvBias: true }); // `${name}.to_q`, ...
   }
 

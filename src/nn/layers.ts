@@ -236,12 +236,35 @@ export function silu(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => op(x));
 }
 
+/** Which GELU: 'none' = exact (erf, PyTorch's F.gelu default and diffusers' GEGLU), 'tanh' = the approximation. */
+export type GeluApproximation = 'none' | 'tanh';
+
 /**
- * GELU, tanh approximation (Hendrycks & Gimpel 2016, sec. 2):
- * 0.5 x (1 + tanh(z)) with z = sqrt(2/pi) (x + 0.044715 x^3), computed as the identical
- * x * sigmoid(2z), because wasm's Tanh and Pow kernels are ~10x slower than Sigmoid.
+ * GELU (Hendrycks & Gimpel 2016, sec. 2), exact: x * Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2
+ * (what diffusers' GEGLU computes), or with approximate = 'tanh': 0.5 x (1 + tanh(z)),
+ * z = sqrt(2/pi) (x + 0.044715 x^3), computed as the identical x * sigmoid(2z) because wasm's
+ * Tanh and Pow kernels are ~10x slower than Sigmoid.
  */
-export function gelu(x: tf.Tensor): tf.Tensor {
+export function gelu(x: tf.Tensor, approximate: GeluApproximation = 'none'): tf.Tensor {
+  return approximate === 'tanh' ? geluTanh(x) : geluErf(x);
+}
+
+function geluErf(x: tf.Tensor): tf.Tensor {
+  // y = x Phi(x): dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xIn, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const cdf = tf.mul(tf.add(tf.erf(tf.mul(xIn, Math.SQRT1_2)), 1), 0.5);
+    save([xIn, cdf]);
+    const gradFunc = (dy: tf.Tensor, [xs, p]: tf.Tensor[]) => {
+      const pdf = tf.mul(tf.exp(tf.mul(tf.square(xs), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+      return tf.mul(dy, tf.add(p, tf.mul(xs, pdf)));
+    };
+    return { value: tf.mul(xIn, cdf), gradFunc };
+  });
+  return tf.tidy(() => op(x));
+}
+
+function geluTanh(x: tf.Tensor): tf.Tensor {
   const a = 2 * Math.sqrt(2 / Math.PI);
   const b = a * 0.044715;
   // y = x s(z), z = x (a + b x^2): dy/dx = s + x s (1 - s) dz/dx = s + y (1 - s) (a + 3 b x^2),
@@ -258,19 +281,31 @@ export function gelu(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => op(x));
 }
 
+export interface TimestepEmbeddingOptions {
+  /** [cos, sin] (true, Stable Diffusion's) or [sin, cos]. Default true. */
+  flipSinToCos?: boolean;
+  /** diffusers' downscale_freq_shift: f_i = maxPeriod^(-i / (half - freqShift)). Default 0 (SD's). */
+  freqShift?: number;
+  maxPeriod?: number;
+}
+
 /**
- * Sinusoidal timestep embedding (Vaswani et al. 2017, sec. 3.5; as in DDPM / Stable Diffusion
- * with flip_sin_to_cos=true, shift 0): [cos(t * f_i), sin(t * f_i)], f_i = maxPeriod^(-i/half).
+ * Sinusoidal timestep embedding (Vaswani et al. 2017, sec. 3.5; diffusers' get_timestep_embedding):
+ * [cos(t f_i), sin(t f_i)] (flipSinToCos) with f_i = maxPeriod^(-i / (half - freqShift)).
+ * (diffusers rounds the exponent to float32 before exp; computing f_i in float64 instead changes
+ * the U-Net's output by ~1e-7 relative, below the 1e-4 we test to, and keeps earlier models' images.)
  * t: [B] (float or int) -> [B, dim]
  */
-export function timestepEmbedding(t: tf.Tensor1D, dim: number, maxPeriod = 10000): tf.Tensor2D {
+export function timestepEmbedding(t: tf.Tensor1D, dim: number, opts: TimestepEmbeddingOptions = {}): tf.Tensor2D {
   if (dim % 2 !== 0) throw new Error(`timestep embedding dim must be even, got ${dim}`);
+  const { flipSinToCos = true, freqShift = 0, maxPeriod = 10000 } = opts;
   return tf.tidy(() => {
     const half = dim / 2;
     const freqs = new Float32Array(half);
-    for (let i = 0; i < half; i++) freqs[i] = Math.exp((-Math.log(maxPeriod) * i) / half);
+    for (let i = 0; i < half; i++) freqs[i] = Math.exp((-Math.log(maxPeriod) * i) / (half - freqShift));
     const args = tf.mul(t.toFloat().reshape([-1, 1]), tf.tensor2d(freqs, [1, half])); // [B, half]
-    return tf.concat([tf.cos(args), tf.sin(args)], 1) as tf.Tensor2D;
+    const [cos, sin] = [tf.cos(args), tf.sin(args)];
+    return tf.concat(flipSinToCos ? [cos, sin] : [sin, cos], 1) as tf.Tensor2D;
   });
 }
 

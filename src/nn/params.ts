@@ -185,6 +185,13 @@ export class ParamStore {
   }
 }
 
+/** The one error for weights that do not fit a model: every problem listed (the first 20). */
+export function loadProblems(what: string, problems: string[]): Error {
+  const shown = problems.slice(0, 20).join('\n  ');
+  const more = problems.length > 20 ? `\n  ... and ${problems.length - 20} more` : '';
+  return new Error(`${what} does not match the model (${problems.length} problem(s)):\n  ${shown}${more}`);
+}
+
 /**
  * Gradients of a scalar loss with respect to every trainable parameter of the store that the
  * loss depends on. Returns our names as keys; the caller owns (and disposes) loss and grads.
@@ -244,8 +251,5 @@ function nonFinite(name: string, data: Float32Array): string | undefined {
 }
 
 function throwProblems(problems: string[], what: string): void {
-  if (problems.length === 0) return;
-  const shown = problems.slice(0, 20).join('\n  ');
-  const more = problems.length > 20 ? `\n  ... and ${problems.length - 20} more` : '';
-  throw new Error(`${what} does not match the model (${problems.length} problem(s)):\n  ${shown}${more}`);
+  if (problems.length > 0) throw loadProblems(what, problems);
 }

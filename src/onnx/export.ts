@@ -366,7 +366,7 @@ const useIm2col = (e: Emitter, filter: number, outPixels: number): boolean => ou
  * a filter that is a graph input runs as onnxruntime's NCHWc Conv: the activations are reordered
  * to [N, C/b, H, W, b] and back (ReorderInput/Output), the filter to [O/b, I/b, kh, kw, b_I, b_O]
  * in the graph (onnxruntime prepacks only constant filters so). Its direct kernel skips the
- * im2col copy of the plain Conv and outweighs the reorders (README, Speed). Filter gradients stay
+ * im2col copy of the plain Conv and outweighs the reorders (docs/measurements.md). Filter gradients stay
  * products: as an NCHWc Conv with the batch as channels (output 3x3) they were slower.
  */
 function conv(

@@ -4,7 +4,7 @@
  * the models keep one description (src/vae, src/unet) and tfjs' own gradient definitions; the
  * traced graph (weights and the loss's per-batch tensors as inputs, the loss and one gradient
  * per parameter as outputs) then runs on onnxruntime-node's CPU kernels, ~3x the speed of
- * tfjs-wasm for a training step here (README "Speed").
+ * tfjs-wasm for a training step here (docs/measurements.md).
  *
  * One graph per input signature (names, shapes, dtypes), traced on first use by one tfjs
  * forward + backward pass of that batch. Optimizer, clipping, EMA and checkpoints stay in tfjs:

@@ -49,7 +49,7 @@ export { RUNTIMES, RUNTIME_CHOICES, type Runtime, type RuntimeChoice, parseRunti
 
 /**
  * `auto`: onnxruntime-node where the tfjs backend computes on the CPU and onnxruntime-node loads
- * (faster than tfjs-wasm for sampling and training here, README "Speed"), tfjs otherwise (a GPU
+ * (faster than tfjs-wasm for sampling and training here, docs/measurements.md), tfjs otherwise (a GPU
  * backend, webgpu on any adapter, or no onnxruntime). Returns the runtime and, for `auto`, why.
  */
 export async function resolveRuntime(choice: RuntimeChoice, backend: { gpu: boolean; name: string }): Promise<{ runtime: Runtime; why?: string }> {

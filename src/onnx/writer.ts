@@ -26,7 +26,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { toHalfBits } from '../checkpoint/safetensors.js';
+import { halfBitsToFloat, toHalfBits } from '../checkpoint/safetensors.js';
 
 /** TensorProto.DataType values. */
 export const OnnxDataType = { FLOAT: 1, INT32: 6, INT64: 7, FLOAT16: 10 } as const;
@@ -607,4 +607,27 @@ export function convertOnnxInitializersToFloat16(model: Uint8Array, names: strin
   const out: Uint8Array[] = top.map((f, i) => (i === graphIndex ? new ProtoWriter().bytes(7, graphBytes).finish() : f.raw));
   out.push(new ProtoWriter().message(14, new ProtoWriter().string(1, 'txt2img_float16_initializers').string(2, names.join(','))).finish());
   return concatBytes(out);
+}
+
+/**
+ * The values of an initializer as float32: a FLOAT one, or one that convertOnnxInitializersToFloat16
+ * stored as `<name>.float16` (FLOAT16 raw_data, widened exactly).
+ */
+export function readOnnxInitializerAsFloat32(model: Uint8Array, name: string): { dims: number[]; data: Float32Array } {
+  const graph = graphOf(model).graph;
+  const find = (n: string) => graph.find((g) => g.field === 5 && g.bytes && parseTensor(g.bytes).name === n);
+  const f = find(name);
+  if (f) return readOnnxFloatInitializer(model, name);
+  const h = find(name + FLOAT16_SUFFIX);
+  if (!h) throw new Error(`ONNX model has no initializer '${name}' (nor '${name + FLOAT16_SUFFIX}')`);
+  const t = parseTensor(h.bytes!);
+  const raw = t.fields.find((x) => x.field === 9 && x.bytes);
+  const n = t.dims.reduce((a, b) => a * b, 1);
+  if (t.dataType !== OnnxDataType.FLOAT16 || !raw || raw.bytes!.length !== 2 * n) {
+    throw new Error(`ONNX initializer '${t.name}' is not FLOAT16 raw data of ${n} values`);
+  }
+  const view = new DataView(raw.bytes!.buffer, raw.bytes!.byteOffset, raw.bytes!.byteLength);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = halfBitsToFloat(view.getUint16(2 * i, true));
+  return { dims: t.dims, data };
 }

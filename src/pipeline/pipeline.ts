@@ -1,18 +1,19 @@
 /**
  * A text-to-image (or label-to-image) latent diffusion pipeline: VAE + U-Net + a condition
- * encoder + a noise schedule, saved as a folder in diffusers' layout:
+ * encoder + a noise schedule, saved as a folder in diffusers' format (folder.ts):
  *
- *   model_index.json            which components, how conditioning works, training facts
+ *   model_index.json            StableDiffusionPipeline's, our training facts under `_txt2img`
  *   vae/                        config.json + diffusion_pytorch_model.safetensors
  *   unet/                       config.json + diffusion_pytorch_model.safetensors
- *   text_encoder/ | label_encoder/   config.json (+ weights for labels)
+ *   text_encoder/ + tokenizer/  transformers' CLIPTextModel + CLIPTokenizer
+ *   | label_encoder/            (label-conditioned: config.json + weights, our format)
  *   scheduler/scheduler_config.json
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadComponentWeights, readComponentConfig, type SaveComponentOptions, saveComponent } from '../checkpoint/io.js';
-import { crashPoint, readJson, recoverDir, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../checkpoint/files.js';
+import { crashPoint, recoverDir, replaceDirAtomic, tempDirFor, writeJsonAtomic } from '../checkpoint/files.js';
 import { Generator } from '../random/generator.js';
 import { PerImageNoise } from '../random/per-image.js';
 import {
@@ -22,44 +23,28 @@ import {
   type SchedulerConfig,
   createScheduler,
   parseSamplerName,
-  parseSchedulerConfig,
-  schedulerConfigToJSON,
   withA1111Sampler,
 } from '../schedulers/index.js';
-import { type ClipLoadOptions, type ClipTextEncoder, loadClipTextEncoder, validateClipTextEncoderConfig } from '../text/clip.js';
+import type { ClipLoadOptions, ClipTextEncoder } from '../text/clip.js';
 import { LabelEncoder, validateLabelEncoderConfig } from '../text/label.js';
 import { type ConditionEncoder, type Conditioning, disposeConditioning } from '../text/types.js';
 import { UNet2DCondition } from '../unet/unet2d-condition.js';
 import { AutoencoderKL } from '../vae/autoencoder-kl.js';
 import { RUNTIMES, type Runtime, parseRuntimeName } from '../onnx/runtime.js';
 import type { OnnxUNet } from '../onnx/unet.js';
+import {
+  type PipelineInfo,
+  loadTextEncoderFolder,
+  modelIndexJson,
+  readModelIndex,
+  readSchedulerFolder,
+  saveTextEncoderFolder,
+  schedulerFolderJson,
+} from './folder.js';
 import { type SampleLatentsOptions, sampleLatents, validateGuidanceScale } from './sample.js';
 import { VOCABULARY_FILE, readVocabulary, unknownWords, writeVocabulary } from './vocabulary.js';
 
-export const PIPELINE_CLASS_NAME = 'Txt2ImgPipeline';
-export const PIPELINE_VERSION = 1;
-
-export interface PipelineInfo {
-  conditioning: 'clip' | 'label';
-  /** Probability the condition was replaced by the unconditional one in training (0 = never). */
-  conditioningDropout: number;
-  /** Image size the model was trained at. */
-  imageSize: number;
-  /** Optimizer steps of the U-Net stage, for the record. */
-  trainedSteps?: number;
-  /** Free text shown by `txt2img --info` (e.g. "not pretrained text encoder"). */
-  notes?: string[];
-}
-
-export interface ModelIndex extends PipelineInfo {
-  _class_name: typeof PIPELINE_CLASS_NAME;
-  _version: number;
-  vae: [string, string];
-  unet: [string, string];
-  text_encoder?: [string, string];
-  label_encoder?: [string, string];
-  scheduler: [string, string];
-}
+export { type PipelineInfo, readModelIndex } from './folder.js';
 
 /** What a step reports: its index of `total`, its timestep, the new latents and the x0 estimate (do not dispose them). */
 export interface StepInfo {
@@ -123,6 +108,12 @@ export interface GenerateOptions {
   warn?: (msg: string) => void;
   /** What computes the U-Net: 'tfjs' (default) or 'onnx' (onnxruntime-node, CPU; src/onnx). */
   runtime?: Runtime;
+  /**
+   * Initial latents [B, h, w, c] (one per input), standard normal as diffusers' `latents=` takes
+   * them (before init_noise_sigma), instead of drawing them from the seed (latents.ts reads them
+   * from a file); not disposed here. Not with `edit`.
+   */
+  latents?: tf.Tensor4D;
 }
 
 export interface SavePipelineOptions {
@@ -136,6 +127,12 @@ export interface SavePipelineOptions {
 export interface LoadPipelineOptions {
   /** CLIP loading options (local model folder, remote access). */
   clip?: ClipLoadOptions;
+  /** Where a read-only folder's one-time text-encoder conversion goes (default ~/.cache/txt2img or TXT2IMG_CACHE). */
+  cacheDir?: string;
+  /** Where warnings go (default console.error): e.g. a scheduler class we do not implement. */
+  warn?: (msg: string) => void;
+  /** Progress lines (e.g. the text encoder's one-time ONNX conversion); default console.error. */
+  log?: (line: string) => void;
 }
 
 function describeFolderProblem(dir: string): string | undefined {
@@ -199,27 +196,11 @@ export class Txt2ImgPipeline {
     });
   }
 
-  modelIndex(): ModelIndex {
-    const enc =
-      this.info.conditioning === 'clip'
-        ? { text_encoder: ['txt2img', 'ClipTextEncoder'] as [string, string] }
-        : { label_encoder: ['txt2img', 'LabelEncoder'] as [string, string] };
-    return {
-      _class_name: PIPELINE_CLASS_NAME,
-      _version: PIPELINE_VERSION,
-      ...this.info,
-      vae: ['txt2img', 'AutoencoderKL'],
-      unet: ['txt2img', 'UNet2DCondition'],
-      ...enc,
-      scheduler: ['txt2img', this.schedulerConfig.type === 'ddim' ? 'DDIMScheduler' : 'DDPMScheduler'],
-    };
-  }
-
   /**
    * Writes the whole pipeline folder under a temporary name and swaps it in, so an existing
-   * pipeline at `dir` stays intact until the new one is complete. A CLIP encoder's text model and
-   * tokenizer are copied in (text_encoder/clip/, tokenizer/) when it was loaded from local files,
-   * so the folder is self-contained and can be moved.
+   * pipeline at `dir` stays intact until the new one is complete. A CLIP encoder is written as
+   * transformers' CLIPTextModel with its tokenizer (folder.ts' saveTextEncoderFolder), so the
+   * folder is self-contained, can be moved, and loads in diffusers.
    */
   async save(dir: string, opts: SavePipelineOptions = {}): Promise<void> {
     const tmp = tempDirFor(dir);
@@ -227,23 +208,18 @@ export class Txt2ImgPipeline {
     mkdirSync(tmp, { recursive: true });
     const weights = { dtype: opts.dtype };
     try {
-      await saveComponent(path.join(tmp, 'vae'), this.vae.config, this.vae.store, undefined, weights);
-      await saveComponent(path.join(tmp, 'unet'), this.unet.config, this.unet.store, undefined, weights);
+      // diffusers' config.json keys, parameter names and element layout (each model's save()).
+      await this.vae.save(path.join(tmp, 'vae'), weights);
+      await this.unet.save(path.join(tmp, 'unet'), weights);
+      let layout: 'clip-model' | 'legacy-clip' | 'label' = 'label';
       if (this.encoder instanceof LabelEncoder) {
         await saveComponent(path.join(tmp, 'label_encoder'), this.encoder.config, this.encoder.params, undefined, weights);
       } else {
-        const { config, embedded } = (this.encoder as ClipTextEncoder).embedFiles(tmp);
-        const hub = [
-          !embedded.model && `the text model '${config.modelId}'`,
-          !embedded.tokenizer && `the tokenizer '${config.tokenizerId ?? config.modelId}'`,
-        ].filter(Boolean);
-        writeJsonAtomic(path.join(tmp, 'text_encoder', 'config.json'), {
-          ...(hub.length ? { _comment: `${hub.join(' and ')} load${hub.length === 1 ? 's' : ''} from the Hugging Face hub (or --local-models)` } : {}),
-          ...config,
-        });
+        layout = saveTextEncoderFolder(tmp, this.encoder as ClipTextEncoder, opts.dtype);
       }
-      writeJsonAtomic(path.join(tmp, 'scheduler', 'scheduler_config.json'), schedulerConfigToJSON(this.schedulerConfig));
-      writeJsonAtomic(path.join(tmp, 'model_index.json'), this.modelIndex());
+      const scheduler = schedulerFolderJson(this.schedulerConfig);
+      writeJsonAtomic(path.join(tmp, 'scheduler', 'scheduler_config.json'), scheduler);
+      writeJsonAtomic(path.join(tmp, 'model_index.json'), modelIndexJson(this.info, String(scheduler._class_name), layout));
       mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
       if (this.trainingWords) writeVocabulary(tmp, [...this.trainingWords].sort());
       crashPoint('export-written');
@@ -259,14 +235,16 @@ export class Txt2ImgPipeline {
     const problem = describeFolderProblem(dir);
     if (problem) throw new Error(problem);
     const index = readModelIndex(dir);
-    const missing = ['vae', 'unet', index.conditioning === 'clip' ? 'text_encoder' : 'label_encoder', 'scheduler'].filter(
+    const missing = ['vae', 'unet', ...(index.conditioning === 'clip' ? ['text_encoder'] : ['label_encoder']), 'scheduler'].filter(
       (c) => !existsSync(path.join(dir, c)),
     );
     if (missing.length) throw new Error(`model folder ${dir} is incomplete: missing ${missing.map((m) => `${m}/`).join(', ')}`);
     const vae = AutoencoderKL.load(path.join(dir, 'vae'));
     const unet = UNet2DCondition.load(path.join(dir, 'unet'));
     let encoder: ConditionEncoder;
+    let sched: SchedulerConfig;
     try {
+      sched = readSchedulerFolder(dir, opts.warn);
       if (index.conditioning === 'label') {
         const encDir = path.join(dir, 'label_encoder');
         const cfg = validateLabelEncoderConfig(readComponentConfig(encDir, 'label encoder'));
@@ -274,22 +252,14 @@ export class Txt2ImgPipeline {
         loadComponentWeights(encDir, enc.params, undefined, 'label encoder');
         encoder = enc;
       } else {
-        const encDir = path.join(dir, 'text_encoder');
-        const cfg = validateClipTextEncoderConfig(readComponentConfig(encDir, 'text encoder'));
-        // A model (or tokenizer) id written as a relative path is relative to the text_encoder
-        // folder, so a pipeline folder can carry its own text model (e.g. modelId './clip').
-        const relative = (id: string) => id.startsWith('./') || id.startsWith('../');
-        if (relative(cfg.modelId)) cfg.modelId = path.resolve(encDir, cfg.modelId);
-        if (cfg.tokenizerId !== undefined && relative(cfg.tokenizerId)) cfg.tokenizerId = path.resolve(encDir, cfg.tokenizerId);
-        encoder = await loadClipTextEncoder(cfg, opts.clip);
+        encoder = await loadTextEncoderFolder(dir, { clip: opts.clip, cacheDir: opts.cacheDir, log: opts.log ?? ((l) => console.error(l)) });
       }
     } catch (e) {
       vae.dispose();
       unet.dispose();
       throw e;
     }
-    const sched = parseSchedulerConfig(readJson(path.join(dir, 'scheduler', 'scheduler_config.json'), 'scheduler config'));
-    const { _class_name, _version, vae: _v, unet: _u, text_encoder: _t, label_encoder: _l, scheduler: _s, ...info } = index;
+    const { className: _c, format: _f, ...info } = index;
     try {
       const pipeline = new Txt2ImgPipeline(vae, unet, encoder, sched, info);
       pipeline.trainingWords = readVocabulary(dir);
@@ -370,6 +340,7 @@ export class Txt2ImgPipeline {
         rng,
         onStep: o.onStep ? (s) => o.onStep!({ ...s, total }) : undefined,
         start: start && { latents: start.latents, index: start.index },
+        initial: o.latents,
         imageConditioning: start?.imageConditioning ?? blank,
         blend: start?.blend,
         interrupted: o.interrupted,
@@ -431,20 +402,4 @@ export function validateGenerateOptions(o: GenerateOptions): { sampler: A1111Sam
   }
   if (o.runtime !== undefined) parseRuntimeName(RUNTIMES, String(o.runtime), 'runtime', 'U-Net runtime');
   return { sampler, eta };
-}
-
-export function readModelIndex(dir: string): ModelIndex {
-  const file = path.join(dir, 'model_index.json');
-  if (!existsSync(file)) throw new Error(`model folder ${dir} is incomplete: no model_index.json (is it a txt2img pipeline folder?)`);
-  const idx = readJson(file, 'model index') as Partial<ModelIndex>;
-  if (idx._class_name !== PIPELINE_CLASS_NAME) throw new Error(`${file}: _class_name must be '${PIPELINE_CLASS_NAME}', got ${JSON.stringify(idx._class_name)}`);
-  if (idx._version !== PIPELINE_VERSION) throw new Error(`${file}: _version ${idx._version} is not supported (this txt2img reads version ${PIPELINE_VERSION})`);
-  if (idx.conditioning !== 'clip' && idx.conditioning !== 'label')
-    throw new Error(`${file}: conditioning must be 'clip' or 'label', got ${JSON.stringify(idx.conditioning)}`);
-  if (typeof idx.conditioningDropout !== 'number' || idx.conditioningDropout < 0 || idx.conditioningDropout > 1) {
-    throw new Error(`${file}: conditioningDropout must be a number in [0, 1], got ${JSON.stringify(idx.conditioningDropout)}`);
-  }
-  if (!Number.isInteger(idx.imageSize) || idx.imageSize! < 1)
-    throw new Error(`${file}: imageSize must be a positive integer, got ${JSON.stringify(idx.imageSize)}`);
-  return idx as ModelIndex;
 }

@@ -44,6 +44,12 @@ export interface SampleLatentsOptions<C extends { dispose(): void } = ContextCac
    */
   start?: { latents: tf.Tensor4D; index: number };
   /**
+   * Given initial standard-normal latents [B, h, w, c] to start from instead of drawing them (as
+   * diffusers' `latents=`; scaled by the scheduler's init_noise_sigma here, as diffusers does);
+   * not disposed here. The stochastic samplers' step noise still comes from `rng`.
+   */
+  initial?: tf.Tensor4D;
+  /**
    * Extra U-Net input channels [B, h, w, k] concatenated after the scaled latents (an inpainting
    * U-Net's mask and masked-image latents, diffusers' StableDiffusionInpaintPipeline); not disposed here.
    */
@@ -112,10 +118,17 @@ export async function sampleLatents<C extends { dispose(): void }>(o: SampleLate
   const cache = o.unet.precomputeContext(ctx.context, ctx.mask);
   disposeConditioning(both);
 
-  // x_T ~ N(0, sigma_init^2 I), or img2img's noised input at its start entry
+  if (o.initial && (o.start || o.initial.shape.some((d, i) => d !== o.shape[i]))) {
+    throw new Error(
+      o.start
+        ? 'initial latents and an img2img start cannot be combined'
+        : `initial latents [${o.initial.shape.join(', ')}] do not match the latent shape [${o.shape.join(', ')}]`,
+    );
+  }
+  // x_T ~ N(0, sigma_init^2 I) (drawn, or given), or img2img's noised input at its start entry
   let latents = o.start
     ? o.start.latents.clone()
-    : (tf.tidy(() => tf.mul(tf.tensor(o.rng.normalArray(sizeOf(o.shape)), o.shape, 'float32'), o.scheduler.initNoiseSigma)) as tf.Tensor4D);
+    : (tf.tidy(() => tf.mul(o.initial ?? tf.tensor(o.rng.normalArray(sizeOf(o.shape)), o.shape, 'float32'), o.scheduler.initNoiseSigma)) as tf.Tensor4D);
   let lastX0: tf.Tensor4D | undefined;
   try {
     for (let i = first; i < steps.length; i++) {

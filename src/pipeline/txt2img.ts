@@ -15,6 +15,7 @@ import type { ClipLoadOptions } from '../text/clip.js';
 import { LabelEncoder } from '../text/label.js';
 import { type Runtime, describeUNetRuntime } from '../onnx/runtime.js';
 import { Generator } from '../random/generator.js';
+import { type LatentsFile, latentsToNHWC, readLatentsFile } from './latents.js';
 import { type GenerateOptions, type StepInfo, Txt2ImgPipeline, validateGenerateOptions } from './pipeline.js';
 
 export interface Txt2ImgOptions {
@@ -41,6 +42,8 @@ export interface Txt2ImgOptions {
   runtime?: Runtime;
   /** Why that runtime (shown on the start-up line; e.g. how `auto` chose). */
   runtimeWhy?: string;
+  /** Initial latents file (.npy or .safetensors, NCHW as diffusers' `latents=`; latents.ts). */
+  latents?: string;
   quiet?: boolean;
   log?: (line: string) => void;
 }
@@ -123,10 +126,12 @@ export interface GenerateImagesOptions {
   edit?: (offset: number, count: number) => GenerateOptions['edit'];
   /** Further infotext parameters (e.g. img2img's `Denoising strength`). */
   extra?: Record<string, InfotextValue>;
+  /** Initial latents for all the request's images (recorded in the infotext). */
+  latents?: LatentsFile;
 }
 
 /** Each image's generation parameters in AUTOMATIC1111's infotext format. */
-export function requestInfotexts(pipe: Txt2ImgPipeline, r: ImageRequest, o: Pick<GenerateImagesOptions, 'model' | 'runtime' | 'extra'>): string[] {
+export function requestInfotexts(pipe: Txt2ImgPipeline, r: ImageRequest, o: Pick<GenerateImagesOptions, 'model' | 'runtime' | 'extra' | 'latents'>): string[] {
   const { sampler } = requestSettings(r, o.runtime);
   const { shown } = requestInputs(pipe, r, o.model);
   const size = pipe.info.imageSize;
@@ -144,6 +149,8 @@ export function requestInfotexts(pipe: Txt2ImgPipeline, r: ImageRequest, o: Pick
       extra: {
         ...(sampler.type === 'ddim' && r.eta ? { Eta: r.eta } : {}),
         ...o.extra,
+        // the seed did not draw the starting noise: say what did
+        ...(o.latents ? { 'Initial latents': `${path.basename(o.latents.file)} (sha256 ${o.latents.hash})` } : {}),
         ...(shown.length > 1 ? { 'Batch size': shown.length, 'Batch pos': i } : {}),
         // the runtimes agree to ~2e-6, not bit for bit: say which made these pixels
         ...(o.runtime && o.runtime !== 'tfjs' ? { 'U-Net runtime': o.runtime } : {}),
@@ -162,22 +169,32 @@ export async function generateImages(pipe: Txt2ImgPipeline, r: ImageRequest, o: 
   const { inputs } = requestInputs(pipe, r, o.model);
   const parameters = requestInfotexts(pipe, r, o);
   const rng = new Generator(r.seed);
+  const h = pipe.info.imageSize / pipe.vae.config.downsampleFactor;
+  const c = pipe.vae.config.latentChannels;
+  const initial = o.latents && latentsToNHWC(o.latents, inputs.length, c, h, h); // [N, h, h, c]
   const batches = Math.ceil(inputs.length / BATCH_IMAGES);
   const parts: tf.Tensor4D[] = [];
   let images: tf.Tensor4D;
   try {
     for (let k = 0; k < batches; k++) {
       const slice = inputs.slice(k * BATCH_IMAGES, (k + 1) * BATCH_IMAGES) as string[] | number[];
-      parts.push(
-        await pipe.generate({
-          ...settings,
-          inputs: slice,
-          generator: rng,
-          warn: k === 0 ? o.log : () => {}, // the same warnings for every batch: once
-          onStep: o.onStep && ((s) => o.onStep!({ ...s, batch: k, batches })),
-          edit: o.edit?.(k * BATCH_IMAGES, slice.length),
-        }),
-      );
+      const per = h * h * c;
+      const latents = initial && tf.tensor4d(initial.subarray(k * BATCH_IMAGES * per, (k * BATCH_IMAGES + slice.length) * per), [slice.length, h, h, c]);
+      try {
+        parts.push(
+          await pipe.generate({
+            ...settings,
+            inputs: slice,
+            generator: rng,
+            warn: k === 0 ? o.log : () => {}, // the same warnings for every batch: once
+            onStep: o.onStep && ((s) => o.onStep!({ ...s, batch: k, batches })),
+            edit: o.edit?.(k * BATCH_IMAGES, slice.length),
+            latents,
+          }),
+        );
+      } finally {
+        latents?.dispose();
+      }
     }
     images = parts.length === 1 ? parts[0] : (tf.concat(parts) as tf.Tensor4D);
   } finally {
@@ -190,7 +207,8 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
   const log = o.log ?? ((l: string) => console.error(l));
   checkOutputPath(o.out);
   requestSettings(o, o.runtime); // bad input fails before the model loads
-  const pipe = await Txt2ImgPipeline.load(o.model, { clip: o.clip });
+  const latents = o.latents !== undefined ? readLatentsFile(o.latents) : undefined;
+  const pipe = await Txt2ImgPipeline.load(o.model, { clip: o.clip, log });
   try {
     for (const w of pipe.info.notes ?? []) log(`note: ${w}`);
     log(describeUNetRuntime(o.runtime ?? 'tfjs') + (o.runtimeWhy ? ` (${o.runtimeWhy})` : ''));
@@ -201,6 +219,7 @@ export async function runTxt2Img(o: Txt2ImgOptions): Promise<Txt2ImgResult> {
     const { images, parameters: all } = await generateImages(pipe, o, {
       model: o.model,
       runtime: o.runtime,
+      latents,
       log,
       onStep: async (s) => {
         bar.update(s.batch * s.total + s.index + 1, { t: s.t });

@@ -10,6 +10,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'nod
 import path from 'node:path';
 import { checkBatch, type ConditionEncoder, type Conditioning } from './types.js';
 import { ConfigChecker } from '../checkpoint/config.js';
+import { hasClipTokenizerFiles, readClipTokenizerFiles } from './clip-folder.js';
 
 import { LOCAL_MODELS_ENV } from './local-models.js';
 
@@ -273,7 +274,9 @@ function missingTokenizerError(config: ClipTextEncoderConfig, loc: ClipModelLoca
     );
   }
   if (loc.source === 'model path') {
-    lines.push(`To provide it, put tokenizer.json and tokenizer_config.json (a CLIP tokenizer, e.g. from ${DEFAULT_CLIP_MODEL_ID}) in ${loc.localDir}.`);
+    lines.push(
+      `To provide it, put tokenizer.json, or vocab.json + merges.txt, with tokenizer_config.json (a CLIP tokenizer, e.g. from ${DEFAULT_CLIP_MODEL_ID}) in ${loc.localDir}.`,
+    );
   } else {
     lines.push(
       'To provide it, either:',
@@ -323,6 +326,11 @@ export class ClipTextEncoder implements ConditionEncoder {
   private readonly eos: number;
   private readonly pad: number;
   private contextDimValue = 0;
+  /**
+   * The transformers CLIPTextModel folder (config.json + model.safetensors) this encoder's ONNX
+   * model was converted from, when it was (pipeline/folder.ts sets it; saving copies that folder).
+   */
+  sourceFolder?: string;
 
   private constructor(
     readonly config: ClipTextEncoderConfig,
@@ -407,7 +415,13 @@ export class ClipTextEncoder implements ConditionEncoder {
         !together,
       );
     }
-    if (!together && !tokLoc.allowRemote && TOKENIZER_FILES.some((f) => !present(tokLoc, tokCache.dir, f))) {
+    // A tokenizer folder given as a path is read by us (tokenizer.json, or vocab.json + merges.txt).
+    const folderTokenizer = tokLoc.source === 'model path';
+    if (
+      folderTokenizer
+        ? !hasClipTokenizerFiles(tokLoc.localDir)
+        : !together && !tokLoc.allowRemote && TOKENIZER_FILES.some((f) => !present(tokLoc, tokCache.dir, f))
+    ) {
       throw missingTokenizerError(cfg, tokLoc, tokCache.dir);
     }
 
@@ -433,7 +447,9 @@ export class ClipTextEncoder implements ConditionEncoder {
       };
       let stage: Stage = 'tokenizer';
       try {
-        const tokenizer = (await withEnv(tokLoc, tokCache.use, (common) => tjs.AutoTokenizer.from_pretrained(tokLoc.modelId, common))) as unknown as Tokenizer;
+        const tokenizer = (folderTokenizer
+          ? await loadClipTokenizerFolder(tokLoc.localDir)
+          : await withEnv(tokLoc, tokCache.use, (common) => tjs.AutoTokenizer.from_pretrained(tokLoc.modelId, common))) as unknown as Tokenizer;
         stage = 'model';
         const model = (await withEnv(loc, modelCache.use, (common) =>
           tjs.CLIPTextModelWithProjection.from_pretrained(loc.modelId, { ...common, quantized }),
@@ -691,7 +707,7 @@ export class ClipTextEncoder implements ConditionEncoder {
 export interface ClipTextModelOutputs {
   /** [B, S, hidden] row-major. */
   lastHiddenState: Float32Array;
-  /** [B, projection] row-major. */
+  /** [B, projection] row-major (a model without projection: the pooled state [B, hidden]). */
   textEmbeds: Float32Array;
   hidden: number;
 }
@@ -734,14 +750,25 @@ export async function runClipTextModel(modelDir: string, ids: number[][], opts: 
     const input = new tjs.Tensor('int64', BigInt64Array.from(ids.flat().map((v) => BigInt(v))), [B, S]) as unknown as TjsTensor;
     const out = await model({ input_ids: input });
     const hs = out.last_hidden_state;
-    const te = out.text_embeds;
+    // A CLIPTextModel graph (no projection, clip-folder.ts) gives its pooled state instead.
+    const te = out.text_embeds ?? out.pooler_output;
     if (!hs || !(hs.data instanceof Float32Array) || !te || !(te.data instanceof Float32Array)) {
-      throw new Error(`CLIP text model ${file} must return float32 last_hidden_state and text_embeds; got ${Object.keys(out).join(', ')}`);
+      throw new Error(`CLIP text model ${file} must return float32 last_hidden_state and text_embeds (or pooler_output); got ${Object.keys(out).join(', ')}`);
     }
     return { lastHiddenState: hs.data, textEmbeds: te.data, hidden: hs.dims[2] };
   } finally {
     await model.dispose();
   }
+}
+
+/**
+ * The CLIP tokenizer of a folder, read by us rather than by transformers.js' file lookup, so a
+ * folder with only vocab.json + merges.txt (SD-1.5's repository) works (clip-folder.ts).
+ */
+export async function loadClipTokenizerFolder(dir: string): Promise<unknown> {
+  const { tokenizerJson, tokenizerConfig } = readClipTokenizerFiles(dir);
+  const tjs = await import('@xenova/transformers');
+  return new tjs.CLIPTokenizer(tokenizerJson, tokenizerConfig);
 }
 
 /** Validates the config and loads the encoder (see ClipTextEncoder.load). */

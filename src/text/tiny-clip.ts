@@ -54,7 +54,16 @@ export interface TinyClipOptions {
   layerNormEps?: number;
   /** Seed of the project's Generator that draws every weight (default 0). */
   seed?: number;
+  /**
+   * The MLP activation, transformers' `hidden_act`: 'quick_gelu' (default; CLIP's and SD-1.x's,
+   * z * sigmoid(1.702 z)) or 'gelu' (exact, erf-based; SD-2.x's OpenCLIP text model).
+   */
+  hiddenAct?: ClipHiddenAct;
 }
+
+/** The `hidden_act` values the CLIP text graph implements. */
+export const CLIP_HIDDEN_ACTS = ['quick_gelu', 'gelu'] as const;
+export type ClipHiddenAct = (typeof CLIP_HIDDEN_ACTS)[number];
 
 export type TinyClipConfig = Required<TinyClipOptions>;
 
@@ -87,7 +96,11 @@ export function resolveTinyClipConfig(opts: TinyClipOptions = {}): TinyClipConfi
     maxPositions: checkInt('maxPositions', opts.maxPositions ?? 77, 1, 4096),
     layerNormEps: opts.layerNormEps ?? 1e-5,
     seed: checkInt('seed', opts.seed ?? 0, 0, Number.MAX_SAFE_INTEGER),
+    hiddenAct: opts.hiddenAct ?? 'quick_gelu',
   };
+  if (!CLIP_HIDDEN_ACTS.includes(cfg.hiddenAct)) {
+    throw new Error(`tiny CLIP option 'hiddenAct' must be one of ${CLIP_HIDDEN_ACTS.join(', ')}, got ${JSON.stringify(opts.hiddenAct)}`);
+  }
   if (typeof cfg.layerNormEps !== 'number' || !(cfg.layerNormEps > 0 && cfg.layerNormEps < 1)) {
     throw new Error(`tiny CLIP option 'layerNormEps' must be a number in (0, 1), got ${JSON.stringify(opts.layerNormEps)}`);
   }
@@ -157,7 +170,11 @@ function causalMask(n: number): Float32Array {
   return m;
 }
 
-/** Serialises the ONNX graph (see the file comment for its inputs/outputs). */
+/**
+ * Serialises the ONNX graph (see the file comment for its inputs/outputs). Weights without
+ * `text_projection.weight` (transformers' CLIPTextModel, as in Stable Diffusion) give the pooled
+ * end-of-text state as `pooler_output` [B, H] instead of `text_embeds`.
+ */
 export function buildTinyClipOnnx(weights: TinyClipWeights, opts: TinyClipOptions = {}): Uint8Array {
   const c = resolveTinyClipConfig(opts);
   const H = c.hidden;
@@ -179,7 +196,9 @@ export function buildTinyClipOnnx(weights: TinyClipWeights, opts: TinyClipOption
   const headShape = g.int64s('const.head_shape', [4], [0, 0, nh, hd]);
   const mergeShape = g.int64s('const.merge_shape', [3], [0, 0, H]);
   const scale = g.floats('const.attn_scale', [], [hd ** -0.5]);
-  const geluK = g.floats('const.quick_gelu', [], [1.702]);
+  const geluK = c.hiddenAct === 'quick_gelu' ? g.floats('const.quick_gelu', [], [1.702]) : g.floats('const.inv_sqrt2', [], [Math.SQRT1_2]);
+  const half = c.hiddenAct === 'gelu' ? g.floats('const.half', [], [0.5]) : '';
+  const oneF = c.hiddenAct === 'gelu' ? g.floats('const.one', [], [1]) : '';
   const eps = g.floats('const.ln_eps', [], [c.layerNormEps]);
   const mask = g.floats('const.causal_mask', [c.maxPositions, c.maxPositions], causalMask(c.maxPositions));
 
@@ -217,7 +236,11 @@ export function buildTinyClipOnnx(weights: TinyClipWeights, opts: TinyClipOption
 
     const h2 = layerNorm(x, `${L}.layer_norm2`);
     const f1 = linear(h2, `${L}.mlp.fc1`);
-    const act = g.op('Mul', [f1, g.op('Sigmoid', [g.op('Mul', [f1, geluK])])]);
+    // quick_gelu: z * sigmoid(1.702 z); gelu: 0.5 z (1 + erf(z / sqrt 2)) (opset 14 has no Gelu op)
+    const act =
+      c.hiddenAct === 'quick_gelu'
+        ? g.op('Mul', [f1, g.op('Sigmoid', [g.op('Mul', [f1, geluK])])])
+        : g.op('Mul', [g.op('Mul', [f1, half]), g.op('Add', [g.op('Erf', [g.op('Mul', [f1, geluK])]), oneF])]);
     x = g.op('Add', [x, linear(act, `${L}.mlp.fc2`)]);
   }
   const last = layerNorm(x, `${P}.final_layer_norm`);
@@ -226,9 +249,13 @@ export function buildTinyClipOnnx(weights: TinyClipWeights, opts: TinyClipOption
   // EOS pooling: first argmax of the ids (ORT's ArgMax has no int64 kernel, so cast to int32).
   const eosIdx = g.op('ArgMax', [g.op('Cast', [ids], { to: 6 })], { axis: -1, keepdims: 1 }); // [B, 1] int64
   const pooled = g.op('GatherND', [last, eosIdx], { batch_dims: 1 }); // [B, H]
-  g.op('MatMul', [pooled, W('text_projection.weight')], {}, 'text_embeds');
-
-  g.output({ name: 'text_embeds', dataType: 'FLOAT', shape: ['batch_size', c.projectionDim] });
+  if (weights.has('text_projection.weight')) {
+    g.op('MatMul', [pooled, W('text_projection.weight')], {}, 'text_embeds');
+    g.output({ name: 'text_embeds', dataType: 'FLOAT', shape: ['batch_size', c.projectionDim] });
+  } else {
+    g.op('Identity', [pooled], {}, 'pooler_output');
+    g.output({ name: 'pooler_output', dataType: 'FLOAT', shape: ['batch_size', H] });
+  }
   g.output({ name: 'last_hidden_state', dataType: 'FLOAT', shape: ['batch_size', 'sequence_length', H] });
   return g.toModel({
     opsetVersion: 14,
@@ -293,7 +320,7 @@ export function tinyClipForward(
         .reshape([B * S, H]) as tf.Tensor2D;
       x = tf.add(x, linear(merged, `${L}.self_attn.out_proj`));
       const f1 = linear(layerNorm(x, `${L}.layer_norm2`), `${L}.mlp.fc1`);
-      const act = tf.mul(f1, tf.sigmoid(tf.mul(f1, 1.702))) as tf.Tensor2D;
+      const act = (c.hiddenAct === 'quick_gelu' ? tf.mul(f1, tf.sigmoid(tf.mul(f1, 1.702))) : gelu(f1)) as tf.Tensor2D;
       x = tf.add(x, linear(act, `${L}.mlp.fc2`));
     }
     const last = layerNorm(x, `${P}.final_layer_norm`); // [B*S, H]
@@ -306,6 +333,11 @@ export function tinyClipForward(
     const textEmbeds = tf.matMul(pooled, t('text_projection.weight') as tf.Tensor2D) as tf.Tensor2D;
     return { lastHiddenState: last.reshape([B, S, H]) as tf.Tensor3D, textEmbeds };
   });
+}
+
+/** Exact GELU, 0.5 z (1 + erf(z / sqrt 2)), as torch's nn.functional.gelu. */
+function gelu(z: tf.Tensor2D): tf.Tensor2D {
+  return tf.mul(tf.mul(z, 0.5), tf.add(tf.erf(tf.mul(z, Math.SQRT1_2)), 1)) as tf.Tensor2D;
 }
 
 /** Files copied from the tokenizer folder (the first two are required). */
@@ -361,7 +393,7 @@ export function tinyClipHfConfig(c: TinyClipConfig): Record<string, unknown> {
       num_hidden_layers: c.layers,
       num_attention_heads: c.heads,
       max_position_embeddings: c.maxPositions,
-      hidden_act: 'quick_gelu',
+      hidden_act: c.hiddenAct,
       layer_norm_eps: c.layerNormEps,
       projection_dim: c.projectionDim,
       bos_token_id: 49406,

@@ -13,7 +13,7 @@
  * With `onnx` every shard's gradients come from onnxruntime instead (src/onnx/gradients.ts,
  * the replica's staged loss, 1 intra-op thread per shard): onnxruntime parallelises a GEMM over
  * its threads but many of its memory-bound kernels (Slice, Pad, Transpose, ReduceSum) run on
- * one, so independent half batches on the cores beat one session on all threads (README, Speed).
+ * one, so independent half batches on the cores beat one session on all threads (docs/measurements.md).
  *
  * A worker rebuilds the model and the loss from a ReplicaSpec: a module URL, the name of the
  * function it exports, and that function's serialisable argument (the model config plus the

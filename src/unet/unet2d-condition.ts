@@ -15,19 +15,22 @@
  * Zero-initialised (LDM's openaimodel): every ResBlock's conv2, every transformer's proj_out and
  * conv_out, so an untrained U-Net predicts exactly 0 and each block starts as the identity.
  *
- * Parameter names (the safetensors keys): `time_embed.linear_{1,2}`, `conv_in`,
+ * Parameter names (ours, in memory): `time_embed.linear_{1,2}`, `conv_in`,
  * `down.{level}.res.{j}.*`, `down.{level}.attn.{j}.*`, `down.{level}.downsample.conv`,
  * `mid.res.{0,1}.*`, `mid.attn.*`, `up.{level}.res.{j}.*`, `up.{level}.attn.{j}.*`,
  * `up.{level}.upsample.conv`, `norm_out`, `conv_out`. Levels are numbered by resolution, so
- * `up.{i}` works at `channels[i]` like `down.{i}`.
+ * `up.{i}` works at `channels[i]` like `down.{i}`. The weights file holds diffusers' names and
+ * element layout (./diffusers-names.ts); a file in our names (saved before) loads too.
  */
 import * as tf from '@tensorflow/tfjs';
 import { type CrossSource, Downsample, type KeyValue, ResBlock, SpatialTransformer, Upsample } from '../nn/blocks.js';
 import { Conv2d, GroupNorm, Linear, silu, timestepEmbedding } from '../nn/layers.js';
-import { loadComponent, saveComponent } from '../checkpoint/io.js';
+import { type SaveComponentOptions, loadComponent, saveComponent } from '../checkpoint/io.js';
 import { ParamStore } from '../nn/params.js';
 import { Generator } from '../random/generator.js';
-import { type UNetConfig, type UNetConfigInput, parseUNetConfig, unetConfigToJSON } from './config.js';
+import type { WeightLayout } from '../checkpoint/layout.js';
+import { type UNetConfig, type UNetConfigInput, parseUNetConfig, unetConfigToJSON, unetLevelHeads } from './config.js';
+import { unetDiffusersLayout } from './diffusers-names.js';
 
 interface UNetLayer {
   res: ResBlock;
@@ -101,13 +104,20 @@ export class UNet2DCondition {
     this.config = cfg;
     this.store = new ParamStore();
     const s = this.store;
-    const { channels: ch, resBlocksPerLevel: n, groupNormGroups: g, timeEmbedDim: tdim, attentionHeads: heads, contextDim } = cfg;
+    const { channels: ch, resBlocksPerLevel: n, groupNormGroups: g, timeEmbedDim: tdim, contextDim, normEps: eps } = cfg;
     const levels = ch.length;
+    const heads = unetLevelHeads(cfg);
+    const geluApprox = cfg.legacy ? 'tanh' : 'none';
+    const resOpts = { tembDim: tdim, zeroInitConv2: true, eps };
+    const transformer = (name: string, c: number, level: number) => {
+      const t = new SpatialTransformer(s, name, c, heads[level], contextDim, g, rng, geluApprox);
+      this.transformers.push(t);
+      return t;
+    };
 
-    const layer = (name: string, j: number, cin: number, cout: number, withAttn: boolean): UNetLayer => {
-      const res = new ResBlock(s, `${name}.res.${j}`, cin, cout, g, rng, { tembDim: tdim, zeroInitConv2: true });
-      const attn = withAttn ? new SpatialTransformer(s, `${name}.attn.${j}`, cout, heads, contextDim, g, rng) : undefined;
-      if (attn) this.transformers.push(attn);
+    const layer = (name: string, level: number, j: number, cin: number, cout: number): UNetLayer => {
+      const res = new ResBlock(s, `${name}.res.${j}`, cin, cout, g, rng, resOpts);
+      const attn = cfg.attentionLevels[level] ? transformer(`${name}.attn.${j}`, cout, level) : undefined;
       return { res, attn };
     };
 
@@ -120,7 +130,7 @@ export class UNet2DCondition {
     for (let i = 0; i < levels; i++) {
       const level: DownLevel = { layers: [] };
       for (let j = 0; j < n; j++) {
-        level.layers.push(layer(`down.${i}`, j, prev, ch[i], cfg.attentionLevels[i]));
+        level.layers.push(layer(`down.${i}`, i, j, prev, ch[i]));
         prev = ch[i];
         skips.push(prev);
       }
@@ -131,16 +141,15 @@ export class UNet2DCondition {
       this.down.push(level);
     }
 
-    this.midRes0 = new ResBlock(s, 'mid.res.0', prev, prev, g, rng, { tembDim: tdim, zeroInitConv2: true });
-    this.midAttn = new SpatialTransformer(s, 'mid.attn', prev, heads, contextDim, g, rng);
-    this.transformers.push(this.midAttn);
-    this.midRes1 = new ResBlock(s, 'mid.res.1', prev, prev, g, rng, { tembDim: tdim, zeroInitConv2: true });
+    this.midRes0 = new ResBlock(s, 'mid.res.0', prev, prev, g, rng, resOpts);
+    this.midAttn = transformer('mid.attn', prev, levels - 1);
+    this.midRes1 = new ResBlock(s, 'mid.res.1', prev, prev, g, rng, resOpts);
 
     const up: UpLevel[] = new Array(levels);
     for (let i = levels - 1; i >= 0; i--) {
       const level: UpLevel = { layers: [] };
       for (let j = 0; j <= n; j++) {
-        level.layers.push(layer(`up.${i}`, j, prev + skips.pop()!, ch[i], cfg.attentionLevels[i]));
+        level.layers.push(layer(`up.${i}`, i, j, prev + skips.pop()!, ch[i]));
         prev = ch[i];
       }
       if (i > 0) level.upsample = new Upsample(s, `up.${i}.upsample`, prev, rng);
@@ -148,7 +157,7 @@ export class UNet2DCondition {
     }
     this.up = up;
 
-    this.normOut = new GroupNorm(s, 'norm_out', g, prev, rng);
+    this.normOut = new GroupNorm(s, 'norm_out', g, prev, rng, eps);
     this.convOut = new Conv2d(s, 'conv_out', prev, cfg.outChannels, 3, rng, { zeroInit: true });
   }
 
@@ -156,14 +165,32 @@ export class UNet2DCondition {
     return new UNet2DCondition(config, rng);
   }
 
-  /** Writes `config.json` and the weights (safetensors) into the folder `dir`. */
-  async save(dir: string): Promise<void> {
-    await saveComponent(dir, unetConfigToJSON(this.config), this.store);
+  /**
+   * Writes `config.json` (diffusers' UNet2DConditionModel config) and the weights (safetensors,
+   * diffusers' names and layout) into the folder `dir`: what `save_pretrained` writes.
+   */
+  async save(dir: string, opts: SaveComponentOptions = {}): Promise<void> {
+    await saveComponent(dir, unetConfigToJSON(this.config), this.store, undefined, { ...opts, layout: this.weightLayout() });
   }
 
-  /** A U-Net from a folder written by save(): its config, then its weights (names and shapes checked). */
+  /**
+   * A U-Net from a component folder: diffusers' (config.json and weights as save_pretrained
+   * writes them) or ours from before (camelCase config, our names). Names and shapes checked.
+   */
   static load(dir: string): UNet2DCondition {
-    return loadComponent(dir, 'unet', parseUNetConfig, (c) => new UNet2DCondition(c, new Generator(0)));
+    return loadComponent(
+      dir,
+      'unet',
+      parseUNetConfig,
+      (c) => new UNet2DCondition(c, new Generator(0)),
+      undefined,
+      (m) => m.weightLayout(),
+    );
+  }
+
+  /** Our parameter names <-> diffusers' keys and element layout. */
+  weightLayout(): WeightLayout {
+    return unetDiffusersLayout(this.store, this.config);
   }
 
   /** Spatial sizes must be divisible by this (one stride-2 step between levels). */
@@ -254,7 +281,7 @@ export class UNet2DCondition {
 
       // 1. time embedding: sinusoid [B, ch0] -> Linear, SiLU, Linear -> temb [B, tdim]; every
       //    ResBlock projects silu(temb), computed once here.
-      const freq = timestepEmbedding(timesteps, cfg.channels[0]); // [B, ch0]
+      const freq = timestepEmbedding(timesteps, cfg.channels[0], { flipSinToCos: cfg.flipSinToCos, freqShift: cfg.freqShift }); // [B, ch0]
       const temb = this.timeLinear2.apply(silu(this.timeLinear1.apply(freq))) as tf.Tensor2D; // [B, tdim]
       const tembAct = silu(temb) as tf.Tensor2D;
 

@@ -4,24 +4,30 @@
  * ../shared/bench/peer_torch.py's VAE and Stable Diffusion's AutoencoderKL.
  *
  * Encoder: conv_in; per level i: resBlocksPerLevel ResBlocks to channels[i], then a stride-2
- * conv (not after the last level); [mid: ResBlock, self-attention, ResBlock]; GroupNorm, SiLU,
- * conv3x3 to 2 * latentChannels = (mean, logvar) of a diagonal Gaussian posterior.
- * Decoder (mirrored): conv_in from latentChannels to channels[L-1]; [mid]; per level i from the
- * deepest: resBlocksPerLevel ResBlocks to channels[i], then nearest-2x + conv3x3 (not after
- * level 0); GroupNorm, SiLU, conv3x3 to imageChannels. No quant convs (as peer_torch.py).
+ * conv padded on the bottom and right (not after the last level); mid: ResBlock, [single-head
+ * self-attention,] ResBlock; GroupNorm, SiLU, conv3x3 to 2 * latentChannels = (mean, logvar) of
+ * a diagonal Gaussian posterior; [quant_conv 1x1].
+ * Decoder (mirrored): [post_quant_conv 1x1]; conv_in from latentChannels to channels[L-1]; mid;
+ * per level i from the deepest: resBlocksPerLevel + 1 ResBlocks to channels[i], then
+ * nearest-2x + conv3x3 (not after level 0); GroupNorm, SiLU, conv3x3 to imageChannels.
+ * GroupNorm eps 1e-6 throughout. That is diffusers' AutoencoderKL; `legacy` configs (models saved
+ * before, and peer_torch.py's VAE) differ as VaeConfig.legacy lists.
  *
- * Parameter names: `encoder.conv_in`, `encoder.down.{level}.res.{j}.*`,
+ * Parameter names (ours, in memory): `encoder.conv_in`, `encoder.down.{level}.res.{j}.*`,
  * `encoder.down.{level}.downsample.conv`, `encoder.mid.{res.0,attn,res.1}.*`, `encoder.norm_out`,
- * `encoder.conv_out`, and `decoder.conv_in`, `decoder.mid.*`, `decoder.up.{level}.res.{j}.*`,
- * `decoder.up.{level}.upsample.conv`, `decoder.norm_out`, `decoder.conv_out`.
+ * `encoder.conv_out`, `quant_conv`, `post_quant_conv`, and `decoder.conv_in`, `decoder.mid.*`,
+ * `decoder.up.{level}.res.{j}.*`, `decoder.up.{level}.upsample.conv`, `decoder.norm_out`,
+ * `decoder.conv_out`. The weights file holds diffusers' names and element layout (./diffusers-names.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Downsample, ResBlock, SpatialSelfAttention, Upsample } from '../nn/blocks.js';
+import { Conv1x1, Downsample, ResBlock, SpatialSelfAttention, Upsample } from '../nn/blocks.js';
 import { Conv2d, GroupNorm, silu } from '../nn/layers.js';
-import { loadComponent, saveComponent } from '../checkpoint/io.js';
+import { type SaveComponentOptions, loadComponent, saveComponent } from '../checkpoint/io.js';
+import type { WeightLayout } from '../checkpoint/layout.js';
 import { ParamStore } from '../nn/params.js';
 import { Generator } from '../random/generator.js';
 import { type VaeConfig, type VaeConfigInput, parseVaeConfig, vaeConfigToJSON } from './config.js';
+import { vaeDiffusersLayout } from './diffusers-names.js';
 
 /** logvar is clamped to this range (as SD's DiagonalGaussianDistribution). */
 export const LOGVAR_MIN = -30;
@@ -84,7 +90,7 @@ interface Level {
 
 interface MidBlock {
   res0: ResBlock;
-  attn: SpatialSelfAttention;
+  attn?: SpatialSelfAttention;
   res1: ResBlock;
 }
 
@@ -97,6 +103,8 @@ export class AutoencoderKL {
   private readonly encMid?: MidBlock;
   private readonly encNormOut: GroupNorm;
   private readonly encConvOut: Conv2d;
+  private readonly quantConv?: Conv1x1;
+  private readonly postQuantConv?: Conv1x1;
   private readonly decConvIn: Conv2d;
   private readonly decMid?: MidBlock;
   /** Indexed by level; run from the last to the first. */
@@ -109,12 +117,16 @@ export class AutoencoderKL {
     this.cfg = cfg;
     this.store = new ParamStore();
     const s = this.store;
-    const { channels: ch, resBlocksPerLevel: n, groupNormGroups: g, latentChannels: zc } = cfg;
+    const { channels: ch, resBlocksPerLevel: n, groupNormGroups: g, latentChannels: zc, legacy } = cfg;
     const levels = ch.length;
+    const eps = legacy ? 1e-5 : 1e-6;
+    const res = (name: string, cin: number, cout: number) => new ResBlock(s, name, cin, cout, g, rng, { eps });
+    // diffusers always has the mid blocks (mid_block_add_attention only drops the attention).
+    const hasMid = cfg.midAttention || !legacy;
     const mid = (name: string, c: number): MidBlock => ({
-      res0: new ResBlock(s, `${name}.res.0`, c, c, g, rng),
-      attn: new SpatialSelfAttention(s, `${name}.attn`, c, g, rng),
-      res1: new ResBlock(s, `${name}.res.1`, c, c, g, rng),
+      res0: res(`${name}.res.0`, c, c),
+      attn: cfg.midAttention ? new SpatialSelfAttention(s, `${name}.attn`, c, g, rng) : undefined,
+      res1: res(`${name}.res.1`, c, c),
     });
 
     // Encoder
@@ -123,32 +135,35 @@ export class AutoencoderKL {
     for (let i = 0; i < levels; i++) {
       const level: Level = { res: [] };
       for (let j = 0; j < n; j++) {
-        level.res.push(new ResBlock(s, `encoder.down.${i}.res.${j}`, prev, ch[i], g, rng));
+        level.res.push(res(`encoder.down.${i}.res.${j}`, prev, ch[i]));
         prev = ch[i];
       }
-      if (i < levels - 1) level.resample = new Downsample(s, `encoder.down.${i}.downsample`, prev, rng);
+      if (i < levels - 1) level.resample = new Downsample(s, `encoder.down.${i}.downsample`, prev, rng, legacy ? 'symmetric' : 'bottom-right');
       this.encLevels.push(level);
     }
-    if (cfg.midAttention) this.encMid = mid('encoder.mid', prev);
-    this.encNormOut = new GroupNorm(s, 'encoder.norm_out', g, prev, rng);
+    if (hasMid) this.encMid = mid('encoder.mid', prev);
+    this.encNormOut = new GroupNorm(s, 'encoder.norm_out', g, prev, rng, eps);
     this.encConvOut = new Conv2d(s, 'encoder.conv_out', prev, 2 * zc, 3, rng);
+    if (cfg.quantConv) this.quantConv = new Conv1x1(s, 'quant_conv', 2 * zc, 2 * zc, rng);
 
     // Decoder
+    if (cfg.postQuantConv) this.postQuantConv = new Conv1x1(s, 'post_quant_conv', zc, zc, rng);
     prev = ch[levels - 1];
     this.decConvIn = new Conv2d(s, 'decoder.conv_in', zc, prev, 3, rng);
-    if (cfg.midAttention) this.decMid = mid('decoder.mid', prev);
+    if (hasMid) this.decMid = mid('decoder.mid', prev);
     const dec: Level[] = new Array(levels);
+    const decRes = legacy ? n : n + 1;
     for (let i = levels - 1; i >= 0; i--) {
       const level: Level = { res: [] };
-      for (let j = 0; j < n; j++) {
-        level.res.push(new ResBlock(s, `decoder.up.${i}.res.${j}`, prev, ch[i], g, rng));
+      for (let j = 0; j < decRes; j++) {
+        level.res.push(res(`decoder.up.${i}.res.${j}`, prev, ch[i]));
         prev = ch[i];
       }
       if (i > 0) level.resample = new Upsample(s, `decoder.up.${i}.upsample`, prev, rng);
       dec[i] = level;
     }
     this.decLevels = dec;
-    this.decNormOut = new GroupNorm(s, 'decoder.norm_out', g, prev, rng);
+    this.decNormOut = new GroupNorm(s, 'decoder.norm_out', g, prev, rng, eps);
     this.decConvOut = new Conv2d(s, 'decoder.conv_out', prev, cfg.imageChannels, 3, rng);
   }
 
@@ -156,14 +171,33 @@ export class AutoencoderKL {
     return new AutoencoderKL(config, rng);
   }
 
-  /** Writes `config.json` (scalingFactor included) and the weights into the folder `dir`. */
-  async save(dir: string): Promise<void> {
-    await saveComponent(dir, vaeConfigToJSON(this.cfg), this.store);
+  /**
+   * Writes `config.json` (diffusers' AutoencoderKL config, scalingFactor included) and the weights
+   * (diffusers' names and layout) into the folder `dir`: what `save_pretrained` writes. A legacy
+   * VAE, which diffusers cannot represent, is written in our own keys and names as before.
+   */
+  async save(dir: string, opts: SaveComponentOptions = {}): Promise<void> {
+    await saveComponent(dir, vaeConfigToJSON(this.cfg), this.store, undefined, { ...opts, layout: this.weightLayout() });
   }
 
-  /** A VAE from a folder written by save(): its config, then its weights (names and shapes checked). */
+  /**
+   * A VAE from a component folder: diffusers' (as save_pretrained writes it) or ours from before
+   * (camelCase config, our names). Names and shapes checked.
+   */
   static load(dir: string): AutoencoderKL {
-    return loadComponent(dir, 'vae', parseVaeConfig, (c) => new AutoencoderKL(c, new Generator(0)));
+    return loadComponent(
+      dir,
+      'vae',
+      parseVaeConfig,
+      (c) => new AutoencoderKL(c, new Generator(0)),
+      undefined,
+      (m) => m.weightLayout(),
+    );
+  }
+
+  /** Our parameter names <-> diffusers' keys and element layout; undefined for a legacy VAE (our names only). */
+  weightLayout(): WeightLayout | undefined {
+    return this.cfg.legacy ? undefined : vaeDiffusersLayout(this.store);
   }
 
   get config(): VaeConfig {
@@ -180,7 +214,9 @@ export class AutoencoderKL {
   }
 
   private static runMid(m: MidBlock | undefined, x: tf.Tensor4D): tf.Tensor4D {
-    return m ? m.res1.apply(m.attn.apply(m.res0.apply(x))) : x;
+    if (!m) return x;
+    const h = m.res0.apply(x);
+    return m.res1.apply(m.attn ? m.attn.apply(h) : h);
   }
 
   /** images: [B, H, W, imageChannels] in [-1, 1], H and W divisible by downsampleFactor. */
@@ -203,7 +239,8 @@ export class AutoencoderKL {
       // 3. optional mid block
       h = AutoencoderKL.runMid(this.encMid, h);
       // 4. GroupNorm, SiLU, conv -> [B, h, w, 2 zc] = (mean, logvar)
-      const moments = this.encConvOut.apply(silu(this.encNormOut.apply(h)) as tf.Tensor4D);
+      let moments = this.encConvOut.apply(silu(this.encNormOut.apply(h)) as tf.Tensor4D);
+      if (this.quantConv) moments = this.quantConv.apply(moments) as tf.Tensor4D; // [B, h, w, 2 zc]
       const [m, lv] = tf.split(moments, [zc, zc], 3) as [tf.Tensor4D, tf.Tensor4D];
       return [m, tf.clipByValue(lv, LOGVAR_MIN, LOGVAR_MAX) as tf.Tensor4D];
     });
@@ -217,8 +254,9 @@ export class AutoencoderKL {
       throw new Error(`vae.decode: latents must be [B, h, w, ${zc}] (latentChannels), got [${latents.shape.join(', ')}]`);
     }
     return tf.tidy(() => {
-      // 1. conv_in: [B, h, w, zc] -> [B, h, w, ch[L-1]]
-      let h = this.decConvIn.apply(latents);
+      // 1. [post_quant_conv], conv_in: [B, h, w, zc] -> [B, h, w, ch[L-1]]
+      const z = this.postQuantConv ? (this.postQuantConv.apply(latents) as tf.Tensor4D) : latents;
+      let h = this.decConvIn.apply(z);
       // 2. optional mid block
       h = AutoencoderKL.runMid(this.decMid, h);
       // 3. levels, deepest first: ResBlocks, nearest-2x + conv between levels -> [B, H, W, ch0]

@@ -169,3 +169,35 @@ describe('F16 safetensors', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 });
+
+describe('per-tensor element types', () => {
+  it('stores the tensors named in dtypes as F16 and the rest in dtype; I64 tensors read as numbers', () => {
+    const a = { shape: [3], data: new Float32Array([0.1, -2.5, 1e-3]) };
+    const b = { shape: [2], data: new Float32Array([0.1, 7]) };
+    const buf = encodeSafetensors(
+      new Map([
+        ['a', a],
+        ['b', b],
+      ]),
+      {},
+      { dtypes: { a: 'F16' } },
+    );
+    const header = JSON.parse(buf.subarray(8, 8 + Number(buf.readBigUInt64LE(0))).toString());
+    expect(header.a.dtype).toBe('F16');
+    expect(header.b.dtype).toBe('F32');
+    const back = decodeSafetensors(buf);
+    expect(Array.from(back.tensors.get('a')!.data)).toEqual(Array.from(roundToHalf(a.data)));
+    expect(back.tensors.get('b')!.data).toEqual(b.data);
+    expect(() => encodeSafetensors(new Map([['a', a]]), {}, { dtypes: { a: 'BF16' as 'F16' } })).toThrow(
+      'safetensors dtype must be one of F32, F16, got "BF16"',
+    );
+    // transformers' CLIP checkpoints carry an I64 `position_ids` buffer.
+    const ids = Buffer.alloc(16);
+    ids.writeBigInt64LE(3n, 0);
+    ids.writeBigInt64LE(-1n, 8);
+    const json = Buffer.from(JSON.stringify({ p: { dtype: 'I64', shape: [2], data_offsets: [0, 16] } }));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    expect(Array.from(decodeSafetensors(Buffer.concat([len, json, ids])).tensors.get('p')!.data)).toEqual([3, -1]);
+  });
+});

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random/generator.js';
+import { Downsample } from '../../src/nn/blocks.js';
 import { ParamStore, computeGradients, disposeGrads } from '../../src/nn/params.js';
 import {
   Conv2d,
@@ -91,6 +92,27 @@ describe('layers (reference values computed with plain loops)', () => {
           }
   });
 
+  it("Downsample pads 1 all around (U-Net) or on the bottom and right only (diffusers' VAE encoder)", () => {
+    // A kernel that reads only its top-left tap: out[i, j] = x[2i - 1, 2j - 1] (symmetric, 0 outside)
+    // or x[2i, 2j] (bottom-right).
+    const x = tf.tensor4d(
+      Array.from({ length: 16 }, (_, i) => i + 1),
+      [1, 4, 4, 1],
+    );
+    const out = (padding: 'symmetric' | 'bottom-right') => {
+      const store = new ParamStore();
+      const d = new Downsample(store, 'd', 1, new Generator(0), padding);
+      d.conv.weight.assign(tf.tensor4d([1, 0, 0, 0, 0, 0, 0, 0, 0], [3, 3, 1, 1]));
+      d.conv.bias!.assign(tf.zeros([1]));
+      const y = Array.from(d.apply(x).dataSync());
+      store.dispose();
+      return y;
+    };
+    expect(out('symmetric')).toEqual([0, 0, 0, 6]);
+    expect(out('bottom-right')).toEqual([1, 3, 9, 11]);
+    x.dispose();
+  });
+
   it('attention equals softmax(q k^T / sqrt(d)) v per head, with a key mask', () => {
     const g = new Generator(4);
     const [b, tq, tk, c, heads] = [2, 3, 4, 4, 2];
@@ -160,15 +182,31 @@ describe('layers (reference values computed with plain loops)', () => {
       expect(maxAbsDiff(e[r], ref)).toBeLessThan(1e-4);
     });
     expect(() => timestepEmbedding(tf.tensor1d([1]), 7)).toThrow(/even/);
+    // diffusers' flip_sin_to_cos=False, freq_shift=1: [sin, cos], f_i = 10000^(-i / (half - 1))
+    const g = timestepEmbedding(tf.tensor1d([10]), 8, { flipSinToCos: false, freqShift: 1 }).arraySync()[0];
+    const f1 = [0, 1, 2, 3].map((i) => Math.exp((-Math.log(10000) * i) / 3));
+    expect(maxAbsDiff(g, [...f1.map((x) => Math.sin(10 * x)), ...f1.map((x) => Math.cos(10 * x))])).toBeLessThan(1e-5);
   });
 
   it('silu and gelu match their closed forms', () => {
     const xs = [-3, -1, 0, 0.5, 2];
     const s = silu(tf.tensor1d(xs)).dataSync();
-    const g = gelu(tf.tensor1d(xs)).dataSync();
+    const g = gelu(tf.tensor1d(xs), 'tanh').dataSync();
+    const exact = gelu(tf.tensor1d(xs)).dataSync();
+    // erf by its Maclaurin series (exact to float precision for |z| <= 3 / sqrt 2 with 60 terms).
+    const erf = (z: number) => {
+      let term = z;
+      let sum = z;
+      for (let n = 1; n < 60; n++) {
+        term *= (-z * z) / n;
+        sum += term / (2 * n + 1);
+      }
+      return (2 / Math.sqrt(Math.PI)) * sum;
+    };
     xs.forEach((x, i) => {
       expect(s[i]).toBeCloseTo(x / (1 + Math.exp(-x)), 5);
       expect(g[i]).toBeCloseTo(0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))), 5);
+      expect(exact[i]).toBeCloseTo(0.5 * x * (1 + erf(x / Math.SQRT2)), 6);
     });
   });
 
@@ -183,6 +221,7 @@ describe('layers (reference values computed with plain loops)', () => {
     const plainSilu = (t: tf.Tensor) => tf.mul(t, tf.sigmoid(t));
     const a = 2 * Math.sqrt(2 / Math.PI);
     const plainGelu = (t: tf.Tensor) => tf.mul(t, tf.sigmoid(tf.mul(t, tf.add(a, tf.mul(a * 0.044715, tf.square(t))))));
+    const plainGeluErf = (t: tf.Tensor) => tf.mul(tf.mul(t, 0.5), tf.add(tf.erf(tf.mul(t, Math.SQRT1_2)), 1));
     const cases = [
       {
         name: 'GroupNorm + SiLU',
@@ -193,8 +232,14 @@ describe('layers (reference values computed with plain loops)', () => {
       {
         name: 'LayerNorm + GELU',
         shape: [2, 7, 6],
-        ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => gelu(layerNorm(x, g, b, 1e-5)),
+        ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => gelu(layerNorm(x, g, b, 1e-5), 'tanh'),
         plain: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => plainGelu(plainNorm(x, g, b, [2, 7, 6], [2])),
+      },
+      {
+        name: 'LayerNorm + exact GELU',
+        shape: [2, 7, 6],
+        ours: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => gelu(layerNorm(x, g, b, 1e-5)),
+        plain: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => plainGeluErf(plainNorm(x, g, b, [2, 7, 6], [2])),
       },
     ];
     const rng = new Generator(9);

@@ -98,6 +98,35 @@ describe('OnnxUNet', () => {
     tf.dispose([sample, timesteps, context]);
   });
 
+  it("runs diffusers' U-Net variants: exact GELU, per-level heads, linear projections, norm_eps, freq_shift", async () => {
+    const cfg = {
+      ...PEER_UNET_CONFIG,
+      legacy: false,
+      attentionLevels: [true, true],
+      attentionHeads: [2, 4],
+      linearProjection: true,
+      normEps: 1e-6,
+      flipSinToCos: false,
+      freqShift: 1,
+    };
+    const variant = new UNet2DCondition(cfg, new Generator(4));
+    perturbParams(variant.store, 5);
+    const runner = new OnnxUNet(variant, { threads: 1 });
+    const { sample, timesteps, context } = peerUNetInputs();
+    const before = tf.memory().numTensors;
+    const want = variant.apply(sample, timesteps, context);
+    const cache = runner.precomputeContext(context);
+    const got = await runner.apply(sample, timesteps, cache);
+    expect(maxAbsDiff(want.dataSync(), new Float32Array(want.size))).toBeGreaterThan(0.1);
+    expect(maxAbsDiff(got.dataSync(), want.dataSync())).toBeLessThan(1e-4);
+    tf.dispose([want, got]);
+    cache.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([sample, timesteps, context]);
+    runner.dispose();
+    variant.dispose();
+  });
+
   it('exports another batch and size on demand and broadcasts a [1] timestep', async () => {
     const rng = new Generator(2);
     const sample = rng.randn([3, 4, 4, 4]) as tf.Tensor4D;

@@ -203,7 +203,7 @@ describe('an inpainting U-Net (9 input channels)', () => {
     const p = new Txt2ImgPipeline(pipe.vae, unet, pipe.encoder, pipe.schedulerConfig, pipe.info);
     await p.save(path.join(dir, 'pipe'));
     const cfg = JSON.parse(readFileSync(path.join(dir, 'pipe', 'unet', 'config.json'), 'utf8'));
-    expect([cfg.inChannels, cfg.outChannels]).toEqual([9, 4]);
+    expect([cfg.in_channels, cfg.out_channels]).toEqual([9, 4]); // diffusers' keys
     expect(JSON.parse(readFileSync(path.join(MODEL, 'unet', 'config.json'), 'utf8')).outChannels).toBeUndefined();
     const back = await Txt2ImgPipeline.load(path.join(dir, 'pipe'));
     expect(back.inpainting).toBe(true);

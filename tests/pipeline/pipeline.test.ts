@@ -82,16 +82,29 @@ describe('training a tiny text-to-image pipeline', () => {
   it('writes a complete pipeline folder with the training facts', () => {
     expect(readdirSync(pipeA).sort()).toEqual(['model_index.json', 'scheduler', 'text_encoder', 'tokenizer', 'training_vocabulary.json', 'unet', 'vae']);
     const index = JSON.parse(readFileSync(path.join(pipeA, 'model_index.json'), 'utf8'));
-    expect(index).toMatchObject({ _class_name: 'Txt2ImgPipeline', conditioning: 'clip', conditioningDropout: 0.25, imageSize: 16, trainedSteps: 4 });
+    expect(index).toMatchObject({
+      _class_name: 'StableDiffusionPipeline',
+      text_encoder: ['transformers', 'CLIPTextModel'],
+      tokenizer: ['transformers', 'CLIPTokenizer'],
+      unet: ['diffusers', 'UNet2DConditionModel'],
+      vae: ['diffusers', 'AutoencoderKL'],
+      scheduler: ['diffusers', 'DDPMScheduler'],
+      safety_checker: [null, null],
+      requires_safety_checker: false,
+      _txt2img: { version: 2, conditioning: 'clip', conditioningDropout: 0.25, imageSize: 16, trainedSteps: 4 },
+    });
     // Notes written from the run itself, then the config's own.
-    expect(index.notes).toEqual([
+    expect(index._txt2img.notes).toEqual([
       expect.stringMatching(/^trained 4 U-Net steps on .*12 images/),
       'text encoder: a tiny CLIP-architecture model with random weights, NOT pretrained: prompts work only in the words of the training captions',
       'test model: the text encoder is random, not pretrained',
     ]);
+    // The trained components are written in diffusers' format.
     const vaeCfg = JSON.parse(readFileSync(path.join(pipeA, 'vae', 'config.json'), 'utf8'));
-    expect(vaeCfg.scalingFactor).toBeGreaterThan(0);
-    expect(vaeCfg.scalingFactor).not.toBe(1);
+    expect(vaeCfg._class_name).toBe('AutoencoderKL');
+    expect(vaeCfg.scaling_factor).toBeGreaterThan(0);
+    expect(vaeCfg.scaling_factor).not.toBe(1);
+    expect(JSON.parse(readFileSync(path.join(pipeA, 'unet', 'config.json'), 'utf8'))._class_name).toBe('UNet2DConditionModel');
     const log = readFileSync(path.join(runA, 'unet-stage', 'loss.jsonl'), 'utf8')
       .trim()
       .split('\n');
@@ -101,8 +114,11 @@ describe('training a tiny text-to-image pipeline', () => {
 
   it('is self-contained: moved elsewhere, with the text model it was trained on gone, it gives the same image', async () => {
     const cfg = JSON.parse(readFileSync(path.join(pipeA, 'text_encoder', 'config.json'), 'utf8'));
-    expect(cfg).toMatchObject({ modelId: './clip', tokenizerId: '../tokenizer' });
-    expect(JSON.stringify(cfg)).not.toContain(tiny.root);
+    expect(cfg).toMatchObject({ architectures: ['CLIPTextModel'], model_type: 'clip_text_model', hidden_size: 32 });
+    expect(readdirSync(path.join(pipeA, 'text_encoder')).sort()).toEqual(['config.json', 'model.safetensors', 'onnx']);
+    for (const f of ['model_index.json', 'scheduler/scheduler_config.json', 'text_encoder/config.json', 'tokenizer/tokenizer_config.json']) {
+      expect(readFileSync(path.join(pipeA, f), 'utf8')).not.toContain(tiny.root);
+    }
     const moved = path.join(tempDir('moved'), 'pipe');
     cpSync(pipeA, moved, { recursive: true });
     const opts = { inputs: ['a red square'], guidanceScale: 3, steps: 3, seed: 2 };
@@ -162,7 +178,8 @@ describe('training a tiny text-to-image pipeline', () => {
       const copy = path.join(tempDir('size'), 'pipe');
       cpSync(pipeA, copy, { recursive: true });
       const file = path.join(copy, 'model_index.json');
-      writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), imageSize: size }));
+      const index = JSON.parse(readFileSync(file, 'utf8'));
+      writeFileSync(file, JSON.stringify({ ...index, _txt2img: { ...index._txt2img, imageSize: size } }));
       await expect(Txt2ImgPipeline.load(copy)).rejects.toThrow(
         `model folder ${copy}: imageSize ${size} does not match the U-Net's sampleSize 4 x the VAE's downsampleFactor 4 = 16`,
       );

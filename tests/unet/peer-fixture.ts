@@ -6,7 +6,9 @@
  * (Debian's python3-torch 1.13, float32 on CPU) for exactly these weights and inputs, the
  * weights transposed to PyTorch's layout (conv [out, in, kh, kw], linear [out, in]) and the
  * parameters matched by registration order (ours and the peer's list them in the same order).
- * F.gelu was switched to its tanh form in the peer for that run, as ours is the tanh form.
+ * F.gelu was switched to its tanh form in the peer for that run, as ours was then: the configs
+ * below are `legacy` (tanh GELU; the VAE without mid blocks, quant convs or the extra decoder
+ * ResBlock, padded symmetrically, GroupNorm eps 1e-5), peer_torch.py's architecture.
  * Regenerate (npx tsx tests/unet/make-peer-fixture.ts) only if the architecture changes on purpose.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -26,6 +28,7 @@ export const PEER_UNET_CONFIG: UNetConfigInput = {
   contextLength: 5,
   timeEmbedDim: 16,
   groupNormGroups: 4,
+  legacy: true,
 };
 
 export const PEER_VAE_CONFIG: VaeConfigInput = {
@@ -35,6 +38,7 @@ export const PEER_VAE_CONFIG: VaeConfigInput = {
   latentChannels: 4,
   downsampleFactor: 4,
   groupNormGroups: 4,
+  legacy: true,
 };
 
 /**

@@ -1,13 +1,15 @@
 import * as tf from '@tensorflow/tfjs';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
+import { WEIGHTS_NAME, readSafetensors, writeSafetensors } from '../../src/checkpoint/io.js';
 import { computeGradients, disposeGrads } from '../../src/nn/params.js';
 import { AdamW } from '../../src/optim/adamw.js';
 import { Generator } from '../../src/random/generator.js';
 import { type UNetConfigInput, parseUNetConfig, unetConfigFromLdmSmall, unetConfigToJSON } from '../../src/unet/config.js';
+import { unetFromLegacy } from '../../src/unet/legacy.js';
 import { UNet2DCondition } from '../../src/unet/unet2d-condition.js';
 import { PEER_UNET_CONFIG, peerUNetInputs, perturbParams } from './peer-fixture.js';
 import { LDM_SMALL as LDM_SMALL_FILE, maxAbsDiff } from '../helpers.js';
@@ -66,11 +68,65 @@ describe('UNet2DCondition config', () => {
     unet.dispose();
   });
 
-  it('round-trips through JSON', () => {
-    const cfg = parseUNetConfig(TINY);
-    const json = JSON.parse(JSON.stringify(unetConfigToJSON(cfg)));
-    expect(parseUNetConfig(json)).toEqual(cfg);
-    expect(json._version).toBe(1);
+  it("round-trips through JSON in diffusers' keys", () => {
+    for (const c of [TINY, { ...TINY, attentionHeads: [2, 4], linearProjection: true, flipSinToCos: false, freqShift: 1, normEps: 1e-6, legacy: true }]) {
+      const cfg = parseUNetConfig(c);
+      const json = JSON.parse(JSON.stringify(unetConfigToJSON(cfg)));
+      expect(parseUNetConfig(json)).toEqual(cfg);
+      expect(json).toMatchObject({
+        _class_name: 'UNet2DConditionModel',
+        block_out_channels: [8, 16],
+        layers_per_block: 1,
+        cross_attention_dim: cfg.contextDim,
+      });
+      expect(json.down_block_types).toEqual(['DownBlock2D', 'CrossAttnDownBlock2D']);
+      expect(json.up_block_types).toEqual(['CrossAttnUpBlock2D', 'UpBlock2D']);
+    }
+  });
+
+  it("reads a camelCase config.json of version 1 as legacy (the tanh GELU), and diffusers' defaults for keys left out", () => {
+    const { legacy: _, ...fresh } = TINY;
+    expect(parseUNetConfig({ _class_name: 'UNet2DCondition', _version: 1, ...fresh }).legacy).toBe(true);
+    expect(parseUNetConfig(fresh).legacy).toBe(false);
+    const d = parseUNetConfig({
+      _class_name: 'UNet2DConditionModel',
+      block_out_channels: [32, 64],
+      down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'],
+      up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
+      sample_size: 32,
+    });
+    expect(d).toMatchObject({
+      inChannels: 4,
+      channels: [32, 64],
+      attentionLevels: [true, false],
+      resBlocksPerLevel: 2,
+      attentionHeads: 8,
+      contextDim: 1280,
+      timeEmbedDim: 128,
+      groupNormGroups: 32,
+      normEps: 1e-5,
+      legacy: false,
+    });
+  });
+
+  it('refuses a diffusers key it cannot represent, naming the key and the value', () => {
+    const base = unetConfigToJSON(parseUNetConfig(TINY));
+    const bad = (patch: Record<string, unknown>) => () => parseUNetConfig({ ...base, ...patch });
+    expect(bad({ class_embed_type: 'timestep' })).toThrow(/class_embed_type must be null .*got "timestep"/);
+    expect(bad({ transformer_layers_per_block: 2 })).toThrow(/transformer_layers_per_block must be 1 .*got 2/);
+    expect(bad({ num_attention_heads: 4 })).toThrow(/num_attention_heads must be null .*got 4/);
+    expect(bad({ up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'] })).toThrow(
+      /up_block_types\[0\] must be 'CrossAttnUpBlock2D' \(the up blocks mirror down_block_types\), got "UpBlock2D"/,
+    );
+    expect(bad({ down_block_types: ['DownBlock2D', 'SimpleCrossAttnDownBlock2D'] })).toThrow(
+      /down_block_types\[1\] must be 'CrossAttnDownBlock2D' or 'DownBlock2D', got "SimpleCrossAttnDownBlock2D"/,
+    );
+    expect(bad({ layers_per_block: [1, 2] })).toThrow(/layers_per_block must be the same for every block/);
+    expect(bad({ addition_embed_type: 'text_time' })).toThrow(/addition_embed_type must be null/);
+    expect(bad({ mid_block_type: null })).toThrow(/mid_block_type must be 'UNetMidBlock2DCrossAttn', got null/);
+    expect(bad({ attention_head_dim: 3 })).toThrow(/attentionHeads must be a divisor of channels\[1\] \(16\), got 3/);
+    expect(bad({ some_new_key: 1 })).toThrow(/unknown diffusers key\(s\) 'some_new_key'/);
+    expect(bad({ _txt2img: { contextLen: 5 } })).toThrow(/unknown key\(s\) '_txt2img.contextLen'/);
   });
 
   it('rejects bad configs naming the field, the value and what is allowed', () => {
@@ -85,7 +141,7 @@ describe('UNet2DCondition config', () => {
     expect(bad({ contextDim: 1.5 })).toThrow(/contextDim must be an integer.*got 1.5/);
     expect(bad({ channels: [7, 16], groupNormGroups: 1 })).toThrow(/channels\[0\] must be even.*got 7/);
     expect(bad({ chanels: [8, 16] })).toThrow(/unknown key\(s\) 'chanels'; allowed: .*channels/);
-    expect(bad({ _version: 2 })).toThrow(/_version must be at most 1.*got 2/);
+    expect(bad({ _version: 3 })).toThrow(/_version must be at most 2.*got 3/);
     expect(bad({ _class_name: 'AutoencoderKL' })).toThrow(/_class_name must be 'UNet2DCondition', got "AutoencoderKL"/);
     const { timeEmbedDim: _, ...missing } = TINY;
     expect(() => parseUNetConfig(missing)).toThrow(/missing key\(s\) 'timeEmbedDim'/);
@@ -252,5 +308,79 @@ describe('UNet2DCondition save / load', () => {
     tf.dispose([a, b, x.sample, x.timesteps, x.context]);
     loaded.dispose();
     unet.dispose();
+  });
+
+  it("writes diffusers' keys in PyTorch's layout (linear projections as Linear); reads our old folders too", async () => {
+    const cfg = { ...TINY, linearProjection: true, attentionHeads: [2, 4] };
+    const unet = new UNet2DCondition(cfg, new Generator(2));
+    perturbParams(unet.store, 3);
+    const dir1 = path.join(dir, 'diffusers');
+    await unet.save(dir1);
+    const { tensors } = readSafetensors(path.join(dir1, WEIGHTS_NAME));
+    const ours = await unet.store.toArrays();
+    expect(tensors.size).toBe(ours.size);
+    expect(tensors.get('down_blocks.1.resnets.0.conv1.weight')?.shape).toEqual([16, 8, 3, 3]); // ours [3, 3, 8, 16]
+    expect(tensors.get('down_blocks.1.resnets.0.conv_shortcut.weight')?.shape).toEqual([16, 8, 1, 1]);
+    expect(tensors.get('time_embedding.linear_1.weight')?.shape).toEqual([16, 8]); // ours [8, 16]
+    expect(tensors.get('up_blocks.0.attentions.1.proj_in.weight')?.shape).toEqual([16, 16]); // Linear (use_linear_projection)
+    expect(tensors.get('mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight')?.shape).toEqual([16, 12]);
+    expect(tensors.get('up_blocks.1.upsamplers.0.conv.weight')).toBeUndefined(); // level 0 has no upsampler
+    expect(tensors.get('up_blocks.0.upsamplers.0.conv.weight')?.shape).toEqual([16, 16, 3, 3]);
+    // One element: ours [kh, kw, in, out] = [1, 2, 3, 4] is PyTorch's [out, in, kh, kw] = [4, 3, 1, 2].
+    const w = ours.get('down.1.res.0.conv1.weight')!;
+    const t = tensors.get('down_blocks.1.resnets.0.conv1.weight')!;
+    expect(t.data[((4 * 8 + 3) * 3 + 1) * 3 + 2]).toBe(w.data[((1 * 3 + 2) * 8 + 3) * 16 + 4]);
+
+    // A folder as this project wrote it before: camelCase config of version 1, our names and layout.
+    const dir2 = path.join(dir, 'old');
+    mkdirSync(dir2, { recursive: true });
+    const { legacy: _, ...fresh } = TINY;
+    writeFileSync(path.join(dir2, 'config.json'), JSON.stringify({ _class_name: 'UNet2DCondition', _version: 1, ...fresh }));
+    const old = new UNet2DCondition({ ...fresh, legacy: true }, new Generator(2));
+    perturbParams(old.store, 4);
+    writeSafetensors(path.join(dir2, WEIGHTS_NAME), await old.store.toArrays());
+    const reloaded = UNet2DCondition.load(dir2);
+    expect(reloaded.config.legacy).toBe(true);
+    const x = inputs(TINY, 1, 8);
+    const a = old.apply(x.sample, x.timesteps, x.context);
+    const b = reloaded.apply(x.sample, x.timesteps, x.context);
+    expect(maxAbsDiff(a.dataSync(), b.dataSync())).toBe(0);
+    tf.dispose([a, b, x.sample, x.timesteps, x.context]);
+    for (const m of [unet, old, reloaded]) m.dispose();
+  });
+
+  it('lists missing, unexpected and wrongly shaped diffusers keys in one error', async () => {
+    const unet = new UNet2DCondition(TINY, new Generator(2));
+    const d = path.join(dir, 'broken');
+    await unet.save(d);
+    const file = path.join(d, WEIGHTS_NAME);
+    const { tensors } = readSafetensors(file);
+    tensors.delete('conv_in.bias');
+    tensors.set('conv_out.weight', { shape: [4, 8, 1, 1], data: new Float32Array(32) });
+    tensors.set('down_blocks.0.resnets.0.extra.weight', { shape: [1], data: new Float32Array(1) });
+    writeSafetensors(file, tensors);
+    const before = tf.memory().numTensors;
+    expect(() => UNet2DCondition.load(d)).toThrow(
+      /does not match the model \(3 problem\(s\)\):\n {2}missing 'conv_in.bias' \[8\]\n {2}'conv_out.weight' has shape \[4, 8, 1, 1\], the model expects \[4, 8, 3, 3\]\n {2}unexpected 'down_blocks.0.resnets.0.extra.weight'/,
+    );
+    expect(tf.memory().numTensors).toBe(before);
+    unet.dispose();
+  });
+
+  it('unetFromLegacy keeps the weights and switches to the exact GELU', () => {
+    const legacy = new UNet2DCondition(TINY, new Generator(2));
+    perturbParams(legacy.store, 3);
+    const unet = unetFromLegacy(legacy);
+    expect(unet.config).toEqual({ ...legacy.config, legacy: false, _version: 2 });
+    const x = inputs(TINY, 1, 8);
+    const a = legacy.apply(x.sample, x.timesteps, x.context);
+    const b = unet.apply(x.sample, x.timesteps, x.context);
+    const d = maxAbsDiff(a.dataSync(), b.dataSync()) / Math.max(...Array.from(a.dataSync(), Math.abs));
+    expect(d).toBeGreaterThan(0);
+    expect(d).toBeLessThan(1e-2);
+    expect(() => unetFromLegacy(unet)).toThrow(/not legacy/);
+    tf.dispose([a, b, x.sample, x.timesteps, x.context]);
+    unet.dispose();
+    legacy.dispose();
   });
 });

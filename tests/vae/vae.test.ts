@@ -4,10 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
+import { WEIGHTS_NAME, readSafetensors } from '../../src/checkpoint/io.js';
 import { computeGradients, disposeGrads } from '../../src/nn/params.js';
 import { AdamW } from '../../src/optim/adamw.js';
 import { Generator } from '../../src/random/generator.js';
 import { AutoencoderKL, DiagonalGaussian, LOGVAR_MAX, measureScalingFactor } from '../../src/vae/autoencoder-kl.js';
+import { vaeFromLegacy } from '../../src/vae/legacy.js';
 import { type VaeConfigInput, parseVaeConfig, vaeConfigFromLdmSmall, vaeConfigToJSON } from '../../src/vae/config.js';
 import { PEER_VAE_CONFIG, peerVaeInputs, perturbParams } from '../unet/peer-fixture.js';
 import { LDM_SMALL as LDM_SMALL_FILE, maxAbsDiff } from '../helpers.js';
@@ -74,18 +76,59 @@ describe('AutoencoderKL config', () => {
     vae.dispose();
   });
 
-  it('round-trips through JSON; midAttention adds the mid blocks', () => {
-    const cfg = parseVaeConfig({ ...TINY, midAttention: true, reconLoss: 'l1', klWeight: 1e-4, scalingFactor: 0.5 });
-    expect(parseVaeConfig(JSON.parse(JSON.stringify(vaeConfigToJSON(cfg))))).toEqual(cfg);
+  it('round-trips through JSON (diffusers keys; legacy in ours); midAttention adds the attention', () => {
+    const cfg = parseVaeConfig({ ...TINY, midAttention: true, reconLoss: 'l1', klWeight: 1e-4, scalingFactor: 0.5, postQuantConv: false });
+    const json = JSON.parse(JSON.stringify(vaeConfigToJSON(cfg)));
+    expect(json).toMatchObject({
+      _class_name: 'AutoencoderKL',
+      block_out_channels: [8, 16, 16],
+      mid_block_add_attention: true,
+      use_quant_conv: true,
+      use_post_quant_conv: false,
+      _txt2img: { reconLoss: 'l1', klWeight: 1e-4 },
+    });
+    expect(parseVaeConfig(json)).toEqual(cfg);
+    const legacy = parseVaeConfig({ ...TINY, legacy: true });
+    const legacyJson = JSON.parse(JSON.stringify(vaeConfigToJSON(legacy)));
+    expect(legacyJson.channels).toEqual([8, 16, 16]);
+    expect(parseVaeConfig(legacyJson)).toEqual(legacy);
+    // A camelCase config.json of version 1 is legacy.
+    expect(parseVaeConfig({ _class_name: 'AutoencoderKL', _version: 1, ...TINY }).legacy).toBe(true);
     const vae = new AutoencoderKL(cfg, new Generator(0));
-    expect(vae.store.names()).toContain('encoder.mid.attn.to_q.bias');
-    expect(vae.store.names()).toContain('decoder.mid.res.1.conv2.weight');
+    const names = vae.store.names();
+    expect(names).toContain('encoder.mid.attn.to_q.bias');
+    expect(names).toContain('decoder.mid.res.1.conv2.weight');
+    expect(names).toContain('decoder.up.0.res.1.conv2.weight'); // resBlocksPerLevel + 1 in the decoder
+    expect(names).toContain('quant_conv.weight');
+    expect(names).not.toContain('post_quant_conv.weight');
     vae.dispose();
+    // Without midAttention: diffusers' mid blocks keep their ResBlocks, legacy ones have none.
+    const plain = new AutoencoderKL(TINY, new Generator(0));
+    expect(plain.store.names().filter((n) => n.includes('.mid.')).length).toBeGreaterThan(0);
+    expect(plain.store.names().some((n) => n.includes('.mid.attn'))).toBe(false);
+    plain.dispose();
+    const old = new AutoencoderKL({ ...TINY, legacy: true }, new Generator(0));
+    expect(old.store.names().some((n) => n.includes('.mid.') || n.includes('quant_conv'))).toBe(false);
+    old.dispose();
+  });
+
+  it('refuses a diffusers key it cannot represent, naming the key and the value', () => {
+    const base = vaeConfigToJSON(parseVaeConfig({ ...TINY, imageChannels: 3 }));
+    const bad = (patch: Record<string, unknown>) => () => parseVaeConfig({ ...base, ...patch });
+    expect(bad({ shift_factor: 0.1159 })).toThrow(/shift_factor must be null .*got 0.1159/);
+    expect(bad({ latents_mean: [0, 0, 0, 0] })).toThrow(/latents_mean must be null/);
+    expect(bad({ down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'AttnDownEncoderBlock2D'] })).toThrow(
+      /down_block_types must be a list of 3 'DownEncoderBlock2D'.*AttnDownEncoderBlock2D/,
+    );
+    expect(bad({ out_channels: 1 })).toThrow(/out_channels must be equal to in_channels \(3\), got 1/);
+    expect(bad({ act_fn: 'relu' })).toThrow(/act_fn must be 'silu', got "relu"/);
+    expect(bad({ use_quant_conv: 'no' })).toThrow(/quantConv must be true or false, got "no"/);
+    expect(bad({ norm_type: 'spatial' })).toThrow(/unknown diffusers key\(s\) 'norm_type'/);
   });
 
   it('rejects bad configs naming the field, the value and what is allowed', () => {
     const bad = (patch: Record<string, unknown>) => () => parseVaeConfig({ ...TINY, ...patch });
-    expect(bad({ downsampleFactor: 16 })).toThrow(/downsampleFactor must be one of 4, 8, got 16/);
+    expect(bad({ downsampleFactor: 3 })).toThrow(/downsampleFactor must be one of 1, 2, 4, 8, 16, 32, got 3/);
     expect(bad({ downsampleFactor: 8 })).toThrow(/downsampleFactor 8 needs 4 levels.*channels \[8, 16, 16\] has 3/);
     expect(bad({ imageChannels: 2 })).toThrow(/imageChannels must be one of 1, 3, got 2/);
     expect(bad({ reconLoss: 'huber' })).toThrow(/reconLoss 'huber' is unknown; allowed: mse, l1/);
@@ -143,7 +186,7 @@ describe('AutoencoderKL forward', () => {
   });
 
   it('clamps logvar to [-30, 20] and computes the KL of a diagonal Gaussian', () => {
-    const vae = new AutoencoderKL(TINY, new Generator(0));
+    const vae = new AutoencoderKL({ ...TINY, quantConv: false }, new Generator(0));
     const bias = vae.store.get('encoder.conv_out.bias');
     bias.assign(tf.tensor1d([0, 0, 0, 0, 100, 100, 100, 100]));
     const x = images(1, 16, 1);
@@ -275,5 +318,55 @@ describe('AutoencoderKL save / load', () => {
     tf.dispose([a, b, x]);
     loaded.dispose();
     vae.dispose();
+  });
+
+  it("writes diffusers' keys in PyTorch's layout; a legacy VAE in our own names, and both load back", async () => {
+    const vae = new AutoencoderKL({ ...TINY, midAttention: true }, new Generator(2));
+    await vae.save(path.join(dir, 'diffusers'));
+    const { tensors } = readSafetensors(path.join(dir, 'diffusers', WEIGHTS_NAME));
+    expect(tensors.size).toBe(vae.store.size);
+    expect(tensors.get('quant_conv.weight')?.shape).toEqual([8, 8, 1, 1]);
+    expect(tensors.get('post_quant_conv.weight')?.shape).toEqual([4, 4, 1, 1]);
+    expect(tensors.get('encoder.mid_block.attentions.0.group_norm.weight')?.shape).toEqual([16]);
+    expect(tensors.get('decoder.mid_block.attentions.0.to_out.0.weight')?.shape).toEqual([16, 16]);
+    expect(tensors.get('encoder.down_blocks.1.downsamplers.0.conv.weight')?.shape).toEqual([16, 16, 3, 3]);
+    expect(tensors.get('encoder.down_blocks.1.resnets.0.conv_shortcut.weight')?.shape).toEqual([16, 8, 1, 1]);
+    // Decoder blocks deepest first, resBlocksPerLevel + 1 ResBlocks each; level 0 has no upsampler.
+    expect(tensors.get('decoder.up_blocks.2.resnets.1.conv1.weight')?.shape).toEqual([8, 8, 3, 3]);
+    expect(tensors.get('decoder.up_blocks.0.upsamplers.0.conv.weight')?.shape).toEqual([16, 16, 3, 3]);
+    expect(tensors.has('decoder.up_blocks.2.upsamplers.0.conv.weight')).toBe(false);
+    vae.dispose();
+
+    const legacy = new AutoencoderKL({ ...TINY, legacy: true }, new Generator(3));
+    await legacy.save(path.join(dir, 'legacy'));
+    expect(readSafetensors(path.join(dir, 'legacy', WEIGHTS_NAME)).tensors.has('decoder.up.0.res.0.conv1.weight')).toBe(true);
+    const loaded = AutoencoderKL.load(path.join(dir, 'legacy'));
+    expect(loaded.config).toEqual(legacy.config);
+    const x = images(1, 16, 1);
+    const a = legacy.encodeLatents(x);
+    const b = loaded.encodeLatents(x);
+    expect(maxAbsDiff(a.dataSync(), b.dataSync())).toBe(0);
+    tf.dispose([a, b, x]);
+    loaded.dispose();
+    legacy.dispose();
+  });
+
+  it("vaeFromLegacy gives diffusers' architecture with the legacy decoder's output (identity blocks added)", () => {
+    const legacy = new AutoencoderKL({ ...TINY, imageChannels: 3, legacy: true }, new Generator(5));
+    perturbParams(legacy.store, 6);
+    const vae = vaeFromLegacy(legacy);
+    expect(vae.config).toMatchObject({ legacy: false, quantConv: false, postQuantConv: false, midAttention: false });
+    expect(vae.store.size).toBeGreaterThan(legacy.store.size);
+    expect(maxAbsDiff(vae.store.get('decoder.up.0.res.1.conv2.weight').dataSync(), new Float32Array(8 * 8 * 9))).toBe(0);
+    const z = new Generator(7).randn([1, 4, 4, 4]) as tf.Tensor4D;
+    const a = legacy.decode(z);
+    const b = vae.decode(z);
+    // Only GroupNorm's eps differs (1e-5 -> 1e-6).
+    const scale = Math.max(...Array.from(a.dataSync(), Math.abs));
+    expect(maxAbsDiff(a.dataSync(), b.dataSync()) / scale).toBeLessThan(1e-3);
+    expect(() => vaeFromLegacy(vae)).toThrow(/not legacy/);
+    tf.dispose([z, a, b]);
+    vae.dispose();
+    legacy.dispose();
   });
 });
