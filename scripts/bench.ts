@@ -42,8 +42,7 @@ await runCli(async () => {
       .option('json', { type: 'boolean', default: false, describe: 'stdout is one JSON object; progress goes to stderr' }),
   );
 
-  const file = path.resolve(repoRoot, argv.config);
-  const spec = loadBenchSpec(file);
+  // The flags first: a bad one is named whatever the benchmark file (which may be missing).
   const only = argv.only
     ?.split(',')
     .map((s) => s.trim())
@@ -53,6 +52,8 @@ await runCli(async () => {
   const opt = (v: string | undefined, flag: string, min: number) => (v === undefined ? undefined : integer(v, flag, min));
   const asked = argv.workers === undefined ? undefined : integer(argv.workers, '--workers', 1, MAX_WORKERS);
   const choice = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime');
+  const file = path.resolve(repoRoot, argv.config);
+  const spec = loadBenchSpec(file);
   const backend = await initBackend({ backend: argv.backend, threads: opt(argv.threads, '--threads', 1) ?? workerThreads(asked ?? 1), quiet: true });
   const { runtime, why } = await resolveRuntime(choice, backend);
   if (why) console.error(`runtime ${runtime} (${why})`);
