@@ -3,7 +3,8 @@
  * tiny config with perturbed weights, one forward and whole sampling loops; the clear error for
  * an untranslated kernel; no tfjs tensor leaks.
  */
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -79,8 +80,12 @@ describe('OnnxUNet', () => {
 
   it('keeps the weights in a file beside the model past the size limit, same numbers, folder removed', async () => {
     const { sample, timesteps, context } = peerUNetInputs(); // [2, 8, 8, 4], int32 [2], [2, 5, 12]
+    // A private temp folder (os.tmpdir() reads TMPDIR), so other processes' folders cannot interfere.
+    const privateTmp = mkdtempSync(path.join(os.tmpdir(), 'onnx-unet-test-'));
+    const savedTmp = process.env.TMPDIR;
+    process.env.TMPDIR = privateTmp;
     const folders = () =>
-      readdirSync(os.tmpdir())
+      readdirSync(privateTmp)
         .filter((f) => f.startsWith('txt2img-unet-'))
         .sort();
     const foldersBefore = folders();
@@ -94,7 +99,10 @@ describe('OnnxUNet', () => {
     external.dispose();
     tf.dispose([want, got]);
     expect(tf.memory().numTensors).toBe(before);
+    if (savedTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = savedTmp;
     expect(folders()).toEqual(foldersBefore);
+    rmSync(privateTmp, { recursive: true, force: true });
     tf.dispose([sample, timesteps, context]);
   });
 
