@@ -11,7 +11,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { cliArgs, parseStrict, runCli } from './cli.js';
+import { cliArgs, finiteNumber, parseStrict, runCli } from './cli.js';
 import { generationOptions, generationSettings } from './generation-options.js';
 
 /** Subcommands, recognised as the first argument only (`txt2img -- serve` draws the word). */
@@ -33,12 +33,17 @@ if (sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub)) {
         ),
       )
         .option('save-steps', { type: 'boolean', default: false, describe: 'write the x0 estimate of every step as <out>-steps.png and .webp' })
+        .option('width', { type: 'string', describe: "image width in pixels (default: the model's size, or the --latents file's)" })
+        .option('height', { type: 'string', describe: "image height in pixels (default: the model's size, or the --latents file's)" })
         .option('latents', {
           type: 'string',
           describe: "initial latents (.npy or .safetensors, NCHW [B, 4, h, w] standard normals, as diffusers' latents=) instead of the seed's",
         }),
     );
     const { runtimeChoice, ...opts } = generationSettings(argv);
+    // Numbers here; the range and the model's multiple are checked where the request is (txt2img.ts, pipeline.ts).
+    const width = argv.width === undefined ? undefined : finiteNumber(argv.width, '--width');
+    const height = argv.height === undefined ? undefined : finiteNumber(argv.height, '--height');
     const [{ initBackend }, { resolveRuntime }, { runTxt2Img }, { defaultModelDir }, { resolveModel }] = await Promise.all([
       import('../src/backend/index.js'),
       import('../src/onnx/runtime.js'),
@@ -54,7 +59,7 @@ if (sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub)) {
     const backend = await initBackend({ backend: argv.backend });
     const { runtime, why } = await resolveRuntime(runtimeChoice, backend);
     const t0 = performance.now();
-    const { files } = await runTxt2Img({ ...opts, saveSteps: argv['save-steps'], latents: argv.latents, model, runtime, runtimeWhy: why });
+    const { files } = await runTxt2Img({ ...opts, width, height, saveSteps: argv['save-steps'], latents: argv.latents, model, runtime, runtimeWhy: why });
     console.error(`wrote ${files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   });
 }

@@ -114,7 +114,17 @@ export interface GenerateOptions {
    * from a file); not disposed here. Not with `edit`.
    */
   latents?: tf.Tensor4D;
+  /**
+   * Image size in pixels (default: the model's square size, imageSize). The U-Net is
+   * convolutional, so any multiple of `sizeMultiple` works (diffusers' height= / width=); a model
+   * draws best near the size it was trained at. Not with `edit` (img2img works at the model's size).
+   */
+  width?: number;
+  height?: number;
 }
+
+/** Largest image side generate() accepts, in pixels (A1111's UI goes to 2048). */
+export const MAX_IMAGE_SIDE = 8192;
 
 export interface SavePipelineOptions {
   /**
@@ -279,7 +289,34 @@ export class Txt2ImgPipeline {
     if (o.steps > T) throw new Error(`steps must be an integer from 1 to ${T} (the model's training steps), got ${o.steps}`);
     if (o.negative !== undefined && this.info.conditioning !== 'clip')
       throw new Error('a negative prompt needs a text-conditioned model; this one is conditioned on class labels');
+    this.imageShape(o, o.edit !== undefined);
     return resolved;
+  }
+
+  /**
+   * Sides an image may have: multiples of the VAE's downsampling times the U-Net's (one stride-2
+   * downsample between levels), so every U-Net skip connection meets a map of its own size.
+   */
+  get sizeMultiple(): number {
+    return this.vae.config.downsampleFactor * 2 ** (this.unet.config.channels.length - 1);
+  }
+
+  /** The image size a call asks for (default the model's), checked: { width, height } in pixels. */
+  imageShape(o: Pick<GenerateOptions, 'width' | 'height'>, editing = false): { width: number; height: number } {
+    const m = this.sizeMultiple;
+    const size = this.info.imageSize;
+    const side = (v: number | undefined, name: string) => {
+      if (v === undefined) return size;
+      if (!Number.isInteger(v) || v < m || v > MAX_IMAGE_SIDE || v % m !== 0)
+        throw new Error(
+          `${name} must be a multiple of ${m} from ${m} to ${MAX_IMAGE_SIDE} pixels for this model (its VAE and U-Net downsampling), got ${v}; its own size is ${size}`,
+        );
+      return v;
+    };
+    const shape = { width: side(o.width, 'width'), height: side(o.height, 'height') };
+    if (editing && (shape.width !== size || shape.height !== size))
+      throw new Error(`img2img works at the model's size ${size}x${size}; width/height ${shape.width}x${shape.height} are for text to image`);
+    return shape;
   }
 
   /** Generates images [B, H, W, C] in [-1, 1], one per input. */
@@ -311,8 +348,8 @@ export class Txt2ImgPipeline {
     const scheduler = createScheduler({ ...withA1111Sampler(this.schedulerConfig, sampler.name), eta: sampler.type === 'ddim' ? eta : 0 });
     scheduler.setTimesteps(o.steps);
     const f = this.vae.config.downsampleFactor;
-    const size = this.info.imageSize;
-    const shape: [number, number, number, number] = [b, size / f, size / f, this.vae.config.latentChannels];
+    const { width, height } = this.imageShape(o, o.edit !== undefined);
+    const shape: [number, number, number, number] = [b, height / f, width / f, this.vae.config.latentChannels]; // [B, h, w, c]
 
     let cond: Conditioning | undefined;
     let uncond: Conditioning | undefined;
@@ -329,7 +366,7 @@ export class Txt2ImgPipeline {
       if (this.inpainting && !start?.imageConditioning) {
         // Text to image with an inpainting U-Net: everything is to be painted (A1111's
         // txt2img_image_conditioning), with the masked pixels 0 as in training, not A1111's black.
-        blank = tf.tidy(() => this.inpaintingConditioning(tf.zeros([b, size, size, this.vae.config.imageChannels]), tf.ones([b, size, size, 1])));
+        blank = tf.tidy(() => this.inpaintingConditioning(tf.zeros([b, height, width, this.vae.config.imageChannels]), tf.ones([b, height, width, 1])));
       }
       const loop: Omit<SampleLatentsOptions, 'unet'> = {
         scheduler,

@@ -16,7 +16,7 @@ import { LabelEncoder } from '../text/label.js';
 import { type Runtime, describeUNetRuntime } from '../onnx/runtime.js';
 import { Generator } from '../random/generator.js';
 import { type LatentsFile, latentsToNHWC, readLatentsFile } from './latents.js';
-import { type GenerateOptions, type StepInfo, Txt2ImgPipeline, validateGenerateOptions } from './pipeline.js';
+import { type GenerateOptions, MAX_IMAGE_SIDE, type StepInfo, Txt2ImgPipeline, validateGenerateOptions } from './pipeline.js';
 
 export interface Txt2ImgOptions {
   /** Prompts (text models); each gives `n` images. */
@@ -44,6 +44,12 @@ export interface Txt2ImgOptions {
   runtimeWhy?: string;
   /** Initial latents file (.npy or .safetensors, NCHW as diffusers' `latents=`; latents.ts). */
   latents?: string;
+  /**
+   * Image size in pixels (GenerateOptions.width/height): default the model's square size, or
+   * the latents file's size times the VAE's downsampling when `latents` is given.
+   */
+  width?: number;
+  height?: number;
   quiet?: boolean;
   log?: (line: string) => void;
 }
@@ -78,7 +84,7 @@ export const MAX_IMAGES = 1024;
 export const BATCH_IMAGES = 32;
 
 /** What one generation asks for, as users state it: prompts (or class labels) and the settings. */
-export type ImageRequest = Pick<Txt2ImgOptions, 'prompts' | 'labels' | 'negative' | 'cfg' | 'steps' | 'sampler' | 'eta' | 'seed' | 'n'>;
+export type ImageRequest = Pick<Txt2ImgOptions, 'prompts' | 'labels' | 'negative' | 'cfg' | 'steps' | 'sampler' | 'eta' | 'seed' | 'n' | 'width' | 'height'>;
 
 /** The request's settings as GenerateOptions (without the inputs), and its resolved sampler. */
 export function requestSettings(r: ImageRequest, runtime?: Runtime) {
@@ -90,7 +96,16 @@ export function requestSettings(r: ImageRequest, runtime?: Runtime) {
     eta: r.eta,
     seed: r.seed,
     runtime,
+    width: r.width,
+    height: r.height,
   };
+  for (const [name, v] of [
+    ['width', r.width],
+    ['height', r.height],
+  ] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > MAX_IMAGE_SIDE))
+      throw new Error(`--${name} must be an integer from 1 to ${MAX_IMAGE_SIDE} pixels, got ${v}`);
+  }
   if (!Number.isInteger(r.n) || r.n < 1 || r.n > 256) throw new Error(`--n must be an integer from 1 to 256, got ${r.n}`);
   const asked = r.labels?.length || r.prompts.length;
   if (asked * r.n > MAX_IMAGES) {
@@ -130,11 +145,24 @@ export interface GenerateImagesOptions {
   latents?: LatentsFile;
 }
 
+/**
+ * The size a request asks for: its width/height, else (for each side not given) the latents
+ * file's, else the model's (undefined: GenerateOptions' default).
+ */
+function requestSize(pipe: Txt2ImgPipeline, r: ImageRequest, latents?: LatentsFile): Pick<GenerateOptions, 'width' | 'height'> {
+  const f = pipe.vae.config.downsampleFactor;
+  const fromLatents = latents?.shape.length === 4;
+  return {
+    width: r.width ?? (fromLatents ? latents!.shape[3] * f : undefined),
+    height: r.height ?? (fromLatents ? latents!.shape[2] * f : undefined),
+  };
+}
+
 /** Each image's generation parameters in AUTOMATIC1111's infotext format. */
 export function requestInfotexts(pipe: Txt2ImgPipeline, r: ImageRequest, o: Pick<GenerateImagesOptions, 'model' | 'runtime' | 'extra' | 'latents'>): string[] {
   const { sampler } = requestSettings(r, o.runtime);
   const { shown } = requestInputs(pipe, r, o.model);
-  const size = pipe.info.imageSize;
+  const { width, height } = pipe.imageShape(requestSize(pipe, r, o.latents));
   return shown.map((prompt, i) =>
     formatInfotext({
       prompt,
@@ -143,8 +171,8 @@ export function requestInfotexts(pipe: Txt2ImgPipeline, r: ImageRequest, o: Pick
       sampler: sampler.name,
       cfgScale: r.cfg,
       seed: r.seed,
-      width: size,
-      height: size,
+      width,
+      height,
       model: path.basename(path.resolve(o.model)),
       extra: {
         ...(sampler.type === 'ddim' && r.eta ? { Eta: r.eta } : {}),
@@ -169,17 +197,20 @@ export async function generateImages(pipe: Txt2ImgPipeline, r: ImageRequest, o: 
   const { inputs } = requestInputs(pipe, r, o.model);
   const parameters = requestInfotexts(pipe, r, o);
   const rng = new Generator(r.seed);
-  const h = pipe.info.imageSize / pipe.vae.config.downsampleFactor;
+  const size = requestSize(pipe, r, o.latents);
+  const { width, height } = pipe.imageShape(size, o.edit !== undefined);
+  const f = pipe.vae.config.downsampleFactor;
+  const [h, w] = [height / f, width / f];
   const c = pipe.vae.config.latentChannels;
-  const initial = o.latents && latentsToNHWC(o.latents, inputs.length, c, h, h); // [N, h, h, c]
+  const initial = o.latents && latentsToNHWC(o.latents, inputs.length, c, h, w); // [N, h, w, c]
   const batches = Math.ceil(inputs.length / BATCH_IMAGES);
   const parts: tf.Tensor4D[] = [];
   let images: tf.Tensor4D;
   try {
     for (let k = 0; k < batches; k++) {
       const slice = inputs.slice(k * BATCH_IMAGES, (k + 1) * BATCH_IMAGES) as string[] | number[];
-      const per = h * h * c;
-      const latents = initial && tf.tensor4d(initial.subarray(k * BATCH_IMAGES * per, (k * BATCH_IMAGES + slice.length) * per), [slice.length, h, h, c]);
+      const per = h * w * c;
+      const latents = initial && tf.tensor4d(initial.subarray(k * BATCH_IMAGES * per, (k * BATCH_IMAGES + slice.length) * per), [slice.length, h, w, c]);
       try {
         parts.push(
           await pipe.generate({
@@ -190,6 +221,7 @@ export async function generateImages(pipe: Txt2ImgPipeline, r: ImageRequest, o: 
             onStep: o.onStep && ((s) => o.onStep!({ ...s, batch: k, batches })),
             edit: o.edit?.(k * BATCH_IMAGES, slice.length),
             latents,
+            ...size,
           }),
         );
       } finally {

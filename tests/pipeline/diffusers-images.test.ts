@@ -1,5 +1,5 @@
 /**
- * Whole images against diffusers: each square text-to-image reference pipeline of
+ * Whole images against diffusers: each text-to-image reference pipeline of
  * tests/fixtures/diffusers/pipelines (diffusers' own save_pretrained output; README.md there) is
  * assembled into a complete folder (the case plus the shared `_text/` text encoder and
  * tokenizer), and `txt2img --model DIR --latents L` (runTxt2Img, the CLI's path: folder loading,
@@ -17,14 +17,18 @@ import { runTxt2Img } from '../../src/pipeline/txt2img.js';
 
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/diffusers/pipelines');
 /**
- * Text-to-image cases at a square size (txt2img renders the model's square image size), with the
- * sampler and reference image: DDIM with SD-1.5's schedule where the folder's scheduler is that
- * DDIM, else the folder's own scheduler (l3_list_conv: DPM-Solver++ 2M, linspace spacing).
+ * Text-to-image cases, with the sampler and reference image: DDIM with SD-1.5's schedule where the
+ * folder's scheduler is that DDIM (l2_list_linear's predicts v, as SD-2.1), else the folder's own
+ * scheduler (l3_list_conv: DPM-Solver++ 2M, linspace spacing). Two are not square: l2_list_linear
+ * (16 x 24, H x W) passes --width/--height as diffusers' height=/width=; sd_vae_l4 (48 x 32, an
+ * SD-1.5-shaped VAE) takes its size from the latents file alone.
  */
-const RUNS: { name: string; sampler: string; image: string }[] = [
+const RUNS: { name: string; sampler: string; image: string; size?: { width: number; height: number } }[] = [
   { name: 'l2_int_conv', sampler: 'ddim', image: 'image.ddim.uint8' },
   { name: 'l3_int_linear', sampler: 'ddim', image: 'image.ddim.uint8' },
   { name: 'l3_list_conv', sampler: 'dpmpp-2m', image: 'image.dpmpp_2m.uint8' },
+  { name: 'l2_list_linear', sampler: 'ddim', image: 'image.ddim_v.uint8', size: { width: 24, height: 16 } },
+  { name: 'sd_vae_l4', sampler: 'ddim', image: 'image.ddim.uint8' },
 ];
 const CASES = RUNS.filter((r) => existsSync(path.join(FIXTURES, r.name, 'reference.safetensors')));
 
@@ -36,8 +40,8 @@ beforeAll(async () => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe.skipIf(CASES.length === 0)("txt2img --latents on diffusers' reference pipelines", () => {
-  for (const { name, sampler, image } of CASES) {
-    it(`${name}, ${sampler}: the image equals diffusers' to 1/255`, async () => {
+  for (const { name, sampler, image, size } of CASES) {
+    it(`${name}, ${sampler}${size ? `, ${size.height}x${size.width}` : ''}: the image equals diffusers' to 1/255`, async () => {
       const dir = path.join(tmp, name);
       cpSync(path.join(FIXTURES, name), dir, { recursive: true });
       cpSync(path.join(FIXTURES, '_text', 'text_encoder'), path.join(dir, 'text_encoder'), { recursive: true });
@@ -61,6 +65,7 @@ describe.skipIf(CASES.length === 0)("txt2img --latents on diffusers' reference p
         n: 1,
         out,
         latents: latentsFile,
+        ...size,
         runtime: 'tfjs',
         quiet: true,
         log: () => {},

@@ -422,3 +422,46 @@ describe('--model org/name', () => {
     }
   });
 });
+
+describe('width and height', () => {
+  it('generates at any multiple of the VAE x U-Net downsampling, takes the size from non-square latents, and names a bad size', async () => {
+    const pipe = await Txt2ImgPipeline.load(pipeDir, { log: () => {} });
+    const f = pipe.vae.config.downsampleFactor;
+    const m = pipe.sizeMultiple;
+    expect(m).toBe(f * 2 ** (pipe.unet.config.channels.length - 1));
+    const before = tf.memory().numTensors;
+    const wide = await pipe.generate({ ...GEN, inputs: ['a red square'], width: 3 * m, height: m });
+    expect(wide.shape).toEqual([1, m, 3 * m, 3]); // [B, H, W, C]
+    wide.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    // The model's own size is the default, and asking for it changes nothing.
+    const own = await pipe.generate({ ...GEN, inputs: ['a red square'], width: 32, height: 32 });
+    expect(maxAbsDiff((await own.data()) as Float32Array, want)).toBe(0);
+    own.dispose();
+    await expect(pipe.generate({ ...GEN, inputs: ['a'], width: m + 1 })).rejects.toThrow(
+      `width must be a multiple of ${m} from ${m} to 8192 pixels for this model (its VAE and U-Net downsampling), got ${m + 1}; its own size is 32`,
+    );
+    expect(() => pipe.imageShape({ height: 2 * m }, true)).toThrow(`img2img works at the model's size 32x32; width/height 32x${2 * m} are for text to image`);
+    pipe.dispose();
+
+    // The CLI path: the size from a non-square latents file [1, c, h, w], written in the PNG.
+    const dir = tempDir('pipefolder-size');
+    const [c, h, w] = [4, m / f, (2 * m) / f];
+    const file = path.join(dir, 'latents.npy');
+    writeFileSync(file, npy([1, c, h, w], new Generator(12).normalArray(c * h * w)));
+    const out = path.join(dir, 'out.png');
+    const run = { model: pipeDir, prompts: ['a red square'], n: 1, cfg: 3, steps: 2, sampler: 'ddim', eta: 0, seed: 7, out, quiet: true, log: () => {} };
+    const r = await runTxt2Img({ ...run, latents: file });
+    expect(r.parameters[0]).toContain(`Size: ${2 * m}x${m}`);
+    const png = readFileSync(out);
+    expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([2 * m, m]); // IHDR width, height
+    // Explicit sizes that disagree with the latents, and impossible sizes, fail before any file is written.
+    rmSync(out);
+    await expect(runTxt2Img({ ...run, latents: file, width: m })).rejects.toThrow(
+      `shape [1, 4, ${h}, ${w}] does not fit this model and request, which take [1, 4, ${h}, ${m / f}]`,
+    );
+    await expect(runTxt2Img({ ...run, width: 0 })).rejects.toThrow('--width must be an integer from 1 to 8192 pixels, got 0');
+    await expect(runTxt2Img({ ...run, height: 1.5 })).rejects.toThrow('--height must be an integer from 1 to 8192 pixels, got 1.5');
+    expect(existsSync(out)).toBe(false);
+  });
+});

@@ -29,6 +29,7 @@ describe('txt2img CLI input errors', () => {
     ['non-finite cfg', ['a cat', '--model', model, '--cfg', 'Infinity', '--out', out], /--cfg must be a finite decimal number, got 'Infinity'/],
     ['hexadecimal cfg', ['a cat', '--model', model, '--cfg', '0x10', '--out', out], /--cfg must be a finite decimal number, got '0x10'/],
     ['steps < 1', ['a cat', '--model', model, '--steps', '0', '--out', out], /--steps must be an integer from 1 to .*, got '0'/],
+    ['fractional width', ['a cat', '--model', model, '--width', '12.5', '--out', out], /--width must be an integer from 1 to 8192 pixels, got 12.5/],
     [
       'unknown sampler',
       ['a cat', '--model', model, '--sampler', 'warp', '--out', out],
