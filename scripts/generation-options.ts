@@ -11,7 +11,7 @@ import { finiteNumber, integer } from './cli.js';
 export function generationOptions<T>(y: Argv<T>) {
   return y
     .positional('prompt', { type: 'string', array: true, describe: 'prompt(s); each gives --n images' })
-    .option('model', { type: 'string', describe: 'pipeline folder, or a Hugging Face hub id org/name (txt2img; default: the bundled models/default)' })
+    .option('model', { type: 'string', describe: 'pipeline folder, or a Hugging Face hub id org/name (default: the bundled models/default)' })
     .option('negative', { type: 'string', describe: 'negative prompt (replaces the unconditional context)' })
     .option('cfg', { type: 'string', default: '7', describe: 'classifier-free guidance scale (1 = no guidance)' })
     .option('steps', { type: 'string', default: '25', describe: 'denoising steps' })

@@ -57,13 +57,15 @@ await runCli(async () => {
   ] as const) {
     if (file !== undefined && !existsSync(file)) throw new Error(`${flag} ${file}: no such file`);
   }
-  const [{ initBackend }, { resolveRuntime }, { runImg2Img }, { defaultModelDir }] = await Promise.all([
+  const [{ initBackend }, { resolveRuntime }, { runImg2Img }, { defaultModelDir }, { resolveModel }] = await Promise.all([
     import('../src/backend/index.js'),
     import('../src/onnx/runtime.js'),
     import('../src/pipeline/img2img.js'),
     import('../src/pipeline/text-to-image.js'),
+    import('../src/pipeline/hub.js'),
   ]);
-  const model = argv.model ?? defaultModelDir();
+  // A hub id (org/name) that is not a local path: downloaded once into the cache, as txt2img does.
+  const model = argv.model === undefined ? defaultModelDir() : await resolveModel(argv.model);
   if (argv.model === undefined && !existsSync(path.join(model, 'model_index.json'))) {
     throw new Error(`no bundled default model at ${model}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
   }

@@ -14,7 +14,7 @@ import { cliArgs, integer, parseStrict, runCli } from './cli.js';
 await runCli(async () => {
   const argv = await parseStrict(
     cliArgs('txt2img serve', "$0 [options]\n\nServe AUTOMATIC1111's API (/sdapi/v1/...) and a web page (/) for a pipeline folder.")
-      .option('model', { type: 'string', describe: 'pipeline folder loaded first (default: the bundled models/default)' })
+      .option('model', { type: 'string', describe: 'pipeline folder, or a Hugging Face hub id org/name, loaded first (default: the bundled models/default)' })
       .option('models', { type: 'string', describe: 'a folder of pipeline folders, offered by /sdapi/v1/sd-models' })
       .option('port', { type: 'string', default: '7860', describe: 'port (0: any free one)' })
       .option('listen', { type: 'boolean', default: false, describe: 'bind all interfaces (0.0.0.0) instead of 127.0.0.1' })
@@ -36,13 +36,15 @@ await runCli(async () => {
   const runtimeChoice = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime', 'U-Net runtime');
   const auth = argv['api-auth']?.split(',').map((s) => s.trim());
   if (auth?.some((p) => p.indexOf(':') <= 0)) throw new Error(`--api-auth must be user:password (comma-separated for several), got '${argv['api-auth']}'`);
-  const [{ initBackend }, { resolveRuntime, describeUNetRuntime }, { startServer }, { defaultModelDir }] = await Promise.all([
+  const [{ initBackend }, { resolveRuntime, describeUNetRuntime }, { startServer }, { defaultModelDir }, { resolveModel }] = await Promise.all([
     import('../src/backend/index.js'),
     import('../src/onnx/runtime.js'),
     import('../src/server/server.js'),
     import('../src/pipeline/text-to-image.js'),
+    import('../src/pipeline/hub.js'),
   ]);
-  const model = argv.model ?? defaultModelDir();
+  // A hub id (org/name) that is not a local path: downloaded once into the cache, as txt2img does.
+  const model = argv.model === undefined ? defaultModelDir() : await resolveModel(argv.model);
   if (!existsSync(path.join(model, 'model_index.json')))
     throw new Error(`${model} is not a pipeline folder (no model_index.json); pass --model <pipeline folder>`);
   const backend = await initBackend({ backend: argv.backend });

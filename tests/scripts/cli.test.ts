@@ -3,7 +3,10 @@
  * allowed, a non-zero exit code, and no output file.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { type AddressInfo, createServer } from 'node:net';
 import path from 'node:path';
+import sharp from 'sharp';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '../fixtures/captioned.js';
@@ -11,10 +14,10 @@ import { runCommand } from '../helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-async function cli(script: string, args: string[]) {
+async function cli(script: string, args: string[], env: Record<string, string> = {}) {
   const r = await runCommand(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', script), ...args], {
     cwd: repo,
-    env: { ...process.env, TXT2IMG_BACKEND: 'cpu' },
+    env: { ...process.env, TXT2IMG_BACKEND: 'cpu', ...env },
     timeout: 300_000,
   });
   return { code: r.code, stderr: r.stderr.trim(), stdout: r.stdout };
@@ -68,6 +71,33 @@ describe('txt2img CLI input errors', () => {
     const r = await cli('txt2img.ts', ['a cat', '--model', m, '--out', out]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/incomplete: missing vae\/, unet\/, text_encoder\//);
+  });
+});
+
+describe('hub ids in every generating command', () => {
+  it('txt2img img2img and txt2img serve take --model org/name and name the hub when it cannot be reached', async () => {
+    // A port nothing listens on (taken, then freed): the download is refused at once.
+    const server = createServer().listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    server.close();
+    const dir = tempDir('cli-hub');
+    const init = path.join(dir, 'init.png');
+    writeFileSync(
+      init,
+      await sharp({ create: { width: 8, height: 8, channels: 3, background: '#808080' } })
+        .png()
+        .toBuffer(),
+    );
+    const env = { HF_ENDPOINT: endpoint, TXT2IMG_CACHE: path.join(dir, 'cache') };
+    const unreachable = `cannot download 'org/name': the Hugging Face hub (${endpoint}) could not be reached (ECONNREFUSED)`;
+    const r = await cli('txt2img.ts', ['img2img', '--init', init, '--model', 'org/name', 'a cat', '--out', path.join(dir, 'x.png')], env);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(unreachable);
+    const r2 = await cli('txt2img.ts', ['serve', '--model', 'org/name', '--port', '0'], env);
+    expect(r2.code).not.toBe(0);
+    expect(r2.stderr).toContain(unreachable);
+    expect(existsSync(path.join(dir, 'x.png'))).toBe(false);
   });
 });
 
