@@ -107,7 +107,7 @@ export function classifierShardLoss(task: ClassifierShardTask, clf: AttributeCla
 }
 
 export function classifierReplica(task: ClassifierShardTask): Replica<{ indices: number[] }> {
-  const clf = new AttributeClassifier(task.config, new Generator(0)); // the weights come from the main thread
+  const clf = new AttributeClassifier(task.config, Generator.forLoadedWeights()); // the weights come from the main thread
   const staged = classifierStagedLoss(task, clf);
   return { store: clf.store, loss: stagedLossFn(staged), staged, dispose: () => clf.dispose() };
 }

@@ -258,7 +258,7 @@ export class Txt2ImgPipeline {
       if (index.conditioning === 'label') {
         const encDir = path.join(dir, 'label_encoder');
         const cfg = validateLabelEncoderConfig(readComponentConfig(encDir, 'label encoder'));
-        const enc = new LabelEncoder(cfg, new Generator(0));
+        const enc = new LabelEncoder(cfg, Generator.forLoadedWeights());
         loadComponentWeights(encDir, enc.params, undefined, 'label encoder');
         encoder = enc;
       } else {

@@ -137,7 +137,7 @@ export function vaeShardLoss(task: VaeShardTask, vae: AutoencoderKL): (b: IndexB
 }
 
 export function vaeReplica(task: VaeShardTask): Replica<IndexBatch> {
-  const vae = new AutoencoderKL(task.vae, new Generator(0)); // the weights come from the main thread
+  const vae = new AutoencoderKL(task.vae, Generator.forLoadedWeights()); // the weights come from the main thread
   const staged = vaeStagedLoss(task, vae);
   return { store: vae.store, loss: stagedLossFn(staged), staged, dispose: () => vae.dispose() };
 }
@@ -295,8 +295,8 @@ export function unetStagedLoss(task: UnetShardTask, unet: UNet2DCondition, label
 
 export function unetReplica(task: UnetShardTask): Replica<UnetShardBatch> {
   // The weights come from the main thread.
-  const unet = new UNet2DCondition(task.unet, new Generator(0));
-  const labelEncoder = task.labelEncoder ? new LabelEncoder(task.labelEncoder, new Generator(0)) : undefined;
+  const unet = new UNet2DCondition(task.unet, Generator.forLoadedWeights());
+  const labelEncoder = task.labelEncoder ? new LabelEncoder(task.labelEncoder, Generator.forLoadedWeights()) : undefined;
   const store = unetTrainedStore(unet, labelEncoder);
   const staged = unetStagedLoss(task, unet, labelEncoder);
   return {

@@ -12,7 +12,7 @@ import { UNet2DCondition } from './unet2d-condition.js';
 /** A new U-Net with a legacy U-Net's weights and diffusers' numerics; the input is left as it is. */
 export function unetFromLegacy(legacy: UNet2DCondition): UNet2DCondition {
   if (!legacy.config.legacy) throw new Error("unetFromLegacy: the U-Net is not legacy (it already has diffusers' numerics)");
-  const unet = new UNet2DCondition({ ...legacy.config, _version: UNET_CONFIG_VERSION, legacy: false }, new Generator(0));
+  const unet = new UNet2DCondition({ ...legacy.config, _version: UNET_CONFIG_VERSION, legacy: false }, Generator.forLoadedWeights());
   unet.store.copyFrom(legacy.store);
   return unet;
 }

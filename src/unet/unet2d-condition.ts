@@ -182,7 +182,7 @@ export class UNet2DCondition {
       dir,
       'unet',
       parseUNetConfig,
-      (c) => new UNet2DCondition(c, new Generator(0)),
+      (c) => new UNet2DCondition(c, Generator.forLoadedWeights()),
       undefined,
       (m) => m.weightLayout(),
     );

@@ -189,7 +189,7 @@ export class AutoencoderKL {
       dir,
       'vae',
       parseVaeConfig,
-      (c) => new AutoencoderKL(c, new Generator(0)),
+      (c) => new AutoencoderKL(c, Generator.forLoadedWeights()),
       undefined,
       (m) => m.weightLayout(),
     );

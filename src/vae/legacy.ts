@@ -18,7 +18,10 @@ import { VAE_CONFIG_VERSION } from './config.js';
 /** A new diffusers-architecture VAE with a legacy VAE's weights (see the file comment); the input is left as it is. */
 export function vaeFromLegacy(legacy: AutoencoderKL): AutoencoderKL {
   if (!legacy.config.legacy) throw new Error("vaeFromLegacy: the VAE is not legacy (it is already in diffusers' architecture)");
-  const vae = new AutoencoderKL({ ...legacy.config, _version: VAE_CONFIG_VERSION, legacy: false, quantConv: false, postQuantConv: false }, new Generator(0));
+  const vae = new AutoencoderKL(
+    { ...legacy.config, _version: VAE_CONFIG_VERSION, legacy: false, quantConv: false, postQuantConv: false },
+    Generator.forLoadedWeights(),
+  );
   for (const [name, v] of vae.store.entries()) {
     if (legacy.store.has(name)) v.assign(legacy.store.get(name));
     // A ResBlock the legacy VAE lacks: zero conv2, so it adds nothing to its shortcut (the identity).

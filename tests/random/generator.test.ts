@@ -67,6 +67,14 @@ describe('Generator', () => {
     expect(() => Generator.fromState([1, 2, 3] as never)).toThrow(/four uint32/);
     expect(() => new Generator(0).randint(5, 5)).toThrow(/lo < hi/);
   });
+
+  it('forLoadedWeights gives zero arrays without drawing and refuses to be a noise source', () => {
+    const g = Generator.forLoadedWeights();
+    expect(Array.from(g.uniformArray(5, -1, 1))).toEqual([0, 0, 0, 0, 0]);
+    expect(Array.from(g.normalArray(3))).toEqual([0, 0, 0]);
+    expect(() => g.uniform()).toThrow('Generator.forLoadedWeights() draws no random numbers');
+    expect(() => g.spawn()).toThrow('Generator.forLoadedWeights() draws no random numbers');
+  });
 });
 
 const PINNED = [3809008728, 1133695204, 53579671];
