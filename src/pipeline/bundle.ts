@@ -180,7 +180,8 @@ function readme(o: {
   const fp16 = o.opts.fp16 === true;
   const total = o.files.reduce((a, f) => a + f.bytes, 0);
   const L: string[] = [];
-  L.push('# txt2img default model', '');
+  // Named after its folder: models/default is "txt2img default model", models/mnist "txt2img mnist model".
+  L.push(`# txt2img ${path.basename(path.resolve(o.opts.outDir))} model`, '');
   const clip = o.index.conditioning === 'clip';
   L.push(
     `A small ${clip ? 'text' : 'label'}-to-image latent diffusion pipeline (a txt2img pipeline folder, diffusers layout): ${o.index.imageSize}x${o.index.imageSize} images,`,

@@ -136,6 +136,7 @@ describe('bundling a trained pipeline (--fp16)', () => {
     for (const [k, v] of Object.entries(th))
       if (k !== '__metadata__') expect((v as { dtype: string }).dtype, k).toBe(k.endsWith('token_embedding.weight') ? 'F16' : 'F32');
     const readme = readFileSync(path.join(bundleDir, 'README.md'), 'utf8');
+    expect(readme.split('\n')[0]).toBe('# txt2img default model'); // named after its folder
     expect(readme).toMatch(/text encoder is NOT pretrained/);
     expect(readme).toContain(RECIPE);
     expect(readme).toContain('scripts/bundle-model.ts');
@@ -185,7 +186,7 @@ describe('bundling a trained pipeline (--fp16)', () => {
   });
 
   it('without --fp16 the bundle (written by the CLI) generates exactly what the pipeline does', async () => {
-    const out = path.join(tempDir('bundle-f32'), 'default');
+    const out = path.join(tempDir('bundle-f32'), 'scenes-f32');
     const r = await runCommand(
       process.execPath,
       ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', pipeDir, '--out', out, '--quiet'],
@@ -197,7 +198,9 @@ describe('bundling a trained pipeline (--fp16)', () => {
     );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^bundled .* -> .*: 16 files, [\d.]+ MB/m);
-    expect(readFileSync(path.join(out, 'README.md'), 'utf8')).toMatch(/Stored as float32, exactly as trained/);
+    const written = readFileSync(path.join(out, 'README.md'), 'utf8');
+    expect(written).toMatch(/Stored as float32, exactly as trained/);
+    expect(written.split('\n')[0]).toBe(`# txt2img ${path.basename(out)} model`);
     const bad = await runCommand(
       process.execPath,
       ['--import', 'tsx', path.join(repo, 'scripts', 'bundle-model.ts'), '--pipeline', path.join(out, 'nope'), '--out', path.join(out, '..', 'x')],
