@@ -62,7 +62,7 @@ await runCli(async () => {
   });
   if (!argv.quiet) {
     for (const f of r.files) console.log(`  ${f.path.padEnd(48)} ${String(f.bytes).padStart(10)}`);
-    if (!r.tokenizerChecked) console.log(`note: the tokenizer was not checked (pass --local-models DIR holding ${argv['tokenizer-id']}/ to check it)`);
+    if (r.tokenizerChecked === false) console.log(`note: the tokenizer was not checked (pass --local-models DIR holding ${argv['tokenizer-id']}/ to check it)`);
   }
   console.log(
     `bundled ${rel(argv.pipeline)} -> ${rel(r.outDir)}: ${r.files.length} files, ${(r.totalBytes / 1e6).toFixed(2)} MB (source ${(r.sourceBytes / 1e6).toFixed(2)} MB)`,

@@ -77,8 +77,8 @@ export interface BundleResult {
   sourceBytes: number;
   /** With fp16: max |difference| of last_hidden_state between the converted and the source text model on fixed token ids. */
   textModelMaxDiff?: number;
-  /** Whether the bundled tokenizer was checked against tokenizerCheckDir. */
-  tokenizerChecked: boolean;
+  /** Whether the bundled tokenizer was checked against tokenizerCheckDir; undefined without one (a label-conditioned pipeline). */
+  tokenizerChecked?: boolean;
 }
 
 const CLIP_SUBDIR = 'clip';
@@ -441,7 +441,7 @@ export async function bundlePipeline(opts: BundleOptions): Promise<BundleResult>
     const all = filesUnder(outDir);
     const totalBytes = all.reduce((a, f) => a + f.bytes, 0);
     log(`wrote ${outDir}: ${all.length} files, ${formatBytes(totalBytes)} (from ${formatBytes(sourceBytes)})`);
-    return { outDir, files: all, totalBytes, sourceBytes, textModelMaxDiff, tokenizerChecked };
+    return { outDir, files: all, totalBytes, sourceBytes, textModelMaxDiff, tokenizerChecked: index.conditioning === 'clip' ? tokenizerChecked : undefined };
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
