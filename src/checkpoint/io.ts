@@ -5,7 +5,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { type NamedArray, type ParamStore, loadProblems } from '../nn/params.js';
+import type { NamedArray, ParamStore } from '../nn/params.js';
 import type { WeightLayout } from './layout.js';
 import { type EncodeSafetensorsOptions, SafetensorsReader, decodeSafetensors, encodeSafetensors } from './safetensors.js';
 import { readJson, writeFileAtomic, writeJsonAtomic } from './files.js';
@@ -80,27 +80,14 @@ export function loadComponentWeights(dir: string, store: ParamStore, weightsName
   const reader = SafetensorsReader.open(file);
   try {
     const shapes = reader.shapes();
-    if (!layout?.matches(shapes.keys())) {
-      store.loadEach(shapes, (name) => reader.read(name).data, label);
-      return;
+    if (!layout?.matches(shapes.keys())) store.loadEach(shapes, (name) => reader.read(name).data, label);
+    else {
+      const read = (name: string) => {
+        const key = layout.key(name);
+        return layout.fromFile(key, reader.read(key)).array.data; // [file layout] -> ours
+      };
+      store.loadEach(shapes, read, label, layout);
     }
-    const problems: string[] = [];
-    const internal = new Map<string, number[]>();
-    for (const [name, v] of store.entries()) {
-      const key = layout.key(name);
-      const want = layout.fileShape(name, v.shape);
-      const shape = shapes.get(key);
-      if (!shape) problems.push(`missing '${key}' [${want.join(', ')}]`);
-      else if (shape.length !== want.length || shape.some((d, i) => d !== want[i])) {
-        problems.push(`'${key}' has shape [${shape.join(', ')}], the model expects [${want.join(', ')}]`);
-      } else internal.set(name, v.shape);
-    }
-    for (const key of shapes.keys()) {
-      const name = layout.name(key);
-      if (name === undefined || !store.has(name)) problems.push(`unexpected '${key}'`);
-    }
-    if (problems.length > 0) throw loadProblems(label, problems);
-    store.loadEach(internal, (name) => layout.fromFile(layout.key(name), reader.read(layout.key(name))).array.data, label);
   } finally {
     reader.close();
   }

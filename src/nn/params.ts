@@ -40,6 +40,19 @@ function initData(shape: number[], init: Init, rng: Generator): Float32Array {
   }
 }
 
+/**
+ * How a file names and shapes a store's parameters (checkpoint/layout.ts's WeightLayout for
+ * diffusers' files): our name -> its key and shape, and back from a key (undefined: unknown).
+ */
+export interface ParamNaming {
+  key(name: string): string;
+  name(key: string): string | undefined;
+  fileShape(name: string, shape: number[]): number[];
+}
+
+/** Our own files: names and shapes as they are in the store. */
+const AS_STORED: ParamNaming = { key: (name) => name, name: (key) => key, fileShape: (_name, shape) => shape };
+
 export class ParamStore {
   private readonly vars = new Map<string, tf.Variable>();
   /** A view shares another store's variables and must not dispose them. */
@@ -144,13 +157,14 @@ export class ParamStore {
 
   /**
    * As loadArrays, one tensor at a time: names and shapes are checked first (`shapes`, e.g. a
-   * safetensors header), then each parameter's values are fetched with `read`, checked and
+   * safetensors header, keyed and shaped as `naming` says the file holds them: default as they
+   * are), then each parameter's values are fetched with `read(name)` in our layout, checked and
    * assigned before the next is read, so one tensor's values at most are on the host at once.
    * A non-finite value stops the load with an error naming it; the parameters assigned before
    * it keep their new values (loadComponent disposes such a model).
    */
-  loadEach(shapes: Map<string, number[]>, read: (name: string) => Float32Array, what = 'checkpoint'): void {
-    throwProblems(this.shapeProblems(shapes), what);
+  loadEach(shapes: Map<string, number[]>, read: (name: string) => Float32Array, what = 'checkpoint', naming: ParamNaming = AS_STORED): void {
+    throwProblems(this.shapeProblems(shapes, naming), what);
     for (const [name, v] of this.vars) {
       const data = read(name);
       if (data.length !== v.size) throwProblems([`'${name}' has ${data.length} values, expected ${v.size}`], what);
@@ -160,17 +174,22 @@ export class ParamStore {
     }
   }
 
-  /** Missing, unexpected and wrongly shaped names. */
-  private shapeProblems(shapes: Map<string, number[]>): string[] {
+  /** Missing, unexpected and wrongly shaped keys of a file's `shapes`, in the file's names. */
+  private shapeProblems(shapes: Map<string, number[]>, naming: ParamNaming): string[] {
     const problems: string[] = [];
     for (const [name, v] of this.vars) {
-      const shape = shapes.get(name);
-      if (!shape) problems.push(`missing '${name}' [${v.shape.join(', ')}]`);
-      else if (shape.length !== v.shape.length || shape.some((d, i) => d !== v.shape[i])) {
-        problems.push(`'${name}' has shape [${shape.join(', ')}], the model expects [${v.shape.join(', ')}]`);
+      const key = naming.key(name);
+      const want = naming.fileShape(name, v.shape);
+      const shape = shapes.get(key);
+      if (!shape) problems.push(`missing '${key}' [${want.join(', ')}]`);
+      else if (shape.length !== want.length || shape.some((d, i) => d !== want[i])) {
+        problems.push(`'${key}' has shape [${shape.join(', ')}], the model expects [${want.join(', ')}]`);
       }
     }
-    for (const name of shapes.keys()) if (!this.vars.has(name)) problems.push(`unexpected '${name}'`);
+    for (const key of shapes.keys()) {
+      const name = naming.name(key);
+      if (name === undefined || !this.vars.has(name)) problems.push(`unexpected '${key}'`);
+    }
     return problems;
   }
 
