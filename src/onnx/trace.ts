@@ -60,6 +60,12 @@ interface EngineInternals {
   moveData(backend: tf.KernelBackend, dataId: object): void;
 }
 
+/** Moves a tensor's data to another tfjs backend (it comes back on demand when a kernel reads it). */
+export function moveTensorData(backend: tf.KernelBackend, t: tf.Tensor): void {
+  const engine = tf.engine() as unknown as EngineInternals;
+  if (engine.state.tensorInfo.get(t.dataId)?.backend !== backend) engine.moveData(backend, t.dataId);
+}
+
 export interface TraceOptions {
   /**
    * Move each constant of at least `offloadMinBytes` (default 1 MiB) to this backend (e.g. tfjs'

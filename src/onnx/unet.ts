@@ -19,7 +19,7 @@ import type { UNetConfig } from '../unet/config.js';
 import type { ContextCache, UNet2DCondition } from '../unet/unet2d-condition.js';
 import { traceToOnnx } from './export.js';
 import { type HostArray, OnnxSession, type OnnxSessionOptions, toHostArray } from './runtime.js';
-import { traceKernels } from './trace.js';
+import { moveTensorData, traceKernels } from './trace.js';
 
 /** Weight bytes from which the traced graph keeps its weights in a side file (see the file comment). */
 export const EXTERNAL_WEIGHTS_BYTES = 1 << 30;
@@ -99,7 +99,7 @@ export class OnnxUNet {
     // A big U-Net's weights wait in tfjs' plain-JavaScript 'cpu' backend and visit the active
     // backend one at a time while tracing (TraceOptions.offloadTo): the wasm heap stops at 4 GB.
     const offloadTo = big && tf.getBackend() !== 'cpu' ? tf.engine().findBackend('cpu') : undefined;
-    if (offloadTo) for (const [, v] of this.unet.store.entries()) moveData(offloadTo, v);
+    if (offloadTo) for (const [, v] of this.unet.store.entries()) moveTensorData(offloadTo, v);
     const trace = traceKernels(() => this.unet.apply(sample, timesteps, context), { sample, timesteps, ...inputs }, offloadTo ? { offloadTo } : {});
     const exportOptions = { name: 'unet', outputName: 'eps', docString: 'UNet2DCondition traced from tfjs' };
     if (!big) return OnnxSession.create(traceToOnnx(trace, exportOptions), this.options);
@@ -125,15 +125,6 @@ export class OnnxUNet {
       );
     this.sessions.clear();
   }
-}
-
-/** Moves a tensor's data to another tfjs backend (it comes back on demand when a kernel reads it). */
-function moveData(backend: tf.KernelBackend, t: tf.Tensor): void {
-  const engine = tf.engine() as unknown as {
-    state: { tensorInfo: WeakMap<object, { backend: tf.KernelBackend }> };
-    moveData(b: tf.KernelBackend, id: object): void;
-  };
-  if (engine.state.tensorInfo.get(t.dataId)?.backend !== backend) engine.moveData(backend, t.dataId);
 }
 
 /** The graph inputs a ContextCache supplies: per transformer `<name>.k` / `<name>.v` [B*heads, T, d], and `mask` [B, T]. */
