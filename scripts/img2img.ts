@@ -7,7 +7,6 @@
  *   npx txt2img img2img --init photo.png --mask mask.png --strength 1 "a red square" --out fixed.png
  */
 import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { INPAINTING_FILLS, RESIZE_MODES, parseInpaintingFill, parseResizeMode } from '../src/image/edit-names.js';
 import { cliArgs, finiteNumber, integer, parseStrict, runCli } from './cli.js';
 import { generationOptions, generationSettings } from './generation-options.js';
@@ -57,18 +56,13 @@ await runCli(async () => {
   ] as const) {
     if (file !== undefined && !existsSync(file)) throw new Error(`${flag} ${file}: no such file`);
   }
-  const [{ initBackend }, { resolveRuntime }, { runImg2Img }, { defaultModelDir }, { resolveModel }] = await Promise.all([
+  const [{ initBackend }, { resolveRuntime }, { runImg2Img }, { modelFolder }] = await Promise.all([
     import('../src/backend/index.js'),
     import('../src/onnx/runtime.js'),
     import('../src/pipeline/img2img.js'),
     import('../src/pipeline/text-to-image.js'),
-    import('../src/pipeline/hub.js'),
   ]);
-  // A hub id (org/name) that is not a local path: downloaded once into the cache, as txt2img does.
-  const model = argv.model === undefined ? defaultModelDir() : await resolveModel(argv.model);
-  if (argv.model === undefined && !existsSync(path.join(model, 'model_index.json'))) {
-    throw new Error(`no bundled default model at ${model}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
-  }
+  const model = await modelFolder(argv.model);
   const backend = await initBackend({ backend: argv.backend });
   const { runtime, why } = await resolveRuntime(runtimeChoice, backend);
   const t0 = performance.now();

@@ -36,15 +36,13 @@ await runCli(async () => {
   const runtimeChoice = parseRuntimeName(RUNTIME_CHOICES, argv.runtime, '--runtime', 'U-Net runtime');
   const auth = argv['api-auth']?.split(',').map((s) => s.trim());
   if (auth?.some((p) => p.indexOf(':') <= 0)) throw new Error(`--api-auth must be user:password (comma-separated for several), got '${argv['api-auth']}'`);
-  const [{ initBackend }, { resolveRuntime, describeUNetRuntime }, { startServer }, { defaultModelDir }, { resolveModel }] = await Promise.all([
+  const [{ initBackend }, { resolveRuntime, describeUNetRuntime }, { startServer }, { modelFolder }] = await Promise.all([
     import('../src/backend/index.js'),
     import('../src/onnx/runtime.js'),
     import('../src/server/server.js'),
     import('../src/pipeline/text-to-image.js'),
-    import('../src/pipeline/hub.js'),
   ]);
-  // A hub id (org/name) that is not a local path: downloaded once into the cache, as txt2img does.
-  const model = argv.model === undefined ? defaultModelDir() : await resolveModel(argv.model);
+  const model = await modelFolder(argv.model);
   if (!existsSync(path.join(model, 'model_index.json')))
     throw new Error(`${model} is not a pipeline folder (no model_index.json); pass --model <pipeline folder>`);
   const backend = await initBackend({ backend: argv.backend });

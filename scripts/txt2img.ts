@@ -9,8 +9,6 @@
  * Only light modules load before the arguments are parsed (`--help` loads no tfjs); the rest
  * loads once there is work to do.
  */
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { cliArgs, finiteNumber, parseStrict, runCli } from './cli.js';
 import { generationOptions, generationSettings } from './generation-options.js';
 
@@ -44,18 +42,13 @@ if (sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub)) {
     // Numbers here; the range and the model's multiple are checked where the request is (txt2img.ts, pipeline.ts).
     const width = argv.width === undefined ? undefined : finiteNumber(argv.width, '--width');
     const height = argv.height === undefined ? undefined : finiteNumber(argv.height, '--height');
-    const [{ initBackend }, { resolveRuntime }, { runTxt2Img }, { defaultModelDir }, { resolveModel }] = await Promise.all([
+    const [{ initBackend }, { resolveRuntime }, { runTxt2Img }, { modelFolder }] = await Promise.all([
       import('../src/backend/index.js'),
       import('../src/onnx/runtime.js'),
       import('../src/pipeline/txt2img.js'),
       import('../src/pipeline/text-to-image.js'),
-      import('../src/pipeline/hub.js'),
     ]);
-    // A hub id (org/name) that is not a local path: downloaded once into the cache.
-    const model = argv.model === undefined ? defaultModelDir() : await resolveModel(argv.model);
-    if (argv.model === undefined && !existsSync(path.join(model, 'model_index.json'))) {
-      throw new Error(`no bundled default model at ${model}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
-    }
+    const model = await modelFolder(argv.model);
     const backend = await initBackend({ backend: argv.backend });
     const { runtime, why } = await resolveRuntime(runtimeChoice, backend);
     const t0 = performance.now();

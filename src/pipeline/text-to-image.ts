@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { currentBackend, initBackend } from '../backend/index.js';
 import { tensorToBatch, batchImage, encodePngWithText } from '../image/convert.js';
 import { type Runtime, type RuntimeChoice, RUNTIME_CHOICES, parseRuntimeName, resolveRuntime } from '../onnx/runtime.js';
+import { resolveModel } from './hub.js';
 import { Txt2ImgPipeline } from './pipeline.js';
 import { type ImageRequest, generateImages } from './txt2img.js';
 
@@ -28,6 +29,18 @@ export function packageRoot(): string {
 /** The bundled default model (`models/default` of the package). */
 export function defaultModelDir(): string {
   return path.join(packageRoot(), 'models', 'default');
+}
+
+/**
+ * A command's `--model` as a folder: absent, the bundled default (which must be there); a hub id
+ * (org/name) that is not a local path, downloaded once into the cache; else the path as given.
+ */
+export async function modelFolder(model: string | undefined): Promise<string> {
+  if (model !== undefined) return resolveModel(model);
+  const dir = defaultModelDir();
+  if (!existsSync(path.join(dir, 'model_index.json')))
+    throw new Error(`no bundled default model at ${dir}; pass --model <pipeline folder> (train one with scripts/train.ts)`);
+  return dir;
 }
 
 export interface TextToImageOptions {
